@@ -1,0 +1,257 @@
+// `fleet up` / `fleet down`.
+#include "cli/local_cluster.h"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <vector>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "cli/config.h"
+#include "cli/controller_api.h"
+#include "cli/output.h"
+#include "common/files.h"
+#include "common/status_macros.h"
+#include "common/subprocess.h"
+#include "nlohmann/json.hpp"
+
+namespace fleet::cli {
+namespace {
+
+using Json = nlohmann::ordered_json;
+
+constexpr int kMaxNodes = 253;  // 127.0.0.2 .. 127.0.0.254
+
+struct Member {
+  std::string role;  // "controller", "node-1", ...
+  std::string log;
+  Process process;
+};
+
+std::string LogTail(const std::string& path, int lines) {
+  absl::StatusOr<std::string> text = ReadFileToString(path);
+  if (!text.ok()) return "";
+  std::vector<absl::string_view> all = absl::StrSplit(*text, '\n', absl::SkipEmpty());
+  size_t from = all.size() > static_cast<size_t>(lines) ? all.size() - lines : 0;
+  std::string out;
+  for (size_t i = from; i < all.size(); ++i) absl::StrAppend(&out, "\n    ", all[i]);
+  return out;
+}
+
+absl::Status Died(const Member& m, int wait_status) {
+  return absl::AbortedError(absl::StrCat(m.role, " ", DescribeWaitStatus(wait_status),
+                                         "; last lines of ", m.log, ":", LogTail(m.log, 5)));
+}
+
+// Agents first so none of them reports the controller gone while stopping.
+void StopAll(std::vector<Member>& members) {
+  for (auto it = members.rbegin(); it != members.rend(); ++it) {
+    if (it->process.Running()) (void)it->process.Signal(SIGTERM);
+  }
+  for (auto it = members.rbegin(); it != members.rend(); ++it) {
+    (void)it->process.Stop(absl::Seconds(5));
+  }
+}
+
+absl::Status WriteRecord(const std::string& dir, const std::string& controller,
+                         std::vector<Member>& members) {
+  Json procs = Json::array();
+  for (Member& m : members) {
+    ASSIGN_OR_RETURN(uint64_t ticks, ProcessStartTicks(m.process.pid()));
+    procs.push_back({{"role", m.role}, {"pid", m.process.pid()}, {"startTicks", ticks}});
+  }
+  Json doc = {{"controller", controller}, {"processes", procs}};
+  return WriteFileAtomically(absl::StrCat(dir, "/cluster.json"), doc.dump(2) + "\n");
+}
+
+// The processes recorded in DIR/cluster.json that still run.
+absl::StatusOr<std::vector<std::pair<pid_t, uint64_t>>> LiveRecorded(const std::string& dir) {
+  std::string path = absl::StrCat(dir, "/cluster.json");
+  absl::StatusOr<std::string> text = ReadFileToString(path);
+  if (absl::IsNotFound(text.status())) return std::vector<std::pair<pid_t, uint64_t>>{};
+  if (!text.ok()) return text.status();
+  Json doc = Json::parse(*text, nullptr, /*allow_exceptions=*/false);
+  if (doc.is_discarded() || !doc.contains("processes") || !doc["processes"].is_array()) {
+    return absl::DataLossError(absl::StrCat(
+        path, " is not a cluster record; stop stray `fleet` processes by hand and delete it"));
+  }
+  std::vector<std::pair<pid_t, uint64_t>> live;
+  for (const Json& p : doc["processes"]) {
+    if (!p.contains("pid") || !p.contains("startTicks")) continue;
+    pid_t pid = p["pid"].get<pid_t>();
+    uint64_t ticks = p["startTicks"].get<uint64_t>();
+    absl::StatusOr<uint64_t> now = ProcessStartTicks(pid);
+    if (now.ok() && *now == ticks) live.emplace_back(pid, ticks);
+  }
+  return live;
+}
+
+absl::StatusOr<std::string> WaitForControllerAddress(const std::string& path, Member& controller,
+                                                     absl::Time deadline) {
+  while (absl::Now() < deadline) {
+    absl::StatusOr<std::string> addr = ReadFileToString(path);
+    if (addr.ok()) return std::string(absl::StripAsciiWhitespace(*addr));
+    if (!controller.process.Running()) {
+      absl::StatusOr<int> st = controller.process.Wait(absl::ZeroDuration());
+      return Died(controller, st.ok() ? *st : 0);
+    }
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  return absl::DeadlineExceededError(absl::StrCat(
+      "the controller did not start listening in time; see ", controller.log));
+}
+
+absl::Status WaitReady(const CliConfig& config, std::vector<Member>& members, int nodes,
+                       absl::Time deadline, v1::ListNodesResponse& last) {
+  std::string why = "no answer yet";
+  while (absl::Now() < deadline) {
+    for (Member& m : members) {
+      if (!m.process.Running()) {
+        absl::StatusOr<int> st = m.process.Wait(absl::ZeroDuration());
+        return Died(m, st.ok() ? *st : 0);
+      }
+    }
+    absl::StatusOr<v1::ListNodesResponse> list =
+        ListNodes(config, *PlaintextTransport(), absl::Seconds(1));
+    if (list.ok()) {
+      int ready = 0;
+      for (const v1::Node& n : list->nodes()) {
+        if (n.state() == v1::NODE_STATE_READY && n.reachable()) ++ready;
+      }
+      if (ready == nodes) {
+        last = *std::move(list);
+        return absl::OkStatus();
+      }
+      why = absl::StrCat(ready, " of ", nodes, " nodes ready");
+    } else {
+      why = std::string(list.status().message());
+    }
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  return absl::DeadlineExceededError(
+      absl::StrCat("the local cluster did not become ready in time (", why, "); logs are in ",
+                   members.front().log.substr(0, members.front().log.rfind('/'))));
+}
+
+// Waits for a stop signal or for a member to die on its own.
+absl::Status Supervise(std::vector<Member>& members, std::ostream& out) {
+  sigset_t stop;
+  sigemptyset(&stop);
+  for (int s : {SIGINT, SIGTERM, SIGHUP}) sigaddset(&stop, s);
+  const timespec tick = {0, 200'000'000};
+  while (true) {
+    int sig = ::sigtimedwait(&stop, nullptr, &tick);
+    if (sig > 0) {
+      out << "\nstopping (" << ::strsignal(sig) << ") ..." << std::endl;
+      return absl::OkStatus();
+    }
+    for (Member& m : members) {
+      if (!m.process.Running()) {
+        absl::StatusOr<int> st = m.process.Wait(absl::ZeroDuration());
+        return Died(m, st.ok() ? *st : 0);
+      }
+    }
+  }
+}
+
+}  // namespace
+
+absl::Status RunUp(const UpOptions& options, std::ostream& out) {
+  if (options.nodes < 1 || options.nodes > kMaxNodes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--nodes must be between 1 and ", kMaxNodes, "; got ", options.nodes));
+  }
+  const std::string dir = std::filesystem::absolute(options.dir).lexically_normal();
+  const std::string logs = absl::StrCat(dir, "/logs");
+  RETURN_IF_ERROR(MakeDirectories(logs, 0700));
+  ASSIGN_OR_RETURN(auto live, LiveRecorded(dir));
+  if (!live.empty()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "a local cluster already runs in ", dir, " (pid ", live.front().first,
+        "); stop it with `fleet down --dir ", dir, "` or pass another --dir"));
+  }
+  const std::string addr_file = absl::StrCat(dir, "/controller/controller.addr");
+  ::unlink(addr_file.c_str());
+
+  std::vector<Member> members;
+  auto start = [&](std::string role, std::vector<std::string> args) -> absl::Status {
+    std::string log = absl::StrCat(logs, "/", role, ".log");
+    args.insert(args.begin(), options.fleet_binary);
+    ASSIGN_OR_RETURN(Process p, Process::Start({.argv = std::move(args),
+                                                .env = {},
+                                                .output_path = log,
+                                                .new_session = true,
+                                                .die_with_parent = !options.detach}));
+    members.push_back({std::move(role), log, std::move(p)});
+    return absl::OkStatus();
+  };
+  absl::Time deadline = absl::Now() + options.timeout;
+  absl::Status st = [&]() -> absl::Status {
+    RETURN_IF_ERROR(start("controller", {"controller", "--state-dir", dir + "/controller",
+                                         "--listen", "127.0.0.1:0"}));
+    ASSIGN_OR_RETURN(std::string controller,
+                     WaitForControllerAddress(addr_file, members.front(), deadline));
+    for (int i = 1; i <= options.nodes; ++i) {
+      std::string ip = absl::StrCat("127.0.0.", i + 1);
+      RETURN_IF_ERROR(start(absl::StrCat("node-", i),
+                            {"agent", "--controller", controller, "--state-dir",
+                             absl::StrCat(dir, "/node-", i), "--name", absl::StrCat("node-", i),
+                             "--listen", ip + ":0", "--advertise", ip}));
+    }
+    RETURN_IF_ERROR(WriteRecord(dir, controller, members));
+    std::string config_path = absl::StrCat(dir, "/config.yaml");
+    RETURN_IF_ERROR(WriteConfigFile(config_path, controller));
+    RETURN_IF_ERROR(RememberLocalCluster(dir));
+    v1::ListNodesResponse nodes;
+    RETURN_IF_ERROR(WaitReady(CliConfig{controller, config_path}, members, options.nodes,
+                              deadline, nodes));
+    out << RenderNodes(nodes, OutputFormat::kTable) << "\n"
+        << "Local cluster of " << options.nodes << " nodes is ready; controller at "
+        << controller << ".\n"
+        << "  FLEET_CONFIG=" << config_path << " fleet nodes   (plain `fleet nodes` works too)\n"
+        << "  logs: " << logs << "/\n";
+    return absl::OkStatus();
+  }();
+  if (!st.ok()) {
+    StopAll(members);
+    ::unlink(absl::StrCat(dir, "/cluster.json").c_str());
+    return st;
+  }
+  if (options.detach) {
+    out << "  stop it with: fleet down --dir " << dir << std::endl;
+    for (Member& m : members) m.process.Release();
+    return absl::OkStatus();
+  }
+  out << "  Ctrl-C stops it." << std::endl;
+  st = Supervise(members, out);
+  StopAll(members);
+  ::unlink(absl::StrCat(dir, "/cluster.json").c_str());
+  if (st.ok()) out << "stopped." << std::endl;
+  return st;
+}
+
+absl::Status RunDown(const std::string& dir_flag, std::ostream& out) {
+  const std::string dir = std::filesystem::absolute(dir_flag).lexically_normal();
+  ASSIGN_OR_RETURN(auto live, LiveRecorded(dir));
+  // Recorded controller first in the file, agents after: stop in reverse.
+  for (auto it = live.rbegin(); it != live.rend(); ++it) ::kill(it->first, SIGTERM);
+  absl::Status result;
+  for (auto it = live.rbegin(); it != live.rend(); ++it) {
+    absl::Status st = StopProcess(it->first, it->second, absl::Seconds(5));
+    if (!st.ok()) result = st;
+  }
+  RETURN_IF_ERROR(result);
+  ::unlink(absl::StrCat(dir, "/cluster.json").c_str());
+  if (live.empty()) {
+    out << "no local cluster runs in " << dir << "\n";
+  } else {
+    out << "stopped the local cluster in " << dir << " (" << live.size() << " processes)\n";
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace fleet::cli

@@ -1,0 +1,154 @@
+// Output formatting of the CLI.
+#include "cli/output.h"
+
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/table.h"
+#include "controller/node_registry.h"
+#include "google/protobuf/util/time_util.h"
+#include "yaml-cpp/yaml.h"
+
+namespace fleet::cli {
+namespace {
+
+using google::protobuf::util::TimeUtil;
+using Json = nlohmann::ordered_json;
+
+void Emit(YAML::Emitter& out, const Json& v) {
+  if (v.is_object()) {
+    out << YAML::BeginMap;
+    for (const auto& [key, value] : v.items()) {
+      out << YAML::Key << key << YAML::Value;
+      Emit(out, value);
+    }
+    out << YAML::EndMap;
+  } else if (v.is_array()) {
+    out << YAML::BeginSeq;
+    for (const auto& e : v) Emit(out, e);
+    out << YAML::EndSeq;
+  } else if (v.is_string()) {
+    out << v.get<std::string>();
+  } else if (v.is_boolean()) {
+    out << v.get<bool>();
+  } else if (v.is_number_unsigned()) {
+    out << v.get<uint64_t>();
+  } else if (v.is_number_integer()) {
+    out << v.get<int64_t>();
+  } else if (v.is_number_float()) {
+    out << v.get<double>();
+  } else {
+    out << YAML::Null;
+  }
+}
+
+std::string FormatBytes(uint64_t bytes) {
+  if (bytes == 0) return "-";
+  return absl::StrFormat("%.1fGi", static_cast<double>(bytes) / (1ull << 30));
+}
+
+double AgeSeconds(const v1::ListNodesResponse& list, const v1::Node& node) {
+  if (!node.has_last_heartbeat()) return -1;
+  return static_cast<double>(TimeUtil::TimestampToNanoseconds(list.now()) -
+                             TimeUtil::TimestampToNanoseconds(node.last_heartbeat())) /
+         1e9;
+}
+
+Json NodeToJson(const v1::ListNodesResponse& list, const v1::Node& node) {
+  const v1::NodeFacts& f = node.facts();
+  Json interfaces = Json::array();
+  for (const v1::NetworkInterface& itf : f.interfaces()) {
+    interfaces.push_back({{"name", itf.name()},
+                          {"addresses", Json(std::vector<std::string>(itf.addresses().begin(),
+                                                                      itf.addresses().end()))},
+                          {"mtu", itf.mtu()},
+                          {"operstate", itf.operstate()},
+                          {"loopback", itf.loopback()}});
+  }
+  Json facts = {{"hostname", f.hostname()},
+                {"cpuCount", f.cpu_count()},
+                {"memoryTotalBytes", f.memory_total_bytes()},
+                {"memoryAvailableBytes", f.memory_available_bytes()},
+                {"os", f.os()},
+                {"kernel", f.kernel()},
+                {"arch", f.arch()},
+                {"interfaces", interfaces},
+                {"unavailable", Json(std::vector<std::string>(f.unavailable().begin(),
+                                                              f.unavailable().end()))}};
+  double age = AgeSeconds(list, node);
+  return {{"name", node.identity().name()},
+          {"id", node.identity().node_id()},
+          {"address", node.address()},
+          {"state", std::string(controller::NodeStateName(node.state()))},
+          {"lastHeartbeat",
+           node.has_last_heartbeat() ? Json(TimeUtil::ToString(node.last_heartbeat())) : Json()},
+          {"lastHeartbeatAgeSeconds", age >= 0 ? Json(std::round(age * 1000) / 1000) : Json()},
+          {"registeredAt", TimeUtil::ToString(node.registered_at())},
+          {"version", node.agent_version()},
+          {"reachable", node.reachable()},
+          {"reachError", node.reach_error()},
+          {"facts", facts}};
+}
+
+}  // namespace
+
+absl::StatusOr<OutputFormat> ParseOutputFormat(const std::string& text) {
+  if (text.empty() || text == "table") return OutputFormat::kTable;
+  if (text == "wide") return OutputFormat::kWide;
+  if (text == "json") return OutputFormat::kJson;
+  if (text == "yaml") return OutputFormat::kYaml;
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown output format \"", text, "\"; use one of table, wide, json, yaml"));
+}
+
+std::string JsonToYaml(const Json& doc) {
+  YAML::Emitter out;
+  out.SetDoublePrecision(6);
+  Emit(out, doc);
+  return absl::StrCat(out.c_str(), "\n");
+}
+
+std::string FormatAge(double seconds) {
+  if (seconds < 0) return "never";
+  if (seconds < 10) return absl::StrFormat("%.1fs", seconds);
+  if (seconds < 120) return absl::StrFormat("%ds", static_cast<int>(seconds));
+  if (seconds < 7200) return absl::StrFormat("%dm", static_cast<int>(seconds / 60));
+  if (seconds < 172800) return absl::StrFormat("%dh", static_cast<int>(seconds / 3600));
+  return absl::StrFormat("%dd", static_cast<int>(seconds / 86400));
+}
+
+std::string RenderNodes(const v1::ListNodesResponse& list, OutputFormat format) {
+  if (format == OutputFormat::kJson || format == OutputFormat::kYaml) {
+    Json items = Json::array();
+    for (const v1::Node& node : list.nodes()) items.push_back(NodeToJson(list, node));
+    Json doc = {{"apiVersion", "fleet/v1"}, {"kind", "NodeList"}, {"items", items}};
+    return format == OutputFormat::kJson ? doc.dump(2) + "\n" : JsonToYaml(doc);
+  }
+  bool wide = format == OutputFormat::kWide;
+  std::vector<std::string> headers = {"NAME", "ADDRESS", "STATE", "LAST-HEARTBEAT", "VERSION"};
+  if (wide) {
+    for (const char* h : {"ID", "REACHABLE", "CPUS", "MEMORY", "OS", "KERNEL"}) {
+      headers.push_back(h);
+    }
+  }
+  Table table(headers);
+  for (const v1::Node& node : list.nodes()) {
+    std::vector<std::string> row = {node.identity().name(), node.address(),
+                                    std::string(controller::NodeStateName(node.state())),
+                                    FormatAge(AgeSeconds(list, node)), node.agent_version()};
+    if (wide) {
+      const v1::NodeFacts& f = node.facts();
+      row.push_back(node.identity().node_id());
+      row.push_back(node.reachable() ? "yes" : absl::StrCat("no: ", node.reach_error()));
+      row.push_back(f.cpu_count() ? absl::StrCat(f.cpu_count()) : "-");
+      row.push_back(FormatBytes(f.memory_total_bytes()));
+      row.push_back(f.os().empty() ? "-" : f.os());
+      row.push_back(f.kernel().empty() ? "-" : f.kernel());
+    }
+    table.AddRow(std::move(row));
+  }
+  return table.Render();
+}
+
+}  // namespace fleet::cli

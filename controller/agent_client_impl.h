@@ -1,0 +1,33 @@
+// AgentClient over gRPC, one channel per agent address, every call with a deadline.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "common/transport.h"
+#include "controller/agent_client.h"
+#include "fleet/v1/agent.grpc.pb.h"
+
+namespace fleet::controller {
+
+class GrpcAgentClient final : public AgentClient {
+ public:
+  GrpcAgentClient(std::shared_ptr<TransportCredentials> transport, absl::Duration deadline)
+      : transport_(std::move(transport)), deadline_(deadline) {}
+
+  void Describe(const std::string& address, const std::string& node_id,
+                DescribeCallback done) override;
+
+ private:
+  v1::Agent::Stub* StubFor(const std::string& address);
+
+  const std::shared_ptr<TransportCredentials> transport_;
+  const absl::Duration deadline_;
+  absl::Mutex mu_;
+  absl::flat_hash_map<std::string, std::unique_ptr<v1::Agent::Stub>> stubs_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace fleet::controller

@@ -1,0 +1,66 @@
+// ControllerServer: the controller's composition root. It owns the store, the registry, the
+// agent client, the gRPC server and the liveness ticker, in that order of construction.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/status/statusor.h"
+#include "absl/synchronization/notification.h"
+#include "common/clock.h"
+#include "common/transport.h"
+#include "controller/node_registry.h"
+
+namespace grpc {
+class Server;
+}
+
+namespace fleet::controller {
+
+class ControllerService;
+class GrpcAgentClient;
+class SqliteStore;
+
+struct ControllerOptions {
+  std::string state_dir;               // created if missing; holds fleet.db and controller.addr
+  std::string listen = "0.0.0.0:7100";  // port 0 picks a free port (see address())
+  RegistryConfig registry;
+  std::shared_ptr<TransportCredentials> transport;
+  const Clock* clock = RealClock::Get();
+};
+
+// Example:
+//   ASSIGN_OR_RETURN(auto server, ControllerServer::Start(options));
+//   ... wait for a signal ...
+//   server->Shutdown();
+class ControllerServer {
+ public:
+  // Fails with FailedPrecondition when the state dir is locked by another controller or its
+  // database is unusable, and Unavailable when the listen address cannot be bound.
+  static absl::StatusOr<std::unique_ptr<ControllerServer>> Start(ControllerOptions options);
+  ~ControllerServer();
+
+  // "HOST:PORT" actually listened on; also written to STATE_DIR/controller.addr.
+  const std::string& address() const { return address_; }
+  // Stops accepting calls, finishes in-flight ones, stops the ticker. Idempotent.
+  void Shutdown();
+
+ private:
+  explicit ControllerServer(ControllerOptions options);
+  absl::Status Init();
+
+  ControllerOptions options_;
+  int lock_fd_ = -1;
+  std::unique_ptr<SqliteStore> store_;
+  std::unique_ptr<NodeRegistry> registry_;
+  std::unique_ptr<GrpcAgentClient> agents_;
+  std::unique_ptr<ControllerService> service_;
+  std::unique_ptr<grpc::Server> server_;
+  std::string address_;
+  absl::Notification stop_;
+  std::thread ticker_;
+  bool shut_down_ = false;
+};
+
+}  // namespace fleet::controller

@@ -1,0 +1,65 @@
+// An in-memory Store for unit tests, with a switch to make writes fail.
+#pragma once
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/synchronization/mutex.h"
+#include "controller/store.h"
+
+namespace fleet::controller {
+
+class FakeStore final : public Store {
+ public:
+  struct Event {
+    std::string kind, subject, message;
+  };
+
+  absl::StatusOr<std::string> ControllerId() override { return std::string("fake-controller"); }
+  absl::StatusOr<std::vector<v1::Node>> LoadNodes() override {
+    absl::MutexLock lock(&mu_);
+    std::vector<v1::Node> out;
+    for (const auto& [id, node] : nodes_) out.push_back(node);
+    return out;
+  }
+  absl::Status PutNode(const v1::Node& node) override {
+    absl::MutexLock lock(&mu_);
+    if (!fail_writes_.ok()) return fail_writes_;
+    nodes_[node.identity().node_id()] = node;
+    return absl::OkStatus();
+  }
+  absl::Status DeleteNode(absl::string_view node_id) override {
+    absl::MutexLock lock(&mu_);
+    nodes_.erase(std::string(node_id));
+    return absl::OkStatus();
+  }
+  absl::Status AppendEvent(absl::Time, absl::string_view kind, absl::string_view subject,
+                           absl::string_view message) override {
+    absl::MutexLock lock(&mu_);
+    if (!fail_writes_.ok()) return fail_writes_;
+    events_.push_back({std::string(kind), std::string(subject), std::string(message)});
+    return absl::OkStatus();
+  }
+
+  void FailWrites(absl::Status status) {
+    absl::MutexLock lock(&mu_);
+    fail_writes_ = std::move(status);
+  }
+  std::vector<Event> events() const {
+    absl::MutexLock lock(&mu_);
+    return events_;
+  }
+  std::map<std::string, v1::Node> nodes() const {
+    absl::MutexLock lock(&mu_);
+    return nodes_;
+  }
+
+ private:
+  mutable absl::Mutex mu_;
+  std::map<std::string, v1::Node> nodes_;
+  std::vector<Event> events_;
+  absl::Status fail_writes_;
+};
+
+}  // namespace fleet::controller

@@ -1,0 +1,41 @@
+// Store on an embedded SQLite database (WAL mode) in the controller's state directory.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "controller/store.h"
+
+struct sqlite3;
+
+namespace fleet::controller {
+
+// Example:
+//   ASSIGN_OR_RETURN(std::unique_ptr<SqliteStore> store, SqliteStore::Open("/var/lib/fleet/fleet.db"));
+class SqliteStore final : public Store {
+ public:
+  // Opens or creates the database, checks its integrity and schema version. A file that is
+  // not a SQLite database, is corrupt, or has a newer schema gives FailedPrecondition with
+  // what to do; nothing is overwritten.
+  static absl::StatusOr<std::unique_ptr<SqliteStore>> Open(const std::string& path);
+  ~SqliteStore() override;
+  SqliteStore(const SqliteStore&) = delete;
+  SqliteStore& operator=(const SqliteStore&) = delete;
+
+  absl::StatusOr<std::string> ControllerId() override;
+  absl::StatusOr<std::vector<v1::Node>> LoadNodes() override;
+  absl::Status PutNode(const v1::Node& node) override;
+  absl::Status DeleteNode(absl::string_view node_id) override;
+  absl::Status AppendEvent(absl::Time at, absl::string_view kind, absl::string_view subject,
+                           absl::string_view message) override;
+
+ private:
+  SqliteStore(std::string path, sqlite3* db) : path_(std::move(path)), db_(db) {}
+  absl::Status Exec(const char* sql);
+  absl::Status Error(absl::string_view what) const;
+
+  std::string path_;
+  sqlite3* db_;
+};
+
+}  // namespace fleet::controller

@@ -1,0 +1,31 @@
+// The controller's durable state, behind an interface so policy code is tested against
+// FakeStore (fake_store.h) and production uses SqliteStore (sqlite_store.h).
+#pragma once
+
+#include <string>
+#include "absl/strings/string_view.h"
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "fleet/v1/controller.pb.h"
+
+namespace fleet::controller {
+
+class Store {
+ public:
+  virtual ~Store() = default;
+  // A random id made when the state is first created; survives restarts.
+  virtual absl::StatusOr<std::string> ControllerId() = 0;
+  // Every stored node, as last written by PutNode.
+  virtual absl::StatusOr<std::vector<v1::Node>> LoadNodes() = 0;
+  // Inserts or replaces the node with this node id.
+  virtual absl::Status PutNode(const v1::Node& node) = 0;
+  virtual absl::Status DeleteNode(absl::string_view node_id) = 0;
+  // An audit line: "node-registered", "node-lost", ... kept for `fleet describe` and debugging.
+  virtual absl::Status AppendEvent(absl::Time at, absl::string_view kind, absl::string_view subject,
+                                   absl::string_view message) = 0;
+};
+
+}  // namespace fleet::controller
