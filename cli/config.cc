@@ -40,27 +40,26 @@ absl::StatusOr<CliConfig> LoadConfigFile(const std::string& path) {
       if (key == "controller") {
         config.controller = kv.second.as<std::string>();
       } else {
-        return absl::InvalidArgumentError(absl::StrCat(
-            path, ":", kv.first.Mark().line + 1, ": unknown key `", key,
-            "`; the known key is `controller`"));
+        return absl::InvalidArgumentError(absl::StrCat(path, ":", kv.first.Mark().line + 1,
+                                                       ": unknown key `", key,
+                                                       "`; the known key is `controller`"));
       }
     }
   } catch (const YAML::Exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ":", e.mark.line + 1, ":",
-                                                   e.mark.column + 1, ": ", e.msg));
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ":", e.mark.line + 1, ":", e.mark.column + 1, ": ", e.msg));
   }
   if (config.controller.empty()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(path, ": no `controller: HOST:PORT` entry"));
+    return absl::InvalidArgumentError(absl::StrCat(path, ": no `controller: HOST:PORT` entry"));
   }
   return config;
 }
 
 absl::Status WriteConfigFile(const std::string& path, const std::string& controller) {
-  return WriteFileAtomically(
-      path, absl::StrCat("# Written by `fleet up`; FLEET_CONFIG=", path, " selects it.\n",
-                         "controller: ", controller, "\n"),
-      0600);
+  return WriteFileAtomically(path,
+                             absl::StrCat("# Written by `fleet up`; FLEET_CONFIG=", path,
+                                          " selects it.\n", "controller: ", controller, "\n"),
+                             0600);
 }
 
 absl::StatusOr<CliConfig> ResolveConfig(const std::string& flag) {
@@ -68,8 +67,7 @@ absl::StatusOr<CliConfig> ResolveConfig(const std::string& flag) {
   if (const char* env = std::getenv("FLEET_CONFIG"); env != nullptr && *env != '\0') {
     absl::StatusOr<CliConfig> c = LoadConfigFile(env);
     if (!c.ok()) {
-      return absl::Status(c.status().code(),
-                          absl::StrCat("FLEET_CONFIG: ", c.status().message()));
+      return absl::Status(c.status().code(), absl::StrCat("FLEET_CONFIG: ", c.status().message()));
     }
     return c;
   }
@@ -84,7 +82,8 @@ absl::StatusOr<CliConfig> ResolveConfig(const std::string& flag) {
   }
   return absl::FailedPreconditionError(
       absl::StrCat("no controller configured: pass --controller HOST:PORT, set FLEET_CONFIG, "
-                   "write ", user, ", or start a local cluster with `fleet up`"));
+                   "write ",
+                   user, ", or start a local cluster with `fleet up`"));
 }
 
 absl::Status RememberLocalCluster(const std::string& dir) {

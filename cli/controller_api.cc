@@ -22,7 +22,11 @@ absl::StatusOr<v1::ListNodesResponse> ListNodes(const CliConfig& config,
         "): ", st.error_message(),
         "; check that `fleet controller` runs there, or point --controller / FLEET_CONFIG at it"));
   }
-  if (!st.ok()) return FromGrpc(st);
+  if (!st.ok()) {
+    absl::Status status = FromGrpc(st);
+    return absl::Status(status.code(), absl::StrCat("the controller at ", config.controller,
+                                                    " answered: ", status.message()));
+  }
   return response;
 }
 

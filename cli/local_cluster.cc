@@ -101,8 +101,8 @@ absl::StatusOr<std::string> WaitForControllerAddress(const std::string& path, Me
     }
     absl::SleepFor(absl::Milliseconds(20));
   }
-  return absl::DeadlineExceededError(absl::StrCat(
-      "the controller did not start listening in time; see ", controller.log));
+  return absl::DeadlineExceededError(
+      absl::StrCat("the controller did not start listening in time; see ", controller.log));
 }
 
 absl::Status WaitReady(const CliConfig& config, std::vector<Member>& members, int nodes,
@@ -170,9 +170,9 @@ absl::Status RunUp(const UpOptions& options, std::ostream& out) {
   RETURN_IF_ERROR(MakeDirectories(logs, 0700));
   ASSIGN_OR_RETURN(auto live, LiveRecorded(dir));
   if (!live.empty()) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "a local cluster already runs in ", dir, " (pid ", live.front().first,
-        "); stop it with `fleet down --dir ", dir, "` or pass another --dir"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("a local cluster already runs in ", dir, " (pid ", live.front().first,
+                     "); stop it with `fleet down --dir ", dir, "` or pass another --dir"));
   }
   const std::string addr_file = absl::StrCat(dir, "/controller/controller.addr");
   ::unlink(addr_file.c_str());
@@ -182,7 +182,6 @@ absl::Status RunUp(const UpOptions& options, std::ostream& out) {
     std::string log = absl::StrCat(logs, "/", role, ".log");
     args.insert(args.begin(), options.fleet_binary);
     ASSIGN_OR_RETURN(Process p, Process::Start({.argv = std::move(args),
-                                                .env = {},
                                                 .output_path = log,
                                                 .new_session = true,
                                                 .die_with_parent = !options.detach}));
@@ -197,21 +196,21 @@ absl::Status RunUp(const UpOptions& options, std::ostream& out) {
                      WaitForControllerAddress(addr_file, members.front(), deadline));
     for (int i = 1; i <= options.nodes; ++i) {
       std::string ip = absl::StrCat("127.0.0.", i + 1);
-      RETURN_IF_ERROR(start(absl::StrCat("node-", i),
-                            {"agent", "--controller", controller, "--state-dir",
-                             absl::StrCat(dir, "/node-", i), "--name", absl::StrCat("node-", i),
-                             "--listen", ip + ":0", "--advertise", ip}));
+      RETURN_IF_ERROR(
+          start(absl::StrCat("node-", i),
+                {"agent", "--controller", controller, "--state-dir", absl::StrCat(dir, "/node-", i),
+                 "--name", absl::StrCat("node-", i), "--listen", ip + ":0", "--advertise", ip}));
     }
     RETURN_IF_ERROR(WriteRecord(dir, controller, members));
     std::string config_path = absl::StrCat(dir, "/config.yaml");
     RETURN_IF_ERROR(WriteConfigFile(config_path, controller));
     RETURN_IF_ERROR(RememberLocalCluster(dir));
     v1::ListNodesResponse nodes;
-    RETURN_IF_ERROR(WaitReady(CliConfig{controller, config_path}, members, options.nodes,
-                              deadline, nodes));
+    RETURN_IF_ERROR(
+        WaitReady(CliConfig{controller, config_path}, members, options.nodes, deadline, nodes));
     out << RenderNodes(nodes, OutputFormat::kTable) << "\n"
-        << "Local cluster of " << options.nodes << " nodes is ready; controller at "
-        << controller << ".\n"
+        << "Local cluster of " << options.nodes << " nodes is ready; controller at " << controller
+        << ".\n"
         << "  FLEET_CONFIG=" << config_path << " fleet nodes   (plain `fleet nodes` works too)\n"
         << "  logs: " << logs << "/\n";
     return absl::OkStatus();

@@ -12,8 +12,8 @@ namespace fleet::cli {
 
 struct UpOptions {
   int nodes = 2;
-  std::string dir;       // state, logs, config.yaml and cluster.json of this cluster
-  bool detach = false;   // return once Ready, leaving the processes running
+  std::string dir;      // state, logs, config.yaml and cluster.json of this cluster
+  bool detach = false;  // return once Ready, leaving the processes running
   absl::Duration timeout = absl::Seconds(30);  // to reach Ready
   std::string fleet_binary;  // this executable, started as `fleet controller` / `fleet agent`
 };

@@ -25,8 +25,7 @@ namespace fleet::cli {
 namespace {
 
 // A duration flag such as "1s", "500ms", "2m".
-absl::StatusOr<absl::Duration> ParseDurationFlag(const std::string& name,
-                                                 const std::string& text) {
+absl::StatusOr<absl::Duration> ParseDurationFlag(const std::string& name, const std::string& text) {
   absl::Duration d;
   if (!absl::ParseDuration(text, &d) || d < absl::ZeroDuration()) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -70,8 +69,7 @@ int RunController(const ControllerFlags& flags) {
   options.listen = flags.listen;
   options.transport = PlaintextTransport();
   for (auto [name, text, field] :
-       {std::tuple{"heartbeat-period", &flags.heartbeat_period,
-                   &options.registry.heartbeat_period},
+       {std::tuple{"heartbeat-period", &flags.heartbeat_period, &options.registry.heartbeat_period},
         std::tuple{"suspect-after", &flags.suspect_after, &options.registry.suspect_after},
         std::tuple{"lost-after", &flags.lost_after, &options.registry.lost_after}}) {
     absl::StatusOr<absl::Duration> d = ParseDurationFlag(name, *text);
@@ -116,7 +114,9 @@ int RunNodes(const std::string& controller_flag, const std::string& output) {
 
 int Main(int argc, char** argv) {
   CLI::App app{"fleet: run a tensor/expert-parallel serving group across DGX Sparks", "fleet"};
-  app.require_subcommand(1);
+  // At most one command; none given is reported after parsing, so that an unknown word is
+  // named as such ("The following arguments were not expected: frobnicate").
+  app.require_subcommand(0, 1);
   app.fallthrough();
   std::string controller_flag;
   std::string output;
@@ -127,15 +127,14 @@ int Main(int argc, char** argv) {
 
   ControllerFlags cflags;
   CLI::App* controller = app.add_subcommand("controller", "run the controller daemon");
-  controller->add_option("--state-dir", cflags.state_dir, "state directory")
-      ->capture_default_str();
+  controller->add_option("--state-dir", cflags.state_dir, "state directory")->capture_default_str();
   controller->add_option("--listen", cflags.listen, "gRPC listen HOST:PORT (port 0: any free)")
       ->capture_default_str();
-  controller->add_option("--heartbeat-period", cflags.heartbeat_period,
-                         "heartbeat period told to agents")
+  controller
+      ->add_option("--heartbeat-period", cflags.heartbeat_period, "heartbeat period told to agents")
       ->capture_default_str();
-  controller->add_option("--suspect-after", cflags.suspect_after,
-                         "silence after which a node is Suspect")
+  controller
+      ->add_option("--suspect-after", cflags.suspect_after, "silence after which a node is Suspect")
       ->capture_default_str();
   controller->add_option("--lost-after", cflags.lost_after, "silence after which a node is Lost")
       ->capture_default_str();
@@ -202,6 +201,7 @@ int Main(int argc, char** argv) {
     std::cout << "fleet " << kVersion << "\n";
     return 0;
   }
+  std::cerr << "fleet: error: no command given; see `fleet --help`" << std::endl;
   return 2;
 }
 

@@ -74,8 +74,8 @@ Json NodeToJson(const v1::ListNodesResponse& list, const v1::Node& node) {
                 {"kernel", f.kernel()},
                 {"arch", f.arch()},
                 {"interfaces", interfaces},
-                {"unavailable", Json(std::vector<std::string>(f.unavailable().begin(),
-                                                              f.unavailable().end()))}};
+                {"unavailable",
+                 Json(std::vector<std::string>(f.unavailable().begin(), f.unavailable().end()))}};
   double age = AgeSeconds(list, node);
   return {{"name", node.identity().name()},
           {"id", node.identity().node_id()},

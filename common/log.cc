@@ -54,9 +54,9 @@ void SetMinLogLevel(LogLevel level) { min_level.store(static_cast<int>(level)); 
 void Log(LogLevel level, absl::string_view component, absl::string_view message,
          std::initializer_list<LogField> fields) {
   if (static_cast<int>(level) < min_level.load(std::memory_order_relaxed)) return;
-  std::string line = absl::StrCat(absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(),
-                                                   absl::UTCTimeZone()),
-                                  " ", LevelName(level), " ", component, " ", message);
+  std::string line =
+      absl::StrCat(absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(), absl::UTCTimeZone()), " ",
+                   LevelName(level), " ", component, " ", message);
   for (const auto& [key, value] : fields) {
     absl::StrAppend(&line, " ", key, "=");
     AppendValue(line, value);

@@ -7,8 +7,9 @@
 #pragma once
 
 #include <initializer_list>
-#include "absl/strings/string_view.h"
 #include <utility>
+
+#include "absl/strings/string_view.h"
 
 namespace fleet {
 

@@ -121,8 +121,7 @@ absl::StatusOr<Process> Process::Start(const ProcessOptions& options) {
   return process;
 }
 
-Process::Process(Process&& other) noexcept
-    : pid_(other.pid_), wait_status_(other.wait_status_) {
+Process::Process(Process&& other) noexcept : pid_(other.pid_), wait_status_(other.wait_status_) {
   other.pid_ = -1;
 }
 

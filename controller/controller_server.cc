@@ -99,7 +99,7 @@ void ControllerServer::Shutdown() {
   if (!stop_.HasBeenNotified()) stop_.Notify();
   if (ticker_.joinable()) ticker_.join();
   if (service_) service_->WaitForAgentCalls();
-  Log(LogLevel::kInfo, "controller", "stopped", {{"address", address_}});
+  if (!address_.empty()) Log(LogLevel::kInfo, "controller", "stopped", {{"address", address_}});
 }
 
 ControllerServer::~ControllerServer() {

@@ -1,0 +1,10 @@
+#!/bin/sh
+# Builds SparkFleet with warnings as errors and runs every test: unit, integration (network
+# namespaces when root, else 127.0.0.x with the skipped tests named). GPU tests (label `gpu`)
+# run only where a GPU is present and say so otherwise.
+set -eu
+cd "$(dirname "$0")/.."
+build="${FLEET_BUILD_DIR:-build}"
+cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFLEET_WERROR=ON
+cmake --build "$build"
+ctest --test-dir "$build" --output-on-failure -j2 "$@"

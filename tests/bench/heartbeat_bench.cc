@@ -1,0 +1,1064 @@
+// Heartbeat benchmark: N simulated agents (real gRPC clients, one TCP connection each) heartbeat
+// at 1 Hz against a real `fleet controller` process; reports its CPU, RSS, heartbeat latency and
+// the time of `fleet nodes -o json`, each beside a reference measured in the same run. Run by
+// hand (README.md); exits 0 only when every target is met and every correctness check passes.
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <functional>
+#include <iostream>
+#include <memory>
+#include <random>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "CLI/CLI.hpp"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "common/files.h"
+#include "common/status_macros.h"
+#include "common/subprocess.h"
+#include "common/table.h"
+#include "common/transport.h"
+#include "fleet/v1/agent.grpc.pb.h"
+#include "fleet/v1/controller.grpc.pb.h"
+#include "grpcpp/grpcpp.h"
+#include "nlohmann/json.hpp"
+
+namespace fleet::bench {
+namespace {
+
+using SteadyClock = std::chrono::steady_clock;
+
+// The targets (controller CPU in fractions of one core).
+constexpr double kCpuTarget = 0.10;
+constexpr absl::Duration kP99Target = absl::Milliseconds(10);
+constexpr absl::Duration kListTarget = absl::Milliseconds(200);
+
+// Every RPC of the bench carries this deadline; a heartbeat slower than this counts as failed.
+constexpr absl::Duration kRpcDeadline = absl::Seconds(5);
+// How long a server process may take to write its controller.addr.
+constexpr absl::Duration kStartTimeout = absl::Seconds(15);
+constexpr std::chrono::nanoseconds kPeriod = std::chrono::seconds(1);
+
+struct BenchFlags {
+  int agents = 1000;
+  double seconds = 20;
+  double warmup_seconds = 5;
+  int driver_threads = 4;
+  int list_runs = 5;
+  std::string fleet = FLEET_BINARY;
+  bool keep = false;
+  std::string raw_api = "callback";  // the reference server's gRPC API: callback or cq
+  std::string serve_raw;             // hidden: this process is the raw reference server
+};
+
+// ---------------------------------------------------------------------------------------------
+// Servers that stand in for the parts the benchmark does not measure.
+
+// The Agent service every simulated agent advertises. The controller calls Describe once per
+// registration; the answer carries the expected node id, so every node becomes reachable.
+class EchoAgentService final : public v1::Agent::CallbackService {
+ public:
+  grpc::ServerUnaryReactor* Describe(grpc::CallbackServerContext* context,
+                                     const v1::DescribeRequest* request,
+                                     v1::DescribeResponse* response) override {
+    response->mutable_identity()->set_node_id(request->node_id());
+    response->set_agent_version("heartbeat-bench");
+    answered_.fetch_add(1, std::memory_order_relaxed);
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    reactor->Finish(grpc::Status::OK);
+    return reactor;
+  }
+  int answered() const { return answered_.load(std::memory_order_relaxed); }
+
+ private:
+  std::atomic<int> answered_{0};
+};
+
+// The reference: a Controller service that answers Register and Heartbeat at once, with no
+// registry, store or call-back. The same clients hitting it on the same schedule measure what
+// gRPC itself costs on this machine; the controller's excess over it is control-plane overhead.
+class RawControllerService final : public v1::Controller::CallbackService {
+ public:
+  grpc::ServerUnaryReactor* Register(grpc::CallbackServerContext* context,
+                                     const v1::RegisterRequest*,
+                                     v1::RegisterResponse* response) override {
+    response->set_heartbeat_period_ms(1000);
+    response->set_controller_id("raw-reference");
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    reactor->Finish(grpc::Status::OK);
+    return reactor;
+  }
+  grpc::ServerUnaryReactor* Heartbeat(grpc::CallbackServerContext* context,
+                                      const v1::HeartbeatRequest*,
+                                      v1::HeartbeatResponse*) override {
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    reactor->Finish(grpc::Status::OK);
+    return reactor;
+  }
+};
+
+// The same service on gRPC's completion-queue API, drained by one thread: no hand-off between
+// poller and callback threads. A second reference, for what gRPC can do at best on this machine.
+class CqRawServer {
+ public:
+  // One pending call of either method; a tag on the completion queue.
+  class Call {
+   public:
+    virtual ~Call() = default;
+    virtual void Proceed(bool ok) = 0;
+  };
+
+  template <typename Request, typename Response>
+  class UnaryCall final : public Call {
+   public:
+    using RequestFn = std::function<void(grpc::ServerContext*, Request*,
+                                         grpc::ServerAsyncResponseWriter<Response>*, void*)>;
+    UnaryCall(RequestFn request_fn, std::function<void(Response*)> answer)
+        : request_fn_(std::move(request_fn)), answer_(std::move(answer)), responder_(&context_) {
+      request_fn_(&context_, &request_, &responder_, this);
+    }
+    void Proceed(bool ok) override {
+      if (finishing_ || !ok) {
+        delete this;
+        return;
+      }
+      new UnaryCall(request_fn_, answer_);  // the next call of this method
+      finishing_ = true;
+      answer_(&response_);
+      responder_.Finish(response_, grpc::Status::OK, this);
+    }
+
+   private:
+    RequestFn request_fn_;
+    std::function<void(Response*)> answer_;
+    grpc::ServerContext context_;
+    Request request_;
+    Response response_;
+    grpc::ServerAsyncResponseWriter<Response> responder_;
+    bool finishing_ = false;
+  };
+
+  // Adds the service to `builder`; Start() after BuildAndStart().
+  explicit CqRawServer(grpc::ServerBuilder& builder) {
+    builder.RegisterService(&service_);
+    cq_ = builder.AddCompletionQueue();
+  }
+  void Start() {
+    grpc::ServerCompletionQueue* cq = cq_.get();
+    v1::Controller::AsyncService* service = &service_;
+    // A few calls of each method pending at once, so a burst need not wait for re-posting.
+    for (int i = 0; i < 16; ++i) {
+      new UnaryCall<v1::RegisterRequest, v1::RegisterResponse>(
+          [service, cq](grpc::ServerContext* c, v1::RegisterRequest* r,
+                        grpc::ServerAsyncResponseWriter<v1::RegisterResponse>* w,
+                        void* tag) { service->RequestRegister(c, r, w, cq, cq, tag); },
+          [](v1::RegisterResponse* response) {
+            response->set_heartbeat_period_ms(1000);
+            response->set_controller_id("raw-reference");
+          });
+      new UnaryCall<v1::HeartbeatRequest, v1::HeartbeatResponse>(
+          [service, cq](grpc::ServerContext* c, v1::HeartbeatRequest* r,
+                        grpc::ServerAsyncResponseWriter<v1::HeartbeatResponse>* w,
+                        void* tag) { service->RequestHeartbeat(c, r, w, cq, cq, tag); },
+          [](v1::HeartbeatResponse*) {});
+    }
+    thread_ = std::thread([cq] {
+      void* tag = nullptr;
+      bool ok = false;
+      while (cq->Next(&tag, &ok)) static_cast<Call*>(tag)->Proceed(ok);
+    });
+  }
+  // After the server's Shutdown: drains the queue and joins the thread.
+  void Stop() {
+    cq_->Shutdown();
+    if (thread_.joinable()) thread_.join();
+  }
+
+ private:
+  v1::Controller::AsyncService service_;
+  std::unique_ptr<grpc::ServerCompletionQueue> cq_;
+  std::thread thread_;
+};
+
+// `heartbeat_bench --serve-raw DIR [--raw-api cq]`: serves the raw Controller service on
+// 127.0.0.1:0 in its own process (as the controller runs in its own), writes
+// DIR/controller.addr like the controller does, and stops on SIGTERM.
+int ServeRaw(const std::string& dir, const std::string& api) {
+  sigset_t stop;
+  sigemptyset(&stop);
+  for (int s : {SIGINT, SIGTERM, SIGHUP}) sigaddset(&stop, s);
+  pthread_sigmask(SIG_BLOCK, &stop, nullptr);
+  RawControllerService callback_service;
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort("127.0.0.1:0", PlaintextTransport()->ForServer(), &port);
+  std::unique_ptr<CqRawServer> cq_server;
+  if (api == "cq") {
+    cq_server = std::make_unique<CqRawServer>(builder);
+  } else {
+    builder.RegisterService(&callback_service);
+  }
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr || port == 0) {
+    std::cerr << "heartbeat_bench: raw server: cannot listen on 127.0.0.1:0" << std::endl;
+    return 1;
+  }
+  if (cq_server) cq_server->Start();
+  absl::Status st = WriteFileAtomically(absl::StrCat(dir, "/controller.addr"),
+                                        absl::StrCat("127.0.0.1:", port, "\n"));
+  if (!st.ok()) {
+    std::cerr << "heartbeat_bench: raw server: " << st.message() << std::endl;
+    return 1;
+  }
+  int sig = 0;
+  sigwait(&stop, &sig);
+  server->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(2)));
+  if (cq_server) cq_server->Stop();
+  return 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// What the kernel says about a process.
+
+// Fields 3.. of /proc/PID/stat (fields[0] is field 3, the state).
+absl::StatusOr<std::vector<std::string>> StatFields(pid_t pid) {
+  ASSIGN_OR_RETURN(std::string stat, ReadFileToString(absl::StrCat("/proc/", pid, "/stat")));
+  // The command name (field 2) may hold spaces: fields resume after the last ')'.
+  size_t close = stat.rfind(')');
+  if (close == std::string::npos || close + 2 > stat.size()) {
+    return absl::InternalError(absl::StrCat("malformed /proc/", pid, "/stat"));
+  }
+  return std::vector<std::string>(
+      absl::StrSplit(absl::string_view(stat).substr(close + 2), ' ', absl::SkipEmpty()));
+}
+
+// utime + stime of every thread of `pid`, in seconds.
+absl::StatusOr<double> CpuSeconds(pid_t pid) {
+  ASSIGN_OR_RETURN(std::vector<std::string> fields, StatFields(pid));
+  uint64_t utime = 0;
+  uint64_t stime = 0;
+  // utime and stime are fields 14 and 15, in clock ticks.
+  if (fields.size() < 13 || !absl::SimpleAtoi(fields[11], &utime) ||
+      !absl::SimpleAtoi(fields[12], &stime)) {
+    return absl::InternalError(absl::StrCat("malformed /proc/", pid, "/stat"));
+  }
+  return static_cast<double>(utime + stime) / static_cast<double>(::sysconf(_SC_CLK_TCK));
+}
+
+// The machine's CPU time from the first line of /proc/stat, in clock ticks summed over CPUs.
+struct MachineTicks {
+  uint64_t total = 0;
+  uint64_t idle = 0;   // idle + iowait
+  uint64_t steal = 0;  // taken by the hypervisor while this machine wanted to run
+};
+
+absl::StatusOr<MachineTicks> ReadMachineTicks() {
+  ASSIGN_OR_RETURN(std::string stat, ReadFileToString("/proc/stat"));
+  absl::string_view line = absl::string_view(stat).substr(0, stat.find('\n'));
+  std::vector<absl::string_view> fields = absl::StrSplit(line, ' ', absl::SkipEmpty());
+  // cpu user nice system idle iowait irq softirq steal [guest guest_nice, already in user]
+  if (fields.size() < 9 || fields[0] != "cpu") return absl::InternalError("malformed /proc/stat");
+  MachineTicks t;
+  for (size_t i = 1; i <= 8; ++i) {
+    uint64_t v = 0;
+    if (!absl::SimpleAtoi(fields[i], &v)) return absl::InternalError("malformed /proc/stat");
+    t.total += v;
+    if (i == 4 || i == 5) t.idle += v;
+    if (i == 8) t.steal = v;
+  }
+  return t;
+}
+
+// VmRSS of /proc/PID/status, in bytes.
+absl::StatusOr<uint64_t> RssBytes(pid_t pid) {
+  ASSIGN_OR_RETURN(std::string status, ReadFileToString(absl::StrCat("/proc/", pid, "/status")));
+  for (absl::string_view line : absl::StrSplit(status, '\n')) {
+    if (!absl::ConsumePrefix(&line, "VmRSS:")) continue;
+    std::vector<absl::string_view> parts = absl::StrSplit(line, ' ', absl::SkipWhitespace());
+    uint64_t kib = 0;
+    if (parts.size() == 2 && parts[1] == "kB" && absl::SimpleAtoi(parts[0], &kib)) {
+      return kib * 1024;
+    }
+  }
+  return absl::InternalError(absl::StrCat("no VmRSS in /proc/", pid, "/status"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Server processes and timed commands.
+
+ProcessOptions ChildOptions(std::vector<std::string> argv, std::string output_path) {
+  ProcessOptions options;
+  options.argv = std::move(argv);
+  options.output_path = std::move(output_path);
+  options.die_with_parent = true;  // a killed bench leaves no server behind
+  return options;
+}
+
+// A server process (the controller or the raw reference) and the address it listens on.
+struct ServerProcess {
+  Process process;
+  std::string address;
+};
+
+// Starts `argv`, which must write STATE_DIR/controller.addr once it listens.
+absl::StatusOr<ServerProcess> StartServer(std::vector<std::string> argv,
+                                          const std::string& state_dir) {
+  RETURN_IF_ERROR(MakeDirectories(state_dir, 0700));
+  std::string log = absl::StrCat(state_dir, "/server.log");
+  std::string addr_file = absl::StrCat(state_dir, "/controller.addr");
+  ASSIGN_OR_RETURN(Process process, Process::Start(ChildOptions(argv, log)));
+  for (absl::Time deadline = absl::Now() + kStartTimeout; absl::Now() < deadline;) {
+    absl::StatusOr<std::string> addr = ReadFileToString(addr_file);
+    if (addr.ok() && !addr->empty() && addr->back() == '\n') {
+      addr->pop_back();
+      return ServerProcess{std::move(process), *std::move(addr)};
+    }
+    if (!process.Running()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(argv[0], " exited before listening; see ", log));
+    }
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  return absl::DeadlineExceededError(absl::StrCat(argv[0], " wrote no ", addr_file, " within ",
+                                                  absl::FormatDuration(kStartTimeout)));
+}
+
+// Runs `argv` to completion (stdout and stderr to `output_path`) and returns its wall time,
+// from before fork to the moment the kernel reports the exit (pidfd, no polling interval).
+absl::StatusOr<absl::Duration> TimeCommand(const std::vector<std::string>& argv,
+                                           const std::string& output_path) {
+  std::error_code ignored;
+  std::filesystem::remove(output_path, ignored);
+  absl::Time start = absl::Now();
+  ASSIGN_OR_RETURN(Process process, Process::Start(ChildOptions(argv, output_path)));
+  int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, process.pid(), 0));
+  if (pidfd >= 0) {
+    pollfd pfd{pidfd, POLLIN, 0};
+    int timeout_ms = static_cast<int>(absl::ToInt64Milliseconds(kRpcDeadline * 2));
+    while (::poll(&pfd, 1, timeout_ms) < 0 && errno == EINTR) {
+    }
+    ::close(pidfd);
+  }
+  absl::Time end = absl::Now();
+  // Reaps at once when pidfd reported the exit; otherwise waits (5 ms polling).
+  ASSIGN_OR_RETURN(int wait_status, process.Wait(kRpcDeadline * 2));
+  if (pidfd < 0) end = absl::Now();
+  if (!WIFEXITED(wait_status) || WEXITSTATUS(wait_status) != 0) {
+    absl::StatusOr<std::string> output = ReadFileToString(output_path);
+    return absl::InternalError(absl::StrCat(absl::StrJoin(argv, " "), " ",
+                                            DescribeWaitStatus(wait_status), ": ",
+                                            output.ok() ? output->substr(0, 500) : ""));
+  }
+  return end - start;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The simulated agents.
+
+// What the agents saw while recording.
+struct WindowStats {
+  int64_t sent = 0;
+  int64_t ok = 0;                   // answered OK without `reregister`
+  int64_t failed = 0;               // answered with an error status
+  int64_t reregister = 0;           // answered OK but the controller did not know the node
+  std::vector<int64_t> latency_ns;  // of every answered-OK heartbeat
+  // Every answered heartbeat, in the order answered, for latencies.csv (--keep).
+  struct Sample {
+    int64_t sent_ns;  // since StartRecording
+    int64_t latency_ns;
+    int agent;
+    bool ok;
+  };
+  std::vector<Sample> samples;
+  std::string first_error;
+  // How late the driver threads sent a heartbeat behind its schedule (the load generator's own
+  // health: large values mean the 1 Hz pattern was not kept).
+  SteadyClock::duration max_send_lateness{};
+};
+
+// A NodeFacts the size of a DGX Spark's, so the listing carries a realistic payload.
+v1::NodeFacts SparkFacts(const std::string& name, int index) {
+  v1::NodeFacts facts;
+  facts.set_hostname(name);
+  facts.set_cpu_count(20);
+  facts.set_memory_total_bytes(128ull << 30);
+  facts.set_memory_available_bytes(120ull << 30);
+  facts.set_os("Ubuntu 24.04.2 LTS");
+  facts.set_kernel("6.11.0-1016-nvidia");
+  facts.set_arch("aarch64");
+  const int a = index / 250;
+  const int b = index % 250 + 1;
+  struct Itf {
+    const char* name;
+    std::vector<std::string> addresses;
+    uint32_t mtu;
+  };
+  for (const Itf& itf :
+       std::vector<Itf>{{"lo", {"127.0.0.1/8", "::1/128"}, 65536},
+                        {"enP7s7", {absl::StrFormat("10.0.%d.%d/16", a, b), "fe80::1/64"}, 1500},
+                        {"enp1s0f0np0", {absl::StrFormat("192.168.%d.%d/24", 100 + a, b)}, 9000},
+                        {"enp1s0f1np1", {absl::StrFormat("192.168.%d.%d/24", 200 + a, b)}, 9000},
+                        {"wlP9s9", {}, 1500}}) {
+    v1::NetworkInterface* out = facts.add_interfaces();
+    out->set_name(itf.name);
+    for (const std::string& address : itf.addresses) out->add_addresses(address);
+    out->set_mtu(itf.mtu);
+    out->set_operstate(itf.addresses.empty() ? "down" : "up");
+    out->set_loopback(absl::string_view(itf.name) == "lo");
+  }
+  return facts;
+}
+
+// N agents, each with its own channel and TCP connection, heartbeating at 1 Hz with phases
+// spread evenly over the second. A few driver threads send; gRPC's callback threads receive.
+//
+// Example:
+//   SimulatedFleet fleet(controller_address, agent_address, 1000, 4);
+//   RETURN_IF_ERROR(fleet.RegisterAll());
+//   fleet.StartHeartbeats();
+//   fleet.StartRecording(); ... fleet.EndRecording(); WindowStats s = fleet.CollectRecording();
+//   fleet.Stop();
+class SimulatedFleet {
+ public:
+  SimulatedFleet(const std::string& controller_address, std::string advertise_address, int agents,
+                 int driver_threads)
+      : advertise_address_(std::move(advertise_address)), driver_threads_(driver_threads) {
+    std::random_device rd;
+    uint64_t salt = (static_cast<uint64_t>(rd()) << 32) | rd();
+    agents_.resize(static_cast<size_t>(agents));
+    ChannelOptions channel;
+    channel.own_connection = true;  // one TCP connection per agent, as on a real cluster
+    for (int i = 0; i < agents; ++i) {
+      Agent& agent = agents_[static_cast<size_t>(i)];
+      agent.node_id = absl::StrFormat("%016x%016x", salt, i);
+      agent.name = absl::StrFormat("sim-%04d", i);
+      agent.stub =
+          v1::Controller::NewStub(MakeChannel(controller_address, *PlaintextTransport(), channel));
+    }
+  }
+  ~SimulatedFleet() { Stop(); }
+  SimulatedFleet(const SimulatedFleet&) = delete;
+  SimulatedFleet& operator=(const SimulatedFleet&) = delete;
+
+  // Registers every agent (blocking calls, spread over the driver threads); the first error.
+  absl::Status RegisterAll() {
+    absl::Mutex mu;
+    absl::Status first;
+    std::vector<std::thread> threads;
+    for (int t = 0; t < driver_threads_; ++t) {
+      threads.emplace_back([&, t] {
+        for (size_t i = static_cast<size_t>(t); i < agents_.size();
+             i += static_cast<size_t>(driver_threads_)) {
+          absl::Status st = Register(agents_[i], static_cast<int>(i));
+          if (!st.ok()) {
+            absl::MutexLock lock(&mu);
+            if (first.ok()) first = st;
+            return;
+          }
+        }
+      });
+    }
+    for (std::thread& t : threads) t.join();
+    return first;
+  }
+
+  void StartHeartbeats() {
+    SteadyClock::time_point epoch = SteadyClock::now() + std::chrono::milliseconds(50);
+    for (int t = 0; t < driver_threads_; ++t) {
+      drivers_.emplace_back([this, t, epoch] { Drive(t, epoch); });
+    }
+  }
+
+  void StartRecording() {
+    absl::MutexLock lock(&mu_);
+    stats_ = WindowStats();
+    recording_ = true;
+    recording_start_ = SteadyClock::now();
+  }
+  // Heartbeats sent from now on are not recorded.
+  void EndRecording() {
+    absl::MutexLock lock(&mu_);
+    recording_ = false;
+  }
+  // Waits (bounded by the deadline) for the recorded heartbeats still in flight.
+  WindowStats CollectRecording() {
+    absl::MutexLock lock(&mu_);
+    mu_.AwaitWithTimeout(absl::Condition(&IsZero, &recorded_in_flight_), kRpcDeadline * 2);
+    return std::move(stats_);
+  }
+
+  // Stops sending and waits for every call in flight, so no callback outlives this object.
+  void Stop() {
+    stopping_.store(true);
+    for (std::thread& t : drivers_) t.join();
+    drivers_.clear();
+    absl::MutexLock lock(&mu_);
+    if (!mu_.AwaitWithTimeout(absl::Condition(&IsZero, &in_flight_), kRpcDeadline * 2)) {
+      // gRPC calls back every call by its deadline; anything else is a broken invariant.
+      std::cerr << "heartbeat_bench: " << in_flight_ << " heartbeats never completed" << std::endl;
+      std::abort();
+    }
+  }
+
+ private:
+  struct Agent {
+    std::string node_id;
+    std::string name;
+    std::unique_ptr<v1::Controller::Stub> stub;
+    uint64_t sequence = 0;  // touched only by the agent's driver thread
+  };
+
+  absl::Status Register(Agent& agent, int index) {
+    v1::RegisterRequest request;
+    request.mutable_identity()->set_node_id(agent.node_id);
+    request.mutable_identity()->set_name(agent.name);
+    request.set_advertise_address(advertise_address_);
+    request.set_agent_version("heartbeat-bench");
+    *request.mutable_facts() = SparkFacts(agent.name, index);
+    grpc::ClientContext context;
+    context.set_deadline(absl::ToChronoTime(absl::Now() + kRpcDeadline));
+    v1::RegisterResponse response;
+    grpc::Status st = agent.stub->Register(&context, request, &response);
+    if (!st.ok()) {
+      return absl::UnavailableError(
+          absl::StrCat("register ", agent.name, ": ", st.error_message()));
+    }
+    if (response.heartbeat_period_ms() != 1000) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("the server asks for a heartbeat every ", response.heartbeat_period_ms(),
+                       " ms; the benchmark simulates 1 Hz (start it with the default period)"));
+    }
+    return absl::OkStatus();
+  }
+
+  // Driver thread `t` sends for agents t, t+T, t+2T, ...; agent i's phase is i/N of a second.
+  void Drive(int t, SteadyClock::time_point epoch) {
+    const size_t n = agents_.size();
+    for (int64_t round = 0;; ++round) {
+      for (size_t i = static_cast<size_t>(t); i < n; i += static_cast<size_t>(driver_threads_)) {
+        SteadyClock::time_point due =
+            epoch + round * kPeriod + kPeriod * static_cast<int64_t>(i) / static_cast<int64_t>(n);
+        std::this_thread::sleep_until(due);
+        if (stopping_.load()) return;
+        Beat(agents_[i], SteadyClock::now() - due);
+      }
+    }
+  }
+
+  void Beat(Agent& agent, SteadyClock::duration lateness) {
+    // Owns everything the call touches until gRPC calls back.
+    struct Call {
+      grpc::ClientContext context;
+      v1::HeartbeatRequest request;
+      v1::HeartbeatResponse response;
+      SteadyClock::time_point sent;
+      int agent = 0;
+      bool recorded = false;
+    };
+    auto* call = new Call;
+    call->agent = static_cast<int>(&agent - agents_.data());
+    call->request.set_node_id(agent.node_id);
+    call->request.set_sequence(++agent.sequence);
+    call->context.set_deadline(absl::ToChronoTime(absl::Now() + kRpcDeadline));
+    {
+      absl::MutexLock lock(&mu_);
+      ++in_flight_;
+      call->recorded = recording_;
+      if (recording_) {
+        ++recorded_in_flight_;
+        ++stats_.sent;
+        stats_.max_send_lateness = std::max(stats_.max_send_lateness, lateness);
+      }
+    }
+    call->sent = SteadyClock::now();
+    agent.stub->async()->Heartbeat(
+        &call->context, &call->request, &call->response, [this, call](grpc::Status status) {
+          SteadyClock::duration latency = SteadyClock::now() - call->sent;
+          std::unique_ptr<Call> owned(call);
+          absl::MutexLock lock(&mu_);
+          if (owned->recorded) {
+            if (!status.ok()) {
+              ++stats_.failed;
+              if (stats_.first_error.empty()) {
+                stats_.first_error =
+                    absl::StrCat(status.error_code(), ": ", status.error_message());
+              }
+            } else if (owned->response.reregister()) {
+              ++stats_.reregister;
+            } else {
+              ++stats_.ok;
+              stats_.latency_ns.push_back(
+                  std::chrono::duration_cast<std::chrono::nanoseconds>(latency).count());
+            }
+            stats_.samples.push_back(
+                {std::chrono::duration_cast<std::chrono::nanoseconds>(owned->sent -
+                                                                      recording_start_)
+                     .count(),
+                 std::chrono::duration_cast<std::chrono::nanoseconds>(latency).count(),
+                 owned->agent, status.ok() && !owned->response.reregister()});
+            --recorded_in_flight_;
+          }
+          --in_flight_;
+        });
+  }
+
+  static bool IsZero(int64_t* n) { return *n == 0; }
+
+  const std::string advertise_address_;
+  const int driver_threads_;
+  std::vector<Agent> agents_;
+  std::atomic<bool> stopping_{false};
+  std::vector<std::thread> drivers_;
+  absl::Mutex mu_;
+  bool recording_ ABSL_GUARDED_BY(mu_) = false;
+  SteadyClock::time_point recording_start_ ABSL_GUARDED_BY(mu_);
+  int64_t in_flight_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t recorded_in_flight_ ABSL_GUARDED_BY(mu_) = 0;
+  WindowStats stats_ ABSL_GUARDED_BY(mu_);
+};
+
+// ---------------------------------------------------------------------------------------------
+// One phase: the simulated fleet against one server process.
+
+struct PhaseResult {
+  absl::Duration registration;
+  absl::Duration window;
+  double server_cpu = 0;  // fraction of one core over the window
+  double bench_cpu = 0;   // this process (the simulated agents), fraction of one core
+  uint64_t server_rss = 0;
+  double machine_busy = 0;  // all CPUs, fraction of their time (1.0: every CPU busy)
+  double steal = 0;         // fraction of all CPUs' time taken by the hypervisor
+  WindowStats stats;
+};
+
+// One line per answered heartbeat of the window: when it was sent, its latency, which agent.
+absl::Status WriteSamples(const WindowStats& stats, const std::string& path) {
+  std::string csv = "sent_ms,latency_ms,agent,ok\n";
+  for (const WindowStats::Sample& s : stats.samples) {
+    absl::StrAppendFormat(&csv, "%.3f,%.3f,%d,%d\n", s.sent_ns / 1e6, s.latency_ns / 1e6, s.agent,
+                          s.ok ? 1 : 0);
+  }
+  return WriteFileAtomically(path, csv);
+}
+
+// Registers the fleet, waits for `expected_describes` call-backs to the echo agent, warms up,
+// records one window, then runs `while_running` with the fleet still heartbeating.
+absl::StatusOr<PhaseResult> RunPhase(const BenchFlags& flags, const ServerProcess& server,
+                                     const std::string& agent_address, const EchoAgentService& echo,
+                                     int expected_describes, const std::string& samples_path,
+                                     const std::function<absl::Status()>& while_running) {
+  PhaseResult result;
+  SimulatedFleet fleet(server.address, agent_address, flags.agents, flags.driver_threads);
+  const int describes_before = echo.answered();
+  absl::Time start = absl::Now();
+  RETURN_IF_ERROR(fleet.RegisterAll());
+  result.registration = absl::Now() - start;
+  for (absl::Time deadline = absl::Now() + kRpcDeadline * 2;
+       echo.answered() - describes_before < expected_describes;) {
+    if (absl::Now() > deadline) {
+      return absl::DeadlineExceededError(absl::StrCat(
+          "the server called back ", echo.answered() - describes_before, " of ", expected_describes,
+          " agents within ", absl::FormatDuration(kRpcDeadline * 2)));
+    }
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  fleet.StartHeartbeats();
+  absl::SleepFor(absl::Seconds(flags.warmup_seconds));
+
+  const pid_t pid = server.process.pid();
+  ASSIGN_OR_RETURN(double server_cpu0, CpuSeconds(pid));
+  ASSIGN_OR_RETURN(double bench_cpu0, CpuSeconds(::getpid()));
+  ASSIGN_OR_RETURN(MachineTicks machine0, ReadMachineTicks());
+  absl::Time t0 = absl::Now();
+  fleet.StartRecording();
+  absl::SleepFor(absl::Seconds(flags.seconds));
+  fleet.EndRecording();
+  absl::Time t1 = absl::Now();
+  ASSIGN_OR_RETURN(double server_cpu1, CpuSeconds(pid));
+  ASSIGN_OR_RETURN(double bench_cpu1, CpuSeconds(::getpid()));
+  ASSIGN_OR_RETURN(MachineTicks machine1, ReadMachineTicks());
+  ASSIGN_OR_RETURN(result.server_rss, RssBytes(pid));
+  result.window = t1 - t0;
+  const double wall = absl::ToDoubleSeconds(result.window);
+  result.server_cpu = (server_cpu1 - server_cpu0) / wall;
+  result.bench_cpu = (bench_cpu1 - bench_cpu0) / wall;
+  const double ticks = static_cast<double>(std::max<uint64_t>(machine1.total - machine0.total, 1));
+  result.machine_busy =
+      static_cast<double>((machine1.total - machine0.total) - (machine1.idle - machine0.idle) -
+                          (machine1.steal - machine0.steal)) /
+      ticks;
+  result.steal = static_cast<double>(machine1.steal - machine0.steal) / ticks;
+  result.stats = fleet.CollectRecording();
+  RETURN_IF_ERROR(WriteSamples(result.stats, samples_path));
+  std::sort(result.stats.latency_ns.begin(), result.stats.latency_ns.end());
+  RETURN_IF_ERROR(while_running());
+  fleet.Stop();
+  return result;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The listing.
+
+struct ListingResult {
+  std::vector<absl::Duration> cli;      // `fleet nodes -o json`
+  std::vector<absl::Duration> version;  // `fleet version`: process start and exit, the reference
+  std::vector<absl::Duration> rpc;      // ListNodes from this process: the controller's share
+  int items = 0;
+  int ready = 0;
+  int reachable = 0;
+  int names_expected = 0;  // items named sim-0000.. exactly once each
+  std::string problem;     // why the JSON check failed, if it did
+};
+
+absl::Duration Median(std::vector<absl::Duration> v) {
+  if (v.empty()) return absl::ZeroDuration();
+  std::sort(v.begin(), v.end());
+  return v[(v.size() - 1) / 2];
+}
+
+absl::Duration Max(const std::vector<absl::Duration>& v) {
+  return v.empty() ? absl::ZeroDuration() : *std::max_element(v.begin(), v.end());
+}
+
+// Checks the JSON of `fleet nodes -o json`: every simulated agent listed once, Ready, reachable.
+void CheckNodeList(const std::string& text, int agents, ListingResult& out) {
+  nlohmann::json doc = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (doc.is_discarded() || !doc.is_object() || !doc.contains("items") ||
+      !doc["items"].is_array()) {
+    out.problem = absl::StrCat("output is not a NodeList: ", text.substr(0, 200));
+    return;
+  }
+  std::set<std::string> names;
+  for (const nlohmann::json& item : doc["items"]) {
+    ++out.items;
+    if (item.value("state", "") == "Ready") ++out.ready;
+    if (item.value("reachable", false)) ++out.reachable;
+    names.insert(item.value("name", ""));
+  }
+  for (int i = 0; i < agents; ++i) {
+    if (names.count(absl::StrFormat("sim-%04d", i)) != 0) ++out.names_expected;
+  }
+  if (out.items != agents || out.ready != agents || out.reachable != agents ||
+      out.names_expected != agents) {
+    out.problem = absl::StrCat("expected ", agents, " nodes sim-0000.. Ready and reachable; got ",
+                               out.items, " items, ", out.ready, " Ready, ", out.reachable,
+                               " reachable, ", out.names_expected, " expected names");
+  }
+}
+
+absl::Status MeasureListing(const BenchFlags& flags, const std::string& address,
+                            const std::string& dir, ListingResult& out) {
+  std::string scratch = absl::StrCat(dir, "/cli-output");
+  for (int i = 0; i < flags.list_runs; ++i) {
+    ASSIGN_OR_RETURN(absl::Duration d, TimeCommand({flags.fleet, "version"}, scratch));
+    out.version.push_back(d);
+  }
+  auto stub = v1::Controller::NewStub(MakeChannel(address, *PlaintextTransport()));
+  for (int i = 0; i < flags.list_runs; ++i) {
+    grpc::ClientContext context;
+    context.set_deadline(absl::ToChronoTime(absl::Now() + kRpcDeadline));
+    v1::ListNodesResponse response;
+    absl::Time start = absl::Now();
+    grpc::Status st = stub->ListNodes(&context, v1::ListNodesRequest(), &response);
+    if (!st.ok()) return absl::UnavailableError(absl::StrCat("ListNodes: ", st.error_message()));
+    out.rpc.push_back(absl::Now() - start);
+  }
+  std::string json_path = absl::StrCat(dir, "/nodes.json");
+  for (int i = 0; i < flags.list_runs; ++i) {
+    ASSIGN_OR_RETURN(
+        absl::Duration d,
+        TimeCommand({flags.fleet, "--controller", address, "nodes", "-o", "json"}, json_path));
+    out.cli.push_back(d);
+  }
+  ASSIGN_OR_RETURN(std::string text, ReadFileToString(json_path));
+  CheckNodeList(text, flags.agents, out);
+  return absl::OkStatus();
+}
+
+// ---------------------------------------------------------------------------------------------
+// The report.
+
+double Ms(absl::Duration d) { return absl::ToDoubleMilliseconds(d); }
+
+absl::Duration Percentile(const std::vector<int64_t>& sorted_ns, double q) {
+  if (sorted_ns.empty()) return absl::ZeroDuration();
+  // Nearest rank: the smallest value with at least q of the samples at or below it.
+  size_t rank = static_cast<size_t>(std::ceil(q * static_cast<double>(sorted_ns.size())));
+  return absl::Nanoseconds(sorted_ns[std::max<size_t>(rank, 1) - 1]);
+}
+
+std::string FormatMs(absl::Duration d) { return absl::StrFormat("%.2f ms", Ms(d)); }
+std::string FormatPct(double f) { return absl::StrFormat("%.1f%%", 100 * f); }
+std::string FormatRatio(double a, double b) {
+  return b > 0 ? absl::StrFormat("%.2fx", a / b) : "-";
+}
+std::string Verdict(bool pass) { return pass ? "PASS" : "FAIL"; }
+
+bool AllAnswered(const WindowStats& s) {
+  return s.sent > 0 && s.ok == s.sent && s.failed == 0 && s.reregister == 0;
+}
+
+std::string Answered(const WindowStats& s) {
+  std::string text = absl::StrCat(s.ok, "/", s.sent);
+  if (s.failed > 0) absl::StrAppend(&text, " (", s.failed, " failed)");
+  if (s.reregister > 0) absl::StrAppend(&text, " (", s.reregister, " reregister)");
+  return text;
+}
+
+// Prints the table; returns whether every target and check passed.
+bool Report(const BenchFlags& flags, const PhaseResult& ctl, const PhaseResult& raw,
+            const ListingResult& list) {
+  const WindowStats& c = ctl.stats;
+  const WindowStats& r = raw.stats;
+  absl::Duration c50 = Percentile(c.latency_ns, 0.50), r50 = Percentile(r.latency_ns, 0.50);
+  absl::Duration c99 = Percentile(c.latency_ns, 0.99), r99 = Percentile(r.latency_ns, 0.99);
+  absl::Duration cmax = Percentile(c.latency_ns, 1.0), rmax = Percentile(r.latency_ns, 1.0);
+  auto lateness = [](const WindowStats& s) { return absl::FromChrono(s.max_send_lateness); };
+
+  const bool cpu_ok = ctl.server_cpu < kCpuTarget;
+  const bool p99_ok = c99 < kP99Target && !c.latency_ns.empty();
+  const bool answered_ok = AllAnswered(c) && AllAnswered(r);
+  const bool list_ok = !list.cli.empty() && Max(list.cli) < kListTarget;
+  const bool nodes_ok = list.problem.empty();
+
+  std::cout << absl::StrFormat(
+      "heartbeat_bench: %d agents x 1 Hz, %.0f s window after %.0f s warm-up, %u CPUs, gRPC %s\n\n",
+      flags.agents, absl::ToDoubleSeconds(ctl.window), flags.warmup_seconds,
+      std::thread::hardware_concurrency(), grpc::Version());
+  Table table({"METRIC", "CONTROLLER", "REFERENCE", "RATIO", "TARGET", "RESULT"});
+  table.AddRow({"server CPU (of one core)", FormatPct(ctl.server_cpu), FormatPct(raw.server_cpu),
+                FormatRatio(ctl.server_cpu, raw.server_cpu), "< 10%", Verdict(cpu_ok)});
+  table.AddRow({"heartbeat latency p50", FormatMs(c50), FormatMs(r50),
+                FormatRatio(Ms(c50), Ms(r50)), "", ""});
+  table.AddRow({"heartbeat latency p99", FormatMs(c99), FormatMs(r99),
+                FormatRatio(Ms(c99), Ms(r99)), "< 10 ms", Verdict(p99_ok)});
+  table.AddRow({"heartbeat latency max", FormatMs(cmax), FormatMs(rmax), "", "", ""});
+  table.AddRow(
+      {"heartbeats answered OK/sent", Answered(c), Answered(r), "", "all", Verdict(answered_ok)});
+  table.AddRow(
+      {"server RSS at end", absl::StrFormat("%.1f MiB", ctl.server_rss / 1048576.0),
+       absl::StrFormat("%.1f MiB", raw.server_rss / 1048576.0),
+       FormatRatio(static_cast<double>(ctl.server_rss), static_cast<double>(raw.server_rss)), "",
+       ""});
+  table.AddRow({"bench CPU (simulated agents)", FormatPct(ctl.bench_cpu), FormatPct(raw.bench_cpu),
+                "", "", ""});
+  // What else ran on the machine meanwhile (builds, other benchmarks): figures taken while it
+  // was large are not comparable.
+  auto others = [](const PhaseResult& p) {
+    return std::max(
+        0.0, p.machine_busy * std::thread::hardware_concurrency() - p.server_cpu - p.bench_cpu);
+  };
+  table.AddRow({"other processes (of one core)", FormatPct(others(ctl)), FormatPct(others(raw)), "",
+                "", ""});
+  table.AddRow(
+      {"hypervisor steal (all cores)", FormatPct(ctl.steal), FormatPct(raw.steal), "", "", ""});
+  table.AddRow(
+      {"driver max send lateness", FormatMs(lateness(c)), FormatMs(lateness(r)), "", "", ""});
+  table.AddRow({"registration of all agents", FormatMs(ctl.registration),
+                FormatMs(raw.registration), "", "", ""});
+  table.AddRow({"fleet nodes -o json, median", FormatMs(Median(list.cli)),
+                FormatMs(Median(list.version)),
+                FormatRatio(Ms(Median(list.cli)), Ms(Median(list.version))), "", ""});
+  table.AddRow({"fleet nodes -o json, max", FormatMs(Max(list.cli)), FormatMs(Max(list.version)),
+                "", "< 200 ms", Verdict(list_ok)});
+  table.AddRow({"ListNodes RPC alone, median", FormatMs(Median(list.rpc)), "", "", "", ""});
+  table.AddRow({"nodes listed Ready, reachable",
+                absl::StrCat(list.ready, "/", list.items, ", ", list.reachable, " reachable"), "",
+                "", absl::StrCat(flags.agents, "/", flags.agents), Verdict(nodes_ok)});
+  std::cout << table.Render() << "\n";
+  std::cout << absl::StrFormat(
+      "REFERENCE: heartbeat rows: a raw gRPC Controller service in its own process, whose\n"
+      "Register and Heartbeat answer at once (no registry; %s),\n"
+      "hit by the same %d clients on the same schedule. Listing rows: `fleet version` (start and\n"
+      "exit of the same binary). Latency is measured in the simulated agents, send to callback;\n"
+      "the bench and the servers share this machine's CPUs. Listing runs %d times while the\n"
+      "agents keep heartbeating.\n",
+      flags.raw_api == "cq" ? "completion queue, one thread" : "callback API, as the controller",
+      flags.agents, flags.list_runs);
+  if (!c.first_error.empty())
+    std::cout << "controller: first failed heartbeat: " << c.first_error << "\n";
+  if (!r.first_error.empty())
+    std::cout << "reference: first failed heartbeat: " << r.first_error << "\n";
+  if (!nodes_ok) std::cout << "node list: " << list.problem << "\n";
+  const bool pass = cpu_ok && p99_ok && answered_ok && list_ok && nodes_ok;
+  std::cout << (pass ? "PASS" : "FAIL") << std::endl;
+  return pass;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+std::string SelfExecutable() {
+  std::error_code ec;
+  std::filesystem::path path = std::filesystem::read_symlink("/proc/self/exe", ec);
+  return ec ? "heartbeat_bench" : path.string();
+}
+
+// Each simulated agent holds one socket here and the server one per agent; with the echo agent
+// and gRPC's own descriptors, 2N + 256 is enough for both processes (the child inherits it).
+absl::Status RaiseFileLimit(int agents) {
+  rlimit limit{};
+  if (::getrlimit(RLIMIT_NOFILE, &limit) != 0) return ErrnoStatus("getrlimit");
+  rlim_t want = static_cast<rlim_t>(2 * agents + 256);
+  if (limit.rlim_cur >= want) return absl::OkStatus();
+  if (limit.rlim_max < want) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("open-file limit is ", limit.rlim_max, " but ", agents, " agents need ", want,
+                     "; raise it (ulimit -Hn) or pass fewer --agents"));
+  }
+  limit.rlim_cur = want;
+  if (::setrlimit(RLIMIT_NOFILE, &limit) != 0) return ErrnoStatus("setrlimit");
+  return absl::OkStatus();
+}
+
+absl::StatusOr<bool> RunBench(const BenchFlags& flags, const std::string& dir) {
+  RETURN_IF_ERROR(RaiseFileLimit(flags.agents));
+  if (::access(flags.fleet.c_str(), X_OK) != 0) {
+    return ErrnoStatus(absl::StrCat("fleet binary ", flags.fleet, " (pass --fleet PATH)"));
+  }
+
+  EchoAgentService echo;
+  grpc::ServerBuilder builder;
+  int agent_port = 0;
+  builder.AddListeningPort("127.0.0.1:0", PlaintextTransport()->ForServer(), &agent_port);
+  builder.RegisterService(&echo);
+  std::unique_ptr<grpc::Server> agent_server = builder.BuildAndStart();
+  if (agent_server == nullptr || agent_port == 0) {
+    return absl::UnavailableError("cannot listen on 127.0.0.1:0 for the simulated agents");
+  }
+  const std::string agent_address = absl::StrCat("127.0.0.1:", agent_port);
+  auto nothing = [] { return absl::OkStatus(); };
+
+  std::cerr << "reference: raw gRPC server, " << flags.agents << " agents..." << std::endl;
+  ASSIGN_OR_RETURN(ServerProcess raw_server,
+                   StartServer({SelfExecutable(), "--serve-raw", absl::StrCat(dir, "/raw"),
+                                "--raw-api", flags.raw_api},
+                               absl::StrCat(dir, "/raw")));
+  ASSIGN_OR_RETURN(PhaseResult raw, RunPhase(flags, raw_server, agent_address, echo,
+                                             /*expected_describes=*/0,
+                                             absl::StrCat(dir, "/raw/latencies.csv"), nothing));
+  RETURN_IF_ERROR(raw_server.process.Stop(absl::Seconds(5)).status());
+
+  std::cerr << "controller: fleet controller, " << flags.agents << " agents..." << std::endl;
+  const std::string state_dir = absl::StrCat(dir, "/controller");
+  ASSIGN_OR_RETURN(ServerProcess controller, StartServer({flags.fleet, "controller", "--state-dir",
+                                                          state_dir, "--listen", "127.0.0.1:0"},
+                                                         state_dir));
+  ListingResult listing;
+  ASSIGN_OR_RETURN(PhaseResult ctl, RunPhase(flags, controller, agent_address, echo, flags.agents,
+                                             absl::StrCat(state_dir, "/latencies.csv"), [&] {
+                                               return MeasureListing(flags, controller.address, dir,
+                                                                     listing);
+                                             }));
+  absl::StatusOr<int> stopped = controller.process.Stop(absl::Seconds(5));
+  RETURN_IF_ERROR(stopped.status());
+  if (!WIFEXITED(*stopped) || WEXITSTATUS(*stopped) != 0) {
+    return absl::InternalError(absl::StrCat("the controller ", DescribeWaitStatus(*stopped),
+                                            " on SIGTERM; see ", state_dir, "/server.log"));
+  }
+  agent_server->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(2)));
+  std::cerr << std::endl;
+  return Report(flags, ctl, raw, listing);
+}
+
+int Main(int argc, char** argv) {
+  BenchFlags flags;
+  CLI::App app{"heartbeat_bench: simulated agents heartbeating at 1 Hz against the controller",
+               "heartbeat_bench"};
+  app.add_option("--agents", flags.agents, "simulated agents")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 100000));
+  app.add_option("--seconds", flags.seconds, "measured window per phase, seconds")
+      ->capture_default_str()
+      ->check(CLI::Range(1.0, 600.0));
+  app.add_option("--warmup", flags.warmup_seconds, "heartbeating before the window, seconds")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 120.0));
+  app.add_option("--driver-threads", flags.driver_threads, "threads that send heartbeats")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 64));
+  app.add_option("--list-runs", flags.list_runs, "runs of `fleet nodes -o json`")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 100));
+  app.add_option("--fleet", flags.fleet, "the fleet binary")->capture_default_str();
+  app.add_flag("--keep", flags.keep, "keep the scratch directory (server logs, node list)");
+  app.add_option("--raw-api", flags.raw_api,
+                 "reference server's gRPC API: callback (as the controller) or cq (one thread "
+                 "draining a completion queue)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"callback", "cq"}));
+  app.add_option("--serve-raw", flags.serve_raw)->group("");  // internal: the reference server
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    int code = app.exit(e);
+    return code == 0 ? 0 : 2;
+  }
+  if (!flags.serve_raw.empty()) return ServeRaw(flags.serve_raw, flags.raw_api);
+
+  std::string templ = (std::filesystem::temp_directory_path() / "heartbeat-bench-XXXXXX").string();
+  if (::mkdtemp(templ.data()) == nullptr) {
+    std::cerr << "heartbeat_bench: mkdtemp " << templ << ": " << std::strerror(errno) << std::endl;
+    return 2;
+  }
+  const std::string dir = templ;
+
+  // Bounds the whole run: two phases of registration, warm-up, window and drain, plus listing.
+  absl::Notification done;
+  const absl::Duration budget = absl::Seconds(120) +
+                                2 * absl::Seconds(flags.warmup_seconds + flags.seconds) +
+                                kRpcDeadline * (4 + 3 * flags.list_runs);
+  std::thread watchdog([&] {
+    if (done.WaitForNotificationWithTimeout(budget)) return;
+    std::cerr << "heartbeat_bench: still running after " << absl::FormatDuration(budget)
+              << "; giving up (scratch directory " << dir << ")" << std::endl;
+    std::_Exit(3);  // the server processes die with us (die_with_parent)
+  });
+
+  absl::StatusOr<bool> pass = RunBench(flags, dir);
+  done.Notify();
+  watchdog.join();
+  if (!pass.ok()) {
+    std::cerr << "heartbeat_bench: error: " << pass.status().message() << " (scratch directory "
+              << dir << " kept)" << std::endl;
+    return 2;
+  }
+  if (flags.keep || !*pass) {
+    std::cout << "scratch directory (server logs, node list): " << dir << std::endl;
+  } else {
+    std::error_code ignored;
+    std::filesystem::remove_all(dir, ignored);
+  }
+  return *pass ? 0 : 1;
+}
+
+}  // namespace
+}  // namespace fleet::bench
+
+int main(int argc, char** argv) { return fleet::bench::Main(argc, argv); }

@@ -1,0 +1,149 @@
+// The CLI's config resolution and output formats.
+#include <cstdlib>
+#include <filesystem>
+
+#include "cli/config.h"
+#include "cli/output.h"
+#include "common/files.h"
+#include "common/table.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+
+namespace fleet::cli {
+namespace {
+
+using ::testing::HasSubstr;
+
+class ConfigTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/fleet-cli-XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+    ::setenv("HOME", (dir_ + "/home").c_str(), 1);
+    ::setenv("XDG_STATE_HOME", (dir_ + "/state").c_str(), 1);
+    ::unsetenv("FLEET_CONFIG");
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+  std::string dir_;
+};
+
+TEST_F(ConfigTest, FlagWins) {
+  ::setenv("FLEET_CONFIG", "/nonexistent", 1);
+  auto c = ResolveConfig("10.0.0.1:7100");
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(c->controller, "10.0.0.1:7100");
+}
+
+TEST_F(ConfigTest, EnvironmentFileIsRead) {
+  std::string path = dir_ + "/c.yaml";
+  ASSERT_TRUE(WriteConfigFile(path, "10.0.0.1:7100").ok());
+  ::setenv("FLEET_CONFIG", path.c_str(), 1);
+  auto c = ResolveConfig("");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->controller, "10.0.0.1:7100");
+  EXPECT_EQ(c->source, path);
+}
+
+TEST_F(ConfigTest, MissingEnvironmentFileIsNamed) {
+  ::setenv("FLEET_CONFIG", (dir_ + "/nope.yaml").c_str(), 1);
+  auto c = ResolveConfig("");
+  ASSERT_FALSE(c.ok());
+  EXPECT_THAT(c.status().message(), HasSubstr("FLEET_CONFIG"));
+  EXPECT_THAT(c.status().message(), HasSubstr("nope.yaml"));
+}
+
+TEST_F(ConfigTest, UnknownKeyIsAnErrorWithItsLine) {
+  std::string path = dir_ + "/c.yaml";
+  ASSERT_TRUE(WriteFileAtomically(path, "controller: a:1\ncontroler: b:2\n").ok());
+  auto c = LoadConfigFile(path);
+  ASSERT_FALSE(c.ok());
+  EXPECT_THAT(c.status().message(), HasSubstr(path + ":2: unknown key `controler`"));
+}
+
+TEST_F(ConfigTest, BrokenYamlNamesLineAndColumn) {
+  std::string path = dir_ + "/c.yaml";
+  ASSERT_TRUE(WriteFileAtomically(path, "controller: [a\n").ok());
+  auto c = LoadConfigFile(path);
+  ASSERT_FALSE(c.ok());
+  EXPECT_THAT(c.status().message(), HasSubstr(path + ":"));
+}
+
+TEST_F(ConfigTest, MostRecentLocalClusterIsTheLastResort) {
+  auto none = ResolveConfig("");
+  ASSERT_FALSE(none.ok());
+  EXPECT_THAT(none.status().message(), HasSubstr("fleet up"));
+  std::string cluster = dir_ + "/cluster";
+  ASSERT_TRUE(MakeDirectories(cluster).ok());
+  ASSERT_TRUE(WriteConfigFile(cluster + "/config.yaml", "127.0.0.1:4242").ok());
+  ASSERT_TRUE(RememberLocalCluster(cluster).ok());
+  auto c = ResolveConfig("");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->controller, "127.0.0.1:4242");
+  // A user config file takes precedence over the local cluster.
+  ASSERT_TRUE(MakeDirectories(dir_ + "/home/.config/fleet").ok());
+  ASSERT_TRUE(WriteConfigFile(dir_ + "/home/.config/fleet/config.yaml", "10.9.9.9:7100").ok());
+  EXPECT_EQ(ResolveConfig("")->controller, "10.9.9.9:7100");
+}
+
+v1::ListNodesResponse TwoNodes() {
+  v1::ListNodesResponse list;
+  list.mutable_now()->set_seconds(1000);
+  for (int i = 1; i <= 2; ++i) {
+    v1::Node* n = list.add_nodes();
+    n->mutable_identity()->set_name("spark-" + std::to_string(i));
+    n->mutable_identity()->set_node_id("id" + std::to_string(i));
+    n->set_address("10.0.0." + std::to_string(i + 1) + ":7101");
+    n->set_state(i == 1 ? v1::NODE_STATE_READY : v1::NODE_STATE_LOST);
+    n->set_agent_version("0.1.0");
+    n->mutable_last_heartbeat()->set_seconds(1000 - 7 * i);
+    n->mutable_facts()->set_cpu_count(20);
+  }
+  return list;
+}
+
+TEST(OutputTest, TableHasKubectlLayout) {
+  std::string out = RenderNodes(TwoNodes(), OutputFormat::kTable);
+  EXPECT_EQ(out,
+            "NAME      ADDRESS         STATE   LAST-HEARTBEAT   VERSION\n"
+            "spark-1   10.0.0.2:7101   Ready   7.0s             0.1.0\n"
+            "spark-2   10.0.0.3:7101   Lost    14s              0.1.0\n");
+}
+
+TEST(OutputTest, JsonAndYamlCarryTheSameDocument) {
+  std::string json = RenderNodes(TwoNodes(), OutputFormat::kJson);
+  auto doc = nlohmann::json::parse(json);
+  EXPECT_EQ(doc["kind"], "NodeList");
+  ASSERT_EQ(doc["items"].size(), 2u);
+  EXPECT_EQ(doc["items"][1]["state"], "Lost");
+  EXPECT_EQ(doc["items"][0]["facts"]["cpuCount"], 20);
+  EXPECT_DOUBLE_EQ(doc["items"][1]["lastHeartbeatAgeSeconds"].get<double>(), 14.0);
+  std::string yaml = RenderNodes(TwoNodes(), OutputFormat::kYaml);
+  EXPECT_THAT(yaml, HasSubstr("kind: NodeList"));
+  EXPECT_THAT(yaml, HasSubstr("state: Lost"));
+}
+
+TEST(OutputTest, UnknownFormatNamesTheChoices) {
+  auto f = ParseOutputFormat("xml");
+  ASSERT_FALSE(f.ok());
+  EXPECT_THAT(f.status().message(), HasSubstr("table, wide, json, yaml"));
+}
+
+TEST(OutputTest, AgesFollowKubectl) {
+  EXPECT_EQ(FormatAge(-1), "never");
+  EXPECT_EQ(FormatAge(0.42), "0.4s");
+  EXPECT_EQ(FormatAge(59), "59s");
+  EXPECT_EQ(FormatAge(600), "10m");
+  EXPECT_EQ(FormatAge(3 * 3600), "3h");
+  EXPECT_EQ(FormatAge(3 * 86400), "3d");
+}
+
+TEST(TableTest, PadsShortRows) {
+  Table t({"A", "B"});
+  t.AddRow({"x"});
+  EXPECT_EQ(t.Render(), "A   B\nx\n");
+}
+
+}  // namespace
+}  // namespace fleet::cli
