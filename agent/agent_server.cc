@@ -43,8 +43,7 @@ AgentServer::AgentServer(AgentOptions options) : options_(std::move(options)) {}
 absl::StatusOr<std::unique_ptr<AgentServer>> AgentServer::Start(AgentOptions options) {
   if (options.transport == nullptr) return absl::InvalidArgumentError("no transport credentials");
   if (options.controller.empty()) {
-    return absl::InvalidArgumentError(
-        "no controller address; pass --controller HOST:PORT");
+    return absl::InvalidArgumentError("no controller address; pass --controller HOST:PORT");
   }
   std::unique_ptr<AgentServer> server(new AgentServer(std::move(options)));
   RETURN_IF_ERROR(server->Init());
@@ -63,8 +62,9 @@ absl::Status AgentServer::Init() {
     adv_host = listen_host;
   }
   if (IsWildcard(adv_host)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--advertise ", options_.advertise, " is a wildcard; pass an address the controller can reach"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--advertise ", options_.advertise,
+                     " is a wildcard; pass an address the controller can reach"));
   }
   ASSIGN_OR_RETURN(identity_, LoadOrCreateIdentity(options_.state_dir, options_.name));
 
@@ -75,9 +75,9 @@ absl::Status AgentServer::Init() {
   builder.RegisterService(service_.get());
   server_ = builder.BuildAndStart();
   if (server_ == nullptr || port == 0) {
-    return absl::UnavailableError(absl::StrCat(
-        "cannot listen on ", options_.listen,
-        ": address in use or not on this node; pass a free --listen HOST:PORT"));
+    return absl::UnavailableError(
+        absl::StrCat("cannot listen on ", options_.listen,
+                     ": address in use or not on this node; pass a free --listen HOST:PORT"));
   }
   advertise_ = absl::StrCat(adv_host, ":", adv_port.empty() ? absl::StrCat(port) : adv_port);
 

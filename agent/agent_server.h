@@ -22,9 +22,9 @@ class AgentService;
 class ControllerClient;
 
 struct AgentOptions {
-  std::string controller;  // "HOST:PORT" of the controller
-  std::string state_dir;   // holds node_id
-  std::string name;        // node name; the hostname when empty
+  std::string controller;               // "HOST:PORT" of the controller
+  std::string state_dir;                // holds node_id
+  std::string name;                     // node name; the hostname when empty
   std::string listen = "0.0.0.0:7101";  // the Agent service; port 0 picks a free port
   // "HOST" or "HOST:PORT" the controller reaches this agent at; without a port, the port
   // actually listened on. Empty: the listen host, which must then not be a wildcard.

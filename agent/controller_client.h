@@ -13,8 +13,7 @@ class ControllerClient {
   // Both block for at most the implementation's deadline; Unavailable or DeadlineExceeded
   // mean the controller is away and a retry may work.
   virtual absl::StatusOr<v1::RegisterResponse> Register(const v1::RegisterRequest& request) = 0;
-  virtual absl::StatusOr<v1::HeartbeatResponse> Heartbeat(
-      const v1::HeartbeatRequest& request) = 0;
+  virtual absl::StatusOr<v1::HeartbeatResponse> Heartbeat(const v1::HeartbeatRequest& request) = 0;
 };
 
 }  // namespace fleet::agent

@@ -3,13 +3,16 @@
 
 #include "absl/time/clock.h"
 #include "common/grpc_status.h"
+#include "common/identity_names.h"
 
 namespace fleet::agent {
 
 GrpcControllerClient::GrpcControllerClient(const std::string& address,
                                            const TransportCredentials& transport,
                                            absl::Duration deadline, bool own_connection)
-    : stub_(v1::Controller::NewStub(MakeChannel(address, transport, own_connection))),
+    : stub_(v1::Controller::NewStub(
+          MakeChannel(address, transport,
+                      {.server_name = kControllerServerName, .own_connection = own_connection}))),
       deadline_(deadline) {}
 
 absl::StatusOr<v1::RegisterResponse> GrpcControllerClient::Register(

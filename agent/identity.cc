@@ -34,8 +34,9 @@ absl::StatusOr<v1::NodeIdentity> LoadOrCreateIdentity(const std::string& state_d
     std::string id(absl::StripAsciiWhitespace(*stored));
     if (!IsNodeId(id)) {
       return absl::FailedPreconditionError(absl::StrCat(
-          path, " does not hold a node id (32 lower-case hex digits); restore it, or delete it "
-                "to join as a new node (then `fleet node remove` the old one)"));
+          path,
+          " does not hold a node id (32 lower-case hex digits); restore it, or delete it "
+          "to join as a new node (then `fleet node remove` the old one)"));
     }
     identity.set_node_id(id);
   } else if (absl::IsNotFound(stored.status())) {

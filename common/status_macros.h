@@ -3,11 +3,11 @@
 
 #include <cerrno>
 #include <cstring>
-#include "absl/strings/string_view.h"
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 
 namespace fleet {
 
@@ -41,8 +41,8 @@ inline absl::Status ErrnoStatus(absl::string_view what, int err = errno) {
 #define FLEET_CONCAT_(a, b) FLEET_CONCAT_INNER_(a, b)
 
 // Returns the Status of `expr` from the enclosing function when it is not OK.
-#define RETURN_IF_ERROR(expr)                          \
-  do {                                                 \
+#define RETURN_IF_ERROR(expr)                             \
+  do {                                                    \
     if (absl::Status _st = (expr); !_st.ok()) return _st; \
   } while (0)
 
@@ -55,7 +55,7 @@ inline absl::Status ErrnoStatus(absl::string_view what, int err = errno) {
   lhs = std::move(tmp).value()
 
 // Returns ErrnoStatus(what) when a system call returned -1.
-#define RETURN_IF_ERRNO(call, what)                          \
-  do {                                                       \
+#define RETURN_IF_ERRNO(call, what)                        \
+  do {                                                     \
     if ((call) == -1) return ::fleet::ErrnoStatus((what)); \
   } while (0)

@@ -23,7 +23,7 @@ class GrpcAgentClient;
 class SqliteStore;
 
 struct ControllerOptions {
-  std::string state_dir;               // created if missing; holds fleet.db and controller.addr
+  std::string state_dir;                // created if missing; holds fleet.db and controller.addr
   std::string listen = "0.0.0.0:7100";  // port 0 picks a free port (see address())
   RegistryConfig registry;
   std::shared_ptr<TransportCredentials> transport;

@@ -59,8 +59,8 @@ grpc::ServerUnaryReactor* ControllerService::ListNodes(grpc::CallbackServerConte
     return a.identity().name() < b.identity().name();
   });
   for (v1::Node& node : nodes) *response->add_nodes() = std::move(node);
-  *response->mutable_now() = google::protobuf::util::TimeUtil::NanosecondsToTimestamp(
-      absl::ToUnixNanos(clock_->Now()));
+  *response->mutable_now() =
+      google::protobuf::util::TimeUtil::NanosecondsToTimestamp(absl::ToUnixNanos(clock_->Now()));
   return Finish(context, absl::OkStatus());
 }
 

@@ -34,6 +34,30 @@ class FakeStore final : public Store {
     nodes_.erase(std::string(node_id));
     return absl::OkStatus();
   }
+  absl::StatusOr<std::vector<v1::StoredToken>> LoadTokens() override {
+    absl::MutexLock lock(&mu_);
+    std::vector<v1::StoredToken> out;
+    for (const auto& [id, token] : tokens_) out.push_back(token);
+    return out;
+  }
+  absl::Status PutToken(const v1::StoredToken& token) override {
+    absl::MutexLock lock(&mu_);
+    if (!fail_writes_.ok()) return fail_writes_;
+    tokens_[token.id()] = token;
+    return absl::OkStatus();
+  }
+  absl::StatusOr<std::vector<v1::RevokedNode>> LoadRevokedNodes() override {
+    absl::MutexLock lock(&mu_);
+    std::vector<v1::RevokedNode> out;
+    for (const auto& [id, node] : revoked_) out.push_back(node);
+    return out;
+  }
+  absl::Status PutRevokedNode(const v1::RevokedNode& node) override {
+    absl::MutexLock lock(&mu_);
+    if (!fail_writes_.ok()) return fail_writes_;
+    revoked_[node.node_id()] = node;
+    return absl::OkStatus();
+  }
   absl::Status AppendEvent(absl::Time, absl::string_view kind, absl::string_view subject,
                            absl::string_view message) override {
     absl::MutexLock lock(&mu_);
@@ -58,6 +82,8 @@ class FakeStore final : public Store {
  private:
   mutable absl::Mutex mu_;
   std::map<std::string, v1::Node> nodes_;
+  std::map<std::string, v1::StoredToken> tokens_;
+  std::map<std::string, v1::RevokedNode> revoked_;
   std::vector<Event> events_;
   absl::Status fail_writes_;
 };

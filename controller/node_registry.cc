@@ -64,9 +64,9 @@ absl::Status NodeRegistry::Register(const v1::RegisterRequest& request) {
   for (auto& [other_id, other] : nodes_) {
     if (other_id == id.node_id() || other.node.identity().name() != id.name()) continue;
     if (other.node.state() != v1::NODE_STATE_LOST) {
-      return absl::AlreadyExistsError(absl::StrCat(
-          "node name ", id.name(), " is already used by node ", other_id, " at ",
-          other.node.address(), "; start this agent with a distinct --name"));
+      return absl::AlreadyExistsError(
+          absl::StrCat("node name ", id.name(), " is already used by node ", other_id, " at ",
+                       other.node.address(), "; start this agent with a distinct --name"));
     }
     // A Lost node of the same name is this machine with a reset state directory.
     Log(LogLevel::kInfo, "registry", "replacing lost node of the same name",
@@ -90,8 +90,8 @@ absl::Status NodeRegistry::Register(const v1::RegisterRequest& request) {
   entry.last_seen = now;
   if (absl::Status st = store_->PutNode(entry.node); !st.ok()) {
     // The agent retries; the node stays in memory so its heartbeats still count meanwhile.
-    return absl::UnavailableError(absl::StrCat("controller could not store the node: ",
-                                               st.message(), "; the agent retries"));
+    return absl::UnavailableError(
+        absl::StrCat("controller could not store the node: ", st.message(), "; the agent retries"));
   }
   std::string kind = inserted ? "node-registered" : "node-reregistered";
   Log(LogLevel::kInfo, "registry", kind,

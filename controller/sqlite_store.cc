@@ -18,7 +18,9 @@ constexpr int kSchemaVersion = 1;
 // A prepared statement that finalizes itself.
 class Statement {
  public:
-  Statement(sqlite3* db, const char* sql) { rc_ = sqlite3_prepare_v2(db, sql, -1, &stmt_, nullptr); }
+  Statement(sqlite3* db, const char* sql) {
+    rc_ = sqlite3_prepare_v2(db, sql, -1, &stmt_, nullptr);
+  }
   ~Statement() { sqlite3_finalize(stmt_); }
   Statement(const Statement&) = delete;
   Statement& operator=(const Statement&) = delete;
@@ -46,15 +48,15 @@ std::string NewControllerId() {
 
 absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string& path) {
   sqlite3* db = nullptr;
-  int rc = sqlite3_open_v2(path.c_str(), &db,
-                           SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
-                           nullptr);
+  int rc =
+      sqlite3_open_v2(path.c_str(), &db,
+                      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, nullptr);
   if (rc != SQLITE_OK) {
     std::string msg = db ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
     sqlite3_close(db);
-    return absl::FailedPreconditionError(absl::StrCat(
-        "cannot open state database ", path, ": ", msg,
-        "; check that the state directory exists and is writable by this user"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot open state database ", path, ": ", msg,
+                     "; check that the state directory exists and is writable by this user"));
   }
   std::unique_ptr<SqliteStore> store(new SqliteStore(path, db));
   sqlite3_busy_timeout(db, 5000);
@@ -77,7 +79,9 @@ absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string
   RETURN_IF_ERROR(store->Exec("PRAGMA synchronous=NORMAL"));
   RETURN_IF_ERROR(store->Exec(
       "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
-      "CREATE TABLE IF NOT EXISTS nodes (node_id TEXT PRIMARY KEY, record BLOB NOT NULL);"
+      "CREATE TABLE IF NOT EXISTS nodes (id TEXT PRIMARY KEY, record BLOB NOT NULL);"
+      "CREATE TABLE IF NOT EXISTS tokens (id TEXT PRIMARY KEY, record BLOB NOT NULL);"
+      "CREATE TABLE IF NOT EXISTS revoked_nodes (id TEXT PRIMARY KEY, record BLOB NOT NULL);"
       "CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY AUTOINCREMENT,"
       " at_unix_ms INTEGER NOT NULL, kind TEXT NOT NULL, subject TEXT NOT NULL,"
       " message TEXT NOT NULL);"));
@@ -93,8 +97,9 @@ absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string
             path, found, kSchemaVersion));
       }
     } else {
-      Statement put(db, "INSERT INTO meta(key, value) VALUES('schema_version', ?), "
-                        "('controller_id', ?)");
+      Statement put(db,
+                    "INSERT INTO meta(key, value) VALUES('schema_version', ?), "
+                    "('controller_id', ?)");
       put.BindText(1, absl::StrCat(kSchemaVersion));
       put.BindText(2, NewControllerId());
       if (put.Step() != SQLITE_DONE) return store->Error("write schema version");
@@ -126,39 +131,67 @@ absl::StatusOr<std::string> SqliteStore::ControllerId() {
   return std::string(reinterpret_cast<const char*>(sqlite3_column_text(get.get(), 0)));
 }
 
-absl::StatusOr<std::vector<v1::Node>> SqliteStore::LoadNodes() {
-  Statement q(db_, "SELECT node_id, record FROM nodes ORDER BY node_id");
-  if (!q.ok()) return Error("load nodes");
-  std::vector<v1::Node> nodes;
+template <typename Record>
+absl::StatusOr<std::vector<Record>> SqliteStore::LoadRecords(const char* table) {
+  std::string sql = absl::StrCat("SELECT id, record FROM ", table, " ORDER BY id");
+  Statement q(db_, sql.c_str());
+  if (!q.ok()) return Error(absl::StrCat("load ", table));
+  std::vector<Record> records;
   int rc;
   while ((rc = q.Step()) == SQLITE_ROW) {
-    v1::Node node;
+    Record record;
     const void* blob = sqlite3_column_blob(q.get(), 1);
     int size = sqlite3_column_bytes(q.get(), 1);
-    if (!node.ParseFromArray(blob, size)) {
+    if (!record.ParseFromArray(blob, size)) {
+      std::string id = reinterpret_cast<const char*>(sqlite3_column_text(q.get(), 0));
       return absl::DataLossError(absl::StrCat(
-          "state database ", path_, ": node record ",
-          reinterpret_cast<const char*>(sqlite3_column_text(q.get(), 0)),
-          " does not parse; remove it with `sqlite3 ", path_,
-          " \"DELETE FROM nodes WHERE node_id='...'\"` and let the agent register again"));
+          "state database ", path_, ": record ", id, " of table ", table,
+          " does not parse; delete it with `sqlite3 ", path_, " \"DELETE FROM ", table,
+          " WHERE id='", id, "'\"` (a node registers again, a token must be made again)"));
     }
-    nodes.push_back(std::move(node));
+    records.push_back(std::move(record));
   }
-  if (rc != SQLITE_DONE) return Error("load nodes");
-  return nodes;
+  if (rc != SQLITE_DONE) return Error(absl::StrCat("load ", table));
+  return records;
 }
 
-absl::Status SqliteStore::PutNode(const v1::Node& node) {
-  Statement put(db_, "INSERT OR REPLACE INTO nodes(node_id, record) VALUES(?, ?)");
-  if (!put.ok()) return Error("store node");
-  put.BindText(1, node.identity().node_id());
-  put.BindBlob(2, node.SerializeAsString());
-  if (put.Step() != SQLITE_DONE) return Error("store node");
+absl::Status SqliteStore::PutRecord(const char* table, absl::string_view id,
+                                    const std::string& blob) {
+  std::string sql = absl::StrCat("INSERT OR REPLACE INTO ", table, "(id, record) VALUES(?, ?)");
+  Statement put(db_, sql.c_str());
+  if (!put.ok()) return Error(absl::StrCat("store into ", table));
+  put.BindText(1, id);
+  put.BindBlob(2, blob);
+  if (put.Step() != SQLITE_DONE) return Error(absl::StrCat("store into ", table));
   return absl::OkStatus();
 }
 
+absl::StatusOr<std::vector<v1::Node>> SqliteStore::LoadNodes() {
+  return LoadRecords<v1::Node>("nodes");
+}
+
+absl::Status SqliteStore::PutNode(const v1::Node& node) {
+  return PutRecord("nodes", node.identity().node_id(), node.SerializeAsString());
+}
+
+absl::StatusOr<std::vector<v1::StoredToken>> SqliteStore::LoadTokens() {
+  return LoadRecords<v1::StoredToken>("tokens");
+}
+
+absl::Status SqliteStore::PutToken(const v1::StoredToken& token) {
+  return PutRecord("tokens", token.id(), token.SerializeAsString());
+}
+
+absl::StatusOr<std::vector<v1::RevokedNode>> SqliteStore::LoadRevokedNodes() {
+  return LoadRecords<v1::RevokedNode>("revoked_nodes");
+}
+
+absl::Status SqliteStore::PutRevokedNode(const v1::RevokedNode& node) {
+  return PutRecord("revoked_nodes", node.node_id(), node.SerializeAsString());
+}
+
 absl::Status SqliteStore::DeleteNode(absl::string_view node_id) {
-  Statement del(db_, "DELETE FROM nodes WHERE node_id = ?");
+  Statement del(db_, "DELETE FROM nodes WHERE id = ?");
   if (!del.ok()) return Error("delete node");
   del.BindText(1, node_id);
   if (del.Step() != SQLITE_DONE) return Error("delete node");

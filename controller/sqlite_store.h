@@ -11,7 +11,8 @@ struct sqlite3;
 namespace fleet::controller {
 
 // Example:
-//   ASSIGN_OR_RETURN(std::unique_ptr<SqliteStore> store, SqliteStore::Open("/var/lib/fleet/fleet.db"));
+//   ASSIGN_OR_RETURN(std::unique_ptr<SqliteStore> store,
+//   SqliteStore::Open("/var/lib/fleet/fleet.db"));
 class SqliteStore final : public Store {
  public:
   // Opens or creates the database, checks its integrity and schema version. A file that is
@@ -26,10 +27,19 @@ class SqliteStore final : public Store {
   absl::StatusOr<std::vector<v1::Node>> LoadNodes() override;
   absl::Status PutNode(const v1::Node& node) override;
   absl::Status DeleteNode(absl::string_view node_id) override;
+  absl::StatusOr<std::vector<v1::StoredToken>> LoadTokens() override;
+  absl::Status PutToken(const v1::StoredToken& token) override;
+  absl::StatusOr<std::vector<v1::RevokedNode>> LoadRevokedNodes() override;
+  absl::Status PutRevokedNode(const v1::RevokedNode& node) override;
   absl::Status AppendEvent(absl::Time at, absl::string_view kind, absl::string_view subject,
                            absl::string_view message) override;
 
  private:
+  // Every record table maps an id to a serialized proto.
+  template <typename Record>
+  absl::StatusOr<std::vector<Record>> LoadRecords(const char* table);
+  absl::Status PutRecord(const char* table, absl::string_view id, const std::string& blob);
+
   SqliteStore(std::string path, sqlite3* db) : path_(std::move(path)), db_(db) {}
   absl::Status Exec(const char* sql);
   absl::Status Error(absl::string_view what) const;

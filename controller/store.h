@@ -3,13 +3,14 @@
 #pragma once
 
 #include <string>
-#include "absl/strings/string_view.h"
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "fleet/v1/controller.pb.h"
+#include "fleet/v1/state.pb.h"
 
 namespace fleet::controller {
 
@@ -23,6 +24,12 @@ class Store {
   // Inserts or replaces the node with this node id.
   virtual absl::Status PutNode(const v1::Node& node) = 0;
   virtual absl::Status DeleteNode(absl::string_view node_id) = 0;
+  // Join tokens, keyed by id (inserted or replaced whole).
+  virtual absl::StatusOr<std::vector<v1::StoredToken>> LoadTokens() = 0;
+  virtual absl::Status PutToken(const v1::StoredToken& token) = 0;
+  // Nodes removed by an operator; their certificates are refused from then on.
+  virtual absl::StatusOr<std::vector<v1::RevokedNode>> LoadRevokedNodes() = 0;
+  virtual absl::Status PutRevokedNode(const v1::RevokedNode& node) = 0;
   // An audit line: "node-registered", "node-lost", ... kept for `fleet describe` and debugging.
   virtual absl::Status AppendEvent(absl::Time at, absl::string_view kind, absl::string_view subject,
                                    absl::string_view message) = 0;

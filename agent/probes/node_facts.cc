@@ -10,7 +10,6 @@
 #include <cstdint>
 #include <filesystem>
 #include <map>
-#include "absl/strings/string_view.h"
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -18,6 +17,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/string_view.h"
 #include "absl/strings/strip.h"
 #include "common/files.h"
 
@@ -138,11 +138,10 @@ void ReadInterfaces(const std::string& root, v1::NodeFacts& facts) {
         int prefix = 0;
         if (a->ifa_netmask != nullptr) {
           const auto* bytes =
-              family == AF_INET
-                  ? reinterpret_cast<const uint8_t*>(
-                        &reinterpret_cast<sockaddr_in*>(a->ifa_netmask)->sin_addr)
-                  : reinterpret_cast<const uint8_t*>(
-                        &reinterpret_cast<sockaddr_in6*>(a->ifa_netmask)->sin6_addr);
+              family == AF_INET ? reinterpret_cast<const uint8_t*>(
+                                      &reinterpret_cast<sockaddr_in*>(a->ifa_netmask)->sin_addr)
+                                : reinterpret_cast<const uint8_t*>(
+                                      &reinterpret_cast<sockaddr_in6*>(a->ifa_netmask)->sin6_addr);
           for (int i = 0; i < (family == AF_INET ? 4 : 16); ++i) {
             prefix += __builtin_popcount(bytes[i]);
           }

@@ -1,0 +1,67 @@
+// Join tokens in the kubeadm/k3s style: a token names the cluster CA by its SHA-256 (so an
+// agent can check it talks to the right controller before it sends anything) and carries a
+// secret (so the controller can check the agent may join). The controller keeps only hashes.
+//
+//   fleet1.<id: 16 hex>.<secret: 32 hex>.<sha256 of the CA certificate's DER: 64 hex>
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "common/clock.h"
+#include "controller/store.h"
+
+namespace fleet::controller {
+
+struct JoinToken {
+  std::string id;
+  std::string secret;
+  std::string ca_sha256;  // 64 lower-case hex digits
+  std::string ToString() const;
+};
+
+// Parses the text of a token (surrounding white space ignored). Errors say which part is
+// malformed without echoing the secret.
+absl::StatusOr<JoinToken> ParseJoinToken(absl::string_view text);
+
+// Example:
+//   TokenManager tokens(&clock, &store, ca_sha256);
+//   RETURN_IF_ERROR(tokens.Load());
+//   ASSIGN_OR_RETURN(JoinToken t, tokens.Create(absl::Hours(24), /*uses=*/4, "rack 2"));
+//   RETURN_IF_ERROR(tokens.Admit(presented_id, presented_secret));   // at Join
+class TokenManager {
+ public:
+  TokenManager(const Clock* clock, Store* store, std::string ca_sha256)
+      : clock_(clock), store_(store), ca_sha256_(std::move(ca_sha256)) {}
+
+  absl::Status Load();
+
+  // `ttl` of InfiniteDuration never expires; `uses` 0 is unlimited.
+  absl::StatusOr<JoinToken> Create(absl::Duration ttl, int64_t uses, std::string description);
+  std::vector<v1::StoredToken> List() const;
+  // NotFound for an unknown id.
+  absl::Status Revoke(absl::string_view id);
+
+  // Checks a presented token and counts one use. PermissionDenied for an unknown id or wrong
+  // secret (the same message for both, so ids cannot be probed); FailedPrecondition, saying
+  // which and what to do, for an expired, used-up or revoked token.
+  absl::Status Admit(absl::string_view id, absl::string_view secret);
+
+  // Discovery keys of the tokens that could still admit a node.
+  std::vector<std::string> DiscoveryKeys() const;
+
+ private:
+  absl::Status Usable(const v1::StoredToken& token) const;
+
+  const Clock* const clock_;
+  Store* const store_;
+  const std::string ca_sha256_;
+  mutable absl::Mutex mu_;
+  std::vector<v1::StoredToken> tokens_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace fleet::controller
