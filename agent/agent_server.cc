@@ -3,13 +3,22 @@
 
 #include <random>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "agent/agent_service.h"
 #include "agent/controller_client_impl.h"
 #include "agent/controller_session.h"
+#include "agent/discovery_responder.h"
 #include "agent/identity.h"
+#include "agent/joiner.h"
+#include "agent/node_credentials.h"
 #include "agent/probes/node_facts.h"
+#include "common/discovery_wire.h"
+#include "common/files.h"
+#include "common/identity_names.h"
 #include "common/log.h"
+#include "common/pki.h"
 #include "common/status_macros.h"
 #include "common/version.h"
 #include "grpcpp/server.h"
@@ -36,15 +45,16 @@ bool IsWildcard(const std::string& host) {
   return host.empty() || host == "0.0.0.0" || host == "[::]" || host == "::";
 }
 
+// Errors a later attempt may not see: the controller is away or slow.
+bool Retryable(const absl::Status& st) {
+  return absl::IsUnavailable(st) || absl::IsDeadlineExceeded(st) || absl::IsInternal(st);
+}
+
 }  // namespace
 
 AgentServer::AgentServer(AgentOptions options) : options_(std::move(options)) {}
 
 absl::StatusOr<std::unique_ptr<AgentServer>> AgentServer::Start(AgentOptions options) {
-  if (options.transport == nullptr) return absl::InvalidArgumentError("no transport credentials");
-  if (options.controller.empty()) {
-    return absl::InvalidArgumentError("no controller address; pass --controller HOST:PORT");
-  }
   std::unique_ptr<AgentServer> server(new AgentServer(std::move(options)));
   RETURN_IF_ERROR(server->Init());
   return server;
@@ -66,12 +76,147 @@ absl::Status AgentServer::Init() {
         absl::StrCat("--advertise ", options_.advertise,
                      " is a wildcard; pass an address the controller can reach"));
   }
+  advertise_host_ = adv_host;
+  advertise_port_ = adv_port;
+  if (!options_.join_token.empty()) {
+    ASSIGN_OR_RETURN(token_, ParseJoinToken(options_.join_token));
+  }
   ASSIGN_OR_RETURN(identity_, LoadOrCreateIdentity(options_.state_dir, options_.name));
+  if (!HaveCredentials(options_.state_dir) && !token_.has_value()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("node ", identity_.name(), " has not joined a cluster yet (no certificate in ",
+                     options_.state_dir,
+                     "/pki): give it a join token with --join-file FILE or "
+                     "FLEET_JOIN_TOKEN; `fleet token create` on the controller makes one"));
+  }
+  if (options_.controller.empty()) {
+    absl::StatusOr<std::string> remembered =
+        ReadFileToString(absl::StrCat(options_.state_dir, "/controller"));
+    if (remembered.ok()) options_.controller = std::string(absl::StripAsciiWhitespace(*remembered));
+  }
 
+  // Discovery: answered with an HMAC under the token's key, kept from the join so a restarted
+  // agent still proves itself without the token.
+  std::string key_path = absl::StrCat(options_.state_dir, "/discovery.key");
+  std::string key;
+  if (token_.has_value()) {
+    key = discovery::DeriveKey(token_->secret);
+    RETURN_IF_ERROR(WriteFileAtomically(key_path, key, 0600));
+  } else if (absl::StatusOr<std::string> stored = ReadFileToString(key_path); stored.ok()) {
+    key = *std::move(stored);
+  }
+  if (!options_.discovery_listen.empty() && !key.empty()) {
+    auto [udp_host, udp_port_text] = SplitHostPort(options_.discovery_listen);
+    uint32_t udp_port = 0;
+    if (!absl::SimpleAtoi(udp_port_text, &udp_port) || udp_port > 65535) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--discovery-listen ", options_.discovery_listen, " is not HOST:PORT"));
+    }
+    responder_ = std::make_unique<DiscoveryResponder>(DiscoveryResponderOptions{
+        .key = key,
+        .bind_ip = udp_host.empty() ? "0.0.0.0" : udp_host,
+        .udp_port = static_cast<uint16_t>(udp_port),
+        .join_multicast = IsWildcard(udp_host),
+        .answer =
+            [this] {
+              v1::NodeFacts facts = ReadNodeFacts(options_.root);
+              discovery::Answer answer;
+              answer.node_id = identity_.node_id();
+              answer.hostname = facts.hostname();
+              absl::MutexLock lock(&mu_);
+              answer.agent_port = agent_port_;
+              answer.joined = joined_;
+              // Fabric first: the answer drops interfaces from the end when it must.
+              for (bool loopback : {false, true}) {
+                for (const v1::NetworkInterface& itf : facts.interfaces()) {
+                  if (itf.loopback() != loopback) continue;
+                  answer.interfaces.push_back(
+                      {.name = itf.name(),
+                       .mtu = itf.mtu(),
+                       .addresses = {itf.addresses().begin(), itf.addresses().end()}});
+                }
+              }
+              return answer;
+            },
+        .on_adopt =
+            [this](const std::string& controller) {
+              absl::MutexLock lock(&mu_);
+              if (!joined_) adopted_controller_ = controller;
+            }});
+    RETURN_IF_ERROR(responder_->Start());
+  }
+  main_ = std::thread([this] { Main(); });
+  return absl::OkStatus();
+}
+
+std::string AgentServer::AwaitController() {
+  if (!options_.controller.empty()) return options_.controller;
+  Log(LogLevel::kInfo, "agent", "no controller address; waiting to be adopted through discovery",
+      {{"node", identity_.name()}});
+  absl::MutexLock lock(&mu_);
+  while (adopted_controller_.empty()) {
+    mu_.Unlock();
+    bool stopping = stop_.WaitForNotificationWithTimeout(absl::Milliseconds(100));
+    mu_.Lock();
+    if (stopping) return "";
+  }
+  return adopted_controller_;
+}
+
+absl::Status AgentServer::JoinWithRetries(const std::string& controller) {
+  Backoff backoff(options_.backoff, std::random_device{}());
+  std::string last;
+  while (!stop_.HasBeenNotified()) {
+    absl::Status st =
+        JoinCluster(controller, *token_, identity_, options_.state_dir, absl::Seconds(5));
+    if (st.ok()) {
+      Log(LogLevel::kInfo, "agent", "joined the cluster",
+          {{"node", identity_.name()}, {"controller", controller}});
+      return absl::OkStatus();
+    }
+    if (!Retryable(st)) return st;
+    if (st.ToString() != last) {
+      Log(LogLevel::kWarning, "agent", "join failed; retrying with backoff",
+          {{"error", st.ToString()}});
+      last = st.ToString();
+    }
+    stop_.WaitForNotificationWithTimeout(backoff.Next());
+  }
+  return absl::CancelledError("stopping");
+}
+
+void AgentServer::Main() {
+  std::string controller = AwaitController();
+  if (controller.empty()) return;
+  if (!HaveCredentials(options_.state_dir)) {
+    if (absl::Status st = JoinWithRetries(controller); !st.ok()) {
+      if (!absl::IsCancelled(st)) Fail(st);
+      return;
+    }
+  }
+  if (absl::Status st = CheckCredentials(options_.state_dir, identity_.node_id(), absl::Now());
+      !st.ok()) {
+    Fail(st);
+    return;
+  }
+  if (absl::Status st = WriteFileAtomically(absl::StrCat(options_.state_dir, "/controller"),
+                                            controller + "\n", 0600);
+      !st.ok()) {
+    Fail(st);
+    return;
+  }
+  if (absl::Status st = Serve(controller); !st.ok()) Fail(st);
+}
+
+absl::Status AgentServer::Serve(const std::string& controller_address) {
+  NodeCredentialPaths paths = CredentialPaths(options_.state_dir);
+  // Re-read every second, so a renewed certificate is used without a restart.
+  std::shared_ptr<TransportCredentials> transport = MutualTlsFromFiles(
+      paths.ca, paths.key, paths.cert, ClientCertificates::kRequired, absl::Seconds(1));
   service_ = std::make_unique<AgentService>(identity_, options_.root);
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(options_.listen, options_.transport->ForServer(), &port);
+  builder.AddListeningPort(options_.listen, transport->ForServer(), &port);
   builder.RegisterService(service_.get());
   server_ = builder.BuildAndStart();
   if (server_ == nullptr || port == 0) {
@@ -79,38 +224,78 @@ absl::Status AgentServer::Init() {
         absl::StrCat("cannot listen on ", options_.listen,
                      ": address in use or not on this node; pass a free --listen HOST:PORT"));
   }
-  advertise_ = absl::StrCat(adv_host, ":", adv_port.empty() ? absl::StrCat(port) : adv_port);
-
+  std::string advertise = absl::StrCat(
+      advertise_host_, ":", advertise_port_.empty() ? absl::StrCat(port) : advertise_port_);
+  {
+    absl::MutexLock lock(&mu_);
+    joined_ = true;
+    agent_port_ = static_cast<uint16_t>(port);
+  }
   v1::RegisterRequest registration;
   *registration.mutable_identity() = identity_;
-  registration.set_advertise_address(advertise_);
+  registration.set_advertise_address(advertise);
   registration.set_agent_version(kVersion);
   *registration.mutable_facts() = ReadNodeFacts(options_.root);
   for (const std::string& missing : registration.facts().unavailable()) {
     Log(LogLevel::kInfo, "agent", "fact unavailable", {{"detail", missing}});
   }
-  controller_ = std::make_unique<GrpcControllerClient>(options_.controller, *options_.transport,
-                                                       absl::Seconds(2));
-  Log(LogLevel::kInfo, "agent", "started",
+  GrpcControllerClient controller(controller_address, *transport, absl::Seconds(2));
+  Log(LogLevel::kInfo, "agent", "serving",
       {{"node", identity_.name()},
        {"id", identity_.node_id()},
-       {"advertise", advertise_},
-       {"controller", options_.controller},
-       {"transport", options_.transport->Describe()}});
-  session_ = std::thread([this, registration = std::move(registration)]() mutable {
-    ControllerSession session(controller_.get(), std::move(registration), options_.backoff,
-                              std::random_device{}());
-    absl::Duration wait = absl::ZeroDuration();
-    while (!stop_.WaitForNotificationWithTimeout(wait)) wait = session.Step();
-  });
+       {"advertise", advertise},
+       {"controller", controller_address},
+       {"transport", transport->Describe()}});
+  ControllerSession session(&controller, std::move(registration), options_.backoff,
+                            std::random_device{}());
+  absl::Duration wait = absl::ZeroDuration();
+  while (!stop_.WaitForNotificationWithTimeout(wait)) {
+    wait = session.Step();
+    if (session.connected()) RenewIfDue(controller);
+  }
   return absl::OkStatus();
+}
+
+void AgentServer::RenewIfDue(ControllerClient& controller) {
+  absl::StatusOr<absl::Time> due = RenewalTime(options_.state_dir);
+  if (!due.ok() || absl::Now() < *due) return;
+  absl::StatusOr<std::string> key = pki::GeneratePrivateKey();
+  if (!key.ok()) return;
+  absl::StatusOr<std::string> csr = pki::CreateCsr(*key, NodeCommonName(identity_.node_id()));
+  if (!csr.ok()) return;
+  v1::RenewCertificateRequest request;
+  request.set_csr_pem(*csr);
+  absl::StatusOr<v1::RenewCertificateResponse> renewed = controller.RenewCertificate(request);
+  absl::StatusOr<std::string> ca = ReadFileToString(CredentialPaths(options_.state_dir).ca);
+  absl::Status st =
+      !renewed.ok() ? renewed.status()
+      : !ca.ok()    ? ca.status()
+                    : InstallCredentials(options_.state_dir, *ca, *key, renewed->certificate_pem());
+  if (st.ok()) {
+    Log(LogLevel::kInfo, "agent", "certificate renewed", {{"node", identity_.name()}});
+  } else {
+    Log(LogLevel::kWarning, "agent", "certificate renewal failed; retrying",
+        {{"error", st.ToString()}});
+  }
+}
+
+void AgentServer::Fail(absl::Status status) {
+  Log(LogLevel::kError, "agent", "cannot go on", {{"error", status.ToString()}});
+  absl::MutexLock lock(&mu_);
+  fatal_ = std::move(status);
+}
+
+std::optional<absl::Status> AgentServer::fatal_error() const {
+  absl::MutexLock lock(&mu_);
+  return fatal_;
 }
 
 void AgentServer::Shutdown() {
   if (shut_down_) return;
   shut_down_ = true;
   if (!stop_.HasBeenNotified()) stop_.Notify();
-  if (session_.joinable()) session_.join();
+  if (main_.joinable()) main_.join();
+  if (responder_) responder_->Stop();
   if (server_) server_->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(2)));
   Log(LogLevel::kInfo, "agent", "stopped", {{"node", identity_.name()}});
 }

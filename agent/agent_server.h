@@ -1,14 +1,19 @@
-// AgentServer: the agent's composition root. It owns the node identity, the Agent gRPC
-// service and the session thread that registers with the controller and heartbeats.
+// AgentServer: the agent's composition root. It owns the node identity, the discovery
+// responder, and a main thread that joins the cluster (when the node has no certificate yet),
+// then serves the Agent service over mutual TLS, registers, heartbeats and renews the node's
+// certificate before it expires.
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "common/backoff.h"
+#include "common/join_token.h"
 #include "common/transport.h"
 #include "fleet/v1/types.pb.h"
 
@@ -20,44 +25,67 @@ namespace fleet::agent {
 
 class AgentService;
 class ControllerClient;
+class DiscoveryResponder;
 
 struct AgentOptions {
-  std::string controller;               // "HOST:PORT" of the controller
-  std::string state_dir;                // holds node_id
+  // "HOST:PORT" of the controller; empty: wait to be adopted through discovery (or use the
+  // address remembered from the last join).
+  std::string controller;
+  std::string state_dir;                // holds node_id, pki/ and the controller's address
   std::string name;                     // node name; the hostname when empty
   std::string listen = "0.0.0.0:7101";  // the Agent service; port 0 picks a free port
   // "HOST" or "HOST:PORT" the controller reaches this agent at; without a port, the port
   // actually listened on. Empty: the listen host, which must then not be a wildcard.
   std::string advertise;
   std::string root = "/";  // where probes read /proc, /sys, /etc
-  std::shared_ptr<TransportCredentials> transport;
+  // The join token's text; needed only until the node holds a certificate.
+  std::string join_token;
+  // UDP "HOST:PORT" where discovery probes are answered; empty: no discovery.
+  std::string discovery_listen = "0.0.0.0:7109";
   BackoffPolicy backoff;
 };
 
 class AgentServer {
  public:
-  // Fails with InvalidArgument for an unusable advertise address, FailedPrecondition for a bad
-  // state dir, Unavailable when the listen address cannot be bound. A controller that is not
-  // up yet is not an error: the session keeps trying.
+  // Fails at once for what no retry can fix: an unusable advertise address, a malformed join
+  // token, a bad state dir, a node without a certificate and without a token. Everything that
+  // needs the controller happens on the main thread; see fatal_error().
   static absl::StatusOr<std::unique_ptr<AgentServer>> Start(AgentOptions options);
   ~AgentServer();
 
+  // Set when the agent cannot go on (the token was refused, the CA does not match the token's
+  // pin, the listen address is taken): the daemon prints it and exits non-zero.
+  std::optional<absl::Status> fatal_error() const;
   const v1::NodeIdentity& identity() const { return identity_; }
-  const std::string& advertise_address() const { return advertise_; }
   void Shutdown();  // idempotent
 
  private:
   explicit AgentServer(AgentOptions options);
   absl::Status Init();
+  void Main();
+  // Waits for a controller address (flag, remembered, or adopted); empty when stopping.
+  std::string AwaitController();
+  absl::Status JoinWithRetries(const std::string& controller);
+  absl::Status Serve(const std::string& controller);
+  void RenewIfDue(ControllerClient& controller);
+  void Fail(absl::Status status);
 
   AgentOptions options_;
   v1::NodeIdentity identity_;
-  std::string advertise_;
+  std::string advertise_host_, advertise_port_;
+  std::optional<JoinToken> token_;
+  absl::Notification stop_;
+
+  mutable absl::Mutex mu_;
+  std::string adopted_controller_ ABSL_GUARDED_BY(mu_);
+  bool joined_ ABSL_GUARDED_BY(mu_) = false;
+  uint16_t agent_port_ ABSL_GUARDED_BY(mu_) = 0;
+  std::optional<absl::Status> fatal_ ABSL_GUARDED_BY(mu_);
+
+  std::unique_ptr<DiscoveryResponder> responder_;
   std::unique_ptr<AgentService> service_;
   std::unique_ptr<grpc::Server> server_;
-  std::unique_ptr<ControllerClient> controller_;
-  absl::Notification stop_;
-  std::thread session_;
+  std::thread main_;
   bool shut_down_ = false;
 };
 

@@ -3,6 +3,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "agent/probes/node_facts.h"
+#include "common/grpc_status.h"
+#include "common/peer.h"
 #include "common/version.h"
 
 namespace fleet::agent {
@@ -11,6 +13,13 @@ grpc::ServerUnaryReactor* AgentService::Describe(grpc::CallbackServerContext* co
                                                  const v1::DescribeRequest* request,
                                                  v1::DescribeResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  // Only the controller may ask anything of an agent.
+  if (absl::Status st =
+          RequireRole(PeerFromAuthContext(*context->auth_context()), Peer::Role::kController);
+      !st.ok()) {
+    reactor->Finish(ToGrpc(st));
+    return reactor;
+  }
   if (!request->node_id().empty() && request->node_id() != identity_.node_id()) {
     reactor->Finish(grpc::Status(
         grpc::StatusCode::FAILED_PRECONDITION,

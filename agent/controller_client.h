@@ -14,6 +14,8 @@ class ControllerClient {
   // mean the controller is away and a retry may work.
   virtual absl::StatusOr<v1::RegisterResponse> Register(const v1::RegisterRequest& request) = 0;
   virtual absl::StatusOr<v1::HeartbeatResponse> Heartbeat(const v1::HeartbeatRequest& request) = 0;
+  virtual absl::StatusOr<v1::RenewCertificateResponse> RenewCertificate(
+      const v1::RenewCertificateRequest& request) = 0;
 };
 
 }  // namespace fleet::agent

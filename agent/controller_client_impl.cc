@@ -35,4 +35,14 @@ absl::StatusOr<v1::HeartbeatResponse> GrpcControllerClient::Heartbeat(
   return response;
 }
 
+absl::StatusOr<v1::RenewCertificateResponse> GrpcControllerClient::RenewCertificate(
+    const v1::RenewCertificateRequest& request) {
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + deadline_));
+  v1::RenewCertificateResponse response;
+  grpc::Status st = stub_->RenewCertificate(&context, request, &response);
+  if (!st.ok()) return FromGrpc(st);
+  return response;
+}
+
 }  // namespace fleet::agent

@@ -19,6 +19,8 @@ class GrpcControllerClient final : public ControllerClient {
 
   absl::StatusOr<v1::RegisterResponse> Register(const v1::RegisterRequest& request) override;
   absl::StatusOr<v1::HeartbeatResponse> Heartbeat(const v1::HeartbeatRequest& request) override;
+  absl::StatusOr<v1::RenewCertificateResponse> RenewCertificate(
+      const v1::RenewCertificateRequest& request) override;
 
  private:
   std::unique_ptr<v1::Controller::Stub> stub_;

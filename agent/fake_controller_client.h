@@ -31,6 +31,11 @@ class FakeControllerClient final : public ControllerClient {
     return v1::HeartbeatResponse();
   }
 
+  absl::StatusOr<v1::RenewCertificateResponse> RenewCertificate(
+      const v1::RenewCertificateRequest&) override {
+    return absl::UnimplementedError("the fake controller issues no certificates");
+  }
+
   uint32_t heartbeat_period_ms = 1000;
   std::deque<absl::Status> register_errors;  // consumed one per Register
   std::deque<absl::StatusOr<v1::HeartbeatResponse>> heartbeat_results;

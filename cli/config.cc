@@ -2,6 +2,7 @@
 #include "cli/config.h"
 
 #include <cstdlib>
+#include <filesystem>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
@@ -11,6 +12,8 @@
 
 namespace fleet::cli {
 namespace {
+
+constexpr char kDefaultAdminConfig[] = "/var/lib/fleet/admin.yaml";
 
 std::string Home() {
   const char* home = std::getenv("HOME");
@@ -29,6 +32,10 @@ absl::StatusOr<CliConfig> LoadConfigFile(const std::string& path) {
   ASSIGN_OR_RETURN(std::string text, ReadFileToString(path));
   CliConfig config;
   config.source = path;
+  const std::string dir = std::filesystem::path(path).parent_path();
+  auto resolve = [&](std::string file) {
+    return file.empty() || file.front() == '/' ? file : absl::StrCat(dir, "/", file);
+  };
   try {
     YAML::Node root = YAML::Load(text);
     if (!root.IsMap()) {
@@ -37,12 +44,19 @@ absl::StatusOr<CliConfig> LoadConfigFile(const std::string& path) {
     }
     for (const auto& kv : root) {
       std::string key = kv.first.as<std::string>();
+      std::string value = kv.second.as<std::string>();
       if (key == "controller") {
-        config.controller = kv.second.as<std::string>();
+        config.controller = value;
+      } else if (key == "ca") {
+        config.ca = resolve(value);
+      } else if (key == "cert") {
+        config.cert = resolve(value);
+      } else if (key == "key") {
+        config.key = resolve(value);
       } else {
-        return absl::InvalidArgumentError(absl::StrCat(path, ":", kv.first.Mark().line + 1,
-                                                       ": unknown key `", key,
-                                                       "`; the known key is `controller`"));
+        return absl::InvalidArgumentError(
+            absl::StrCat(path, ":", kv.first.Mark().line + 1, ": unknown key `", key,
+                         "`; the known keys are controller, ca, cert, key"));
       }
     }
   } catch (const YAML::Exception& e) {
@@ -55,15 +69,9 @@ absl::StatusOr<CliConfig> LoadConfigFile(const std::string& path) {
   return config;
 }
 
-absl::Status WriteConfigFile(const std::string& path, const std::string& controller) {
-  return WriteFileAtomically(path,
-                             absl::StrCat("# Written by `fleet up`; FLEET_CONFIG=", path,
-                                          " selects it.\n", "controller: ", controller, "\n"),
-                             0600);
-}
+namespace {
 
-absl::StatusOr<CliConfig> ResolveConfig(const std::string& flag) {
-  if (!flag.empty()) return CliConfig{flag, "--controller"};
+absl::StatusOr<CliConfig> FindConfigFile() {
   if (const char* env = std::getenv("FLEET_CONFIG"); env != nullptr && *env != '\0') {
     absl::StatusOr<CliConfig> c = LoadConfigFile(env);
     if (!c.ok()) {
@@ -74,16 +82,50 @@ absl::StatusOr<CliConfig> ResolveConfig(const std::string& flag) {
   std::string user = absl::StrCat(Home(), "/.config/fleet/config.yaml");
   absl::StatusOr<CliConfig> c = LoadConfigFile(user);
   if (c.ok() || !absl::IsNotFound(c.status())) return c;
+  // What a controller with the default state dir writes for its admin, on the head node.
+  c = LoadConfigFile(kDefaultAdminConfig);
+  if (c.ok() || !(absl::IsNotFound(c.status()) || absl::IsPermissionDenied(c.status()))) return c;
   absl::StatusOr<std::string> last = ReadFileToString(absl::StrCat(StateHome(), "/last-local"));
   if (last.ok()) {
     std::string dir(absl::StripAsciiWhitespace(*last));
     absl::StatusOr<CliConfig> local = LoadConfigFile(absl::StrCat(dir, "/config.yaml"));
     if (local.ok()) return local;
   }
-  return absl::FailedPreconditionError(
-      absl::StrCat("no controller configured: pass --controller HOST:PORT, set FLEET_CONFIG, "
-                   "write ",
-                   user, ", or start a local cluster with `fleet up`"));
+  return absl::FailedPreconditionError(absl::StrCat(
+      "no SparkFleet config found: set FLEET_CONFIG to the admin config the controller wrote "
+      "(default ",
+      user, "), or start a local cluster with `fleet up`"));
+}
+
+}  // namespace
+
+absl::StatusOr<CliConfig> ResolveConfig(const std::string& flag) {
+  ASSIGN_OR_RETURN(CliConfig config, FindConfigFile());
+  if (!flag.empty()) {
+    config.controller = flag;
+    config.source = absl::StrCat("--controller, credentials from ", config.source);
+  }
+  return config;
+}
+
+absl::StatusOr<std::shared_ptr<TransportCredentials>> AdminTransport(const CliConfig& config) {
+  if (config.ca.empty() || config.cert.empty() || config.key.empty()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(config.source,
+                     " names no admin credential (ca, cert, key); use the admin config the "
+                     "controller wrote (its --admin-config)"));
+  }
+  std::string pem[3];
+  const std::string* paths[3] = {&config.ca, &config.cert, &config.key};
+  for (int i = 0; i < 3; ++i) {
+    absl::StatusOr<std::string> text = ReadFileToString(*paths[i]);
+    if (!text.ok()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("admin credential from ", config.source, ": ", text.status().message()));
+    }
+    pem[i] = *std::move(text);
+  }
+  return MutualTls(pem[0], pem[2], pem[1], ClientCertificates::kOptional);
 }
 
 absl::Status RememberLocalCluster(const std::string& dir) {

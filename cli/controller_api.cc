@@ -3,31 +3,78 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/grpc_status.h"
-#include "fleet/v1/controller.grpc.pb.h"
+#include "common/identity_names.h"
+#include "common/status_macros.h"
+#include "google/protobuf/util/time_util.h"
 
 namespace fleet::cli {
 
-absl::StatusOr<v1::ListNodesResponse> ListNodes(const CliConfig& config,
-                                                const TransportCredentials& transport,
-                                                absl::Duration deadline) {
-  auto stub = v1::Controller::NewStub(MakeChannel(config.controller, transport));
+absl::StatusOr<AdminClient> AdminClient::Create(const CliConfig& config, absl::Duration deadline) {
+  ASSIGN_OR_RETURN(std::shared_ptr<TransportCredentials> transport, AdminTransport(config));
+  auto stub = v1::Controller::NewStub(
+      MakeChannel(config.controller, *transport, {.server_name = kControllerServerName}));
+  return AdminClient(config, std::move(stub), deadline);
+}
+
+template <typename Request, typename Response, typename Method>
+absl::StatusOr<Response> AdminClient::Call(Method method, const Request& request,
+                                           absl::Duration extra) {
   grpc::ClientContext context;
-  context.set_deadline(absl::ToChronoTime(absl::Now() + deadline));
-  v1::ListNodesResponse response;
-  grpc::Status st = stub->ListNodes(&context, v1::ListNodesRequest(), &response);
+  context.set_deadline(absl::ToChronoTime(absl::Now() + deadline_ + extra));
+  Response response;
+  grpc::Status st = (stub_.get()->*method)(&context, request, &response);
   if (st.error_code() == grpc::StatusCode::UNAVAILABLE ||
       st.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
     return absl::UnavailableError(absl::StrCat(
-        "cannot reach the controller at ", config.controller, " (from ", config.source,
+        "cannot reach the controller at ", config_.controller, " (from ", config_.source,
         "): ", st.error_message(),
         "; check that `fleet controller` runs there, or point --controller / FLEET_CONFIG at it"));
   }
   if (!st.ok()) {
     absl::Status status = FromGrpc(st);
-    return absl::Status(status.code(), absl::StrCat("the controller at ", config.controller,
+    return absl::Status(status.code(), absl::StrCat("the controller at ", config_.controller,
                                                     " answered: ", status.message()));
   }
   return response;
+}
+
+absl::StatusOr<v1::ListNodesResponse> AdminClient::ListNodes() {
+  return Call<v1::ListNodesRequest, v1::ListNodesResponse>(
+      &v1::Controller::Stub::ListNodes, v1::ListNodesRequest(), absl::ZeroDuration());
+}
+
+absl::StatusOr<v1::CreateTokenResponse> AdminClient::CreateToken(
+    const v1::CreateTokenRequest& request) {
+  return Call<v1::CreateTokenRequest, v1::CreateTokenResponse>(&v1::Controller::Stub::CreateToken,
+                                                               request, absl::ZeroDuration());
+}
+
+absl::StatusOr<v1::ListTokensResponse> AdminClient::ListTokens() {
+  return Call<v1::ListTokensRequest, v1::ListTokensResponse>(
+      &v1::Controller::Stub::ListTokens, v1::ListTokensRequest(), absl::ZeroDuration());
+}
+
+absl::Status AdminClient::RevokeToken(const std::string& id) {
+  v1::RevokeTokenRequest request;
+  request.set_id(id);
+  return Call<v1::RevokeTokenRequest, v1::RevokeTokenResponse>(&v1::Controller::Stub::RevokeToken,
+                                                               request, absl::ZeroDuration())
+      .status();
+}
+
+absl::StatusOr<v1::RemoveNodeResponse> AdminClient::RemoveNode(const std::string& name) {
+  v1::RemoveNodeRequest request;
+  request.set_name(name);
+  return Call<v1::RemoveNodeRequest, v1::RemoveNodeResponse>(&v1::Controller::Stub::RemoveNode,
+                                                             request, absl::ZeroDuration());
+}
+
+absl::StatusOr<v1::DiscoverResponse> AdminClient::Discover(const v1::DiscoverRequest& request) {
+  // The controller listens for answers for `listen_for` before it replies.
+  absl::Duration listen = absl::Nanoseconds(
+      google::protobuf::util::TimeUtil::DurationToNanoseconds(request.listen_for()));
+  return Call<v1::DiscoverRequest, v1::DiscoverResponse>(&v1::Controller::Stub::Discover, request,
+                                                         listen);
 }
 
 }  // namespace fleet::cli

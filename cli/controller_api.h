@@ -1,18 +1,43 @@
-// The CLI's calls to the controller, with deadlines and errors that say what to check.
+// The CLI's calls to the controller, over mutual TLS with the admin credential, each with a
+// deadline and errors that say what to check.
 #pragma once
+
+#include <memory>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "cli/config.h"
 #include "common/transport.h"
-#include "fleet/v1/controller.pb.h"
+#include "fleet/v1/controller.grpc.pb.h"
 
 namespace fleet::cli {
 
-// Unavailable with "cannot reach the controller at ADDR (from SOURCE) ..." when nothing
-// answers within `deadline`.
-absl::StatusOr<v1::ListNodesResponse> ListNodes(const CliConfig& config,
-                                                const TransportCredentials& transport,
-                                                absl::Duration deadline);
+// Example:
+//   ASSIGN_OR_RETURN(AdminClient client, AdminClient::Create(config));
+//   ASSIGN_OR_RETURN(v1::ListNodesResponse nodes, client.ListNodes());
+class AdminClient {
+ public:
+  static absl::StatusOr<AdminClient> Create(const CliConfig& config,
+                                            absl::Duration deadline = absl::Seconds(5));
+
+  // Each returns Unavailable with "cannot reach the controller at ADDR (from SOURCE) ..." when
+  // nothing answers in time, and otherwise the controller's error prefixed with its address.
+  absl::StatusOr<v1::ListNodesResponse> ListNodes();
+  absl::StatusOr<v1::CreateTokenResponse> CreateToken(const v1::CreateTokenRequest& request);
+  absl::StatusOr<v1::ListTokensResponse> ListTokens();
+  absl::Status RevokeToken(const std::string& id);
+  absl::StatusOr<v1::RemoveNodeResponse> RemoveNode(const std::string& name);
+  absl::StatusOr<v1::DiscoverResponse> Discover(const v1::DiscoverRequest& request);
+
+ private:
+  AdminClient(CliConfig config, std::unique_ptr<v1::Controller::Stub> stub, absl::Duration d)
+      : config_(std::move(config)), stub_(std::move(stub)), deadline_(d) {}
+  template <typename Request, typename Response, typename Method>
+  absl::StatusOr<Response> Call(Method method, const Request& request, absl::Duration extra);
+
+  CliConfig config_;
+  std::unique_ptr<v1::Controller::Stub> stub_;
+  absl::Duration deadline_;
+};
 
 }  // namespace fleet::cli

@@ -90,11 +90,15 @@ absl::StatusOr<std::vector<std::pair<pid_t, uint64_t>>> LiveRecorded(const std::
   return live;
 }
 
-absl::StatusOr<std::string> WaitForControllerAddress(const std::string& path, Member& controller,
+// Waits until the controller has written its address and then its admin config.
+absl::StatusOr<std::string> WaitForControllerAddress(const std::string& path,
+                                                     const std::string& config, Member& controller,
                                                      absl::Time deadline) {
   while (absl::Now() < deadline) {
     absl::StatusOr<std::string> addr = ReadFileToString(path);
-    if (addr.ok()) return std::string(absl::StripAsciiWhitespace(*addr));
+    if (addr.ok() && ::access(config.c_str(), R_OK) == 0) {
+      return std::string(absl::StripAsciiWhitespace(*addr));
+    }
     if (!controller.process.Running()) {
       absl::StatusOr<int> st = controller.process.Wait(absl::ZeroDuration());
       return Died(controller, st.ok() ? *st : 0);
@@ -105,7 +109,7 @@ absl::StatusOr<std::string> WaitForControllerAddress(const std::string& path, Me
       absl::StrCat("the controller did not start listening in time; see ", controller.log));
 }
 
-absl::Status WaitReady(const CliConfig& config, std::vector<Member>& members, int nodes,
+absl::Status WaitReady(AdminClient& client, std::vector<Member>& members, int nodes,
                        absl::Time deadline, v1::ListNodesResponse& last) {
   std::string why = "no answer yet";
   while (absl::Now() < deadline) {
@@ -115,8 +119,7 @@ absl::Status WaitReady(const CliConfig& config, std::vector<Member>& members, in
         return Died(m, st.ok() ? *st : 0);
       }
     }
-    absl::StatusOr<v1::ListNodesResponse> list =
-        ListNodes(config, *PlaintextTransport(), absl::Seconds(1));
+    absl::StatusOr<v1::ListNodesResponse> list = client.ListNodes();
     if (list.ok()) {
       int ready = 0;
       for (const v1::Node& n : list->nodes()) {
@@ -135,6 +138,18 @@ absl::Status WaitReady(const CliConfig& config, std::vector<Member>& members, in
   return absl::DeadlineExceededError(
       absl::StrCat("the local cluster did not become ready in time (", why, "); logs are in ",
                    members.front().log.substr(0, members.front().log.rfind('/'))));
+}
+
+// A join token for the cluster's agents, in DIR/join-token (0600): one use per agent, one hour.
+absl::StatusOr<std::string> MakeJoinFile(AdminClient& client, const std::string& dir, int nodes) {
+  v1::CreateTokenRequest request;
+  request.mutable_ttl()->set_seconds(3600);
+  request.set_uses(nodes);
+  request.set_description("fleet up");
+  ASSIGN_OR_RETURN(v1::CreateTokenResponse created, client.CreateToken(request));
+  std::string path = absl::StrCat(dir, "/join-token");
+  RETURN_IF_ERROR(WriteFileAtomically(path, created.token() + "\n", 0600));
+  return path;
 }
 
 // Waits for a stop signal or for a member to die on its own.
@@ -175,7 +190,9 @@ absl::Status RunUp(const UpOptions& options, std::ostream& out) {
                      "); stop it with `fleet down --dir ", dir, "` or pass another --dir"));
   }
   const std::string addr_file = absl::StrCat(dir, "/controller/controller.addr");
+  const std::string config_path = absl::StrCat(dir, "/config.yaml");
   ::unlink(addr_file.c_str());
+  ::unlink(config_path.c_str());
 
   std::vector<Member> members;
   auto start = [&](std::string role, std::vector<std::string> args) -> absl::Status {
@@ -190,24 +207,28 @@ absl::Status RunUp(const UpOptions& options, std::ostream& out) {
   };
   absl::Time deadline = absl::Now() + options.timeout;
   absl::Status st = [&]() -> absl::Status {
-    RETURN_IF_ERROR(start("controller", {"controller", "--state-dir", dir + "/controller",
-                                         "--listen", "127.0.0.1:0"}));
+    RETURN_IF_ERROR(
+        start("controller", {"controller", "--state-dir", dir + "/controller", "--listen",
+                             "127.0.0.1:0", "--admin-config", config_path}));
     ASSIGN_OR_RETURN(std::string controller,
-                     WaitForControllerAddress(addr_file, members.front(), deadline));
+                     WaitForControllerAddress(addr_file, config_path, members.front(), deadline));
+    ASSIGN_OR_RETURN(CliConfig config, LoadConfigFile(config_path));
+    ASSIGN_OR_RETURN(AdminClient client, AdminClient::Create(config, absl::Seconds(2)));
+    ASSIGN_OR_RETURN(std::string join_file, MakeJoinFile(client, dir, options.nodes));
     for (int i = 1; i <= options.nodes; ++i) {
       std::string ip = absl::StrCat("127.0.0.", i + 1);
+      // The agents are told where the controller is, so they need no discovery; several local
+      // clusters may then run side by side.
       RETURN_IF_ERROR(
           start(absl::StrCat("node-", i),
-                {"agent", "--controller", controller, "--state-dir", absl::StrCat(dir, "/node-", i),
-                 "--name", absl::StrCat("node-", i), "--listen", ip + ":0", "--advertise", ip}));
+                {"agent", "--controller", controller, "--join-file", join_file, "--state-dir",
+                 absl::StrCat(dir, "/node-", i), "--name", absl::StrCat("node-", i), "--listen",
+                 ip + ":0", "--advertise", ip, "--discovery-listen", ""}));
     }
     RETURN_IF_ERROR(WriteRecord(dir, controller, members));
-    std::string config_path = absl::StrCat(dir, "/config.yaml");
-    RETURN_IF_ERROR(WriteConfigFile(config_path, controller));
     RETURN_IF_ERROR(RememberLocalCluster(dir));
     v1::ListNodesResponse nodes;
-    RETURN_IF_ERROR(
-        WaitReady(CliConfig{controller, config_path}, members, options.nodes, deadline, nodes));
+    RETURN_IF_ERROR(WaitReady(client, members, options.nodes, deadline, nodes));
     out << RenderNodes(nodes, OutputFormat::kTable) << "\n"
         << "Local cluster of " << options.nodes << " nodes is ready; controller at " << controller
         << ".\n"

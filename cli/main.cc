@@ -7,35 +7,28 @@
 #include <cstdlib>
 #include <iostream>
 #include <string>
+#include <tuple>
 
 #include "CLI/CLI.hpp"
 #include "absl/status/status.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "agent/agent_server.h"
+#include "cli/commands.h"
 #include "cli/config.h"
-#include "cli/controller_api.h"
 #include "cli/local_cluster.h"
-#include "cli/output.h"
+#include "common/files.h"
 #include "common/log.h"
 #include "common/version.h"
 #include "controller/controller_server.h"
+#include "yaml-cpp/yaml.h"
 
 namespace fleet::cli {
 namespace {
 
-// A duration flag such as "1s", "500ms", "2m".
-absl::StatusOr<absl::Duration> ParseDurationFlag(const std::string& name, const std::string& text) {
-  absl::Duration d;
-  if (!absl::ParseDuration(text, &d) || d < absl::ZeroDuration()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--", name, " \"", text, "\" is not a duration; write it like 500ms, 1s or 2m"));
-  }
-  return d;
-}
-
 // Blocks the stop signals in this thread and every thread started after, so the daemon's main
-// thread can wait for them with sigwait and shut down in order.
+// thread can wait for them and shut down in order.
 sigset_t BlockStopSignals() {
   sigset_t set;
   sigemptyset(&set);
@@ -44,42 +37,87 @@ sigset_t BlockStopSignals() {
   return set;
 }
 
-int Fail(const absl::Status& status) {
-  std::cerr << "fleet: error: " << status.message() << std::endl;
-  return 1;
-}
-
 std::string SelfExecutable() {
   char path[PATH_MAX];
   ssize_t n = ::readlink("/proc/self/exe", path, sizeof path - 1);
   return n > 0 ? std::string(path, static_cast<size_t>(n)) : "fleet";
 }
 
+// The controller's config file: a static list of nodes to probe and adopt.
+//   nodes:
+//     - {name: spark-1, address: 192.168.100.11}
+absl::StatusOr<std::vector<std::string>> LoadStaticNodes(const std::string& path) {
+  absl::StatusOr<std::string> text = ReadFileToString(path);
+  if (!text.ok()) return text.status();
+  std::vector<std::string> addresses;
+  try {
+    YAML::Node root = YAML::Load(*text);
+    for (const auto& kv : root) {
+      std::string key = kv.first.as<std::string>();
+      if (key != "nodes") {
+        return absl::InvalidArgumentError(absl::StrCat(path, ":", kv.first.Mark().line + 1,
+                                                       ": unknown key `", key,
+                                                       "`; the known key is `nodes`"));
+      }
+      for (const YAML::Node& node : kv.second) {
+        if (!node["address"]) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              path, ":", node.Mark().line + 1, ": a node needs `address: IPV4` (and a name)"));
+        }
+        addresses.push_back(node["address"].as<std::string>());
+      }
+    }
+  } catch (const YAML::Exception& e) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ":", e.mark.line + 1, ":", e.mark.column + 1, ": ", e.msg));
+  }
+  return addresses;
+}
+
 struct ControllerFlags {
   std::string state_dir = "/var/lib/fleet";
   std::string listen = "0.0.0.0:7100";
+  std::string advertise;
+  std::string admin_config;
+  std::string config;
   std::string heartbeat_period = "1s";
   std::string suspect_after = "3s";
   std::string lost_after = "5s";
+  std::string node_cert_validity = "720h";
+  bool auto_adopt = false;
+  uint16_t discovery_port = 7109;
 };
 
 int RunController(const ControllerFlags& flags) {
   controller::ControllerOptions options;
   options.state_dir = flags.state_dir;
   options.listen = flags.listen;
-  options.transport = PlaintextTransport();
+  options.advertise = flags.advertise;
+  options.admin_config = flags.admin_config.empty() ? absl::StrCat(flags.state_dir, "/admin.yaml")
+                                                    : flags.admin_config;
+  options.discovery_port = flags.discovery_port;
+  if (flags.auto_adopt) options.auto_adopt_period = absl::Seconds(2);
   for (auto [name, text, field] :
        {std::tuple{"heartbeat-period", &flags.heartbeat_period, &options.registry.heartbeat_period},
         std::tuple{"suspect-after", &flags.suspect_after, &options.registry.suspect_after},
-        std::tuple{"lost-after", &flags.lost_after, &options.registry.lost_after}}) {
+        std::tuple{"lost-after", &flags.lost_after, &options.registry.lost_after},
+        std::tuple{"node-cert-validity", &flags.node_cert_validity, &options.node_cert_validity}}) {
     absl::StatusOr<absl::Duration> d = ParseDurationFlag(name, *text);
-    if (!d.ok()) return Fail(d.status());
+    if (!d.ok()) return Fail(std::string(d.status().message()));
     *field = *d;
+  }
+  if (!flags.config.empty()) {
+    absl::StatusOr<std::vector<std::string>> nodes = LoadStaticNodes(flags.config);
+    if (!nodes.ok()) return Fail(std::string(nodes.status().message()));
+    options.static_nodes = *std::move(nodes);
+    if (options.auto_adopt_period == absl::ZeroDuration()) {
+      options.auto_adopt_period = absl::Seconds(2);
+    }
   }
   sigset_t stop = BlockStopSignals();
   absl::StatusOr<std::unique_ptr<controller::ControllerServer>> server =
       controller::ControllerServer::Start(options);
-  if (!server.ok()) return Fail(server.status());
+  if (!server.ok()) return Fail(std::string(server.status().message()));
   int sig = 0;
   sigwait(&stop, &sig);
   Log(LogLevel::kInfo, "controller", "stopping", {{"signal", ::strsignal(sig)}});
@@ -87,29 +125,33 @@ int RunController(const ControllerFlags& flags) {
   return 0;
 }
 
-int RunAgent(agent::AgentOptions options) {
-  options.transport = PlaintextTransport();
+int RunAgent(agent::AgentOptions options, const std::string& join_file) {
+  // The token comes from a file or the environment, never the command line, where `ps` shows it.
+  if (!join_file.empty()) {
+    absl::StatusOr<std::string> token = ReadFileToString(join_file);
+    if (!token.ok()) return Fail(absl::StrCat("--join-file: ", token.status().message()));
+    options.join_token = std::string(absl::StripAsciiWhitespace(*token));
+  } else if (const char* env = std::getenv("FLEET_JOIN_TOKEN"); env != nullptr) {
+    options.join_token = std::string(absl::StripAsciiWhitespace(env));
+    ::unsetenv("FLEET_JOIN_TOKEN");  // not inherited by anything the agent starts
+  }
   sigset_t stop = BlockStopSignals();
   absl::StatusOr<std::unique_ptr<agent::AgentServer>> server =
       agent::AgentServer::Start(std::move(options));
-  if (!server.ok()) return Fail(server.status());
-  int sig = 0;
-  sigwait(&stop, &sig);
-  Log(LogLevel::kInfo, "agent", "stopping", {{"signal", ::strsignal(sig)}});
-  (*server)->Shutdown();
-  return 0;
-}
-
-int RunNodes(const std::string& controller_flag, const std::string& output) {
-  absl::StatusOr<OutputFormat> format = ParseOutputFormat(output);
-  if (!format.ok()) return Fail(format.status());
-  absl::StatusOr<CliConfig> config = ResolveConfig(controller_flag);
-  if (!config.ok()) return Fail(config.status());
-  absl::StatusOr<v1::ListNodesResponse> nodes =
-      ListNodes(*config, *PlaintextTransport(), absl::Seconds(5));
-  if (!nodes.ok()) return Fail(nodes.status());
-  std::cout << RenderNodes(*nodes, *format);
-  return 0;
+  if (!server.ok()) return Fail(std::string(server.status().message()));
+  const timespec tick = {0, 200'000'000};
+  while (true) {
+    int sig = ::sigtimedwait(&stop, nullptr, &tick);
+    if (sig > 0) {
+      Log(LogLevel::kInfo, "agent", "stopping", {{"signal", ::strsignal(sig)}});
+      (*server)->Shutdown();
+      return 0;
+    }
+    if (std::optional<absl::Status> fatal = (*server)->fatal_error()) {
+      (*server)->Shutdown();
+      return Fail(std::string(fatal->message()));
+    }
+  }
 }
 
 int Main(int argc, char** argv) {
@@ -118,18 +160,23 @@ int Main(int argc, char** argv) {
   // named as such ("The following arguments were not expected: frobnicate").
   app.require_subcommand(0, 1);
   app.fallthrough();
-  std::string controller_flag;
-  std::string output;
-  app.add_option("--controller", controller_flag,
-                 "controller HOST:PORT (default: $FLEET_CONFIG, ~/.config/fleet/config.yaml, "
-                 "or the last `fleet up` cluster)");
-  app.add_option("-o,--output", output, "output format: table, wide, json, yaml");
+  Globals g;
+  app.add_option("--controller", g.controller,
+                 "controller HOST:PORT (default: from $FLEET_CONFIG, ~/.config/fleet/config.yaml, "
+                 "/var/lib/fleet/admin.yaml, or the last `fleet up` cluster)");
+  app.add_option("-o,--output", g.output, "output format: table, wide, json, yaml");
 
   ControllerFlags cflags;
   CLI::App* controller = app.add_subcommand("controller", "run the controller daemon");
   controller->add_option("--state-dir", cflags.state_dir, "state directory")->capture_default_str();
   controller->add_option("--listen", cflags.listen, "gRPC listen HOST:PORT (port 0: any free)")
       ->capture_default_str();
+  controller->add_option("--advertise", cflags.advertise,
+                         "HOST:PORT adopted agents connect to (default: the listen address)");
+  controller->add_option("--admin-config", cflags.admin_config,
+                         "where to write the CLI's admin config (default: STATE_DIR/admin.yaml)");
+  controller->add_option("--config", cflags.config,
+                         "YAML file with a static node list (nodes: [{name, address}])");
   controller
       ->add_option("--heartbeat-period", cflags.heartbeat_period, "heartbeat period told to agents")
       ->capture_default_str();
@@ -138,18 +185,34 @@ int Main(int argc, char** argv) {
       ->capture_default_str();
   controller->add_option("--lost-after", cflags.lost_after, "silence after which a node is Lost")
       ->capture_default_str();
+  controller
+      ->add_option("--node-cert-validity", cflags.node_cert_validity,
+                   "lifetime of node certificates (renewed at two thirds)")
+      ->capture_default_str();
+  controller->add_flag("--auto-adopt", cflags.auto_adopt,
+                       "probe every 2 s and adopt agents that prove a join token");
+  controller->add_option("--discovery-port", cflags.discovery_port, "UDP port agents answer on")
+      ->capture_default_str();
 
   agent::AgentOptions aopts;
   aopts.state_dir = "/var/lib/fleet-agent";
+  std::string join_file;
   CLI::App* agent = app.add_subcommand("agent", "run the node agent daemon");
-  agent->add_option("--controller", aopts.controller, "controller HOST:PORT")->required();
-  agent->add_option("--state-dir", aopts.state_dir, "state directory (keeps the node id)")
+  agent->add_option("--controller", aopts.controller,
+                    "controller HOST:PORT (default: the last one joined, or wait for discovery)");
+  agent->add_option("--join-file", join_file,
+                    "file holding the join token (or set FLEET_JOIN_TOKEN)");
+  agent->add_option("--state-dir", aopts.state_dir, "state directory (node id, certificate)")
       ->capture_default_str();
   agent->add_option("--name", aopts.name, "node name (default: hostname)");
   agent->add_option("--listen", aopts.listen, "Agent service listen HOST:PORT (port 0: any free)")
       ->capture_default_str();
   agent->add_option("--advertise", aopts.advertise,
                     "HOST[:PORT] the controller reaches this agent at (default: the listen host)");
+  agent
+      ->add_option("--discovery-listen", aopts.discovery_listen,
+                   "UDP HOST:PORT answering discovery probes (empty: off)")
+      ->capture_default_str();
   agent->add_option("--root", aopts.root, "root directory the probes read (for recorded trees)")
       ->capture_default_str();
 
@@ -158,6 +221,37 @@ int Main(int argc, char** argv) {
   get->require_subcommand(1);
   CLI::App* get_nodes = get->add_subcommand("nodes", "list the nodes the controller knows");
   get_nodes->alias("node");
+
+  CLI::App* node = app.add_subcommand("node", "act on one node");
+  node->require_subcommand(1);
+  std::string remove_name;
+  CLI::App* node_remove =
+      node->add_subcommand("remove", "forget a node and revoke its certificate");
+  node_remove->add_option("NAME", remove_name, "node name or id")->required();
+
+  CLI::App* token = app.add_subcommand("token", "join tokens");
+  token->require_subcommand(1);
+  std::string token_ttl = "24h", token_description, revoke_id;
+  int64_t token_uses = 0;
+  CLI::App* token_create = token->add_subcommand("create", "make a join token (printed once)");
+  token_create->add_option("--ttl", token_ttl, "lifetime, or never")->capture_default_str();
+  token_create->add_option("--uses", token_uses, "joins it admits (0: unlimited)")
+      ->capture_default_str();
+  token_create->add_option("--description", token_description, "free text shown in the list");
+  CLI::App* token_list = token->add_subcommand("list", "list join tokens (never their secrets)");
+  CLI::App* token_revoke = token->add_subcommand("revoke", "revoke a join token");
+  token_revoke->add_option("ID", revoke_id, "token id")->required();
+
+  std::vector<std::string> discover_interfaces, discover_targets;
+  std::string discover_timeout = "2s";
+  bool discover_adopt = false;
+  CLI::App* discover =
+      app.add_subcommand("discover", "probe the fabric for agents (UDP) from the controller");
+  discover->add_option("--interface", discover_interfaces, "interface to probe on (repeatable)");
+  discover->add_option("--target", discover_targets, "extra IPv4 address to probe (repeatable)");
+  discover->add_option("--timeout", discover_timeout, "how long to listen for answers")
+      ->capture_default_str();
+  discover->add_flag("--adopt", discover_adopt, "tell proven agents to join");
 
   UpOptions up_opts;
   up_opts.dir = absl::StrCat(StateHome(), "/local");
@@ -182,20 +276,27 @@ int Main(int argc, char** argv) {
   }
 
   if (*controller) return RunController(cflags);
-  if (*agent) return RunAgent(std::move(aopts));
-  if (*nodes || *get_nodes) return RunNodes(controller_flag, output);
+  if (*agent) return RunAgent(std::move(aopts), join_file);
+  if (*nodes || *get_nodes) return GetNodes(g);
+  if (*node_remove) return RemoveNode(g, remove_name);
+  if (*token_create) return CreateToken(g, token_ttl, token_uses, token_description);
+  if (*token_list) return ListTokens(g);
+  if (*token_revoke) return RevokeToken(g, revoke_id);
+  if (*discover) {
+    return Discover(g, discover_interfaces, discover_targets, discover_timeout, discover_adopt);
+  }
   if (*up) {
     absl::StatusOr<absl::Duration> timeout = ParseDurationFlag("timeout", up_timeout);
-    if (!timeout.ok()) return Fail(timeout.status());
+    if (!timeout.ok()) return Fail(std::string(timeout.status().message()));
     up_opts.timeout = *timeout;
     up_opts.fleet_binary = SelfExecutable();
     BlockStopSignals();
     absl::Status st = RunUp(up_opts, std::cout);
-    return st.ok() ? 0 : Fail(st);
+    return st.ok() ? 0 : Fail(std::string(st.message()));
   }
   if (*down) {
     absl::Status st = RunDown(down_dir, std::cout);
-    return st.ok() ? 0 : Fail(st);
+    return st.ok() ? 0 : Fail(std::string(st.message()));
   }
   if (*version) {
     std::cout << "fleet " << kVersion << "\n";

@@ -24,7 +24,8 @@ class Plaintext final : public TransportCredentials {
 };
 
 // TLS through gRPC's certificate providers: one provider feeds both the server and the channel
-// side. Without identity (`has_identity` false) it is channel-only.
+// side. Without identity (`has_identity` false) it is channel-only; without a provider it is
+// channel-only and verifies nothing.
 class Tls final : public TransportCredentials {
  public:
   Tls(std::shared_ptr<gx::CertificateProviderInterface> provider, bool has_identity,
@@ -47,7 +48,7 @@ class Tls final : public TransportCredentials {
 
   std::shared_ptr<grpc::ChannelCredentials> ForChannel() const override {
     gx::TlsChannelCredentialsOptions options;
-    options.set_certificate_provider(provider_);
+    if (provider_ != nullptr) options.set_certificate_provider(provider_);
     if (verify_server_) {
       options.watch_root_certs();
     } else {
@@ -103,10 +104,9 @@ std::shared_ptr<TransportCredentials> ServerAuthenticatedTls(const std::string& 
 }
 
 std::shared_ptr<TransportCredentials> UnverifiedTls() {
-  // The provider has nothing to give; the channel neither verifies nor presents certificates.
-  auto provider =
-      std::make_shared<gx::StaticDataCertificateProvider>(std::vector<gx::IdentityKeyCertPair>{});
-  return std::make_shared<Tls>(provider, false, false, ClientCertificates::kOptional,
+  // No provider: the channel neither verifies nor presents certificates (gRPC aborts on a
+  // provider with nothing in it).
+  return std::make_shared<Tls>(nullptr, false, false, ClientCertificates::kOptional,
                                "tls-unverified");
 }
 

@@ -22,7 +22,7 @@ class GrpcAgentClient final : public AgentClient {
                 DescribeCallback done) override;
 
  private:
-  v1::Agent::Stub* StubFor(const std::string& address);
+  v1::Agent::Stub* StubFor(const std::string& address, const std::string& node_id);
 
   const std::shared_ptr<TransportCredentials> transport_;
   const absl::Duration deadline_;

@@ -5,13 +5,18 @@
 #include <sys/file.h>
 #include <unistd.h>
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "common/files.h"
 #include "common/log.h"
 #include "common/status_macros.h"
 #include "controller/agent_client_impl.h"
+#include "controller/cluster_ca.h"
 #include "controller/controller_service.h"
+#include "controller/discovery_prober.h"
 #include "controller/sqlite_store.h"
+#include "controller/tokens.h"
 #include "grpcpp/server.h"
 #include "grpcpp/server_builder.h"
 
@@ -28,6 +33,10 @@ std::string HostOf(const std::string& address) {
   return colon == std::string::npos ? address : address.substr(0, colon);
 }
 
+bool IsWildcardHost(const std::string& host) {
+  return host.empty() || host == "0.0.0.0" || host == "[::]";
+}
+
 }  // namespace
 
 ControllerServer::ControllerServer(ControllerOptions options) : options_(std::move(options)) {}
@@ -35,7 +44,6 @@ ControllerServer::ControllerServer(ControllerOptions options) : options_(std::mo
 absl::StatusOr<std::unique_ptr<ControllerServer>> ControllerServer::Start(
     ControllerOptions options) {
   RETURN_IF_ERROR(ValidateRegistryConfig(options.registry));
-  if (options.transport == nullptr) return absl::InvalidArgumentError("no transport credentials");
   std::unique_ptr<ControllerServer> server(new ControllerServer(std::move(options)));
   RETURN_IF_ERROR(server->Init());
   return server;
@@ -60,15 +68,36 @@ absl::Status ControllerServer::Init() {
 
   ASSIGN_OR_RETURN(store_, SqliteStore::Open(absl::StrCat(dir, "/fleet.db")));
   ASSIGN_OR_RETURN(std::string controller_id, store_->ControllerId());
+  ASSIGN_OR_RETURN(ca_,
+                   ClusterCa::LoadOrCreate(absl::StrCat(dir, "/pki"), options_.node_cert_validity));
+  transport_ = MutualTls(ca_->ca_pem(), ca_->controller_credential().key_pem,
+                         ca_->controller_credential().cert_pem, ClientCertificates::kOptional);
   registry_ = std::make_unique<NodeRegistry>(options_.registry, options_.clock, store_.get());
   RETURN_IF_ERROR(registry_->Load());
-  agents_ = std::make_unique<GrpcAgentClient>(options_.transport, absl::Seconds(2));
-  service_ = std::make_unique<ControllerService>(options_.clock, registry_.get(), agents_.get(),
-                                                 controller_id);
+  tokens_ = std::make_unique<TokenManager>(options_.clock, store_.get(), ca_->ca_sha256());
+  RETURN_IF_ERROR(tokens_->Load());
+  agents_ = std::make_unique<GrpcAgentClient>(transport_, absl::Seconds(2));
+  executor_ = std::make_unique<Executor>();
 
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(options_.listen, options_.transport->ForServer(), &port);
+  builder.AddListeningPort(options_.listen, transport_->ForServer(), &port);
+  std::string host = HostOf(options_.listen);
+  prober_ =
+      std::make_unique<DiscoveryProber>(ProberOptions{.controller_id = controller_id,
+                                                      .advertise = options_.advertise,
+                                                      .udp_port = options_.discovery_port,
+                                                      .static_targets = options_.static_nodes},
+                                        tokens_.get());
+  service_ =
+      std::make_unique<ControllerService>(ControllerService::Deps{.clock = options_.clock,
+                                                                  .registry = registry_.get(),
+                                                                  .tokens = tokens_.get(),
+                                                                  .ca = ca_.get(),
+                                                                  .agents = agents_.get(),
+                                                                  .prober = prober_.get(),
+                                                                  .executor = executor_.get(),
+                                                                  .controller_id = controller_id});
   builder.RegisterService(service_.get());
   server_ = builder.BuildAndStart();
   if (server_ == nullptr || port == 0) {
@@ -76,19 +105,40 @@ absl::Status ControllerServer::Init() {
         "cannot listen on ", options_.listen,
         ": address in use or not local; pass a free --listen HOST:PORT (port 0 picks one)"));
   }
-  address_ = absl::StrCat(HostOf(options_.listen), ":", port);
+  address_ = absl::StrCat(host, ":", port);
+  // With port 0 the advertised address is known only now.
+  if (options_.advertise.empty() && !IsWildcardHost(host)) prober_->SetAdvertise(address_);
   RETURN_IF_ERROR(WriteFileAtomically(absl::StrCat(dir, "/controller.addr"), address_ + "\n"));
+  if (!options_.admin_config.empty()) {
+    std::string pki = absl::StrCat(dir, "/pki");
+    std::string reach = IsWildcardHost(host) ? absl::StrCat("127.0.0.1:", port) : address_;
+    std::string text = absl::StrCat(
+        "# Admin config of the SparkFleet controller in ", dir,
+        "; FLEET_CONFIG=", options_.admin_config, " selects it.\ncontroller: ", reach,
+        "\nca: ", pki, "/ca.crt\ncert: ", pki, "/admin.crt\nkey: ", pki, "/admin.key\n");
+    RETURN_IF_ERROR(WriteFileAtomically(options_.admin_config, text, 0600));
+  }
 
   ticker_ = std::thread([this] {
     while (!stop_.WaitForNotificationWithTimeout(TickPeriod(options_.registry))) {
       registry_->Tick();
     }
   });
+  if (options_.auto_adopt_period > absl::ZeroDuration()) {
+    adopter_ = std::thread([this] {
+      // Each round listens for a second; the rest of the period it waits.
+      absl::Duration listen = std::min(absl::Seconds(1), options_.auto_adopt_period);
+      do {
+        prober_->AutoAdoptOnce(listen);
+      } while (!stop_.WaitForNotificationWithTimeout(options_.auto_adopt_period - listen));
+    });
+  }
   Log(LogLevel::kInfo, "controller", "serving",
       {{"address", address_},
        {"state_dir", dir},
        {"controller_id", controller_id},
-       {"transport", options_.transport->Describe()}});
+       {"ca_sha256", ca_->ca_sha256()},
+       {"transport", transport_->Describe()}});
   return absl::OkStatus();
 }
 
@@ -98,6 +148,8 @@ void ControllerServer::Shutdown() {
   if (server_) server_->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(2)));
   if (!stop_.HasBeenNotified()) stop_.Notify();
   if (ticker_.joinable()) ticker_.join();
+  if (adopter_.joinable()) adopter_.join();
+  if (executor_) executor_->Shutdown();
   if (service_) service_->WaitForAgentCalls();
   if (!address_.empty()) Log(LogLevel::kInfo, "controller", "stopped", {{"address", address_}});
 }

@@ -5,10 +5,12 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/synchronization/notification.h"
 #include "common/clock.h"
+#include "common/executor.h"
 #include "common/transport.h"
 #include "controller/node_registry.h"
 
@@ -18,15 +20,29 @@ class Server;
 
 namespace fleet::controller {
 
+class ClusterCa;
 class ControllerService;
+class DiscoveryProber;
 class GrpcAgentClient;
 class SqliteStore;
+class TokenManager;
 
 struct ControllerOptions {
-  std::string state_dir;                // created if missing; holds fleet.db and controller.addr
+  // Created if missing; holds fleet.db, controller.addr and pki/ (the cluster CA).
+  std::string state_dir;
   std::string listen = "0.0.0.0:7100";  // port 0 picks a free port (see address())
+  // "HOST:PORT" agents are told to connect to when adopted; empty: the listen address, unless
+  // that is a wildcard (then adoption is refused with the fix).
+  std::string advertise;
+  // Where to write the CLI's admin config (controller address and admin credential); empty:
+  // not written.
+  std::string admin_config;
   RegistryConfig registry;
-  std::shared_ptr<TransportCredentials> transport;
+  absl::Duration node_cert_validity = absl::Hours(24 * 30);
+  uint16_t discovery_port = 7109;
+  // Probe every `auto_adopt_period` and adopt proven agents; off when zero.
+  absl::Duration auto_adopt_period = absl::ZeroDuration();
+  std::vector<std::string> static_nodes;  // unicast discovery targets (IPv4)
   const Clock* clock = RealClock::Get();
 };
 
@@ -53,13 +69,19 @@ class ControllerServer {
   ControllerOptions options_;
   int lock_fd_ = -1;
   std::unique_ptr<SqliteStore> store_;
+  std::unique_ptr<ClusterCa> ca_;
+  std::shared_ptr<TransportCredentials> transport_;
   std::unique_ptr<NodeRegistry> registry_;
+  std::unique_ptr<TokenManager> tokens_;
   std::unique_ptr<GrpcAgentClient> agents_;
+  std::unique_ptr<DiscoveryProber> prober_;
+  std::unique_ptr<Executor> executor_;
   std::unique_ptr<ControllerService> service_;
   std::unique_ptr<grpc::Server> server_;
   std::string address_;
   absl::Notification stop_;
   std::thread ticker_;
+  std::thread adopter_;
   bool shut_down_ = false;
 };
 

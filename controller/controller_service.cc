@@ -5,10 +5,14 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/grpc_status.h"
+#include "common/peer.h"
+#include "common/pki.h"
 #include "google/protobuf/util/time_util.h"
 
 namespace fleet::controller {
 namespace {
+
+using google::protobuf::util::TimeUtil;
 
 grpc::ServerUnaryReactor* Finish(grpc::CallbackServerContext* context, const absl::Status& st) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
@@ -16,34 +20,80 @@ grpc::ServerUnaryReactor* Finish(grpc::CallbackServerContext* context, const abs
   return reactor;
 }
 
+absl::Status RequireAdmin(grpc::CallbackServerContext* context) {
+  return RequireRole(PeerFromAuthContext(*context->auth_context()), Peer::Role::kAdmin);
+}
+
+google::protobuf::Timestamp ToProto(absl::Time t) {
+  return TimeUtil::NanosecondsToTimestamp(absl::ToUnixNanos(t));
+}
+
 }  // namespace
+
+v1::TokenInfo TokenView(const v1::StoredToken& t, absl::Time now) {
+  v1::TokenInfo info;
+  info.set_id(t.id());
+  *info.mutable_created_at() = t.created_at();
+  if (t.has_expires_at()) *info.mutable_expires_at() = t.expires_at();
+  info.set_uses_allowed(t.uses_allowed());
+  info.set_uses(t.uses());
+  info.set_revoked(t.revoked());
+  info.set_description(t.description());
+  if (t.revoked()) {
+    info.set_status("revoked");
+  } else if (t.has_expires_at() && ToProto(now).seconds() >= t.expires_at().seconds()) {
+    info.set_status("expired");
+  } else if (t.uses_allowed() > 0 && t.uses() >= t.uses_allowed()) {
+    info.set_status("used up");
+  } else {
+    info.set_status("usable");
+  }
+  return info;
+}
+
+absl::Status ControllerService::AuthorizeNode(grpc::CallbackServerContext* context,
+                                              absl::string_view node_id) {
+  Peer peer = PeerFromAuthContext(*context->auth_context());
+  if (absl::Status st = RequireRole(peer, Peer::Role::kNode, node_id); !st.ok()) return st;
+  if (d_.registry->IsRevoked(peer.name)) {
+    return absl::UnauthenticatedError(
+        absl::StrCat("node ", peer.name,
+                     "'s certificate was revoked by `fleet node remove`; to join again, "
+                     "delete the agent's state directory and give it a new join token"));
+  }
+  return absl::OkStatus();
+}
 
 grpc::ServerUnaryReactor* ControllerService::Register(grpc::CallbackServerContext* context,
                                                       const v1::RegisterRequest* request,
                                                       v1::RegisterResponse* response) {
-  absl::Status st = registry_->Register(*request);
+  const std::string node_id = request->identity().node_id();
+  if (absl::Status st = AuthorizeNode(context, node_id); !st.ok()) return Finish(context, st);
+  absl::Status st = d_.registry->Register(*request);
   if (!st.ok()) return Finish(context, st);
   response->set_heartbeat_period_ms(
-      static_cast<uint32_t>(absl::ToInt64Milliseconds(registry_->config().heartbeat_period)));
-  response->set_controller_id(controller_id_);
+      static_cast<uint32_t>(absl::ToInt64Milliseconds(d_.registry->config().heartbeat_period)));
+  response->set_controller_id(d_.controller_id);
   {
     absl::MutexLock lock(&mu_);
     ++agent_calls_;
   }
-  const std::string node_id = request->identity().node_id();
-  agents_->Describe(request->advertise_address(), node_id,
-                    [this, node_id](absl::StatusOr<v1::DescribeResponse> result) {
-                      registry_->SetReachability(node_id, result.status());
-                      absl::MutexLock lock(&mu_);
-                      --agent_calls_;
-                    });
+  d_.agents->Describe(request->advertise_address(), node_id,
+                      [this, node_id](absl::StatusOr<v1::DescribeResponse> result) {
+                        d_.registry->SetReachability(node_id, result.status());
+                        absl::MutexLock lock(&mu_);
+                        --agent_calls_;
+                      });
   return Finish(context, absl::OkStatus());
 }
 
 grpc::ServerUnaryReactor* ControllerService::Heartbeat(grpc::CallbackServerContext* context,
                                                        const v1::HeartbeatRequest* request,
                                                        v1::HeartbeatResponse* response) {
-  absl::Status st = registry_->Heartbeat(request->node_id());
+  if (absl::Status st = AuthorizeNode(context, request->node_id()); !st.ok()) {
+    return Finish(context, st);
+  }
+  absl::Status st = d_.registry->Heartbeat(request->node_id());
   if (absl::IsNotFound(st)) {
     response->set_reregister(true);
     st = absl::OkStatus();
@@ -54,14 +104,115 @@ grpc::ServerUnaryReactor* ControllerService::Heartbeat(grpc::CallbackServerConte
 grpc::ServerUnaryReactor* ControllerService::ListNodes(grpc::CallbackServerContext* context,
                                                        const v1::ListNodesRequest*,
                                                        v1::ListNodesResponse* response) {
-  std::vector<v1::Node> nodes = registry_->List();
+  if (absl::Status st = RequireAdmin(context); !st.ok()) return Finish(context, st);
+  std::vector<v1::Node> nodes = d_.registry->List();
   std::sort(nodes.begin(), nodes.end(), [](const v1::Node& a, const v1::Node& b) {
     return a.identity().name() < b.identity().name();
   });
   for (v1::Node& node : nodes) *response->add_nodes() = std::move(node);
-  *response->mutable_now() =
-      google::protobuf::util::TimeUtil::NanosecondsToTimestamp(absl::ToUnixNanos(clock_->Now()));
+  *response->mutable_now() = ToProto(d_.clock->Now());
   return Finish(context, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* ControllerService::GetClusterInfo(grpc::CallbackServerContext* context,
+                                                            const v1::GetClusterInfoRequest*,
+                                                            v1::GetClusterInfoResponse* response) {
+  // Public by design: a CA certificate is not secret, and the caller pins it by hash.
+  response->set_ca_pem(d_.ca->ca_pem());
+  response->set_controller_id(d_.controller_id);
+  return Finish(context, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* ControllerService::Join(grpc::CallbackServerContext* context,
+                                                  const v1::JoinRequest* request,
+                                                  v1::JoinResponse* response) {
+  const std::string& node_id = request->identity().node_id();
+  if (node_id.empty() || request->identity().name().empty() || request->csr_pem().empty()) {
+    return Finish(context, absl::InvalidArgumentError(
+                               "a join needs the node's id, name and a certificate request"));
+  }
+  if (d_.registry->IsRevoked(node_id)) {
+    return Finish(context, absl::PermissionDeniedError(
+                               absl::StrCat("node ", node_id,
+                                            " was removed from this cluster; delete the agent's "
+                                            "state directory so it joins as a new node")));
+  }
+  if (absl::Status st = d_.tokens->Admit(request->token_id(), request->token_secret()); !st.ok()) {
+    return Finish(context, st);
+  }
+  absl::StatusOr<std::string> cert = d_.ca->IssueNodeCertificate(request->csr_pem(), node_id);
+  if (!cert.ok()) return Finish(context, cert.status());
+  response->set_certificate_pem(*std::move(cert));
+  response->set_ca_pem(d_.ca->ca_pem());
+  return Finish(context, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* ControllerService::RenewCertificate(
+    grpc::CallbackServerContext* context, const v1::RenewCertificateRequest* request,
+    v1::RenewCertificateResponse* response) {
+  Peer peer = PeerFromAuthContext(*context->auth_context());
+  if (absl::Status st = AuthorizeNode(context, peer.name); !st.ok()) return Finish(context, st);
+  absl::StatusOr<std::string> cert = d_.ca->IssueNodeCertificate(request->csr_pem(), peer.name);
+  if (!cert.ok()) return Finish(context, cert.status());
+  response->set_certificate_pem(*std::move(cert));
+  return Finish(context, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* ControllerService::CreateToken(grpc::CallbackServerContext* context,
+                                                         const v1::CreateTokenRequest* request,
+                                                         v1::CreateTokenResponse* response) {
+  if (absl::Status st = RequireAdmin(context); !st.ok()) return Finish(context, st);
+  absl::Duration ttl = request->has_ttl()
+                           ? absl::Nanoseconds(TimeUtil::DurationToNanoseconds(request->ttl()))
+                           : absl::InfiniteDuration();
+  absl::StatusOr<JoinToken> token = d_.tokens->Create(ttl, request->uses(), request->description());
+  if (!token.ok()) return Finish(context, token.status());
+  response->set_token(token->ToString());
+  for (const v1::StoredToken& t : d_.tokens->List()) {
+    if (t.id() == token->id) *response->mutable_info() = TokenView(t, d_.clock->Now());
+  }
+  return Finish(context, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* ControllerService::ListTokens(grpc::CallbackServerContext* context,
+                                                        const v1::ListTokensRequest*,
+                                                        v1::ListTokensResponse* response) {
+  if (absl::Status st = RequireAdmin(context); !st.ok()) return Finish(context, st);
+  for (const v1::StoredToken& t : d_.tokens->List()) {
+    *response->add_tokens() = TokenView(t, d_.clock->Now());
+  }
+  return Finish(context, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* ControllerService::RevokeToken(grpc::CallbackServerContext* context,
+                                                         const v1::RevokeTokenRequest* request,
+                                                         v1::RevokeTokenResponse*) {
+  if (absl::Status st = RequireAdmin(context); !st.ok()) return Finish(context, st);
+  return Finish(context, d_.tokens->Revoke(request->id()));
+}
+
+grpc::ServerUnaryReactor* ControllerService::RemoveNode(grpc::CallbackServerContext* context,
+                                                        const v1::RemoveNodeRequest* request,
+                                                        v1::RemoveNodeResponse* response) {
+  if (absl::Status st = RequireAdmin(context); !st.ok()) return Finish(context, st);
+  absl::StatusOr<std::string> id = d_.registry->Remove(request->name());
+  if (!id.ok()) return Finish(context, id.status());
+  response->set_node_id(*id);
+  return Finish(context, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* ControllerService::Discover(grpc::CallbackServerContext* context,
+                                                      const v1::DiscoverRequest* request,
+                                                      v1::DiscoverResponse* response) {
+  if (absl::Status st = RequireAdmin(context); !st.ok()) return Finish(context, st);
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  // A probe listens for seconds: it runs on the executor, which finishes the reactor.
+  d_.executor->Post([this, reactor, request, response] {
+    absl::StatusOr<v1::DiscoverResponse> result = d_.prober->Run(*request);
+    if (result.ok()) *response = *std::move(result);
+    reactor->Finish(ToGrpc(result.status()));
+  });
+  return reactor;
 }
 
 void ControllerService::WaitForAgentCalls() {

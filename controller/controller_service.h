@@ -1,24 +1,40 @@
-// The Controller gRPC service: translates RPCs into NodeRegistry calls and nothing more.
+// The Controller gRPC service: checks who is calling, then translates RPCs into calls on
+// NodeRegistry, TokenManager, ClusterCa and the discovery prober, and nothing more.
+//
+// Who may call what:
+//   GetClusterInfo, Join        anyone (Join proves a join token)
+//   Register, Heartbeat,        a node certificate, for its own node id, not revoked
+//   RenewCertificate
+//   everything else             an admin certificate
 #pragma once
 
 #include <string>
 
 #include "absl/synchronization/mutex.h"
 #include "common/clock.h"
+#include "common/executor.h"
 #include "controller/agent_client.h"
+#include "controller/cluster_ca.h"
+#include "controller/discovery_prober.h"
 #include "controller/node_registry.h"
+#include "controller/tokens.h"
 #include "fleet/v1/controller.grpc.pb.h"
 
 namespace fleet::controller {
 
 class ControllerService final : public v1::Controller::CallbackService {
  public:
-  ControllerService(const Clock* clock, NodeRegistry* registry, AgentClient* agents,
-                    std::string controller_id)
-      : clock_(clock),
-        registry_(registry),
-        agents_(agents),
-        controller_id_(std::move(controller_id)) {}
+  struct Deps {
+    const Clock* clock;
+    NodeRegistry* registry;
+    TokenManager* tokens;
+    const ClusterCa* ca;
+    AgentClient* agents;
+    DiscoveryProber* prober;
+    Executor* executor;  // long work (discovery) runs here, never on a reactor
+    std::string controller_id;
+  };
+  explicit ControllerService(Deps deps) : d_(std::move(deps)) {}
 
   grpc::ServerUnaryReactor* Register(grpc::CallbackServerContext* context,
                                      const v1::RegisterRequest* request,
@@ -29,18 +45,45 @@ class ControllerService final : public v1::Controller::CallbackService {
   grpc::ServerUnaryReactor* ListNodes(grpc::CallbackServerContext* context,
                                       const v1::ListNodesRequest* request,
                                       v1::ListNodesResponse* response) override;
+  grpc::ServerUnaryReactor* GetClusterInfo(grpc::CallbackServerContext* context,
+                                           const v1::GetClusterInfoRequest* request,
+                                           v1::GetClusterInfoResponse* response) override;
+  grpc::ServerUnaryReactor* Join(grpc::CallbackServerContext* context,
+                                 const v1::JoinRequest* request,
+                                 v1::JoinResponse* response) override;
+  grpc::ServerUnaryReactor* RenewCertificate(grpc::CallbackServerContext* context,
+                                             const v1::RenewCertificateRequest* request,
+                                             v1::RenewCertificateResponse* response) override;
+  grpc::ServerUnaryReactor* CreateToken(grpc::CallbackServerContext* context,
+                                        const v1::CreateTokenRequest* request,
+                                        v1::CreateTokenResponse* response) override;
+  grpc::ServerUnaryReactor* ListTokens(grpc::CallbackServerContext* context,
+                                       const v1::ListTokensRequest* request,
+                                       v1::ListTokensResponse* response) override;
+  grpc::ServerUnaryReactor* RevokeToken(grpc::CallbackServerContext* context,
+                                        const v1::RevokeTokenRequest* request,
+                                        v1::RevokeTokenResponse* response) override;
+  grpc::ServerUnaryReactor* RemoveNode(grpc::CallbackServerContext* context,
+                                       const v1::RemoveNodeRequest* request,
+                                       v1::RemoveNodeResponse* response) override;
+  grpc::ServerUnaryReactor* Discover(grpc::CallbackServerContext* context,
+                                     const v1::DiscoverRequest* request,
+                                     v1::DiscoverResponse* response) override;
 
   // Blocks until every call-back to an agent started by Register has finished (each has a
   // deadline), so the registry can be destroyed safely.
   void WaitForAgentCalls();
 
  private:
-  const Clock* const clock_;
-  NodeRegistry* const registry_;
-  AgentClient* const agents_;
-  const std::string controller_id_;
+  // The caller's node id when it holds a valid, unrevoked node certificate for `node_id`.
+  absl::Status AuthorizeNode(grpc::CallbackServerContext* context, absl::string_view node_id);
+
+  const Deps d_;
   absl::Mutex mu_;
   int agent_calls_ ABSL_GUARDED_BY(mu_) = 0;
 };
+
+// The operator's view of a stored token: never its secret or hashes.
+v1::TokenInfo TokenView(const v1::StoredToken& token, absl::Time now);
 
 }  // namespace fleet::controller

@@ -1,6 +1,8 @@
 // NodeRegistry: node records and heartbeat liveness.
 #include "controller/node_registry.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
 #include "google/protobuf/util/time_util.h"
@@ -42,7 +44,10 @@ absl::string_view NodeStateName(v1::NodeState state) {
 absl::Status NodeRegistry::Load() {
   absl::StatusOr<std::vector<v1::Node>> stored = store_->LoadNodes();
   if (!stored.ok()) return stored.status();
+  absl::StatusOr<std::vector<v1::RevokedNode>> revoked = store_->LoadRevokedNodes();
+  if (!revoked.ok()) return revoked.status();
   absl::MutexLock lock(&mu_);
+  for (const v1::RevokedNode& r : *revoked) revoked_.insert(r.node_id());
   absl::Time now = clock_->Now();
   for (v1::Node& node : *stored) {
     std::string id = node.identity().node_id();
@@ -60,6 +65,12 @@ absl::Status NodeRegistry::Register(const v1::RegisterRequest& request) {
         "registration needs a node id, a name and an advertise address; upgrade the agent");
   }
   absl::MutexLock lock(&mu_);
+  if (revoked_.contains(id.node_id())) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("node ", id.node_id(),
+                     " was removed from this cluster; to join again, delete the "
+                     "agent's state directory and give it a new join token"));
+  }
   absl::Time now = clock_->Now();
   for (auto& [other_id, other] : nodes_) {
     if (other_id == id.node_id() || other.node.identity().name() != id.name()) continue;
@@ -137,6 +148,42 @@ void NodeRegistry::Tick() {
       Transition(entry, want, absl::StrCat("no heartbeat for ", absl::FormatDuration(silent)));
     }
   }
+}
+
+absl::StatusOr<std::string> NodeRegistry::Remove(absl::string_view name_or_id) {
+  absl::MutexLock lock(&mu_);
+  auto it = nodes_.find(name_or_id);
+  if (it == nodes_.end()) {
+    it = std::find_if(nodes_.begin(), nodes_.end(), [&](const auto& kv) {
+      return kv.second.node.identity().name() == name_or_id;
+    });
+  }
+  if (it == nodes_.end()) {
+    return absl::NotFoundError(absl::StrCat("no node named ", name_or_id, "; see `fleet nodes`"));
+  }
+  v1::RevokedNode record;
+  record.set_node_id(it->first);
+  record.set_name(it->second.node.identity().name());
+  *record.mutable_revoked_at() = ToProto(clock_->Now());
+  // Revoke first: a crash between the two writes leaves a revoked node listed, never a removed
+  // node that can still come back.
+  if (absl::Status st = store_->PutRevokedNode(record); !st.ok()) return st;
+  if (absl::Status st = store_->DeleteNode(it->first); !st.ok()) return st;
+  revoked_.insert(it->first);
+  std::string id = it->first;
+  nodes_.erase(it);
+  Log(LogLevel::kInfo, "registry", "node removed and its certificate revoked",
+      {{"node", record.name()}, {"id", id}});
+  if (absl::Status st = store_->AppendEvent(clock_->Now(), "node-removed", id, record.name());
+      !st.ok()) {
+    Log(LogLevel::kWarning, "registry", "event not stored", {{"error", st.message()}});
+  }
+  return id;
+}
+
+bool NodeRegistry::IsRevoked(absl::string_view node_id) const {
+  absl::MutexLock lock(&mu_);
+  return revoked_.contains(node_id);
 }
 
 void NodeRegistry::SetReachability(absl::string_view node_id, const absl::Status& result) {

@@ -6,7 +6,9 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
@@ -36,13 +38,14 @@ class NodeRegistry {
   NodeRegistry(RegistryConfig config, const Clock* clock, Store* store)
       : config_(config), clock_(clock), store_(store) {}
 
-  // Reads the stored nodes. Each gets a fresh grace period of `lost_after` from now: after a
-  // controller restart, agents that are alive keep their state by heartbeating, and only the
-  // ones that stay silent become Suspect and Lost.
+  // Reads the stored nodes and removed node ids. Each gets a fresh grace period of `lost_after`
+  // from now: after a controller restart, agents that are alive keep their state by heartbeating,
+  // and only the ones that stay silent become Suspect and Lost.
   absl::Status Load();
 
   // Adds or updates a node (Ready). Fails with InvalidArgument for a request missing its id,
-  // name or address, and AlreadyExists when another node that is not Lost holds the name.
+  // name or address, AlreadyExists when another node that is not Lost holds the name, and
+  // PermissionDenied for a removed node.
   absl::Status Register(const v1::RegisterRequest& request);
 
   // Records a heartbeat; a Suspect or Lost node becomes Ready again. Returns NotFound for a
@@ -51,6 +54,11 @@ class NodeRegistry {
 
   // Moves silent nodes to Suspect and Lost; persists and logs every change.
   void Tick();
+
+  // Forgets the node with this name (or node id) and refuses its certificate from then on
+  // (`fleet node remove`). Returns the node id; NotFound when no such node.
+  absl::StatusOr<std::string> Remove(absl::string_view name_or_id);
+  bool IsRevoked(absl::string_view node_id) const;
 
   // The result of calling the agent back at its advertised address.
   void SetReachability(absl::string_view node_id, const absl::Status& result);
@@ -73,6 +81,7 @@ class NodeRegistry {
   Store* const store_;
   mutable absl::Mutex mu_;
   absl::flat_hash_map<std::string, Entry> nodes_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_set<std::string> revoked_ ABSL_GUARDED_BY(mu_);
 };
 
 // "Ready", "Suspect", "Lost", "Unknown".

@@ -3,9 +3,7 @@
 
 #include <vector>
 
-#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_split.h"
 #include "common/discovery_wire.h"
 #include "common/pki.h"
 #include "google/protobuf/util/time_util.h"
@@ -14,14 +12,6 @@ namespace fleet::controller {
 namespace {
 
 using google::protobuf::util::TimeUtil;
-
-bool IsHex(absl::string_view s, size_t length) {
-  if (s.size() != length) return false;
-  for (char c : s) {
-    if (!absl::ascii_isxdigit(c) || absl::ascii_isupper(c)) return false;
-  }
-  return true;
-}
 
 absl::Time FromProto(const google::protobuf::Timestamp& t) {
   return absl::FromUnixNanos(TimeUtil::TimestampToNanoseconds(t));
@@ -32,27 +22,6 @@ google::protobuf::Timestamp ToProto(absl::Time t) {
 }
 
 }  // namespace
-
-std::string JoinToken::ToString() const {
-  return absl::StrCat("fleet1.", id, ".", secret, ".", ca_sha256);
-}
-
-absl::StatusOr<JoinToken> ParseJoinToken(absl::string_view text) {
-  std::vector<absl::string_view> parts = absl::StrSplit(absl::StripAsciiWhitespace(text), '.');
-  if (parts.size() != 4 || parts[0] != "fleet1") {
-    return absl::InvalidArgumentError(
-        "not a join token: expected fleet1.<id>.<secret>.<ca-sha256>, as printed by "
-        "`fleet token create`");
-  }
-  if (!IsHex(parts[1], 16)) return absl::InvalidArgumentError("join token: malformed id part");
-  if (!IsHex(parts[2], 32)) {
-    return absl::InvalidArgumentError("join token: malformed secret part");
-  }
-  if (!IsHex(parts[3], 64)) {
-    return absl::InvalidArgumentError("join token: malformed CA hash part");
-  }
-  return JoinToken{std::string(parts[1]), std::string(parts[2]), std::string(parts[3])};
-}
 
 absl::Status TokenManager::Load() {
   absl::StatusOr<std::vector<v1::StoredToken>> stored = store_->LoadTokens();

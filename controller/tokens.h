@@ -1,8 +1,5 @@
-// Join tokens in the kubeadm/k3s style: a token names the cluster CA by its SHA-256 (so an
-// agent can check it talks to the right controller before it sends anything) and carries a
-// secret (so the controller can check the agent may join). The controller keeps only hashes.
-//
-//   fleet1.<id: 16 hex>.<secret: 32 hex>.<sha256 of the CA certificate's DER: 64 hex>
+// TokenManager: the controller's join tokens (common/join_token.h has their text form). The
+// controller keeps only hashes of each secret.
 #pragma once
 
 #include <cstdint>
@@ -13,20 +10,10 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/clock.h"
+#include "common/join_token.h"
 #include "controller/store.h"
 
 namespace fleet::controller {
-
-struct JoinToken {
-  std::string id;
-  std::string secret;
-  std::string ca_sha256;  // 64 lower-case hex digits
-  std::string ToString() const;
-};
-
-// Parses the text of a token (surrounding white space ignored). Errors say which part is
-// malformed without echoing the secret.
-absl::StatusOr<JoinToken> ParseJoinToken(absl::string_view text);
 
 // Example:
 //   TokenManager tokens(&clock, &store, ca_sha256);

@@ -29,16 +29,37 @@ class ConfigTest : public ::testing::Test {
   std::string dir_;
 };
 
-TEST_F(ConfigTest, FlagWins) {
-  ::setenv("FLEET_CONFIG", "/nonexistent", 1);
-  auto c = ResolveConfig("10.0.0.1:7100");
+void WriteConfig(const std::string& path, const std::string& controller) {
+  ASSERT_TRUE(WriteFileAtomically(path, "controller: " + controller +
+                                            "\nca: ca.crt\ncert: admin.crt\nkey: /k/admin.key\n")
+                  .ok());
+}
+
+TEST_F(ConfigTest, FlagReplacesTheAddressAndKeepsTheCredential) {
+  std::string path = dir_ + "/c.yaml";
+  WriteConfig(path, "10.0.0.1:7100");
+  ::setenv("FLEET_CONFIG", path.c_str(), 1);
+  auto c = ResolveConfig("10.0.0.9:7100");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->controller, "10.0.0.9:7100");
+  // Relative credential paths are taken from the config file's folder.
+  EXPECT_EQ(c->ca, dir_ + "/ca.crt");
+  EXPECT_EQ(c->key, "/k/admin.key");
+}
+
+TEST_F(ConfigTest, ConfigWithoutCredentialIsNamedWhenConnecting) {
+  std::string path = dir_ + "/c.yaml";
+  ASSERT_TRUE(WriteFileAtomically(path, "controller: 10.0.0.1:7100\n").ok());
+  auto c = LoadConfigFile(path);
   ASSERT_TRUE(c.ok());
-  EXPECT_EQ(c->controller, "10.0.0.1:7100");
+  auto transport = AdminTransport(*c);
+  ASSERT_FALSE(transport.ok());
+  EXPECT_THAT(transport.status().message(), HasSubstr("no admin credential"));
 }
 
 TEST_F(ConfigTest, EnvironmentFileIsRead) {
   std::string path = dir_ + "/c.yaml";
-  ASSERT_TRUE(WriteConfigFile(path, "10.0.0.1:7100").ok());
+  WriteConfig(path, "10.0.0.1:7100");
   ::setenv("FLEET_CONFIG", path.c_str(), 1);
   auto c = ResolveConfig("");
   ASSERT_TRUE(c.ok()) << c.status();
@@ -60,6 +81,7 @@ TEST_F(ConfigTest, UnknownKeyIsAnErrorWithItsLine) {
   auto c = LoadConfigFile(path);
   ASSERT_FALSE(c.ok());
   EXPECT_THAT(c.status().message(), HasSubstr(path + ":2: unknown key `controler`"));
+  EXPECT_THAT(c.status().message(), HasSubstr("controller, ca, cert, key"));
 }
 
 TEST_F(ConfigTest, BrokenYamlNamesLineAndColumn) {
@@ -76,14 +98,14 @@ TEST_F(ConfigTest, MostRecentLocalClusterIsTheLastResort) {
   EXPECT_THAT(none.status().message(), HasSubstr("fleet up"));
   std::string cluster = dir_ + "/cluster";
   ASSERT_TRUE(MakeDirectories(cluster).ok());
-  ASSERT_TRUE(WriteConfigFile(cluster + "/config.yaml", "127.0.0.1:4242").ok());
+  WriteConfig(cluster + "/config.yaml", "127.0.0.1:4242");
   ASSERT_TRUE(RememberLocalCluster(cluster).ok());
   auto c = ResolveConfig("");
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_EQ(c->controller, "127.0.0.1:4242");
   // A user config file takes precedence over the local cluster.
   ASSERT_TRUE(MakeDirectories(dir_ + "/home/.config/fleet").ok());
-  ASSERT_TRUE(WriteConfigFile(dir_ + "/home/.config/fleet/config.yaml", "10.9.9.9:7100").ok());
+  WriteConfig(dir_ + "/home/.config/fleet/config.yaml", "10.9.9.9:7100");
   EXPECT_EQ(ResolveConfig("")->controller, "10.9.9.9:7100");
 }
 
