@@ -15,34 +15,31 @@ GrpcControllerClient::GrpcControllerClient(const std::string& address,
                       {.server_name = kControllerServerName, .own_connection = own_connection}))),
       deadline_(deadline) {}
 
-absl::StatusOr<v1::RegisterResponse> GrpcControllerClient::Register(
-    const v1::RegisterRequest& request) {
+template <typename Request, typename Response, typename Method>
+absl::StatusOr<Response> GrpcControllerClient::Call(Method method, const Request& request) {
   grpc::ClientContext context;
   context.set_deadline(absl::ToChronoTime(absl::Now() + deadline_));
-  v1::RegisterResponse response;
-  grpc::Status st = stub_->Register(&context, request, &response);
+  Response response;
+  grpc::Status st = (stub_.get()->*method)(&context, request, &response);
   if (!st.ok()) return FromGrpc(st);
   return response;
+}
+
+absl::StatusOr<v1::RegisterResponse> GrpcControllerClient::Register(
+    const v1::RegisterRequest& request) {
+  return Call<v1::RegisterRequest, v1::RegisterResponse>(&v1::Controller::Stub::Register, request);
 }
 
 absl::StatusOr<v1::HeartbeatResponse> GrpcControllerClient::Heartbeat(
     const v1::HeartbeatRequest& request) {
-  grpc::ClientContext context;
-  context.set_deadline(absl::ToChronoTime(absl::Now() + deadline_));
-  v1::HeartbeatResponse response;
-  grpc::Status st = stub_->Heartbeat(&context, request, &response);
-  if (!st.ok()) return FromGrpc(st);
-  return response;
+  return Call<v1::HeartbeatRequest, v1::HeartbeatResponse>(&v1::Controller::Stub::Heartbeat,
+                                                           request);
 }
 
 absl::StatusOr<v1::RenewCertificateResponse> GrpcControllerClient::RenewCertificate(
     const v1::RenewCertificateRequest& request) {
-  grpc::ClientContext context;
-  context.set_deadline(absl::ToChronoTime(absl::Now() + deadline_));
-  v1::RenewCertificateResponse response;
-  grpc::Status st = stub_->RenewCertificate(&context, request, &response);
-  if (!st.ok()) return FromGrpc(st);
-  return response;
+  return Call<v1::RenewCertificateRequest, v1::RenewCertificateResponse>(
+      &v1::Controller::Stub::RenewCertificate, request);
 }
 
 }  // namespace fleet::agent

@@ -23,6 +23,9 @@ class GrpcControllerClient final : public ControllerClient {
       const v1::RenewCertificateRequest& request) override;
 
  private:
+  template <typename Request, typename Response, typename Method>
+  absl::StatusOr<Response> Call(Method method, const Request& request);
+
   std::unique_ptr<v1::Controller::Stub> stub_;
   const absl::Duration deadline_;
 };

@@ -3,6 +3,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
@@ -77,7 +78,9 @@ absl::Status InstallCredentials(const std::string& state_dir, const std::string&
 absl::StatusOr<absl::Time> RenewalTime(const std::string& state_dir) {
   ASSIGN_OR_RETURN(std::string cert, ReadFileToString(CredentialPaths(state_dir).cert));
   ASSIGN_OR_RETURN(pki::CertInfo info, pki::ParseCertificate(cert));
-  return info.not_before + (info.not_after - info.not_before) * 2 / 3;
+  // notBefore is backdated for clock skew; the lifetime that matters starts at issue.
+  absl::Time issued = std::min(info.not_before + pki::kClockSkewAllowance, info.not_after);
+  return issued + (info.not_after - issued) * 2 / 3;
 }
 
 }  // namespace fleet::agent

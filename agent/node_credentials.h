@@ -29,7 +29,8 @@ absl::Status CheckCredentials(const std::string& state_dir, const std::string& n
 absl::Status InstallCredentials(const std::string& state_dir, const std::string& ca_pem,
                                 const std::string& key_pem, const std::string& cert_pem);
 
-// When the stored certificate should be renewed: two thirds into its lifetime.
+// When the stored certificate should be renewed: two thirds into its lifetime, counted from
+// when it was issued (not from its backdated notBefore).
 absl::StatusOr<absl::Time> RenewalTime(const std::string& state_dir);
 
 }  // namespace fleet::agent

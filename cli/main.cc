@@ -22,6 +22,7 @@
 #include "common/log.h"
 #include "common/version.h"
 #include "controller/controller_server.h"
+#include "grpc/support/log.h"
 #include "yaml-cpp/yaml.h"
 
 namespace fleet::cli {
@@ -154,6 +155,21 @@ int RunAgent(agent::AgentOptions options, const std::string& join_file) {
   }
 }
 
+// gRPC's own log lines: daemons write them in our format; the CLI drops them, since every
+// failure reaches the user as one `fleet: error:` line with the fix.
+void RouteGrpcLogs(bool daemon) {
+  if (!daemon) {
+    gpr_set_log_function(+[](gpr_log_func_args*) {});
+    return;
+  }
+  gpr_set_log_function(+[](gpr_log_func_args* args) {
+    LogLevel level = args->severity == GPR_LOG_SEVERITY_ERROR  ? LogLevel::kWarning
+                     : args->severity == GPR_LOG_SEVERITY_INFO ? LogLevel::kInfo
+                                                               : LogLevel::kDebug;
+    Log(level, "grpc", args->message, {{"at", absl::StrCat(args->file, ":", args->line)}});
+  });
+}
+
 int Main(int argc, char** argv) {
   CLI::App app{"fleet: run a tensor/expert-parallel serving group across DGX Sparks", "fleet"};
   // At most one command; none given is reported after parsing, so that an unknown word is
@@ -275,6 +291,7 @@ int Main(int argc, char** argv) {
     return code == 0 ? 0 : 2;
   }
 
+  RouteGrpcLogs(/*daemon=*/*controller || *agent);
   if (*controller) return RunController(cflags);
   if (*agent) return RunAgent(std::move(aopts), join_file);
   if (*nodes || *get_nodes) return GetNodes(g);

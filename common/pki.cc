@@ -63,10 +63,6 @@ using X509ReqPtr = std::unique_ptr<X509_REQ, OpenSslDeleter<X509_REQ_free>>;
 using X509StoreCtxPtr = std::unique_ptr<X509_STORE_CTX, OpenSslDeleter<X509_STORE_CTX_free>>;
 using X509StorePtr = std::unique_ptr<X509_STORE, OpenSslDeleter<X509_STORE_free>>;
 
-// Certificates start this far in the past so that a node whose clock is a little behind the
-// controller's accepts a certificate issued a moment ago.
-constexpr absl::Duration kClockSkewAllowance = absl::Minutes(5);
-
 // A serial number of 128 random bits: unique without a counter to persist, and unpredictable,
 // as the CA/Browser Forum asks (RFC 5280 allows up to 20 octets).
 constexpr int kSerialBytes = 16;

@@ -31,6 +31,11 @@
 
 namespace fleet::pki {
 
+// Certificates start this far before they are issued, so that a node whose clock is a little
+// behind the issuer's accepts a certificate issued a moment ago. Lifetimes (for renewal) count
+// from notBefore + this.
+inline constexpr absl::Duration kClockSkewAllowance = absl::Minutes(5);
+
 // A private key (PKCS#8 PEM) and its certificate (PEM).
 struct KeyAndCert {
   std::string key_pem;

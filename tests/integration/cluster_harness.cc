@@ -17,6 +17,7 @@
 #include <system_error>
 #include <utility>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
@@ -154,6 +155,21 @@ std::string TestCluster::agent_state_dir(int i) const {
   return absl::StrCat(temp_dir_, "/", AgentName(i));
 }
 
+std::string TestCluster::admin_config_path() const {
+  return absl::StrCat(controller_state_dir(), "/admin.yaml");
+}
+
+std::string TestCluster::join_file(int i) const {
+  return absl::StrCat(temp_dir_, "/join/", AgentName(i), ".token");
+}
+
+absl::StatusOr<std::string> TestCluster::AgentNodeId(int i) const {
+  if (absl::Status s = CheckAgentIndex(i); !s.ok()) return s;
+  absl::StatusOr<std::string> id = ReadFileToString(absl::StrCat(agent_state_dir(i), "/node_id"));
+  if (!id.ok()) return id.status();
+  return std::string(absl::StripAsciiWhitespace(*id));
+}
+
 std::string TestCluster::LogPath(const std::string& role) const {
   return absl::StrCat(temp_dir_, "/logs/", role, ".log");
 }
@@ -190,9 +206,12 @@ absl::Status TestCluster::StartController(const std::vector<std::string>& extra_
     return absl::FailedPreconditionError(
         absl::StrCat("the controller already runs (pid ", controller_->pid(), ")"));
   }
-  // The controller rewrites this file once it listens; a stale one would end the wait early.
+  // The controller rewrites these files once it listens, the admin config last; a stale one
+  // would end the wait early.
   const std::string addr_file = absl::StrCat(controller_state_dir(), "/controller.addr");
+  const std::string admin_config = admin_config_path();
   ::unlink(addr_file.c_str());
+  ::unlink(admin_config.c_str());
   std::vector<std::string> args = {"controller", "--state-dir", controller_state_dir(), "--listen",
                                    controller_address_};
   args.insert(args.end(), extra_flags.begin(), extra_flags.end());
@@ -202,7 +221,9 @@ absl::Status TestCluster::StartController(const std::vector<std::string>& extra_
 
   const absl::Time deadline = absl::Now() + kControllerStartTimeout;
   while (true) {
-    if (ReadFileToString(addr_file).ok()) return absl::OkStatus();
+    if (ReadFileToString(addr_file).ok() && ReadFileToString(admin_config).ok()) {
+      return absl::OkStatus();
+    }
     if (!controller_->Running()) {
       absl::StatusOr<int> status = controller_->Wait(absl::ZeroDuration());
       return absl::AbortedError(
@@ -210,9 +231,9 @@ absl::Status TestCluster::StartController(const std::vector<std::string>& extra_
                        " before it served; its log ends with:\n", LogTails(20)));
     }
     if (absl::Now() >= deadline) {
-      return absl::DeadlineExceededError(
-          absl::StrCat("the controller did not write ", addr_file, " within ",
-                       absl::FormatDuration(kControllerStartTimeout), "; logs:\n", LogTails(20)));
+      return absl::DeadlineExceededError(absl::StrCat(
+          "the controller did not write ", addr_file, " and ", admin_config, " within ",
+          absl::FormatDuration(kControllerStartTimeout), "; logs:\n", LogTails(20)));
     }
     absl::SleepFor(absl::Milliseconds(10));
   }
@@ -265,17 +286,33 @@ absl::Status TestCluster::CheckAgentIndex(int i) const {
   return absl::OkStatus();
 }
 
-absl::Status TestCluster::StartAgent(int i) {
+absl::Status TestCluster::StartAgent(int i, const AgentStartOptions& options) {
   if (absl::Status s = CheckAgentIndex(i); !s.ok()) return s;
   std::optional<Process>& agent = agents_[static_cast<size_t>(i)];
   if (agent.has_value() && agent->Running()) {
     return absl::FailedPreconditionError(
         absl::StrCat("agent ", i, " already runs (pid ", agent->pid(), ")"));
   }
-  absl::StatusOr<Process> process = StartDaemon(
-      i, AgentName(i),
-      {"agent", "--controller", controller_address_, "--state-dir", agent_state_dir(i), "--name",
-       AgentName(i), "--listen", agent_address(i), "--advertise", network_.host(i).ip});
+  std::vector<std::string> args = {"agent"};
+  if (options.with_controller) {
+    args.insert(args.end(), {"--controller", controller_address_});
+  }
+  args.insert(args.end(), {"--state-dir", agent_state_dir(i), "--name", AgentName(i), "--listen",
+                           agent_address(i), "--advertise", network_.host(i).ip});
+  // A node certificate means the agent has joined: it needs no token any more.
+  const bool joined =
+      ::access(absl::StrCat(agent_state_dir(i), "/pki/node.crt").c_str(), F_OK) == 0;
+  if (!joined) {
+    if (::access(join_file(i).c_str(), F_OK) != 0) {
+      absl::StatusOr<std::string> token = ClusterToken();
+      if (!token.ok()) return token.status();
+      if (absl::Status s = SetJoinToken(i, *token); !s.ok()) return s;
+    }
+    args.insert(args.end(), {"--join-file", join_file(i)});
+  }
+  if (!network_.isolated()) args.insert(args.end(), {"--discovery-listen", ""});
+  args.insert(args.end(), options.extra_flags.begin(), options.extra_flags.end());
+  absl::StatusOr<Process> process = StartDaemon(i, AgentName(i), std::move(args));
   if (!process.ok()) return process.status();
   agent = *std::move(process);
   return absl::OkStatus();
@@ -284,6 +321,20 @@ absl::Status TestCluster::StartAgent(int i) {
 absl::StatusOr<int> TestCluster::KillAgent(int i, int signo) {
   if (absl::Status s = CheckAgentIndex(i); !s.ok()) return s;
   return KillDaemon(agents_[static_cast<size_t>(i)], AgentName(i), signo);
+}
+
+absl::StatusOr<int> TestCluster::WaitForAgentExit(int i, absl::Duration timeout) {
+  if (absl::Status s = CheckAgentIndex(i); !s.ok()) return s;
+  std::optional<Process>& agent = agents_[static_cast<size_t>(i)];
+  if (!agent.has_value()) {
+    return absl::FailedPreconditionError(absl::StrCat("agent ", i, " was never started"));
+  }
+  absl::StatusOr<int> status = agent->Wait(timeout);
+  if (!status.ok()) {
+    return absl::DeadlineExceededError(absl::StrCat(
+        "agent ", i, " (pid ", agent->pid(), ") still runs after ", absl::FormatDuration(timeout)));
+  }
+  return status;
 }
 
 absl::Status TestCluster::SignalAgent(int i, int signo) {
@@ -305,16 +356,48 @@ pid_t TestCluster::agent_pid(int i) const {
 
 absl::StatusOr<CommandResult> TestCluster::RunCli(const std::vector<std::string>& args,
                                                   absl::Duration timeout) const {
-  std::vector<std::string> full = {"--controller", controller_address_};
-  full.insert(full.end(), args.begin(), args.end());
-  return RunFleet(0, full, timeout);
+  return RunFleet(0, args, timeout);
 }
 
 absl::StatusOr<CommandResult> TestCluster::RunFleet(int host, const std::vector<std::string>& args,
-                                                    absl::Duration timeout) const {
-  std::vector<std::string> argv = {fleet_binary_};
+                                                    absl::Duration timeout,
+                                                    const std::vector<std::string>& env) const {
+  // env(1) sets the variables inside the host's namespace; `ip netns exec` passes them on.
+  std::vector<std::string> argv = {"env", absl::StrCat("FLEET_CONFIG=", admin_config_path())};
+  argv.insert(argv.end(), env.begin(), env.end());
+  argv.push_back(fleet_binary_);
   argv.insert(argv.end(), args.begin(), args.end());
   return RunCommand(network_.Wrap(host, std::move(argv)), ToChrono(timeout));
+}
+
+absl::StatusOr<std::string> TestCluster::CreateToken(int64_t uses, absl::Duration ttl) const {
+  std::vector<std::string> args = {
+      "token",  "create",
+      "--uses", absl::StrCat(uses),
+      "--ttl",  ttl == absl::InfiniteDuration() ? "never" : absl::FormatDuration(ttl)};
+  absl::StatusOr<CommandResult> result = RunCli(args);
+  if (!result.ok()) return result.status();
+  if (result->exit_code != 0) {
+    return absl::UnavailableError(absl::StrCat(
+        "`fleet ", absl::StrJoin(args, " "), "` exited with status ", result->exit_code, ": ",
+        absl::StripTrailingAsciiWhitespace(result->stderr_text)));
+  }
+  return std::string(absl::StripAsciiWhitespace(result->stdout_text));
+}
+
+absl::StatusOr<std::string> TestCluster::ClusterToken() {
+  if (cluster_token_.empty()) {
+    absl::StatusOr<std::string> token = CreateToken();
+    if (!token.ok()) return token.status();
+    cluster_token_ = *std::move(token);
+  }
+  return cluster_token_;
+}
+
+absl::Status TestCluster::SetJoinToken(int i, absl::string_view token) const {
+  if (absl::Status s = CheckAgentIndex(i); !s.ok()) return s;
+  if (absl::Status s = MakeDirectories(absl::StrCat(temp_dir_, "/join"), 0700); !s.ok()) return s;
+  return WriteFileAtomically(join_file(i), absl::StrCat(token, "\n"), 0600);
 }
 
 absl::StatusOr<nlohmann::json> TestCluster::Nodes() const {
@@ -344,6 +427,10 @@ bool TestCluster::WaitFor(const std::function<bool()>& predicate, absl::Duration
     if (now >= deadline) return false;
     absl::SleepFor(std::min(kPollInterval, deadline - now));
   }
+}
+
+absl::StatusOr<std::string> TestCluster::ReadLog(const std::string& role) const {
+  return ReadFileToString(LogPath(role));
 }
 
 std::string TestCluster::LogTails(int lines) const {

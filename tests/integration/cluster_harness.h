@@ -1,5 +1,6 @@
 // A real SparkFleet cluster for integration tests: one `fleet controller` and N `fleet agent`
-// processes on the hosts of a TestNetwork, driven through the real `fleet` CLI.
+// processes on the hosts of a TestNetwork, driven through the real `fleet` CLI with the admin
+// credential the controller writes, as an operator on the head node would.
 
 #ifndef FLEET_TESTS_INTEGRATION_CLUSTER_HARNESS_H_
 #define FLEET_TESTS_INTEGRATION_CLUSTER_HARNESS_H_
@@ -16,6 +17,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "common/subprocess.h"
 #include "nlohmann/json.hpp"
@@ -28,6 +30,15 @@ namespace fleet::testing {
 // whatever else runs on the machine, so Create() picks free ones instead.
 inline constexpr int kControllerPort = 7100;
 inline constexpr int kAgentPort = 7101;
+
+// How StartAgent() starts an agent.
+struct AgentStartOptions {
+  // Pass `--controller <controller_address()>`. Without it an agent that has not joined yet
+  // waits to be adopted through discovery (`fleet discover --adopt`, `--auto-adopt`).
+  bool with_controller = true;
+  // Appended after the harness's own flags.
+  std::vector<std::string> extra_flags;
+};
 
 // A daemon the cluster started, for checking that none outlives the cluster. The pid and its
 // start time (clock ticks since boot) name one process even after the pid is reused.
@@ -42,6 +53,17 @@ struct StartedProcess {
 // <temp dir>/logs/<role>.log (appended across restarts) and keeps its state in
 // <temp dir>/<role>/, so a restarted daemon finds its old state.
 //
+// Every connection is mutual TLS under the cluster CA the controller makes on its first start.
+// The CLI runs with FLEET_CONFIG=admin_config_path(), the admin config the controller writes. An
+// agent that holds no node certificate yet is started with `--join-file join_file(i)`; unless a
+// test put a token there (SetJoinToken), the harness writes the cluster's own token
+// (ClusterToken) into it first. An agent that has joined is restarted without a token.
+//
+// Discovery: in isolated mode agents answer on the product's default, 0.0.0.0:7109 of their own
+// namespace. In fallback mode every host shares the machine's network, where probes would be
+// broadcast on the real LAN, so agents run with discovery off (`--discovery-listen ""`); tests
+// of discovery need isolation.
+//
 // Example:
 //   absl::StatusOr<std::unique_ptr<TestNetwork>> net = TestNetwork::Create(5);
 //   ASSERT_TRUE(net.ok()) << net.status();
@@ -49,7 +71,7 @@ struct StartedProcess {
 //   ASSERT_TRUE(made.ok()) << made.status();
 //   TestCluster& cluster = **made;
 //   ASSERT_TRUE(cluster.StartController().ok());
-//   ASSERT_TRUE(cluster.StartAgent(1).ok());
+//   ASSERT_TRUE(cluster.StartAgent(1).ok());  // joins with the cluster token
 //   bool listed = TestCluster::WaitFor(
 //       [&] {
 //         absl::StatusOr<nlohmann::json> nodes = cluster.Nodes();
@@ -83,10 +105,18 @@ class TestCluster {
   const std::string& temp_dir() const { return temp_dir_; }
   std::string controller_state_dir() const;
   std::string agent_state_dir(int i) const;
+  // The admin config the controller writes (its default, STATE_DIR/admin.yaml): the controller's
+  // address and the paths of the CA certificate and the admin key pair.
+  std::string admin_config_path() const;
+  // Where agent i's join token is written (mode 0600), outside its state directory.
+  std::string join_file(int i) const;
+  // Agent i's node id (its STATE_DIR/node_id), once it has started at least once.
+  absl::StatusOr<std::string> AgentNodeId(int i) const;
 
   // Starts `fleet controller --state-dir <dir> --listen <controller_address()> extra_flags...`
-  // on host 0 and returns once it is serving (it has written controller.addr), within 10 s.
-  // kFailedPrecondition if it already runs; kAborted, with its log tail, if it exits first.
+  // on host 0 and returns once it is serving and has written its admin config (within 10 s).
+  // `extra_flags` must not move the admin config (--admin-config). kFailedPrecondition if it
+  // already runs; kAborted, with its log tail, if it exits first.
   absl::Status StartController(const std::vector<std::string>& extra_flags = {});
   // Sends `signo` to the controller and reaps it; returns its raw wait status (see
   // DescribeWaitStatus). kFailedPrecondition when it does not run; kDeadlineExceeded when it
@@ -101,24 +131,43 @@ class TestCluster {
   // The controller's pid, or -1 when it was never started.
   pid_t controller_pid() const;
 
-  // Starts `fleet agent --controller <controller_address()> --state-dir <agent_state_dir(i)>
-  // --name node-i --listen <agent_address(i)> --advertise <host i's IP>` on host i. Does not
-  // wait for anything: an agent waits for its controller by itself.
-  absl::Status StartAgent(int i);
+  // Starts `fleet agent [--controller <controller_address()>] --state-dir <agent_state_dir(i)>
+  // --name node-i --listen <agent_address(i)> --advertise <host i's IP>` on host i, plus
+  // `--join-file join_file(i)` while the agent holds no node certificate (see the class
+  // comment) and `--discovery-listen ""` in fallback mode. Does not wait for anything: an agent
+  // waits for its controller by itself. Writing the cluster token needs the controller running.
+  absl::Status StartAgent(int i, const AgentStartOptions& options = {});
   // Like KillController and SignalController, for agent i.
   absl::StatusOr<int> KillAgent(int i, int signo = SIGKILL);
+  // Reaps agent i once it exits by itself and returns its raw wait status; kDeadlineExceeded
+  // while it still runs after `timeout`, kFailedPrecondition when it was never started.
+  absl::StatusOr<int> WaitForAgentExit(int i, absl::Duration timeout);
   absl::Status SignalAgent(int i, int signo);
   bool AgentRunning(int i);
   // Agent i's pid, or -1 when it was never started.
   pid_t agent_pid(int i) const;
 
-  // Runs `fleet --controller <controller_address()> args...` on host 0. A non-zero exit is a
-  // result; kDeadlineExceeded when it runs past `timeout` (it is then killed).
+  // Runs `fleet args...` on host 0 as the admin: with FLEET_CONFIG=admin_config_path(), which
+  // names the controller and the admin credential. A non-zero exit is a result;
+  // kDeadlineExceeded when it runs past `timeout` (it is then killed).
   absl::StatusOr<CommandResult> RunCli(const std::vector<std::string>& args,
                                        absl::Duration timeout = absl::Seconds(15)) const;
-  // Runs `fleet args...` on `host`, with no flag added.
+  // Runs `fleet args...` on `host` with FLEET_CONFIG=admin_config_path() and no flag added.
+  // `env` ("KEY=VALUE") is set after it, so it may point FLEET_CONFIG elsewhere.
   absl::StatusOr<CommandResult> RunFleet(int host, const std::vector<std::string>& args,
-                                         absl::Duration timeout = absl::Seconds(15)) const;
+                                         absl::Duration timeout = absl::Seconds(15),
+                                         const std::vector<std::string>& env = {}) const;
+
+  // `fleet token create --uses <uses> --ttl <ttl>` (InfiniteDuration: never expires) and returns
+  // the token, which the command prints alone on stdout. kUnavailable with the CLI's stderr when
+  // it fails.
+  absl::StatusOr<std::string> CreateToken(int64_t uses = 0,
+                                          absl::Duration ttl = absl::InfiniteDuration()) const;
+  // The token StartAgent() gives agents by default: unlimited uses, no expiry, made on first use
+  // (the controller must run then) and kept for the cluster's life.
+  absl::StatusOr<std::string> ClusterToken();
+  // Writes `token` to join_file(i), replacing what was there.
+  absl::Status SetJoinToken(int i, absl::string_view token) const;
 
   // The document `fleet nodes -o json` prints: {"items": [{"name", "id", "address", "state",
   // "version", "reachable", "facts": {"cpuCount", ...}, ...}, ...], ...}. kUnavailable with the
@@ -129,6 +178,8 @@ class TestCluster {
   // (false). It is called at least once.
   static bool WaitFor(const std::function<bool()>& predicate, absl::Duration timeout);
 
+  // The whole log of a role ("controller", "node-1", ...), across its restarts.
+  absl::StatusOr<std::string> ReadLog(const std::string& role) const;
   // The last `lines` lines of every daemon's log, for a failure message.
   std::string LogTails(int lines = 40) const;
   // Every daemon started so far, including those that have exited.
@@ -152,6 +203,7 @@ class TestCluster {
   const std::string temp_dir_;
   std::string controller_address_;
   std::vector<int> agent_ports_;  // Indexed by host; entry 0 unused.
+  std::string cluster_token_;     // Empty until ClusterToken() made it.
   std::vector<StartedProcess> started_;
   std::optional<Process> controller_;
   std::vector<std::optional<Process>> agents_;  // Indexed by host; entry 0 unused.

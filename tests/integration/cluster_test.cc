@@ -38,6 +38,7 @@
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "tests/integration/cluster_harness.h"
+#include "tests/integration/node_listing.h"
 #include "tests/integration/test_network.h"
 
 #ifndef FLEET_BINARY
@@ -69,41 +70,11 @@ constexpr absl::Duration kRecoverTimeout = absl::Seconds(15);
 constexpr int kAbortExit = 128 + SIGABRT;
 constexpr int kSegvExit = 128 + SIGSEGV;
 
-// The node called `name` in a `fleet nodes -o json` document, or nullptr.
-const Json* FindNode(const Json& doc, absl::string_view name) {
-  for (const Json& item : doc["items"]) {
-    if (item.value("name", "") == name) return &item;
-  }
-  return nullptr;
-}
-
-std::string StateOf(const Json& doc, absl::string_view name) {
-  const Json* node = FindNode(doc, name);
-  return node == nullptr ? "(not listed)" : node->value("state", "(no state)");
-}
-
-// "node-1=Ready node-2=Lost ...", for failure messages.
-std::string Summary(const Json& doc) {
-  std::string out;
-  for (const Json& item : doc["items"]) {
-    absl::StrAppend(&out, out.empty() ? "" : " ", item.value("name", "?"), "=",
-                    item.value("state", "?"), "(", item.value("id", "?"), ")");
-  }
-  return out.empty() ? "(no nodes)" : out;
-}
-
 // The names node-1 .. node-N.
 std::vector<std::string> AgentNames() {
   std::vector<std::string> names;
   for (int i = 1; i <= kAgents; ++i) names.push_back(TestCluster::AgentName(i));
   return names;
-}
-
-bool AllReady(const Json& doc, const std::vector<std::string>& names) {
-  for (const std::string& name : names) {
-    if (StateOf(doc, name) != "Ready") return false;
-  }
-  return true;
 }
 
 // A WaitForNodes condition: `victim` is Lost. The first listing in which another node is not
@@ -197,24 +168,7 @@ class ClusterTest : public ::testing::Test {
   // message carries the last listing, or the last error.
   ::testing::AssertionResult WaitForNodes(const std::function<bool(const Json&)>& done,
                                           absl::Duration timeout, Json* last_doc = nullptr) {
-    std::string last = "no listing yet";
-    Json doc;
-    bool ok = TestCluster::WaitFor(
-        [&] {
-          absl::StatusOr<Json> nodes = cluster_->Nodes();
-          if (!nodes.ok()) {
-            last = nodes.status().ToString();
-            return false;
-          }
-          doc = *std::move(nodes);
-          last = Summary(doc);
-          return done(doc);
-        },
-        timeout);
-    if (last_doc != nullptr) *last_doc = doc;
-    if (ok) return ::testing::AssertionSuccess();
-    return ::testing::AssertionFailure()
-           << "not reached within " << absl::FormatDuration(timeout) << "; last listing: " << last;
+    return fleet::testing::WaitForNodes(*cluster_, done, timeout, last_doc);
   }
 
   // Waits until node-1..node-N are all Ready and returns their ids by name.
@@ -444,6 +398,12 @@ TEST_F(ClusterTest, NodeThatDiedWhileTheControllerWasDownIsLostAfterTheRestart) 
 }
 
 TEST_F(ClusterTest, AgentsStartedBeforeTheControllerJoinOnceItStarts) {
+  // A join token pins the cluster CA, which the controller makes on its first start: as on a
+  // real head node, the controller ran once and made the token before the agents were set up.
+  ASSERT_TRUE(cluster_->StartController().ok());
+  absl::StatusOr<std::string> token = cluster_->ClusterToken();
+  ASSERT_TRUE(token.ok()) << token.status();
+  ASSERT_TRUE(cluster_->KillController(SIGTERM).ok());
   for (int i = 1; i <= kAgents; ++i) ASSERT_TRUE(cluster_->StartAgent(i).ok());
   // Long enough for the agents' retry backoff to reach its ceiling, as it has when the
   // controller's box boots last.
@@ -491,7 +451,7 @@ TEST_F(ClusterTest, BadFlagsFailWithAnErrorNamingTheProblem) {
   const std::string listen = cluster_->controller_address();
   struct Case {
     std::vector<std::string> args;
-    bool with_controller;               // Through RunCli, which adds --controller.
+    bool with_controller;               // Through RunCli, as the admin.
     std::vector<std::string> expected;  // Every one appears in stderr.
   };
   const std::vector<Case> cases = {
@@ -507,7 +467,10 @@ TEST_F(ClusterTest, BadFlagsFailWithAnErrorNamingTheProblem) {
        {"lost-after"}},
       {{"nodes", "-o", "xml"}, true, {"xml", "json"}},
       {{"nodes", "--no-such-flag"}, true, {"--no-such-flag"}},
-      {{"agent", "--state-dir", state_dir, "--name", "x"}, false, {"--controller"}},
+      // Without --controller an agent waits to be adopted, but it cannot join without a token.
+      {{"agent", "--state-dir", state_dir, "--name", "x", "--advertise", network_->host(0).ip},
+       false,
+       {"--join-file"}},
       {{"agent", "--controller", listen, "--state-dir", state_dir, "--listen", "0.0.0.0:0"},
        false,
        {"--advertise"}},
