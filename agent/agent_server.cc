@@ -136,6 +136,7 @@ absl::Status AgentServer::Init() {
                        .addresses = {itf.addresses().begin(), itf.addresses().end()}});
                 }
               }
+              answer.rdma_devices = {facts.rdma_devices().begin(), facts.rdma_devices().end()};
               return answer;
             },
         .on_adopt =

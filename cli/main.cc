@@ -97,7 +97,10 @@ int RunController(const ControllerFlags& flags) {
   options.admin_config = flags.admin_config.empty() ? absl::StrCat(flags.state_dir, "/admin.yaml")
                                                     : flags.admin_config;
   options.discovery_port = flags.discovery_port;
-  if (flags.auto_adopt) options.auto_adopt_period = absl::Seconds(2);
+  if (flags.auto_adopt) {
+    options.auto_adopt_period = absl::Seconds(2);
+    options.auto_adopt_fabric = true;
+  }
   for (auto [name, text, field] :
        {std::tuple{"heartbeat-period", &flags.heartbeat_period, &options.registry.heartbeat_period},
         std::tuple{"suspect-after", &flags.suspect_after, &options.registry.suspect_after},

@@ -74,6 +74,8 @@ Json NodeToJson(const v1::ListNodesResponse& list, const v1::Node& node) {
                 {"kernel", f.kernel()},
                 {"arch", f.arch()},
                 {"interfaces", interfaces},
+                {"rdmaDevices",
+                 Json(std::vector<std::string>(f.rdma_devices().begin(), f.rdma_devices().end()))},
                 {"unavailable",
                  Json(std::vector<std::string>(f.unavailable().begin(), f.unavailable().end()))}};
   double age = AgeSeconds(list, node);

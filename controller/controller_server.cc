@@ -83,12 +83,13 @@ absl::Status ControllerServer::Init() {
   int port = 0;
   builder.AddListeningPort(options_.listen, transport_->ForServer(), &port);
   std::string host = HostOf(options_.listen);
-  prober_ =
-      std::make_unique<DiscoveryProber>(ProberOptions{.controller_id = controller_id,
-                                                      .advertise = options_.advertise,
-                                                      .udp_port = options_.discovery_port,
-                                                      .static_targets = options_.static_nodes},
-                                        tokens_.get());
+  prober_ = std::make_unique<DiscoveryProber>(
+      ProberOptions{.controller_id = controller_id,
+                    .advertise = options_.advertise,
+                    .udp_port = options_.discovery_port,
+                    .static_targets = options_.static_nodes,
+                    .auto_adopt_fabric = options_.auto_adopt_fabric},
+      tokens_.get());
   service_ =
       std::make_unique<ControllerService>(ControllerService::Deps{.clock = options_.clock,
                                                                   .registry = registry_.get(),

@@ -40,8 +40,10 @@ struct ControllerOptions {
   RegistryConfig registry;
   absl::Duration node_cert_validity = absl::Hours(24 * 30);
   uint16_t discovery_port = 7109;
-  // Probe every `auto_adopt_period` and adopt proven agents; off when zero.
+  // Probe every `auto_adopt_period` and adopt proven agents; off when zero. The static nodes
+  // are probed by unicast; every interface too with `auto_adopt_fabric`.
   absl::Duration auto_adopt_period = absl::ZeroDuration();
+  bool auto_adopt_fabric = false;
   std::vector<std::string> static_nodes;  // unicast discovery targets (IPv4)
   const Clock* clock = RealClock::Get();
 };

@@ -75,7 +75,8 @@ class ControllerService final : public v1::Controller::CallbackService {
   void WaitForAgentCalls();
 
  private:
-  // The caller's node id when it holds a valid, unrevoked node certificate for `node_id`.
+  // OK when the caller holds an unrevoked node certificate for `node_id`; else the Status to
+  // answer with (Unauthenticated, PermissionDenied).
   absl::Status AuthorizeNode(grpc::CallbackServerContext* context, absl::string_view node_id);
 
   const Deps d_;

@@ -19,7 +19,8 @@ uint16_t PortOf(const std::string& address) {
 
 }  // namespace
 
-absl::StatusOr<v1::DiscoverResponse> DiscoveryProber::Run(const v1::DiscoverRequest& request) {
+absl::StatusOr<v1::DiscoverResponse> DiscoveryProber::Run(const v1::DiscoverRequest& request,
+                                                          bool fabric) {
   absl::Duration listen_for =
       request.has_listen_for()
           ? absl::Nanoseconds(
@@ -41,6 +42,8 @@ absl::StatusOr<v1::DiscoverResponse> DiscoveryProber::Run(const v1::DiscoverRequ
   Discoverer discoverer(tokens_->DiscoveryKeys(), options_.controller_id, PortOf(advertise),
                         options_.udp_port);
   ProbeScope scope{.interfaces = {request.interfaces().begin(), request.interfaces().end()},
+                   .broadcast = fabric,
+                   .multicast = fabric,
                    .target_ips = {request.targets().begin(), request.targets().end()}};
   absl::StatusOr<std::vector<Found>> found = discoverer.Probe(scope, listen_for);
   if (!found.ok()) return found.status();
@@ -77,7 +80,7 @@ void DiscoveryProber::AutoAdoptOnce(absl::Duration listen_for) {
   *request.mutable_listen_for() =
       google::protobuf::util::TimeUtil::NanosecondsToDuration(absl::ToInt64Nanoseconds(listen_for));
   request.set_adopt(true);
-  absl::StatusOr<v1::DiscoverResponse> result = Run(request);
+  absl::StatusOr<v1::DiscoverResponse> result = Run(request, options_.auto_adopt_fabric);
   if (!result.ok()) {
     Log(LogLevel::kWarning, "discovery", "auto-adopt round failed",
         {{"error", result.status().message()}});

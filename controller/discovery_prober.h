@@ -22,6 +22,9 @@ struct ProberOptions {
   uint16_t udp_port = 7109;
   // Unicast targets probed in every auto-adopt round (the config's static node list).
   std::vector<std::string> static_targets;
+  // Whether auto-adopt rounds also probe every interface (broadcast and multicast), as
+  // --auto-adopt asks; a static node list alone probes only its addresses.
+  bool auto_adopt_fabric = false;
 };
 
 class DiscoveryProber {
@@ -31,7 +34,9 @@ class DiscoveryProber {
 
   // Probes as the request says (interfaces, targets, listen_for default 2 s) and adopts proven,
   // unjoined nodes when `adopt` is set.
-  absl::StatusOr<v1::DiscoverResponse> Run(const v1::DiscoverRequest& request);
+  absl::StatusOr<v1::DiscoverResponse> Run(const v1::DiscoverRequest& request) {
+    return Run(request, /*fabric=*/true);
+  }
 
   // Sets the address adopted agents are told (once the listen port is known).
   void SetAdvertise(std::string address) {
@@ -39,10 +44,14 @@ class DiscoveryProber {
     advertise_ = std::move(address);
   }
 
-  // One round of --auto-adopt: every interface and the static targets, adopting what is proven.
+  // One round of auto-adoption: the static targets (and every interface with
+  // auto_adopt_fabric), adopting what is proven.
   void AutoAdoptOnce(absl::Duration listen_for);
 
  private:
+  // `fabric` false probes only the request's targets.
+  absl::StatusOr<v1::DiscoverResponse> Run(const v1::DiscoverRequest& request, bool fabric);
+
   const ProberOptions options_;
   const TokenManager* const tokens_;
   absl::Mutex mu_;

@@ -7,6 +7,7 @@
 #include <netinet/in.h>
 #include <sys/utsname.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <filesystem>
 #include <map>
@@ -156,6 +157,22 @@ void ReadInterfaces(const std::string& root, v1::NodeFacts& facts) {
   for (auto& [name, itf] : by_name) *facts.add_interfaces() = std::move(itf);
 }
 
+void ReadRdmaDevices(const std::string& root, v1::NodeFacts& facts) {
+  std::string dir = Under(root, "/sys/class/infiniband");
+  std::error_code ec;
+  std::vector<std::string> names;
+  for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+    names.push_back(entry.path().filename());
+  }
+  if (ec) {
+    // No class directory: no RDMA driver loaded, so no device to list.
+    facts.add_unavailable(absl::StrCat("rdma devices: ", dir, ": ", ec.message()));
+    return;
+  }
+  std::sort(names.begin(), names.end());
+  for (std::string& name : names) facts.add_rdma_devices(std::move(name));
+}
+
 }  // namespace
 
 v1::NodeFacts ReadNodeFacts(const std::string& root) {
@@ -190,6 +207,7 @@ v1::NodeFacts ReadNodeFacts(const std::string& root) {
     facts.add_unavailable("arch: only readable on the live system (root /)");
   }
   ReadInterfaces(root, facts);
+  ReadRdmaDevices(root, facts);
   return facts;
 }
 

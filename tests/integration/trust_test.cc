@@ -309,6 +309,33 @@ TEST_F(TrustTest, DiscoveredAgentsAreAdoptedAndBecomeReady) {
 // An agent whose token is not this cluster's is shown to the operator as unproven and is never
 // adopted, even by a controller that adopts every proven agent by itself; given the
 // controller's address, it refuses to join a controller whose CA its token does not pin.
+TEST_F(TrustTest, StaticNodeListIsProbedAndAdoptedWithoutBroadcast) {
+  if (std::string why = DiscoveryUnavailable(); !why.empty()) GTEST_SKIP() << why;
+  // Hosts 1 and 2 are listed in the controller's config; 3 and 4 are not, and since a static
+  // list alone probes only its addresses, they must never be adopted.
+  const std::string config = cluster_->temp_dir() + "/controller-config.yaml";
+  ASSERT_TRUE(
+      WriteFileAtomically(
+          config, absl::StrCat("nodes:\n  - {name: static-1, address: ", network_->host(1).ip,
+                               "}\n  - {name: static-2, address: ", network_->host(2).ip, "}\n"))
+          .ok());
+  ASSERT_TRUE(cluster_->StartController({"--config", config}).ok());
+  for (int i = 1; i <= kAgents; ++i) {
+    ASSERT_TRUE(cluster_->StartAgent(i, {.with_controller = false}).ok());
+  }
+  const std::vector<std::string> listed = {TestCluster::AgentName(1), TestCluster::AgentName(2)};
+  Json doc;
+  ASSERT_TRUE(WaitForNodes([&](const Json& d) { return AllReady(d, listed); }, kJoinTimeout, &doc))
+      << "the statically listed nodes were not adopted: " << Summary(doc);
+  // Three more rounds (every 2 s): the unlisted agents stay out.
+  absl::SleepFor(absl::Seconds(6));
+  absl::StatusOr<Json> after = cluster_->Nodes();
+  ASSERT_TRUE(after.ok()) << after.status();
+  EXPECT_EQ((*after)["items"].size(), 2u) << Summary(*after);
+  EXPECT_EQ(FindNode(*after, TestCluster::AgentName(3)), nullptr);
+  EXPECT_EQ(FindNode(*after, TestCluster::AgentName(4)), nullptr);
+}
+
 TEST_F(TrustTest, AgentsWithAWrongTokenAreUnprovenAndNeverAdopted) {
   if (std::string why = DiscoveryUnavailable(); !why.empty()) GTEST_SKIP() << why;
   // A token of another cluster: another controller, with its own CA, on the same host and port,

@@ -42,6 +42,8 @@ TEST_F(RootDirTest, ReadsFactsOfARecordedSpark) {
   Put("sys/class/net/enp1s0f1np1/operstate", "up\n");
   Put("sys/class/net/enp1s0f1np1/type", "1\n");
   Put("sys/class/net/lo/mtu", "65536\n");
+  Put("sys/class/infiniband/roceP2p1s0f1/node_type", "1: CA\n");
+  Put("sys/class/infiniband/rocep1s0f1/node_type", "1: CA\n");
   Put("sys/class/net/lo/type", "772\n");
 
   v1::NodeFacts f = ReadNodeFacts(root_);
@@ -57,6 +59,8 @@ TEST_F(RootDirTest, ReadsFactsOfARecordedSpark) {
   EXPECT_EQ(f.interfaces(0).operstate(), "up");
   EXPECT_FALSE(f.interfaces(0).loopback());
   EXPECT_TRUE(f.interfaces(1).loopback());
+  // Both halves of the CX-7 port, as a DGX Spark shows them.
+  EXPECT_THAT(f.rdma_devices(), ::testing::ElementsAre("roceP2p1s0f1", "rocep1s0f1"));
   // A recorded tree has no live addresses or machine type; they are said to be missing.
   EXPECT_THAT(f.unavailable(), Contains(HasSubstr("interface addresses")));
   EXPECT_THAT(f.unavailable(), Contains(HasSubstr("arch")));
@@ -77,6 +81,8 @@ TEST_F(RootDirTest, MissingFactsAreNamedNotInvented) {
   EXPECT_THAT(f.unavailable(), Contains(HasSubstr("memory: open")));
   EXPECT_THAT(f.unavailable(), Contains(HasSubstr("os: open")));
   EXPECT_THAT(f.unavailable(), Contains(HasSubstr("hostname: open")));
+  EXPECT_THAT(f.unavailable(), Contains(HasSubstr("rdma devices:")));
+  EXPECT_EQ(f.rdma_devices_size(), 0);
 }
 
 TEST_F(RootDirTest, LiveSystemHasArchAndAddresses) {
