@@ -446,4 +446,18 @@ std::string TestCluster::LogTails(int lines) const {
   return out;
 }
 
+absl::StatusOr<std::unique_ptr<TestNetwork>> CreateTestNetwork(int hosts) {
+  TestNetworkOptions options;
+  if (const char* fallback = std::getenv("FLEET_TEST_FALLBACK");
+      fallback != nullptr && std::string(fallback) == "1") {
+    options.use_namespaces = false;
+  }
+  absl::StatusOr<std::unique_ptr<TestNetwork>> network = TestNetwork::Create(hosts, options);
+  if (network.ok() && !(*network)->isolated()) {
+    std::printf("[ NOTE     ] no network namespaces (%s); hosts are 127.0.0.x addresses\n",
+                (*network)->fallback_reason().c_str());
+  }
+  return network;
+}
+
 }  // namespace fleet::testing

@@ -48,6 +48,11 @@ struct StartedProcess {
   uint64_t start_ticks = 0;
 };
 
+// A test network of `hosts` hosts (tests/integration/test_network.h), in the loopback fallback
+// when FLEET_TEST_FALLBACK=1 (so a root machine can run what machines without namespaces get);
+// prints a note when the hosts are 127.0.0.x addresses.
+absl::StatusOr<std::unique_ptr<TestNetwork>> CreateTestNetwork(int hosts);
+
 // Host 0 of the network runs the controller; host i (1 <= i < network.size()) runs the agent
 // named "node-i". Every daemon runs through network.Wrap(), writes its output to
 // <temp dir>/logs/<role>.log (appended across restarts) and keeps its state in

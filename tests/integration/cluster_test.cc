@@ -110,19 +110,9 @@ bool StillExists(const StartedProcess& p) {
 class ClusterTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    TestNetworkOptions options;
-    // Lets a root machine run the loopback fallback that machines without namespaces get.
-    if (const char* fallback = std::getenv("FLEET_TEST_FALLBACK");
-        fallback != nullptr && std::string(fallback) == "1") {
-      options.use_namespaces = false;
-    }
-    absl::StatusOr<std::unique_ptr<TestNetwork>> network = TestNetwork::Create(kHosts, options);
+    absl::StatusOr<std::unique_ptr<TestNetwork>> network = CreateTestNetwork(kHosts);
     ASSERT_TRUE(network.ok()) << network.status();
     network_ = *std::move(network);
-    if (!network_->isolated()) {
-      std::printf("[ NOTE     ] no network namespaces (%s); hosts are 127.0.0.x addresses\n",
-                  network_->fallback_reason().c_str());
-    }
     absl::StatusOr<std::unique_ptr<TestCluster>> cluster =
         TestCluster::Create(*network_, FLEET_BINARY);
     ASSERT_TRUE(cluster.ok()) << cluster.status();
