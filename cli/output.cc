@@ -122,10 +122,16 @@ std::string FormatAge(double seconds) {
 
 std::string RenderNodes(const v1::ListNodesResponse& list, OutputFormat format) {
   if (format == OutputFormat::kJson || format == OutputFormat::kYaml) {
-    Json items = Json::array();
+    // Built in place: an initializer list would copy every item (measurable at 1,000 nodes).
+    Json doc = Json::object();
+    doc["apiVersion"] = "fleet/v1";
+    doc["kind"] = "NodeList";
+    Json& items = doc["items"] = Json::array();
     for (const v1::Node& node : list.nodes()) items.push_back(NodeToJson(list, node));
-    Json doc = {{"apiVersion", "fleet/v1"}, {"kind", "NodeList"}, {"items", items}};
-    return format == OutputFormat::kJson ? doc.dump(2) + "\n" : JsonToYaml(doc);
+    if (format == OutputFormat::kYaml) return JsonToYaml(doc);
+    std::string text = doc.dump(2);
+    text.push_back('\n');
+    return text;
   }
   bool wide = format == OutputFormat::kWide;
   std::vector<std::string> headers = {"NAME", "ADDRESS", "STATE", "LAST-HEARTBEAT", "VERSION"};

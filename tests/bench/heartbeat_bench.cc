@@ -41,6 +41,9 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "common/files.h"
+#include "common/identity_names.h"
+#include "common/join_token.h"
+#include "common/pki.h"
 #include "common/status_macros.h"
 #include "common/subprocess.h"
 #include "common/table.h"
@@ -65,6 +68,8 @@ constexpr absl::Duration kRpcDeadline = absl::Seconds(5);
 // How long a server process may take to write its controller.addr.
 constexpr absl::Duration kStartTimeout = absl::Seconds(15);
 constexpr std::chrono::nanoseconds kPeriod = std::chrono::seconds(1);
+// Simulated nodes served by one echo Agent server (and named in its certificate).
+constexpr size_t kNodesPerAgentServer = 25;
 
 struct BenchFlags {
   int agents = 1000;
@@ -76,6 +81,7 @@ struct BenchFlags {
   bool keep = false;
   std::string raw_api = "callback";  // the reference server's gRPC API: callback or cq
   std::string serve_raw;             // hidden: this process is the raw reference server
+  std::string serve_raw_pki;         // hidden: the controller's pki directory, for the above
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -90,15 +96,16 @@ class EchoAgentService final : public v1::Agent::CallbackService {
                                      v1::DescribeResponse* response) override {
     response->mutable_identity()->set_node_id(request->node_id());
     response->set_agent_version("heartbeat-bench");
-    answered_.fetch_add(1, std::memory_order_relaxed);
+    answered_->fetch_add(1, std::memory_order_relaxed);
     grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
     reactor->Finish(grpc::Status::OK);
     return reactor;
   }
-  int answered() const { return answered_.load(std::memory_order_relaxed); }
+  // Counts the answers in `answered`, which the services of several servers may share.
+  explicit EchoAgentService(std::atomic<int>& answered) : answered_(&answered) {}
 
  private:
-  std::atomic<int> answered_{0};
+  std::atomic<int>* answered_;
 };
 
 // The reference: a Controller service that answers Register and Heartbeat at once, with no
@@ -207,18 +214,50 @@ class CqRawServer {
   std::thread thread_;
 };
 
-// `heartbeat_bench --serve-raw DIR [--raw-api cq]`: serves the raw Controller service on
-// 127.0.0.1:0 in its own process (as the controller runs in its own), writes
-// DIR/controller.addr like the controller does, and stops on SIGTERM.
-int ServeRaw(const std::string& dir, const std::string& api) {
+// The cluster CA's files as the controller keeps them in STATE_DIR/pki.
+struct PkiFiles {
+  std::string ca_pem;
+  pki::KeyAndCert ca;          // ca.key + ca.crt: the bench issues the echo agents' certificates
+  pki::KeyAndCert controller;  // the controller's own credential: the reference serves it too
+  pki::KeyAndCert admin;       // the CLI's admin credential: the bench's ListNodes calls
+};
+
+absl::StatusOr<pki::KeyAndCert> ReadPair(const std::string& dir, absl::string_view name) {
+  ASSIGN_OR_RETURN(std::string key, ReadFileToString(absl::StrCat(dir, "/", name, ".key")));
+  ASSIGN_OR_RETURN(std::string cert, ReadFileToString(absl::StrCat(dir, "/", name, ".crt")));
+  return pki::KeyAndCert{std::move(key), std::move(cert)};
+}
+
+absl::StatusOr<PkiFiles> ReadPki(const std::string& dir) {
+  PkiFiles files;
+  ASSIGN_OR_RETURN(files.ca, ReadPair(dir, "ca"));
+  files.ca_pem = files.ca.cert_pem;
+  ASSIGN_OR_RETURN(files.controller, ReadPair(dir, "controller"));
+  ASSIGN_OR_RETURN(files.admin, ReadPair(dir, "admin"));
+  return files;
+}
+
+// `heartbeat_bench --serve-raw DIR --serve-raw-pki PKI [--raw-api cq]`: serves the raw
+// Controller service on 127.0.0.1:0 in its own process (as the controller runs in its own) over
+// the same mutual TLS as the controller (its certificate from PKI, client certificates
+// optional), writes DIR/controller.addr like the controller does, and stops on SIGTERM.
+int ServeRaw(const std::string& dir, const std::string& pki_dir, const std::string& api) {
   sigset_t stop;
   sigemptyset(&stop);
   for (int s : {SIGINT, SIGTERM, SIGHUP}) sigaddset(&stop, s);
   pthread_sigmask(SIG_BLOCK, &stop, nullptr);
+  absl::StatusOr<PkiFiles> pki_files = ReadPki(pki_dir);
+  if (!pki_files.ok()) {
+    std::cerr << "heartbeat_bench: raw server: " << pki_files.status().message() << std::endl;
+    return 1;
+  }
+  std::shared_ptr<TransportCredentials> transport =
+      MutualTls(pki_files->ca_pem, pki_files->controller.key_pem, pki_files->controller.cert_pem,
+                ClientCertificates::kOptional);
   RawControllerService callback_service;
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort("127.0.0.1:0", PlaintextTransport()->ForServer(), &port);
+  builder.AddListeningPort("127.0.0.1:0", transport->ForServer(), &port);
   std::unique_ptr<CqRawServer> cq_server;
   if (api == "cq") {
     cq_server = std::make_unique<CqRawServer>(builder);
@@ -353,11 +392,14 @@ absl::StatusOr<ServerProcess> StartServer(std::vector<std::string> argv,
 // Runs `argv` to completion (stdout and stderr to `output_path`) and returns its wall time,
 // from before fork to the moment the kernel reports the exit (pidfd, no polling interval).
 absl::StatusOr<absl::Duration> TimeCommand(const std::vector<std::string>& argv,
-                                           const std::string& output_path) {
+                                           const std::string& output_path,
+                                           std::vector<std::string> env = {}) {
   std::error_code ignored;
   std::filesystem::remove(output_path, ignored);
+  ProcessOptions options = ChildOptions(argv, output_path);
+  options.env = std::move(env);
   absl::Time start = absl::Now();
-  ASSIGN_OR_RETURN(Process process, Process::Start(ChildOptions(argv, output_path)));
+  ASSIGN_OR_RETURN(Process process, Process::Start(options));
   int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, process.pid(), 0));
   if (pidfd >= 0) {
     pollfd pfd{pidfd, POLLIN, 0};
@@ -436,31 +478,102 @@ v1::NodeFacts SparkFacts(const std::string& name, int index) {
   return facts;
 }
 
-// N agents, each with its own channel and TCP connection, heartbeating at 1 Hz with phases
-// spread evenly over the second. A few driver threads send; gRPC's callback threads receive.
+// A simulated agent's identity and the node certificate it got by joining, as a real agent does.
+struct AgentIdentity {
+  std::string node_id;            // 32 hex digits
+  std::string name;               // sim-0000, sim-0001, ...
+  std::string advertise_address;  // its echo Agent server
+  std::string key_pem;            // made here; only its CSR went to the controller
+  std::string cert_pem;
+};
+
+// One Controller.Join, as agent/joiner.cc does it after the CA check: a new key, a CSR for it,
+// and the token's id and secret. Checks that the certificate it gets is issued by the CA.
+absl::Status JoinOne(v1::Controller::Stub& stub, const JoinToken& token, const std::string& ca_pem,
+                     AgentIdentity& agent) {
+  ASSIGN_OR_RETURN(agent.key_pem, pki::GeneratePrivateKey());
+  ASSIGN_OR_RETURN(std::string csr, pki::CreateCsr(agent.key_pem, NodeCommonName(agent.node_id)));
+  v1::JoinRequest request;
+  request.set_token_id(token.id);
+  request.set_token_secret(token.secret);
+  request.mutable_identity()->set_node_id(agent.node_id);
+  request.mutable_identity()->set_name(agent.name);
+  request.set_csr_pem(csr);
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + kRpcDeadline));
+  v1::JoinResponse response;
+  grpc::Status st = stub.Join(&context, request, &response);
+  if (!st.ok()) {
+    return absl::Status(static_cast<absl::StatusCode>(st.error_code()),
+                        absl::StrCat("join ", agent.name, ": ", st.error_message()));
+  }
+  agent.cert_pem = response.certificate_pem();
+  return pki::VerifyIssuedBy(agent.cert_pem, ca_pem, absl::Now());
+}
+
+// Joins `agents` new nodes with distinct ids on `threads` threads, over TLS that verifies the
+// controller against `ca_pem` (no client certificate yet); the first error.
+absl::StatusOr<std::vector<AgentIdentity>> JoinAll(const std::string& controller_address,
+                                                   const std::string& ca_pem,
+                                                   const JoinToken& token, int agents,
+                                                   int threads) {
+  std::random_device rd;
+  uint64_t salt = (static_cast<uint64_t>(rd()) << 32) | rd();
+  std::vector<AgentIdentity> identities(static_cast<size_t>(agents));
+  for (int i = 0; i < agents; ++i) {
+    identities[static_cast<size_t>(i)].node_id = absl::StrFormat("%016x%016x", salt, i);
+    identities[static_cast<size_t>(i)].name = absl::StrFormat("sim-%04d", i);
+  }
+  auto stub = v1::Controller::NewStub(MakeChannel(
+      controller_address, *ServerAuthenticatedTls(ca_pem), {.server_name = kControllerServerName}));
+  absl::Mutex mu;
+  absl::Status first;
+  std::vector<std::thread> workers;
+  for (int t = 0; t < threads; ++t) {
+    workers.emplace_back([&, t] {
+      for (size_t i = static_cast<size_t>(t); i < identities.size();
+           i += static_cast<size_t>(threads)) {
+        absl::Status st = JoinOne(*stub, token, ca_pem, identities[i]);
+        if (!st.ok()) {
+          absl::MutexLock lock(&mu);
+          if (first.ok()) first = st;
+          return;
+        }
+      }
+    });
+  }
+  for (std::thread& t : workers) t.join();
+  if (!first.ok()) return first;
+  return identities;
+}
+
+// N agents, each with its own channel, TCP connection and node certificate (mutual TLS, as a
+// real agent), heartbeating at 1 Hz with phases spread evenly over the second. A few driver
+// threads send; gRPC's callback threads receive.
 //
 // Example:
-//   SimulatedFleet fleet(controller_address, agent_address, 1000, 4);
+//   SimulatedFleet fleet(controller_address, identities, ca_pem, 4);
 //   RETURN_IF_ERROR(fleet.RegisterAll());
 //   fleet.StartHeartbeats();
 //   fleet.StartRecording(); ... fleet.EndRecording(); WindowStats s = fleet.CollectRecording();
 //   fleet.Stop();
 class SimulatedFleet {
  public:
-  SimulatedFleet(const std::string& controller_address, std::string advertise_address, int agents,
+  SimulatedFleet(const std::string& controller_address,
+                 const std::vector<AgentIdentity>& identities, const std::string& ca_pem,
                  int driver_threads)
-      : advertise_address_(std::move(advertise_address)), driver_threads_(driver_threads) {
-    std::random_device rd;
-    uint64_t salt = (static_cast<uint64_t>(rd()) << 32) | rd();
-    agents_.resize(static_cast<size_t>(agents));
-    ChannelOptions channel;
-    channel.own_connection = true;  // one TCP connection per agent, as on a real cluster
-    for (int i = 0; i < agents; ++i) {
-      Agent& agent = agents_[static_cast<size_t>(i)];
-      agent.node_id = absl::StrFormat("%016x%016x", salt, i);
-      agent.name = absl::StrFormat("sim-%04d", i);
-      agent.stub =
-          v1::Controller::NewStub(MakeChannel(controller_address, *PlaintextTransport(), channel));
+      : driver_threads_(driver_threads) {
+    agents_.resize(identities.size());
+    // One TCP connection per agent, as on a real cluster.
+    const ChannelOptions channel{.server_name = kControllerServerName, .own_connection = true};
+    for (size_t i = 0; i < identities.size(); ++i) {
+      Agent& agent = agents_[i];
+      agent.node_id = identities[i].node_id;
+      agent.name = identities[i].name;
+      agent.advertise_address = identities[i].advertise_address;
+      std::shared_ptr<TransportCredentials> transport = MutualTls(
+          ca_pem, identities[i].key_pem, identities[i].cert_pem, ClientCertificates::kOptional);
+      agent.stub = v1::Controller::NewStub(MakeChannel(controller_address, *transport, channel));
     }
   }
   ~SimulatedFleet() { Stop(); }
@@ -531,6 +644,7 @@ class SimulatedFleet {
   struct Agent {
     std::string node_id;
     std::string name;
+    std::string advertise_address;
     std::unique_ptr<v1::Controller::Stub> stub;
     uint64_t sequence = 0;  // touched only by the agent's driver thread
   };
@@ -539,7 +653,7 @@ class SimulatedFleet {
     v1::RegisterRequest request;
     request.mutable_identity()->set_node_id(agent.node_id);
     request.mutable_identity()->set_name(agent.name);
-    request.set_advertise_address(advertise_address_);
+    request.set_advertise_address(agent.advertise_address);
     request.set_agent_version("heartbeat-bench");
     *request.mutable_facts() = SparkFacts(agent.name, index);
     grpc::ClientContext context;
@@ -631,7 +745,6 @@ class SimulatedFleet {
 
   static bool IsZero(int64_t* n) { return *n == 0; }
 
-  const std::string advertise_address_;
   const int driver_threads_;
   std::vector<Agent> agents_;
   std::atomic<bool> stopping_{false};
@@ -648,6 +761,7 @@ class SimulatedFleet {
 // One phase: the simulated fleet against one server process.
 
 struct PhaseResult {
+  absl::Duration join;  // Controller.Join of every agent (the controller phase only)
   absl::Duration registration;
   absl::Duration window;
   double server_cpu = 0;  // fraction of one core over the window
@@ -668,24 +782,25 @@ absl::Status WriteSamples(const WindowStats& stats, const std::string& path) {
   return WriteFileAtomically(path, csv);
 }
 
-// Registers the fleet, waits for `expected_describes` call-backs to the echo agent, warms up,
+// Registers the fleet, waits for `expected_describes` call-backs to the echo agents, warms up,
 // records one window, then runs `while_running` with the fleet still heartbeating.
 absl::StatusOr<PhaseResult> RunPhase(const BenchFlags& flags, const ServerProcess& server,
-                                     const std::string& agent_address, const EchoAgentService& echo,
+                                     const std::vector<AgentIdentity>& identities,
+                                     const std::string& ca_pem, const std::atomic<int>& describes,
                                      int expected_describes, const std::string& samples_path,
                                      const std::function<absl::Status()>& while_running) {
   PhaseResult result;
-  SimulatedFleet fleet(server.address, agent_address, flags.agents, flags.driver_threads);
-  const int describes_before = echo.answered();
+  SimulatedFleet fleet(server.address, identities, ca_pem, flags.driver_threads);
+  const int describes_before = describes.load();
   absl::Time start = absl::Now();
   RETURN_IF_ERROR(fleet.RegisterAll());
   result.registration = absl::Now() - start;
   for (absl::Time deadline = absl::Now() + kRpcDeadline * 2;
-       echo.answered() - describes_before < expected_describes;) {
+       describes.load() - describes_before < expected_describes;) {
     if (absl::Now() > deadline) {
       return absl::DeadlineExceededError(absl::StrCat(
-          "the server called back ", echo.answered() - describes_before, " of ", expected_describes,
-          " agents within ", absl::FormatDuration(kRpcDeadline * 2)));
+          "the server called back ", describes.load() - describes_before, " of ",
+          expected_describes, " agents within ", absl::FormatDuration(kRpcDeadline * 2)));
     }
     absl::SleepFor(absl::Milliseconds(10));
   }
@@ -773,14 +888,21 @@ void CheckNodeList(const std::string& text, int agents, ListingResult& out) {
   }
 }
 
+// Times the listing as the admin does it: the CLI with the admin config the controller wrote, and
+// ListNodes from here with the admin's certificate.
 absl::Status MeasureListing(const BenchFlags& flags, const std::string& address,
+                            const std::string& admin_config, const PkiFiles& pki_files,
                             const std::string& dir, ListingResult& out) {
   std::string scratch = absl::StrCat(dir, "/cli-output");
   for (int i = 0; i < flags.list_runs; ++i) {
     ASSIGN_OR_RETURN(absl::Duration d, TimeCommand({flags.fleet, "version"}, scratch));
     out.version.push_back(d);
   }
-  auto stub = v1::Controller::NewStub(MakeChannel(address, *PlaintextTransport()));
+  std::shared_ptr<TransportCredentials> admin =
+      MutualTls(pki_files.ca_pem, pki_files.admin.key_pem, pki_files.admin.cert_pem,
+                ClientCertificates::kOptional);
+  auto stub =
+      v1::Controller::NewStub(MakeChannel(address, *admin, {.server_name = kControllerServerName}));
   for (int i = 0; i < flags.list_runs; ++i) {
     grpc::ClientContext context;
     context.set_deadline(absl::ToChronoTime(absl::Now() + kRpcDeadline));
@@ -792,9 +914,8 @@ absl::Status MeasureListing(const BenchFlags& flags, const std::string& address,
   }
   std::string json_path = absl::StrCat(dir, "/nodes.json");
   for (int i = 0; i < flags.list_runs; ++i) {
-    ASSIGN_OR_RETURN(
-        absl::Duration d,
-        TimeCommand({flags.fleet, "--controller", address, "nodes", "-o", "json"}, json_path));
+    ASSIGN_OR_RETURN(absl::Duration d, TimeCommand({flags.fleet, "nodes", "-o", "json"}, json_path,
+                                                   {absl::StrCat("FLEET_CONFIG=", admin_config)}));
     out.cli.push_back(d);
   }
   ASSIGN_OR_RETURN(std::string text, ReadFileToString(json_path));
@@ -881,6 +1002,7 @@ bool Report(const BenchFlags& flags, const PhaseResult& ctl, const PhaseResult& 
       {"hypervisor steal (all cores)", FormatPct(ctl.steal), FormatPct(raw.steal), "", "", ""});
   table.AddRow(
       {"driver max send lateness", FormatMs(lateness(c)), FormatMs(lateness(r)), "", "", ""});
+  table.AddRow({"join of all agents (certificates)", FormatMs(ctl.join), "", "", "", ""});
   table.AddRow({"registration of all agents", FormatMs(ctl.registration),
                 FormatMs(raw.registration), "", "", ""});
   table.AddRow({"fleet nodes -o json, median", FormatMs(Median(list.cli)),
@@ -896,10 +1018,12 @@ bool Report(const BenchFlags& flags, const PhaseResult& ctl, const PhaseResult& 
   std::cout << absl::StrFormat(
       "REFERENCE: heartbeat rows: a raw gRPC Controller service in its own process, whose\n"
       "Register and Heartbeat answer at once (no registry; %s),\n"
-      "hit by the same %d clients on the same schedule. Listing rows: `fleet version` (start and\n"
-      "exit of the same binary). Latency is measured in the simulated agents, send to callback;\n"
-      "the bench and the servers share this machine's CPUs. Listing runs %d times while the\n"
-      "agents keep heartbeating.\n",
+      "hit by the same %d clients on the same schedule. Both servers speak mutual TLS with the\n"
+      "controller's certificate; each agent presents its own node certificate (from\n"
+      "Controller.Join) on its own connection. Listing rows: `fleet version` (start and exit of\n"
+      "the same binary). Latency is measured in the simulated agents, send to callback; the\n"
+      "bench and the servers share this machine's CPUs. Listing runs %d times while the agents\n"
+      "keep heartbeating.\n",
       flags.raw_api == "cq" ? "completion queue, one thread" : "callback API, as the controller",
       flags.agents, flags.list_runs);
   if (!c.first_error.empty())
@@ -920,12 +1044,14 @@ std::string SelfExecutable() {
   return ec ? "heartbeat_bench" : path.string();
 }
 
-// Each simulated agent holds one socket here and the server one per agent; with the echo agent
-// and gRPC's own descriptors, 2N + 256 is enough for both processes (the child inherits it).
+// Each simulated agent holds one socket here and the server one per agent; the controller also
+// holds one connection per node to the echo agents, which hold the other end here. With the
+// echo servers' listeners and gRPC's own descriptors, 3N + 256 is enough for both processes
+// (the child inherits it).
 absl::Status RaiseFileLimit(int agents) {
   rlimit limit{};
   if (::getrlimit(RLIMIT_NOFILE, &limit) != 0) return ErrnoStatus("getrlimit");
-  rlim_t want = static_cast<rlim_t>(2 * agents + 256);
+  rlim_t want = static_cast<rlim_t>(3 * agents + 256);
   if (limit.rlim_cur >= want) return absl::OkStatus();
   if (limit.rlim_max < want) {
     return absl::FailedPreconditionError(
@@ -937,52 +1063,120 @@ absl::Status RaiseFileLimit(int agents) {
   return absl::OkStatus();
 }
 
+// Runs `fleet token create --uses 0` as the admin; the token it prints on stdout.
+absl::StatusOr<JoinToken> CreateJoinToken(const BenchFlags& flags, const std::string& admin_config,
+                                          const std::string& dir) {
+  const std::string output = absl::StrCat(dir, "/token-create.out");
+  RETURN_IF_ERROR(TimeCommand({flags.fleet, "token", "create", "--uses", "0"}, output,
+                              {absl::StrCat("FLEET_CONFIG=", admin_config)})
+                      .status());
+  // stdout and stderr share the file; the token is the line that parses as one.
+  ASSIGN_OR_RETURN(std::string text, ReadFileToString(output));
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
+    absl::StatusOr<JoinToken> token = ParseJoinToken(line);
+    if (token.ok()) return token;
+  }
+  return absl::InternalError(
+      absl::StrCat("`fleet token create` printed no join token; see ", output));
+}
+
+// Waits for a file the server writes atomically after it listens (the admin config).
+absl::Status AwaitFile(const std::string& path) {
+  for (absl::Time deadline = absl::Now() + kStartTimeout; absl::Now() < deadline;) {
+    if (::access(path.c_str(), R_OK) == 0) return absl::OkStatus();
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  return absl::DeadlineExceededError(
+      absl::StrCat("no ", path, " within ", absl::FormatDuration(kStartTimeout)));
+}
+
 absl::StatusOr<bool> RunBench(const BenchFlags& flags, const std::string& dir) {
   RETURN_IF_ERROR(RaiseFileLimit(flags.agents));
   if (::access(flags.fleet.c_str(), X_OK) != 0) {
     return ErrnoStatus(absl::StrCat("fleet binary ", flags.fleet, " (pass --fleet PATH)"));
   }
 
-  EchoAgentService echo;
-  grpc::ServerBuilder builder;
-  int agent_port = 0;
-  builder.AddListeningPort("127.0.0.1:0", PlaintextTransport()->ForServer(), &agent_port);
-  builder.RegisterService(&echo);
-  std::unique_ptr<grpc::Server> agent_server = builder.BuildAndStart();
-  if (agent_server == nullptr || agent_port == 0) {
-    return absl::UnavailableError("cannot listen on 127.0.0.1:0 for the simulated agents");
-  }
-  const std::string agent_address = absl::StrCat("127.0.0.1:", agent_port);
-  auto nothing = [] { return absl::OkStatus(); };
-
-  std::cerr << "reference: raw gRPC server, " << flags.agents << " agents..." << std::endl;
-  ASSIGN_OR_RETURN(ServerProcess raw_server,
-                   StartServer({SelfExecutable(), "--serve-raw", absl::StrCat(dir, "/raw"),
-                                "--raw-api", flags.raw_api},
-                               absl::StrCat(dir, "/raw")));
-  ASSIGN_OR_RETURN(PhaseResult raw, RunPhase(flags, raw_server, agent_address, echo,
-                                             /*expected_describes=*/0,
-                                             absl::StrCat(dir, "/raw/latencies.csv"), nothing));
-  RETURN_IF_ERROR(raw_server.process.Stop(absl::Seconds(5)).status());
-
-  std::cerr << "controller: fleet controller, " << flags.agents << " agents..." << std::endl;
+  // The controller first: its CA issues every certificate of the run, the reference's included.
+  std::cerr << "controller: fleet controller, " << flags.agents << " agents joining..."
+            << std::endl;
   const std::string state_dir = absl::StrCat(dir, "/controller");
+  const std::string admin_config = absl::StrCat(state_dir, "/admin.yaml");
   ASSIGN_OR_RETURN(ServerProcess controller, StartServer({flags.fleet, "controller", "--state-dir",
                                                           state_dir, "--listen", "127.0.0.1:0"},
                                                          state_dir));
+  RETURN_IF_ERROR(AwaitFile(admin_config));
+  const std::string pki_dir = absl::StrCat(state_dir, "/pki");
+  ASSIGN_OR_RETURN(PkiFiles pki_files, ReadPki(pki_dir));
+  ASSIGN_OR_RETURN(JoinToken token, CreateJoinToken(flags, admin_config, dir));
+  absl::Time join_start = absl::Now();
+  ASSIGN_OR_RETURN(
+      std::vector<AgentIdentity> identities,
+      JoinAll(controller.address, pki_files.ca_pem, token, flags.agents, flags.driver_threads));
+  const absl::Duration join_time = absl::Now() - join_start;
+
+  // The Agent services of the simulated nodes, kNodesPerAgentServer to a server. A server's
+  // certificate names the server name of each of its nodes, which is what the controller checks
+  // when it calls a node back. Not one server for all: the controller keeps the peer certificate
+  // of each call-back connection, so one certificate with N names costs it O(N^2) memory.
+  std::atomic<int> describes{0};
+  std::vector<std::unique_ptr<EchoAgentService>> echo_services;
+  std::vector<std::unique_ptr<grpc::Server>> agent_servers;
+  for (size_t first = 0; first < identities.size(); first += kNodesPerAgentServer) {
+    const size_t last = std::min(identities.size(), first + kNodesPerAgentServer);
+    pki::CertSpec spec{.common_name = absl::StrCat("heartbeat-bench-agents-", first),
+                       .validity = absl::Hours(24),
+                       .server_auth = true,
+                       .client_auth = true};
+    for (size_t i = first; i < last; ++i) {
+      spec.dns_names.push_back(NodeServerName(identities[i].node_id));
+    }
+    ASSIGN_OR_RETURN(pki::KeyAndCert credential, pki::IssueKeyAndCertificate(pki_files.ca, spec));
+    std::shared_ptr<TransportCredentials> transport = MutualTls(
+        pki_files.ca_pem, credential.key_pem, credential.cert_pem, ClientCertificates::kRequired);
+    echo_services.push_back(std::make_unique<EchoAgentService>(describes));
+    grpc::ServerBuilder builder;
+    int port = 0;
+    builder.AddListeningPort("127.0.0.1:0", transport->ForServer(), &port);
+    builder.RegisterService(echo_services.back().get());
+    agent_servers.push_back(builder.BuildAndStart());
+    if (agent_servers.back() == nullptr || port == 0) {
+      return absl::UnavailableError("cannot listen on 127.0.0.1:0 for the simulated agents");
+    }
+    for (size_t i = first; i < last; ++i) {
+      identities[i].advertise_address = absl::StrCat("127.0.0.1:", port);
+    }
+  }
+
+  std::cerr << "controller: " << flags.agents << " agents heartbeating..." << std::endl;
   ListingResult listing;
-  ASSIGN_OR_RETURN(PhaseResult ctl, RunPhase(flags, controller, agent_address, echo, flags.agents,
-                                             absl::StrCat(state_dir, "/latencies.csv"), [&] {
-                                               return MeasureListing(flags, controller.address, dir,
-                                                                     listing);
-                                             }));
+  ASSIGN_OR_RETURN(PhaseResult ctl,
+                   RunPhase(flags, controller, identities, pki_files.ca_pem, describes,
+                            flags.agents, absl::StrCat(state_dir, "/latencies.csv"), [&] {
+                              return MeasureListing(flags, controller.address, admin_config,
+                                                    pki_files, dir, listing);
+                            }));
+  ctl.join = join_time;
   absl::StatusOr<int> stopped = controller.process.Stop(absl::Seconds(5));
   RETURN_IF_ERROR(stopped.status());
   if (!WIFEXITED(*stopped) || WEXITSTATUS(*stopped) != 0) {
     return absl::InternalError(absl::StrCat("the controller ", DescribeWaitStatus(*stopped),
                                             " on SIGTERM; see ", state_dir, "/server.log"));
   }
-  agent_server->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(2)));
+
+  std::cerr << "reference: raw gRPC server, " << flags.agents << " agents..." << std::endl;
+  auto nothing = [] { return absl::OkStatus(); };
+  ASSIGN_OR_RETURN(ServerProcess raw_server,
+                   StartServer({SelfExecutable(), "--serve-raw", absl::StrCat(dir, "/raw"),
+                                "--serve-raw-pki", pki_dir, "--raw-api", flags.raw_api},
+                               absl::StrCat(dir, "/raw")));
+  ASSIGN_OR_RETURN(
+      PhaseResult raw,
+      RunPhase(flags, raw_server, identities, pki_files.ca_pem, describes,
+               /*expected_describes=*/0, absl::StrCat(dir, "/raw/latencies.csv"), nothing));
+  RETURN_IF_ERROR(raw_server.process.Stop(absl::Seconds(5)).status());
+  for (std::unique_ptr<grpc::Server>& server : agent_servers) {
+    server->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(2)));
+  }
   std::cerr << std::endl;
   return Report(flags, ctl, raw, listing);
 }
@@ -1014,13 +1208,16 @@ int Main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::IsMember({"callback", "cq"}));
   app.add_option("--serve-raw", flags.serve_raw)->group("");  // internal: the reference server
+  app.add_option("--serve-raw-pki", flags.serve_raw_pki)->group("");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     int code = app.exit(e);
     return code == 0 ? 0 : 2;
   }
-  if (!flags.serve_raw.empty()) return ServeRaw(flags.serve_raw, flags.raw_api);
+  if (!flags.serve_raw.empty()) {
+    return ServeRaw(flags.serve_raw, flags.serve_raw_pki, flags.raw_api);
+  }
 
   std::string templ = (std::filesystem::temp_directory_path() / "heartbeat-bench-XXXXXX").string();
   if (::mkdtemp(templ.data()) == nullptr) {
