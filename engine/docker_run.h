@@ -1,0 +1,43 @@
+// Rendering `docker run` for a shard: one pure function, so the agent's docker runtime and
+// `fleet plan` show the same argv and golden tests pin it.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/strings/string_view.h"
+#include "fleet/v1/shard.pb.h"
+
+namespace fleet::engine {
+
+// What the node's Docker engine says about the image (`docker image inspect`).
+struct ImageInfo {
+  std::vector<std::string> entrypoint;  // Config.Entrypoint; empty when none
+  std::string id;                       // "sha256:..."
+};
+
+// Name of the container of one rank: "fleet-GROUP-gGENERATION-rRANK".
+std::string ContainerName(const v1::ShardSpec& spec);
+
+// `docker run --detach --name ... --label fleet.group=... --label fleet.generation=...
+// --label fleet.rank=... --network host --ipc host [--gpus all] [--device /dev/infiniband]
+// --cap-add IPC_LOCK --ulimit memlock=N:N [--shm-size N] -v ... -e ... IMAGE ARGS...`.
+// `cache_root` is the host directory under which cache_dirs live (STATE_DIR/cache/GROUP).
+// When `image` is known and its ENTRYPOINT already is the command's first words (e.g.
+// ["vllm", "serve"]), those words are dropped from ARGS so `vllm serve` is never doubled;
+// when it is unknown (`fleet plan`), ARGS is the command as is. Other ENTRYPOINTs:
+//   - a shell with -c (["/bin/bash", "-c"], ["sh", "-c"]): ARGS is one word, "exec " and the
+//     shell-quoted command, since `sh -c` runs only its first argument;
+//   - anything else (NVIDIA's ["/opt/nvidia/nvidia_entrypoint.sh"]) is taken for a wrapper
+//     that execs its arguments: ARGS is the command as is.
+// Mount sources are passed as they are; the agent expands a leading "~" first (ExpandHome).
+std::vector<std::string> RenderDockerRun(const v1::ShardSpec& spec, const std::string& cache_root,
+                                         const std::optional<ImageInfo>& image);
+
+// `path` with a leading "~" or "~/" replaced by `home` (the agent's $HOME); other paths as they
+// are. Recipes may name mount sources under "~/"; the agent that runs the shard expands them.
+// Example: ExpandHome("~/.cache/huggingface", "/root") == "/root/.cache/huggingface".
+std::string ExpandHome(absl::string_view path, absl::string_view home);
+
+}  // namespace fleet::engine

@@ -1,0 +1,176 @@
+// RenderDockerRun: the exact `docker run` argv of a shard, and the ENTRYPOINT rules that keep
+// `vllm serve` from being doubled.
+#include "engine/docker_run.h"
+
+#include <cstdint>
+#include <limits>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace fleet::engine {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::ElementsAreArray;
+using ::testing::HasSubstr;
+using ::testing::IsSupersetOf;
+using ::testing::Not;
+
+v1::ShardSpec WorkerSpec() {
+  v1::ShardSpec spec;
+  spec.set_group("ds4");
+  spec.set_generation(7);
+  spec.set_rank(1);
+  spec.set_world_size(2);
+  spec.set_runtime(v1::SHARD_RUNTIME_DOCKER);
+  spec.set_image("vllm-node:latest");
+  for (const char* word : {"vllm", "serve", "deepseek-ai/DeepSeek-V4-Flash", "--headless"}) {
+    spec.add_argv(word);
+  }
+  return spec;
+}
+
+// The part of a docker run argv after IMAGE.
+std::vector<std::string> ArgsAfterImage(const std::vector<std::string>& run,
+                                        const std::string& image) {
+  auto it = std::find(run.begin(), run.end(), image);
+  EXPECT_NE(it, run.end()) << "no image " << image;
+  return {it + 1, run.end()};
+}
+
+TEST(DockerRunTest, RendersEveryOptionInDocumentedOrder) {
+  v1::ShardSpec spec = WorkerSpec();
+  spec.set_gpus(true);
+  spec.set_infiniband(true);
+  spec.set_memlock_bytes(std::numeric_limits<uint64_t>::max());
+  spec.set_shm_bytes(uint64_t{64} << 30);
+  v1::Mount* models = spec.add_mounts();
+  models->set_source("/srv/models");
+  models->set_target("/models");
+  models->set_read_only(true);
+  v1::Mount* hf = spec.add_mounts();
+  hf->set_source("/root/.cache/huggingface");
+  hf->set_target("/root/.cache/huggingface");
+  spec.add_cache_dirs("/root/.cache/vllm");
+  spec.add_cache_dirs("/root/.triton/cache");
+  v1::EnvVar* var = spec.add_env();
+  var->set_name("NCCL_IB_HCA");
+  var->set_value("=rocep1s0f1,roceP2p1s0f1");
+
+  EXPECT_THAT(
+      RenderDockerRun(spec, "/var/lib/fleet/cache/ds4/", std::nullopt),
+      ElementsAre("docker", "run", "--detach", "--name", "fleet-ds4-g7-r1", "--label",
+                  "fleet.group=ds4", "--label", "fleet.generation=7", "--label", "fleet.rank=1",
+                  "--network", "host", "--ipc", "host", "--gpus", "all", "--device",
+                  "/dev/infiniband", "--cap-add", "IPC_LOCK", "--ulimit", "memlock=-1:-1",
+                  "--shm-size", "68719476736", "-v", "/srv/models:/models:ro", "-v",
+                  "/root/.cache/huggingface:/root/.cache/huggingface", "-v",
+                  "/var/lib/fleet/cache/ds4/root_.cache_vllm:/root/.cache/vllm", "-v",
+                  "/var/lib/fleet/cache/ds4/root_.triton_cache:/root/.triton/cache", "-e",
+                  "NCCL_IB_HCA==rocep1s0f1,roceP2p1s0f1", "vllm-node:latest", "vllm", "serve",
+                  "deepseek-ai/DeepSeek-V4-Flash", "--headless"));
+}
+
+TEST(DockerRunTest, LeavesOutGpusInfinibandAndShmWhenTheSpecHasNone) {
+  const std::vector<std::string> run = RenderDockerRun(WorkerSpec(), "/cache", std::nullopt);
+  EXPECT_THAT(run, Not(IsSupersetOf({"--gpus"})));
+  EXPECT_THAT(run, Not(IsSupersetOf({"--device"})));
+  EXPECT_THAT(run, Not(IsSupersetOf({"--shm-size"})));
+}
+
+TEST(DockerRunTest, MemlockIsUnlimitedWhenUnsetOrUnlimitedAndExactOtherwise) {
+  v1::ShardSpec spec = WorkerSpec();
+  EXPECT_THAT(RenderDockerRun(spec, "/cache", std::nullopt), IsSupersetOf({"memlock=-1:-1"}));
+  spec.set_memlock_bytes(std::numeric_limits<uint64_t>::max());
+  EXPECT_THAT(RenderDockerRun(spec, "/cache", std::nullopt), IsSupersetOf({"memlock=-1:-1"}));
+  spec.set_memlock_bytes(8 << 20);
+  EXPECT_THAT(RenderDockerRun(spec, "/cache", std::nullopt),
+              IsSupersetOf({"memlock=8388608:8388608"}));
+}
+
+TEST(DockerRunTest, ContainerNameCarriesGroupGenerationAndRank) {
+  EXPECT_EQ(ContainerName(WorkerSpec()), "fleet-ds4-g7-r1");
+}
+
+TEST(DockerRunTest, UnknownImagePassesTheCommandAsIs) {
+  EXPECT_THAT(
+      ArgsAfterImage(RenderDockerRun(WorkerSpec(), "/cache", std::nullopt), "vllm-node:latest"),
+      ElementsAre("vllm", "serve", "deepseek-ai/DeepSeek-V4-Flash", "--headless"));
+  EXPECT_THAT(
+      ArgsAfterImage(RenderDockerRun(WorkerSpec(), "/cache", ImageInfo{}), "vllm-node:latest"),
+      ElementsAre("vllm", "serve", "deepseek-ai/DeepSeek-V4-Flash", "--headless"));
+}
+
+TEST(DockerRunTest, EntrypointThatIsTheCommandsFirstWordsIsNotRepeated) {
+  EXPECT_THAT(ArgsAfterImage(RenderDockerRun(WorkerSpec(), "/cache",
+                                             ImageInfo{.entrypoint = {"vllm", "serve"}}),
+                             "vllm-node:latest"),
+              ElementsAre("deepseek-ai/DeepSeek-V4-Flash", "--headless"));
+  EXPECT_THAT(
+      ArgsAfterImage(RenderDockerRun(WorkerSpec(), "/cache", ImageInfo{.entrypoint = {"vllm"}}),
+                     "vllm-node:latest"),
+      ElementsAre("serve", "deepseek-ai/DeepSeek-V4-Flash", "--headless"));
+}
+
+TEST(DockerRunTest, WrapperEntrypointGetsTheWholeCommand) {
+  EXPECT_THAT(
+      ArgsAfterImage(RenderDockerRun(WorkerSpec(), "/cache",
+                                     ImageInfo{.entrypoint = {"/opt/nvidia/nvidia_entrypoint.sh"}}),
+                     "vllm-node:latest"),
+      ElementsAre("vllm", "serve", "deepseek-ai/DeepSeek-V4-Flash", "--headless"));
+}
+
+TEST(DockerRunTest, ShellEntrypointGetsOneQuotedScriptThatExecsTheEngine) {
+  v1::ShardSpec spec = WorkerSpec();
+  spec.add_argv("--compilation-config");
+  spec.add_argv(R"({"cudagraph_mode":"FULL"})");
+  spec.add_argv("--chat-template-kwargs");
+  spec.add_argv("it's");
+  EXPECT_THAT(
+      ArgsAfterImage(RenderDockerRun(spec, "/cache", ImageInfo{.entrypoint = {"/bin/bash", "-c"}}),
+                     "vllm-node:latest"),
+      ElementsAre(R"(exec vllm serve deepseek-ai/DeepSeek-V4-Flash --headless )"
+                  R"(--compilation-config '{"cudagraph_mode":"FULL"}' )"
+                  R"(--chat-template-kwargs 'it'\''s')"));
+}
+
+TEST(DockerRunTest, ShellEntrypointAlreadyInTheCommandIsDroppedNotQuoted) {
+  v1::ShardSpec spec = WorkerSpec();
+  spec.clear_argv();
+  spec.add_argv("sh");
+  spec.add_argv("-c");
+  spec.add_argv("ulimit -l && exec vllm serve m");
+  EXPECT_THAT(ArgsAfterImage(RenderDockerRun(spec, "/cache", ImageInfo{.entrypoint = {"sh", "-c"}}),
+                             "vllm-node:latest"),
+              ElementsAre("ulimit -l && exec vllm serve m"));
+}
+
+TEST(DockerRunTest, EnvironmentKeepsTheSpecsOrder) {
+  v1::ShardSpec spec = WorkerSpec();
+  for (const char* name : {"NCCL_SOCKET_IFNAME", "VLLM_HOST_IP", "MASTER_ADDR"}) {
+    v1::EnvVar* var = spec.add_env();
+    var->set_name(name);
+    var->set_value("x");
+  }
+  std::vector<std::string> env;
+  const std::vector<std::string> run = RenderDockerRun(spec, "/cache", std::nullopt);
+  for (size_t i = 0; i + 1 < run.size(); ++i) {
+    if (run[i] == "-e") env.push_back(run[i + 1]);
+  }
+  EXPECT_THAT(env, ElementsAreArray({"NCCL_SOCKET_IFNAME=x", "VLLM_HOST_IP=x", "MASTER_ADDR=x"}));
+}
+
+TEST(DockerRunTest, ExpandHomeReplacesOnlyALeadingTilde) {
+  EXPECT_EQ(ExpandHome("~/.cache/huggingface", "/root"), "/root/.cache/huggingface");
+  EXPECT_EQ(ExpandHome("~", "/home/fleet"), "/home/fleet");
+  EXPECT_EQ(ExpandHome("/srv/~/models", "/root"), "/srv/~/models");
+  EXPECT_EQ(ExpandHome("~other/models", "/root"), "~other/models");
+  EXPECT_THAT(ExpandHome("~/m", "/root"), Not(HasSubstr("~")));
+}
+
+}  // namespace
+}  // namespace fleet::engine

@@ -1,0 +1,530 @@
+// PlanGroup and the engine adapters: the exact argv, environment, waits and probes of every
+// rank, the errors a recipe or a placement can cause, and golden plans of the repo's recipes.
+#include "engine/plan.h"
+
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/time.h"
+#include "common/files.h"
+#include "engine/docker_run.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace fleet::engine {
+namespace {
+
+using ::testing::Contains;
+using ::testing::ElementsAre;
+using ::testing::ElementsAreArray;
+using ::testing::HasSubstr;
+using ::testing::IsEmpty;
+using ::testing::Not;
+using ::testing::Pair;
+
+NodeView Spark(int index) {
+  return NodeView{.name = absl::StrCat("spark-", index),
+                  .node_id = absl::StrCat("node-", index),
+                  .address = absl::StrCat("10.0.0.", 10 + index),
+                  .fabric_interface = "enp1s0f1np1",
+                  .fabric_address = absl::StrCat("192.168.100.", 10 + index),
+                  .rdma_devices = {"rocep1s0f1", "roceP2p1s0f1"},
+                  .has_gpus = true,
+                  .has_infiniband = true};
+}
+
+GroupContext Sparks(int count, const std::string& group = "ds4") {
+  GroupContext context{
+      .group = group, .generation = 3, .master_addr = "192.168.100.11", .master_port = 29501};
+  for (int i = 1; i <= count; ++i) context.nodes.push_back(Spark(i));
+  return context;
+}
+
+// A version-1 recipe in the community's shape: vLLM over Ray, TP across two Sparks.
+Recipe VllmRecipe() {
+  Recipe recipe;
+  recipe.path = "ds4.yaml";
+  recipe.name = "ds4";
+  recipe.container = "vllm-node";
+  recipe.defaults = {{"port", "8000"}, {"host", "0.0.0.0"}, {"tensor_parallel", "2"}};
+  recipe.env = {{"NCCL_DEBUG", "WARN"}};
+  recipe.command =
+      "vllm serve deepseek-ai/DeepSeek-V4-Flash --host {host} --port {port} \\\n"
+      "  --tensor-parallel-size {tensor_parallel} --distributed-executor-backend ray";
+  return recipe;
+}
+
+std::vector<std::string> Argv(const v1::ShardSpec& spec) {
+  return {spec.argv().begin(), spec.argv().end()};
+}
+
+std::vector<std::pair<std::string, std::string>> Env(const v1::ShardSpec& spec) {
+  std::vector<std::pair<std::string, std::string>> env;
+  for (const v1::EnvVar& var : spec.env()) env.emplace_back(var.name(), var.value());
+  return env;
+}
+
+std::vector<std::string> EnvNames(const v1::ShardSpec& spec) {
+  std::vector<std::string> names;
+  for (const v1::EnvVar& var : spec.env()) names.push_back(var.name());
+  return names;
+}
+
+TEST(PlanVllmTest, TwoSparksGetTheMultiNodeFlagsOfTheirRank) {
+  absl::StatusOr<GroupPlan> plan = PlanGroup(VllmRecipe(), {}, Sparks(2));
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  ASSERT_EQ(plan->ranks.size(), 2u);
+  EXPECT_EQ(plan->launch_order, LaunchOrder::kHeadFirst);
+  EXPECT_THAT(Argv(plan->ranks[0]),
+              ElementsAre("vllm", "serve", "deepseek-ai/DeepSeek-V4-Flash", "--host", "0.0.0.0",
+                          "--port", "8000", "--tensor-parallel-size", "2",
+                          "--distributed-executor-backend", "mp", "--nnodes", "2", "--node-rank",
+                          "0", "--master-addr", "192.168.100.11", "--master-port", "29501"));
+  EXPECT_THAT(
+      Argv(plan->ranks[1]),
+      ElementsAre("vllm", "serve", "deepseek-ai/DeepSeek-V4-Flash", "--host", "0.0.0.0", "--port",
+                  "8000", "--tensor-parallel-size", "2", "--distributed-executor-backend", "mp",
+                  "--nnodes", "2", "--node-rank", "1", "--master-addr", "192.168.100.11",
+                  "--master-port", "29501", "--headless"));
+  EXPECT_THAT(plan->notes, Contains(HasSubstr("rewrote --distributed-executor-backend ray to mp")));
+}
+
+TEST(PlanVllmTest, FourSparksNumberTheirRanksInPlacementOrder) {
+  Recipe recipe = VllmRecipe();
+  recipe.defaults[2].second = "4";
+  absl::StatusOr<GroupPlan> plan = PlanGroup(recipe, {}, Sparks(4));
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  for (int rank = 0; rank < 4; ++rank) {
+    const std::vector<std::string> argv = Argv(plan->ranks[rank]);
+    std::vector<std::string> tail(argv.end() - (rank == 0 ? 8 : 9), argv.end());
+    std::vector<std::string> expected = {"--nnodes",      "4",
+                                         "--node-rank",   absl::StrCat(rank),
+                                         "--master-addr", "192.168.100.11",
+                                         "--master-port", "29501"};
+    if (rank > 0) expected.push_back("--headless");
+    EXPECT_THAT(tail, ElementsAreArray(expected)) << "rank " << rank;
+    EXPECT_EQ(plan->ranks[rank].rank(), static_cast<uint32_t>(rank));
+    EXPECT_EQ(plan->ranks[rank].world_size(), 4u);
+  }
+}
+
+TEST(PlanVllmTest, RayInAVersion2RecipeIsRefusedNotHalfRun) {
+  Recipe recipe = VllmRecipe();
+  recipe.version = 2;
+  absl::StatusOr<GroupPlan> plan = PlanGroup(recipe, {}, Sparks(2));
+  EXPECT_EQ(plan.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(plan.status().message()), HasSubstr("does not launch Ray clusters"));
+  EXPECT_THAT(std::string(plan.status().message()), HasSubstr("--distributed-executor-backend mp"));
+}
+
+TEST(PlanVllmTest, BackendThatCannotSpanNodesIsAnError) {
+  Recipe recipe = VllmRecipe();
+  recipe.command =
+      "vllm serve m --port {port} -tp {tensor_parallel} "
+      "--distributed-executor-backend=uni";
+  absl::StatusOr<GroupPlan> plan = PlanGroup(recipe, {}, Sparks(2));
+  EXPECT_EQ(plan.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(plan.status().message()), HasSubstr("uni cannot span 2 nodes"));
+}
+
+TEST(PlanVllmTest, ExistingRankFlagsAreReplacedInEveryForm) {
+  Recipe recipe = VllmRecipe();
+  recipe.command =
+      "vllm serve m --nnodes=8 --node_rank 5 -r 4 -n 3 --master-addr 1.2.3.4 "
+      "--master_port=1 --headless --distributed-executor-backend=mp -tp {tensor_parallel}";
+  absl::StatusOr<GroupPlan> plan = PlanGroup(recipe, {}, Sparks(2));
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_THAT(Argv(plan->ranks[0]),
+              ElementsAre("vllm", "serve", "m", "--distributed-executor-backend=mp", "-tp", "2",
+                          "--nnodes", "2", "--node-rank", "0", "--master-addr", "192.168.100.11",
+                          "--master-port", "29501"));
+  EXPECT_THAT(Argv(plan->ranks[1]),
+              ElementsAre("vllm", "serve", "m", "--distributed-executor-backend=mp", "-tp", "2",
+                          "--nnodes", "2", "--node-rank", "1", "--master-addr", "192.168.100.11",
+                          "--master-port", "29501", "--headless"));
+  EXPECT_THAT(plan->notes, Contains(HasSubstr("replaced the command's --nnodes")));
+}
+
+TEST(PlanVllmTest, HeadlessRanksLoseApiServerCountWhichVllmRefusesThere) {
+  Recipe recipe = VllmRecipe();
+  recipe.command = "vllm serve m --api-server-count 2 -tp {tensor_parallel}";
+  absl::StatusOr<GroupPlan> plan = PlanGroup(recipe, {}, Sparks(2));
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_THAT(Argv(plan->ranks[0]), Contains("--api-server-count"));
+  EXPECT_THAT(
+      Argv(plan->ranks[1]),
+      ElementsAre("vllm", "serve", "m", "-tp", "2", "--nnodes", "2", "--node-rank", "1",
+                  "--master-addr", "192.168.100.11", "--master-port", "29501", "--headless"));
+  EXPECT_THAT(plan->notes, Contains(HasSubstr("dropped --api-server-count")));
+}
+
+TEST(PlanVllmTest, OneNodeGetsNoMultiNodeFlagsAndKeepsItsBackend) {
+  Recipe recipe = VllmRecipe();
+  recipe.defaults[2].second = "1";
+  recipe.command += " --nnodes 2 --headless";
+  absl::StatusOr<GroupPlan> plan = PlanGroup(recipe, {}, Sparks(1));
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_THAT(
+      Argv(plan->ranks[0]),
+      ElementsAre("vllm", "serve", "deepseek-ai/DeepSeek-V4-Flash", "--host", "0.0.0.0", "--port",
+                  "8000", "--tensor-parallel-size", "1", "--distributed-executor-backend", "ray"));
+  EXPECT_EQ(plan->ranks[0].wait_for_tcp(), "");
+}
+
+TEST(PlanVllmTest, EnvironmentIsFabricThenMasterThenRecipeWithOneEntryPerName) {
+  Recipe recipe = VllmRecipe();
+  recipe.env = {{"NCCL_DEBUG", "WARN"}, {"NCCL_IB_DISABLE", "0"}, {"GLOO_SOCKET_IFNAME", "eth0"}};
+  absl::StatusOr<GroupPlan> plan = PlanGroup(recipe, {}, Sparks(2));
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_THAT(
+      Env(plan->ranks[1]),
+      ElementsAre(Pair("NCCL_SOCKET_IFNAME", "enp1s0f1np1"), Pair("GLOO_SOCKET_IFNAME", "eth0"),
+                  Pair("TP_SOCKET_IFNAME", "enp1s0f1np1"),
+                  Pair("NCCL_IB_HCA", "=rocep1s0f1,roceP2p1s0f1"), Pair("NCCL_IB_DISABLE", "0"),
+                  Pair("VLLM_HOST_IP", "192.168.100.12"), Pair("MASTER_ADDR", "192.168.100.11"),
+                  Pair("MASTER_PORT", "29501"), Pair("NCCL_DEBUG", "WARN")));
+  EXPECT_THAT(plan->notes, Contains("recipe env GLOO_SOCKET_IFNAME=eth0 replaces enp1s0f1np1 on "
+                                    "spark-2"));
+}
+
+TEST(PlanVllmTest, NodeWithoutFabricFactsGetsNoGuessesAndANote) {
+  GroupContext group = Sparks(2);
+  group.nodes[1].fabric_interface.clear();
+  group.nodes[1].fabric_address.clear();
+  group.nodes[1].rdma_devices.clear();
+  absl::StatusOr<GroupPlan> plan = PlanGroup(VllmRecipe(), {}, group);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_THAT(EnvNames(plan->ranks[1]), ElementsAre("MASTER_ADDR", "MASTER_PORT", "NCCL_DEBUG"));
+  EXPECT_THAT(plan->notes, Contains(HasSubstr("spark-2 has no RDMA device")));
+  EXPECT_THAT(plan->notes, Contains(HasSubstr("spark-2's fabric interface is unknown")));
+  EXPECT_THAT(plan->notes, Contains(HasSubstr("spark-2's fabric address is unknown")));
+}
+
+TEST(PlanVllmTest, WorkersWaitForTheHeadsMasterPortAndOnlyTheHeadIsProbed) {
+  Recipe recipe = VllmRecipe();
+  recipe.health.path = "/ping";
+  recipe.health.check_completion = false;
+  recipe.health.start_timeout = absl::Minutes(45);
+  absl::StatusOr<GroupPlan> plan = PlanGroup(recipe, {{"port", "9000"}}, Sparks(2));
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_EQ(plan->endpoint, "http://192.168.100.11:9000");
+  const v1::ShardSpec& head = plan->ranks[0];
+  EXPECT_EQ(head.wait_for_tcp(), "");
+  EXPECT_EQ(head.readiness().host(), "192.168.100.11");
+  EXPECT_EQ(head.readiness().port(), 9000u);
+  EXPECT_EQ(head.readiness().health_path(), "/ping");
+  EXPECT_TRUE(head.readiness().check_models());
+  EXPECT_FALSE(head.readiness().check_completion());
+  EXPECT_EQ(head.readiness().period().nanos(), 100'000'000);
+  EXPECT_EQ(head.readiness().request_timeout().seconds(), 2);
+  const v1::ShardSpec& worker = plan->ranks[1];
+  EXPECT_EQ(worker.wait_for_tcp(), "192.168.100.11:29501");
+  EXPECT_EQ(worker.wait_timeout().seconds(), 45 * 60);
+  EXPECT_FALSE(worker.has_readiness());
+}
+
+TEST(PlanVllmTest, HealthPortWinsOverDefaultsAndNoPortMeansNoProbe) {
+  Recipe recipe = VllmRecipe();
+  recipe.health.port = 8080;
+  absl::StatusOr<GroupPlan> plan = PlanGroup(recipe, {}, Sparks(2));
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_EQ(plan->ranks[0].readiness().port(), 8080u);
+  EXPECT_EQ(plan->endpoint, "http://192.168.100.11:8080");
+
+  recipe.health.port.reset();
+  recipe.defaults[0].second = "auto";
+  plan = PlanGroup(recipe, {}, Sparks(2));
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_FALSE(plan->ranks[0].has_readiness());
+  EXPECT_EQ(plan->endpoint, "");
+  EXPECT_THAT(plan->notes, Contains(HasSubstr("the head serves no known port")));
+}
+
+TEST(PlanVllmTest, DockerShardCarriesImageDevicesLimitsAndDefaultCaches) {
+  Recipe recipe = VllmRecipe();
+  recipe.version = 2;
+  recipe.command = "vllm serve m --port {port} -tp {tensor_parallel}";
+  recipe.requirements.memlock_bytes = UINT64_MAX;
+  recipe.requirements.shm_bytes = uint64_t{16} << 30;
+  recipe.mounts = {{.source = "~/models", .target = "/models", .read_only = true}};
+  GroupContext group = Sparks(2);
+  group.nodes[1].has_infiniband = false;
+  absl::StatusOr<GroupPlan> plan = PlanGroup(recipe, {}, group);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  const v1::ShardSpec& worker = plan->ranks[1];
+  EXPECT_EQ(worker.runtime(), v1::SHARD_RUNTIME_DOCKER);
+  EXPECT_EQ(worker.image(), "vllm-node");
+  EXPECT_TRUE(worker.gpus());
+  EXPECT_FALSE(worker.infiniband());
+  EXPECT_EQ(worker.memlock_bytes(), UINT64_MAX);
+  EXPECT_EQ(worker.shm_bytes(), uint64_t{16} << 30);
+  ASSERT_EQ(worker.mounts_size(), 1);
+  EXPECT_EQ(worker.mounts(0).source(), "~/models");
+  EXPECT_TRUE(worker.mounts(0).read_only());
+  EXPECT_THAT(worker.cache_dirs(), ElementsAre("/root/.cache/vllm", "/root/.triton/cache",
+                                               "/root/.cache/flashinfer", "/root/.cache/torch"));
+  EXPECT_THAT(plan->notes, Contains(HasSubstr("kept vLLM's JIT caches")));
+}
+
+TEST(PlanVllmTest, VersionOneDockerRecipesFindTheirModelInTheHostsHuggingFaceCache) {
+  absl::StatusOr<GroupPlan> plan = PlanGroup(VllmRecipe(), {}, Sparks(2));
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  ASSERT_EQ(plan->ranks[1].mounts_size(), 1);
+  EXPECT_EQ(plan->ranks[1].mounts(0).source(), "~/.cache/huggingface");
+  EXPECT_EQ(plan->ranks[1].mounts(0).target(), "/root/.cache/huggingface");
+  EXPECT_FALSE(plan->ranks[1].has_memlock_bytes());
+}
+
+TEST(PlanVllmTest, RelativeMountSourceIsRefused) {
+  Recipe recipe = VllmRecipe();
+  recipe.version = 2;
+  recipe.mounts = {{.source = "models", .target = "/models"}};
+  absl::StatusOr<GroupPlan> plan = PlanGroup(recipe, {}, Sparks(2));
+  EXPECT_EQ(plan.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(plan.status().message()),
+              HasSubstr("mount source \"models\" is relative"));
+}
+
+TEST(PlanErrorsTest, GroupSizeMustMatchTheNodes) {
+  Recipe recipe = VllmRecipe();
+  recipe.defaults[2].second = "4";
+  absl::StatusOr<GroupPlan> plan = PlanGroup(recipe, {}, Sparks(2));
+  EXPECT_EQ(plan.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(plan.status().message()),
+              HasSubstr("tensor_parallel × pipeline_parallel = 4 needs 4 nodes, the group has 2"));
+
+  recipe.version = 2;
+  recipe.nodes = 3;
+  plan = PlanGroup(recipe, {}, Sparks(2));
+  EXPECT_THAT(std::string(plan.status().message()),
+              HasSubstr("nodes: 3 needs 3 nodes, the group has 2"));
+}
+
+TEST(PlanErrorsTest, UnknownEngineNamesTheKnownOnes) {
+  Recipe recipe = VllmRecipe();
+  recipe.version = 2;
+  recipe.engine = "sglang";
+  absl::StatusOr<GroupPlan> plan = PlanGroup(recipe, {}, Sparks(2));
+  EXPECT_EQ(plan.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(std::string(plan.status().message()), HasSubstr("knows are exec, native, vllm"));
+}
+
+TEST(PlanErrorsTest, DockerRuntimeNeedsAContainer) {
+  Recipe recipe = VllmRecipe();
+  recipe.container.clear();
+  absl::StatusOr<GroupPlan> plan = PlanGroup(recipe, {}, Sparks(2));
+  EXPECT_EQ(plan.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(plan.status().message()), HasSubstr("runtime docker needs `container:`"));
+}
+
+TEST(PlanErrorsTest, EmptyCommandIsAnError) {
+  Recipe recipe = VllmRecipe();
+  recipe.command = "  \\\n  ";
+  absl::StatusOr<GroupPlan> plan = PlanGroup(recipe, {}, Sparks(2));
+  EXPECT_EQ(plan.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(plan.status().message()), HasSubstr("empty"));
+}
+
+TEST(PlanErrorsTest, PlacementMustChooseAMaster) {
+  GroupContext group = Sparks(2);
+  group.master_port = 0;
+  absl::StatusOr<GroupPlan> plan = PlanGroup(VllmRecipe(), {}, group);
+  EXPECT_EQ(plan.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(plan.status().message()), HasSubstr("placement must choose"));
+}
+
+Recipe ProcessRecipe(const std::string& engine) {
+  Recipe recipe;
+  recipe.path = "demo.yaml";
+  recipe.version = 2;
+  recipe.name = "demo";
+  recipe.engine = engine;
+  recipe.nodes = 2;
+  recipe.runtime = RuntimeKind::kProcess;
+  recipe.defaults = {{"port", "8000"}};
+  recipe.command = "fleet-engine --port {port} --layers 4";
+  return recipe;
+}
+
+TEST(PlanExecTest, CommandRunsAsIsWithFleetVariablesAndWorkersWaitForTheHead) {
+  absl::StatusOr<GroupPlan> plan = PlanGroup(ProcessRecipe("exec"), {}, Sparks(2, "demo"));
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_EQ(plan->launch_order, LaunchOrder::kHeadFirst);
+  const v1::ShardSpec& worker = plan->ranks[1];
+  EXPECT_EQ(worker.runtime(), v1::SHARD_RUNTIME_PROCESS);
+  EXPECT_THAT(Argv(worker), ElementsAre("fleet-engine", "--port", "8000", "--layers", "4"));
+  EXPECT_THAT(
+      Env(worker),
+      ElementsAre(
+          Pair("NCCL_SOCKET_IFNAME", "enp1s0f1np1"), Pair("GLOO_SOCKET_IFNAME", "enp1s0f1np1"),
+          Pair("TP_SOCKET_IFNAME", "enp1s0f1np1"), Pair("NCCL_IB_HCA", "=rocep1s0f1,roceP2p1s0f1"),
+          Pair("NCCL_IB_DISABLE", "0"), Pair("MASTER_ADDR", "192.168.100.11"),
+          Pair("MASTER_PORT", "29501"), Pair("FLEET_RANK", "1"), Pair("FLEET_WORLD_SIZE", "2"),
+          Pair("FLEET_MASTER_ADDR", "192.168.100.11"), Pair("FLEET_MASTER_PORT", "29501"),
+          Pair("FLEET_GROUP", "demo"), Pair("FLEET_GENERATION", "3")));
+  EXPECT_EQ(worker.wait_for_tcp(), "192.168.100.11:29501");
+  EXPECT_EQ(worker.image(), "");
+  EXPECT_FALSE(worker.gpus());
+  EXPECT_THAT(worker.cache_dirs(), IsEmpty());
+}
+
+TEST(PlanNativeTest, RanksStartTogetherAndRendezvousThroughTheController) {
+  absl::StatusOr<GroupPlan> plan = PlanGroup(ProcessRecipe("native"), {}, Sparks(2, "demo"));
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_EQ(plan->launch_order, LaunchOrder::kAllAtOnce);
+  EXPECT_EQ(plan->ranks[1].wait_for_tcp(), "");
+  EXPECT_THAT(Argv(plan->ranks[1]), ElementsAre("fleet-engine", "--port", "8000", "--layers", "4"));
+  EXPECT_THAT(EnvNames(plan->ranks[1]), Contains("FLEET_RANK"));
+  EXPECT_THAT(EnvNames(plan->ranks[1]), Not(Contains("VLLM_HOST_IP")));
+  EXPECT_EQ(plan->ranks[0].readiness().port(), 8000u);
+}
+
+TEST(PlanErrorsTest, ProcessRuntimeHasNoMounts) {
+  Recipe recipe = ProcessRecipe("exec");
+  recipe.cache_dirs = {"/root/.cache/x"};
+  absl::StatusOr<GroupPlan> plan = PlanGroup(recipe, {}, Sparks(2, "demo"));
+  EXPECT_EQ(plan.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(plan.status().message()), HasSubstr("the process runtime"));
+}
+
+TEST(AdapterRegistryTest, FindsEveryAdapterByName) {
+  EXPECT_THAT(AdapterNames(), ElementsAre("exec", "native", "vllm"));
+  for (const std::string& name : AdapterNames()) {
+    absl::StatusOr<const EngineAdapter*> adapter = FindAdapter(name);
+    ASSERT_TRUE(adapter.ok()) << adapter.status();
+    EXPECT_EQ((*adapter)->name(), name);
+  }
+  EXPECT_EQ(FindAdapter("ray").status().code(), absl::StatusCode::kNotFound);
+}
+
+// Golden plans: the whole plan of a recipe file on Sparks, every rank's `docker run` included,
+// compared with tests/fixtures/golden/plan/NAME.txt. Run the test with FLEET_UPDATE_GOLDEN=1 to
+// rewrite the files, then read the diff: a golden is kept only when it is right.
+int64_t Millis(const google::protobuf::Duration& duration) {
+  return duration.seconds() * 1000 + duration.nanos() / 1'000'000;
+}
+
+std::string Describe(const GroupPlan& plan, const GroupContext& group, const std::string& path) {
+  std::ostringstream out;
+  out << "# Plan of " << path << " on " << group.nodes.size()
+      << (group.nodes.size() == 1 ? " Spark" : " Sparks")
+      << ", written by plan_test (FLEET_UPDATE_GOLDEN=1 rewrites it).\n";
+  out << "group: " << plan.group << "\ngeneration: " << plan.generation << "\nlaunch order: "
+      << (plan.launch_order == LaunchOrder::kHeadFirst ? "head first" : "all at once")
+      << "\nendpoint: " << plan.endpoint << "\nnotes:\n";
+  for (const std::string& note : plan.notes) out << "  - " << note << "\n";
+  for (const v1::ShardSpec& spec : plan.ranks) {
+    out << "\nrank " << spec.rank() << " of " << spec.world_size() << " on "
+        << group.nodes[spec.rank()].name << "\n  argv:\n";
+    for (const std::string& word : spec.argv()) out << "    " << word << "\n";
+    out << "  env:\n";
+    for (const v1::EnvVar& var : spec.env())
+      out << "    " << var.name() << "=" << var.value() << "\n";
+    out << "  mounts:\n";
+    for (const v1::Mount& mount : spec.mounts()) {
+      out << "    " << mount.source() << " -> " << mount.target()
+          << (mount.read_only() ? " (read-only)" : "") << "\n";
+    }
+    out << "  cache_dirs: " << absl::StrJoin(spec.cache_dirs(), " ") << "\n";
+    out << "  wait_for_tcp: " << spec.wait_for_tcp();
+    if (spec.has_wait_timeout()) out << " (up to " << spec.wait_timeout().seconds() << " s)";
+    out << "\n  readiness: ";
+    if (spec.has_readiness()) {
+      const v1::ReadinessProbe& probe = spec.readiness();
+      out << "http://" << probe.host() << ":" << probe.port() << probe.health_path()
+          << " models=" << probe.check_models() << " completion=" << probe.check_completion()
+          << " period=" << Millis(probe.period()) << "ms"
+          << " timeout=" << Millis(probe.request_timeout()) << "ms";
+    }
+    out << "\n";
+    if (spec.runtime() != v1::SHARD_RUNTIME_DOCKER) {
+      out << "  runtime: process\n";
+      continue;
+    }
+    // With the image not inspected, the words after IMAGE are the argv above (checked here).
+    out << "  docker run, up to the image:\n";
+    const std::vector<std::string> run =
+        RenderDockerRun(spec, absl::StrCat("/var/lib/fleet/cache/", plan.group), std::nullopt);
+    const size_t args = run.size() - static_cast<size_t>(spec.argv_size());
+    EXPECT_THAT(
+        std::vector<std::string>(run.begin() + static_cast<std::ptrdiff_t>(args), run.end()),
+        ElementsAreArray(spec.argv()));
+    for (size_t i = 0; i < args; ++i) out << "    " << run[i] << "\n";
+  }
+  return out.str();
+}
+
+struct GoldenCase {
+  std::string recipe;  // relative to the source tree
+  std::string golden;  // file name under tests/fixtures/golden/plan
+};
+
+class GoldenPlanTest : public ::testing::TestWithParam<GoldenCase> {};
+
+TEST_P(GoldenPlanTest, MatchesTheGoldenFile) {
+  const std::string root = FLEET_SOURCE_DIR;
+  absl::StatusOr<Recipe> recipe = LoadRecipe(absl::StrCat(root, "/", GetParam().recipe));
+  ASSERT_TRUE(recipe.ok()) << recipe.status();
+  recipe->path = GetParam().recipe;
+  absl::StatusOr<std::vector<std::pair<std::string, std::string>>> values =
+      EffectiveValues(*recipe, {});
+  ASSERT_TRUE(values.ok()) << values.status();
+  absl::StatusOr<int> size = GroupSize(*recipe, *values);
+  ASSERT_TRUE(size.ok()) << size.status();
+  const GroupContext group = Sparks(*size, GetParam().golden);
+  absl::StatusOr<GroupPlan> plan = PlanGroup(*recipe, {}, group);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  const std::string actual = Describe(*plan, group, GetParam().recipe);
+
+  const std::string golden_path =
+      absl::StrCat(root, "/tests/fixtures/golden/plan/", GetParam().golden, ".txt");
+  const char* update = std::getenv("FLEET_UPDATE_GOLDEN");
+  if (update != nullptr && std::string(update) == "1") {
+    ASSERT_TRUE(WriteFileAtomically(golden_path, actual).ok());
+    return;
+  }
+  absl::StatusOr<std::string> expected = ReadFileToString(golden_path);
+  ASSERT_TRUE(expected.ok()) << expected.status()
+                             << "; run with FLEET_UPDATE_GOLDEN=1 to create it, then review it";
+  EXPECT_EQ(actual, *expected) << "plan of " << GetParam().recipe << " differs from " << golden_path
+                               << "; if the change is intended, rerun with FLEET_UPDATE_GOLDEN=1 "
+                                  "and review the diff";
+}
+
+std::string GoldenName(const ::testing::TestParamInfo<GoldenCase>& info) {
+  std::string name = info.param.golden;
+  for (char& c : name) {
+    if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
+  }
+  return name;
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    RepoRecipes, GoldenPlanTest,
+    ::testing::Values(GoldenCase{"recipes/deepseek-v4-flash-2x.yaml", "deepseek-v4-flash-2x"},
+                      GoldenCase{"recipes/deepseek-v4-flash-4x.yaml", "deepseek-v4-flash-4x"},
+                      GoldenCase{"recipes/local-demo.yaml", "local-demo"}),
+    GoldenName);
+
+INSTANTIATE_TEST_SUITE_P(
+    VersionOneFixtures, GoldenPlanTest,
+    ::testing::Values(
+        GoldenCase{"tests/fixtures/recipes/deepseek-v4-flash.yaml", "deepseek-v4-flash"},
+        GoldenCase{"tests/fixtures/recipes/deepseek-v4.1-flash-4x.yaml", "deepseek-v4.1-flash-4x"},
+        GoldenCase{"tests/fixtures/recipes/diffusion-gemma-bf16-thinking.yaml",
+                   "diffusion-gemma-bf16-thinking"},
+        GoldenCase{"tests/fixtures/recipes/gemma4-26b-a4b-fp8-speculative.yaml",
+                   "gemma4-26b-a4b-fp8-speculative"},
+        GoldenCase{"tests/fixtures/recipes/gemma4-26b-a4b-nvfp4-solo.yaml",
+                   "gemma4-26b-a4b-nvfp4-solo"},
+        GoldenCase{"tests/fixtures/recipes/glm-4.7-flash-awq.yaml", "glm-4.7-flash-awq"},
+        GoldenCase{"tests/fixtures/recipes/nemotron-3-nano-nvfp4.yaml", "nemotron-3-nano-nvfp4"}),
+    GoldenName);
+
+}  // namespace
+}  // namespace fleet::engine
