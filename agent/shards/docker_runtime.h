@@ -1,0 +1,42 @@
+// Shards as containers of the node's Docker engine, driven through the docker CLI:
+// `docker image inspect` before a start, `docker run --detach` (engine/docker_run.h renders
+// it), `docker wait NAME` as a child process whose pidfd tells the Supervisor's monitor the
+// container ended (event driven, one process per shard, instead of an inspect every 200 ms),
+// `docker logs --follow NAME` appending to the shard's log file, and `docker stop -t GRACE`
+// then `docker rm -f` to stop. Re-adoption finds the container by its fleet.* labels.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "agent/shards/shard_runtime.h"
+#include "engine/docker_run.h"
+
+namespace fleet::agent {
+
+struct DockerRuntimeOptions {
+  std::string docker = "docker";  // the CLI, looked up in PATH
+  std::string node_name;          // for messages
+  std::string cache_root;         // STATE_DIR/cache; a group's caches live in cache_root/GROUP
+};
+
+class DockerRuntime final : public ShardRuntime {
+ public:
+  explicit DockerRuntime(DockerRuntimeOptions options) : options_(std::move(options)) {}
+
+  absl::Status Check(const v1::ShardSpec& spec) override;
+  void PrepareRecord(ShardRecord& record) override;
+  absl::StatusOr<std::unique_ptr<RunningShard>> Launch(const v1::ShardSpec& spec,
+                                                       const std::string& log_path) override;
+  absl::StatusOr<std::unique_ptr<RunningShard>> Adopt(const ShardRecord& record,
+                                                      const std::string& log_path) override;
+
+  // `docker image inspect`: FailedPrecondition "no Docker engine on NODE: ..." when the daemon
+  // cannot be reached, "image X not present on NODE: docker pull X ..." when it lacks the image.
+  absl::StatusOr<engine::ImageInfo> InspectImage(const std::string& image);
+
+ private:
+  const DockerRuntimeOptions options_;
+};
+
+}  // namespace fleet::agent

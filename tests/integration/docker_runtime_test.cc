@@ -1,0 +1,186 @@
+// The Supervisor's docker runtime against a real Docker engine (started by scripts/dockerd.sh
+// when none answers; the tests are skipped, saying why, when none can be started). The image is
+// imported from a busybox rootfs, so no registry is needed. Containers and images are named
+// fleet-test-* and removed afterwards.
+#include "agent/shards/docker_runtime.h"
+
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "agent/shards/supervisor_impl.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace fleet::agent {
+namespace {
+
+using ::testing::HasSubstr;
+
+// Output of a shell command, nullopt when it fails.
+std::optional<std::string> Shell(const std::string& command) {
+  FILE* pipe = ::popen(command.c_str(), "r");
+  if (pipe == nullptr) return std::nullopt;
+  std::string out;
+  char buf[256];
+  while (size_t n = std::fread(buf, 1, sizeof buf, pipe)) out.append(buf, n);
+  return ::pclose(pipe) == 0 ? std::optional<std::string>(out) : std::nullopt;
+}
+
+bool Eventually(const std::function<bool()>& done, absl::Duration limit = absl::Seconds(20)) {
+  for (absl::Time deadline = absl::Now() + limit; absl::Now() < deadline;) {
+    if (done()) return true;
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  return done();
+}
+
+class DockerRuntimeTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    if (!Shell(absl::StrCat(FLEET_SOURCE_DIR, "/scripts/dockerd.sh /tmp/fleet-test-dockerd"))) {
+      skip_reason_ = "no Docker engine could be started (scripts/dockerd.sh failed)";
+      return;
+    }
+    image_ = absl::StrCat("fleet-test-busybox:", ::getpid());
+    std::string root = absl::StrCat("/tmp/fleet-test-rootfs-", ::getpid());
+    if (!Shell(absl::StrCat("set -e; rm -rf ", root, "; mkdir -p ", root, "/bin; cp ",
+                            "$(command -v busybox) ", root, "/bin/busybox; for a in $(", root,
+                            "/bin/busybox --list | grep -vx busybox); do ln -sf busybox ", root,
+                            "/bin/$a; done; tar -C ", root, " -c . | docker import - ", image_,
+                            " >/dev/null; rm -rf ", root))) {
+      skip_reason_ = "cannot build the busybox test image (is busybox-static installed?)";
+    }
+  }
+  static void TearDownTestSuite() {
+    if (!image_.empty()) Shell(absl::StrCat("docker rmi -f ", image_, " >/dev/null 2>&1"));
+  }
+
+  void SetUp() override {
+    if (!skip_reason_.empty()) GTEST_SKIP() << skip_reason_;
+    char tmpl[] = "/tmp/fleet-docker-XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    state_dir_ = tmpl;
+    group_ = absl::StrCat("test-", ::getpid());  // containers fleet-test-PID-g1-r0
+  }
+  void TearDown() override {
+    if (!group_.empty()) {
+      Shell(absl::StrCat("docker ps -aq --filter label=fleet.group=", group_,
+                         " | xargs -r docker rm -f >/dev/null 2>&1"));
+    }
+  }
+
+  std::unique_ptr<SupervisorImpl> NewSupervisor() {
+    SupervisorDeps deps = {
+        .docker_runtime = std::make_unique<DockerRuntime>(
+            DockerRuntimeOptions{.node_name = "spark-1", .cache_root = state_dir_ + "/cache"}),
+        .dial = DialTcp,
+    };
+    auto s =
+        SupervisorImpl::Create({.state_dir = state_dir_, .node_name = "spark-1"}, std::move(deps));
+    EXPECT_TRUE(s.ok()) << s.status();
+    return s.ok() ? std::move(*s) : nullptr;
+  }
+
+  v1::ShardSpec Spec(std::optional<uint64_t> memlock) {
+    v1::ShardSpec spec;
+    spec.set_group(group_);
+    spec.set_generation(1);
+    spec.set_rank(0);
+    spec.set_world_size(1);
+    spec.set_runtime(v1::SHARD_RUNTIME_DOCKER);
+    spec.set_image(image_);
+    for (const char* a : {"/bin/sh", "-c", "echo hello from the container; exec sleep 60"}) {
+      spec.add_argv(a);
+    }
+    spec.add_cache_dirs("/root/.cache/test");
+    spec.mutable_stop_grace()->set_seconds(1);
+    if (memlock) spec.set_memlock_bytes(*memlock);
+    return spec;
+  }
+
+  std::optional<v1::ShardStatus> Status(Supervisor& s) {
+    for (const v1::ShardStatus& st : s.List()) return st;
+    return std::nullopt;
+  }
+
+  static std::string skip_reason_;
+  static std::string image_;
+  std::string state_dir_;
+  std::string group_;
+};
+
+std::string DockerRuntimeTest::skip_reason_;
+std::string DockerRuntimeTest::image_;
+
+TEST_F(DockerRuntimeTest, RunsLogsReadoptsAndStops) {
+  std::string name = absl::StrCat("fleet-", group_, "-g1-r0");
+  {
+    auto s = NewSupervisor();
+    // 8 MiB: what this machine's dockerd may grant.
+    ASSERT_TRUE(s->Start(Spec(8 << 20)).ok());
+    ASSERT_TRUE(Eventually([&] {
+      auto st = Status(*s);
+      return st && st->state() == v1::SHARD_STATE_READY;
+    })) << Status(*s)->DebugString();
+    EXPECT_EQ(Status(*s)->container(), name);
+    ASSERT_TRUE(Eventually([&] {
+      auto log = s->ReadLog(group_, 0, std::nullopt, 5, 0);
+      return log.ok() && log->data == "hello from the container\n";
+    }));
+  }
+  // The container outlives the supervisor, and the next one adopts it.
+  EXPECT_THAT(Shell("docker ps --format '{{.Names}}'").value_or(""), HasSubstr(name));
+  auto s = NewSupervisor();
+  auto adopted = Status(*s);
+  ASSERT_TRUE(adopted.has_value());
+  EXPECT_NE(adopted->state(), v1::SHARD_STATE_FAILED) << adopted->DebugString();
+  auto again = s->Start(Spec(8 << 20));
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->container(), name);
+  auto log = s->ReadLog(group_, 0, 0, 0, 0);
+  ASSERT_TRUE(log.ok());
+  EXPECT_THAT(log->data, HasSubstr("hello from the container\n"));
+
+  auto stopped = s->Stop(group_, 0);
+  ASSERT_TRUE(stopped.ok());
+  ASSERT_EQ(stopped->size(), 1u);
+  EXPECT_EQ((*stopped)[0].state(), v1::SHARD_STATE_EXITED) << (*stopped)[0].DebugString();
+  EXPECT_THAT(Shell("docker ps -a --format '{{.Names}}'").value_or(name),
+              ::testing::Not(HasSubstr(name)));
+}
+
+TEST_F(DockerRuntimeTest, MemlockUnlimitedThatDockerCannotGrantIsExplained) {
+  auto s = NewSupervisor();
+  ASSERT_TRUE(s->Start(Spec(std::nullopt)).ok());
+  ASSERT_TRUE(Eventually([&] {
+    auto st = Status(*s);
+    return st && st->state() == v1::SHARD_STATE_FAILED;
+  }));
+  std::string message = Status(*s)->message();
+  EXPECT_THAT(message, HasSubstr("memlock unlimited could not be granted to container"));
+  EXPECT_THAT(message, HasSubstr("on spark-1"));
+  EXPECT_THAT(message, HasSubstr("LimitMEMLOCK=infinity"));
+}
+
+TEST_F(DockerRuntimeTest, MissingImageIsRefusedWithTheFix) {
+  auto s = NewSupervisor();
+  v1::ShardSpec spec = Spec(8 << 20);
+  spec.set_image("fleet-test-absent:none");
+  auto st = s->Start(spec);
+  ASSERT_TRUE(absl::IsFailedPrecondition(st.status())) << st.status();
+  EXPECT_EQ(st.status().message(),
+            "image fleet-test-absent:none not present on spark-1: docker pull "
+            "fleet-test-absent:none (or fleet stage image fleet-test-absent:none)");
+}
+
+}  // namespace
+}  // namespace fleet::agent
