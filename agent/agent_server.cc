@@ -82,6 +82,14 @@ absl::Status AgentServer::Init() {
     ASSIGN_OR_RETURN(token_, ParseJoinToken(options_.join_token));
   }
   ASSIGN_OR_RETURN(identity_, LoadOrCreateIdentity(options_.state_dir, options_.name));
+  // Shards first: the ones a previous agent started are re-adopted before anything else, so
+  // they are reported at registration and never started twice.
+  ASSIGN_OR_RETURN(supervisor_, Supervisor::Create({.state_dir = options_.state_dir,
+                                                    .node_name = identity_.name()}));
+  supervisor_->SetOnChange([this] {
+    absl::MutexLock lock(&wake_mu_);
+    shards_changed_ = true;
+  });
   if (!HaveCredentials(options_.state_dir) && !token_.has_value()) {
     return absl::FailedPreconditionError(
         absl::StrCat("node ", identity_.name(), " has not joined a cluster yet (no certificate in ",
@@ -214,7 +222,9 @@ absl::Status AgentServer::Serve(const std::string& controller_address) {
   // Re-read every second, so a renewed certificate is used without a restart.
   std::shared_ptr<TransportCredentials> transport = MutualTlsFromFiles(
       paths.ca, paths.key, paths.cert, ClientCertificates::kRequired, absl::Seconds(1));
-  service_ = std::make_unique<AgentService>(identity_, options_.root);
+  shard_executor_ = std::make_unique<Executor>();
+  service_ = std::make_unique<AgentService>(identity_, options_.root, supervisor_.get(),
+                                            shard_executor_.get());
   grpc::ServerBuilder builder;
   int port = 0;
   builder.AddListeningPort(options_.listen, transport->ForServer(), &port);
@@ -248,13 +258,26 @@ absl::Status AgentServer::Serve(const std::string& controller_address) {
        {"controller", controller_address},
        {"transport", transport->Describe()}});
   ControllerSession session(&controller, std::move(registration), options_.backoff,
-                            std::random_device{}());
+                            std::random_device{}(), [this] { return supervisor_->List(); });
   absl::Duration wait = absl::ZeroDuration();
-  while (!stop_.WaitForNotificationWithTimeout(wait)) {
+  while (WaitForWork(wait, session.connected())) {
     wait = session.Step();
     if (session.connected()) RenewIfDue(controller);
   }
   return absl::OkStatus();
+}
+
+bool AgentServer::WaitForWork(absl::Duration wait, bool report_changes) {
+  absl::MutexLock lock(&wake_mu_);
+  auto ready = [&] {
+    wake_mu_.AssertHeld();
+    return stopping_ || (report_changes && shards_changed_);
+  };
+  wake_mu_.AwaitWithTimeout(absl::Condition(&ready), wait);
+  // A shard that changed state is reported now, not a heartbeat period later: apply waits on
+  // it. While the controller is away the backoff stands.
+  if (report_changes) shards_changed_ = false;
+  return !stopping_;
 }
 
 void AgentServer::RenewIfDue(ControllerClient& controller) {
@@ -295,9 +318,15 @@ void AgentServer::Shutdown() {
   if (shut_down_) return;
   shut_down_ = true;
   if (!stop_.HasBeenNotified()) stop_.Notify();
+  {
+    absl::MutexLock lock(&wake_mu_);
+    stopping_ = true;
+  }
   if (main_.joinable()) main_.join();
   if (responder_) responder_->Stop();
   if (server_) server_->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(2)));
+  if (shard_executor_) shard_executor_->Shutdown();
+  // Shards keep running: the next agent re-adopts them.
   Log(LogLevel::kInfo, "agent", "stopped", {{"node", identity_.name()}});
 }
 

@@ -12,7 +12,9 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
+#include "agent/shards/supervisor.h"
 #include "common/backoff.h"
+#include "common/executor.h"
 #include "common/join_token.h"
 #include "common/transport.h"
 #include "fleet/v1/types.pb.h"
@@ -69,6 +71,9 @@ class AgentServer {
   absl::Status Serve(const std::string& controller);
   void RenewIfDue(ControllerClient& controller);
   void Fail(absl::Status status);
+  // Waits up to `wait`, less when stopping or (with `report_changes`) when a shard changed
+  // state. False when stopping.
+  bool WaitForWork(absl::Duration wait, bool report_changes);
 
   AgentOptions options_;
   v1::NodeIdentity identity_;
@@ -82,6 +87,12 @@ class AgentServer {
   uint16_t agent_port_ ABSL_GUARDED_BY(mu_) = 0;
   std::optional<absl::Status> fatal_ ABSL_GUARDED_BY(mu_);
 
+  absl::Mutex wake_mu_;
+  bool stopping_ ABSL_GUARDED_BY(wake_mu_) = false;
+  bool shards_changed_ ABSL_GUARDED_BY(wake_mu_) = false;
+
+  std::unique_ptr<Supervisor> supervisor_;
+  std::unique_ptr<Executor> shard_executor_;
   std::unique_ptr<DiscoveryResponder> responder_;
   std::unique_ptr<AgentService> service_;
   std::unique_ptr<grpc::Server> server_;

@@ -3,23 +3,45 @@
 
 #include <string>
 
+#include "agent/shards/supervisor.h"
+#include "common/executor.h"
 #include "fleet/v1/agent.grpc.pb.h"
 
 namespace fleet::agent {
 
+// Every call needs the controller's certificate.
 class AgentService final : public v1::Agent::CallbackService {
  public:
-  // `facts` are re-read on every Describe from `root`.
-  AgentService(v1::NodeIdentity identity, std::string root)
-      : identity_(std::move(identity)), root_(std::move(root)) {}
+  // `facts` are re-read on every Describe from `root`. Shard orders go to `supervisor`;
+  // the ones that may block (a stop waits for grace periods) run on `executor`.
+  AgentService(v1::NodeIdentity identity, std::string root, Supervisor* supervisor,
+               Executor* executor)
+      : identity_(std::move(identity)),
+        root_(std::move(root)),
+        supervisor_(supervisor),
+        executor_(executor) {}
 
   grpc::ServerUnaryReactor* Describe(grpc::CallbackServerContext* context,
                                      const v1::DescribeRequest* request,
                                      v1::DescribeResponse* response) override;
+  grpc::ServerUnaryReactor* StartShard(grpc::CallbackServerContext* context,
+                                       const v1::StartShardRequest* request,
+                                       v1::StartShardResponse* response) override;
+  grpc::ServerUnaryReactor* StopShards(grpc::CallbackServerContext* context,
+                                       const v1::StopShardsRequest* request,
+                                       v1::StopShardsResponse* response) override;
+  grpc::ServerUnaryReactor* ListShards(grpc::CallbackServerContext* context,
+                                       const v1::ListShardsRequest* request,
+                                       v1::ListShardsResponse* response) override;
+  grpc::ServerUnaryReactor* ReadShardLog(grpc::CallbackServerContext* context,
+                                         const v1::ReadShardLogRequest* request,
+                                         v1::ReadShardLogResponse* response) override;
 
  private:
   const v1::NodeIdentity identity_;
   const std::string root_;
+  Supervisor* const supervisor_;
+  Executor* const executor_;
 };
 
 }  // namespace fleet::agent

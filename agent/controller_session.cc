@@ -8,7 +8,11 @@ namespace fleet::agent {
 
 absl::Duration ControllerSession::Step() {
   if (!registered_) {
-    absl::StatusOr<v1::RegisterResponse> r = client_->Register(registration_);
+    v1::RegisterRequest registration = registration_;
+    if (shards_) {
+      for (v1::ShardStatus& s : shards_()) *registration.add_shards() = std::move(s);
+    }
+    absl::StatusOr<v1::RegisterResponse> r = client_->Register(registration);
     if (!r.ok()) return Fail(r.status(), "register");
     registered_ = true;
     period_ = absl::Milliseconds(r->heartbeat_period_ms() > 0 ? r->heartbeat_period_ms() : 1000);
@@ -24,6 +28,9 @@ absl::Duration ControllerSession::Step() {
   v1::HeartbeatRequest beat;
   beat.set_node_id(registration_.identity().node_id());
   beat.set_sequence(++sequence_);
+  if (shards_) {
+    for (v1::ShardStatus& s : shards_()) *beat.add_shards() = std::move(s);
+  }
   absl::StatusOr<v1::HeartbeatResponse> r = client_->Heartbeat(beat);
   if (!r.ok()) return Fail(r.status(), "heartbeat");
   if (!connected_) {

@@ -5,7 +5,9 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
+#include "absl/functional/any_invocable.h"
 #include "absl/time/time.h"
 #include "agent/controller_client.h"
 #include "common/backoff.h"
@@ -18,9 +20,15 @@ namespace fleet::agent {
 //   while (!stopping) WaitFor(session.Step());
 class ControllerSession {
  public:
+  // The shards the agent holds, sent with every registration and heartbeat.
+  using ShardSource = absl::AnyInvocable<std::vector<v1::ShardStatus>()>;
+
   ControllerSession(ControllerClient* client, v1::RegisterRequest registration,
-                    BackoffPolicy backoff, uint64_t seed)
-      : client_(client), registration_(std::move(registration)), backoff_(backoff, seed) {}
+                    BackoffPolicy backoff, uint64_t seed, ShardSource shards = nullptr)
+      : client_(client),
+        registration_(std::move(registration)),
+        backoff_(backoff, seed),
+        shards_(std::move(shards)) {}
 
   // Registers when not registered, else heartbeats. On failure it retries with capped
   // exponential backoff: a controller that is away is retried forever, and when it answers
@@ -37,6 +45,7 @@ class ControllerSession {
   ControllerClient* const client_;
   const v1::RegisterRequest registration_;
   Backoff backoff_;
+  ShardSource shards_;
   bool registered_ = false;
   bool connected_ = false;
   absl::Duration period_ = absl::Seconds(1);

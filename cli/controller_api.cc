@@ -77,4 +77,34 @@ absl::StatusOr<v1::DiscoverResponse> AdminClient::Discover(const v1::DiscoverReq
                                                          listen);
 }
 
+absl::StatusOr<v1::ApplyResponse> AdminClient::Apply(const v1::ApplyRequest& request,
+                                                     absl::Duration extra) {
+  return Call<v1::ApplyRequest, v1::ApplyResponse>(&v1::Controller::Stub::Apply, request, extra);
+}
+
+absl::StatusOr<v1::ListGroupsResponse> AdminClient::ListGroups() {
+  return Call<v1::ListGroupsRequest, v1::ListGroupsResponse>(
+      &v1::Controller::Stub::ListGroups, v1::ListGroupsRequest(), absl::ZeroDuration());
+}
+
+absl::StatusOr<v1::GetGroupResponse> AdminClient::GetGroup(const std::string& name) {
+  v1::GetGroupRequest request;
+  request.set_name(name);
+  return Call<v1::GetGroupRequest, v1::GetGroupResponse>(&v1::Controller::Stub::GetGroup, request,
+                                                         absl::ZeroDuration());
+}
+
+absl::StatusOr<v1::StopGroupResponse> AdminClient::StopGroup(const std::string& name,
+                                                             absl::Duration extra) {
+  v1::StopGroupRequest request;
+  request.set_name(name);
+  return Call<v1::StopGroupRequest, v1::StopGroupResponse>(&v1::Controller::Stub::StopGroup,
+                                                           request, extra);
+}
+
+absl::StatusOr<v1::GroupLogsResponse> AdminClient::GroupLogs(const v1::GroupLogsRequest& request) {
+  return Call<v1::GroupLogsRequest, v1::GroupLogsResponse>(&v1::Controller::Stub::GroupLogs,
+                                                           request, absl::ZeroDuration());
+}
+
 }  // namespace fleet::cli

@@ -28,6 +28,13 @@ class AdminClient {
   absl::Status RevokeToken(const std::string& id);
   absl::StatusOr<v1::RemoveNodeResponse> RemoveNode(const std::string& name);
   absl::StatusOr<v1::DiscoverResponse> Discover(const v1::DiscoverRequest& request);
+  // Apply and stop wait for agents (a stop waits for each rank's grace period): they get up to
+  // `extra` more than the usual deadline.
+  absl::StatusOr<v1::ApplyResponse> Apply(const v1::ApplyRequest& request, absl::Duration extra);
+  absl::StatusOr<v1::ListGroupsResponse> ListGroups();
+  absl::StatusOr<v1::GetGroupResponse> GetGroup(const std::string& name);
+  absl::StatusOr<v1::StopGroupResponse> StopGroup(const std::string& name, absl::Duration extra);
+  absl::StatusOr<v1::GroupLogsResponse> GroupLogs(const v1::GroupLogsRequest& request);
 
  private:
   AdminClient(CliConfig config, std::unique_ptr<v1::Controller::Stub> stub, absl::Duration d)

@@ -13,6 +13,8 @@
 #include "absl/time/clock.h"
 #include "cli/config.h"
 #include "cli/controller_api.h"
+#include "cli/group_commands.h"
+#include "cli/local_demo_recipe.h"
 #include "cli/output.h"
 #include "common/files.h"
 #include "common/status_macros.h"
@@ -48,6 +50,53 @@ absl::Status Died(const Member& m, int wait_status) {
 }
 
 // Agents first so none of them reports the controller gone while stopping.
+// Stops every group that still runs, before the agents go: shards outlive their agent by
+// design, so stopping agents alone would leave engine processes behind.
+absl::Status StopGroups(const std::string& config_path, std::ostream& out) {
+  ASSIGN_OR_RETURN(CliConfig config, LoadConfigFile(config_path));
+  ASSIGN_OR_RETURN(AdminClient client, AdminClient::Create(config, absl::Seconds(2)));
+  ASSIGN_OR_RETURN(v1::ListGroupsResponse groups, client.ListGroups());
+  for (const v1::Group& group : groups.groups()) {
+    if (group.state() == v1::GROUP_STATE_STOPPED) continue;
+    RETURN_IF_ERROR(client.StopGroup(group.name(), absl::Minutes(1)).status());
+    out << "stopped group " << group.name() << "\n";
+  }
+  return absl::OkStatus();
+}
+
+// Applies the local demo (or the given recipe) and waits until it is Ready.
+absl::Status ApplyRecipe(const UpOptions& options, AdminClient& client, absl::Time deadline,
+                         std::ostream& out) {
+  v1::ApplyRequest request;
+  if (options.recipe.empty()) {
+    request.set_recipe_path("local-demo.yaml");
+    request.set_recipe_yaml(kLocalDemoRecipe);
+  } else {
+    ASSIGN_OR_RETURN(std::string yaml, ReadFileToString(options.recipe));
+    request.set_recipe_path(options.recipe);
+    request.set_recipe_yaml(std::move(yaml));
+  }
+  for (const std::string& o : options.overrides) request.add_overrides(o);
+  const absl::Time started = absl::Now();
+  out << "applying " << request.recipe_path() << " ..." << std::endl;
+  ASSIGN_OR_RETURN(v1::ApplyResponse applied, client.Apply(request, absl::Minutes(1)));
+  for (const v1::Group& group : applied.groups()) {
+    if (FollowGroup(client, group.name(), started, deadline) != 0) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("group ", group.name(),
+                       " did not become Ready (above); the nodes keep running: "
+                       "see `fleet describe group ",
+                       group.name(), "`"));
+    }
+  }
+  if (options.recipe.empty() && applied.groups_size() == 1) {
+    out << "  try: curl -s " << applied.groups(0).endpoint()
+        << "/v1/completions -H 'Content-Type: application/json' -d '{\"model\": "
+           "\"fleet-echo\", \"prompt\": \"hello\", \"max_tokens\": 8}'\n";
+  }
+  return absl::OkStatus();
+}
+
 void StopAll(std::vector<Member>& members) {
   for (auto it = members.rbegin(); it != members.rend(); ++it) {
     if (it->process.Running()) (void)it->process.Signal(SIGTERM);
@@ -234,9 +283,11 @@ absl::Status RunUp(const UpOptions& options, std::ostream& out) {
         << ".\n"
         << "  FLEET_CONFIG=" << config_path << " fleet nodes   (plain `fleet nodes` works too)\n"
         << "  logs: " << logs << "/\n";
+    if (!options.no_recipe) RETURN_IF_ERROR(ApplyRecipe(options, client, deadline, out));
     return absl::OkStatus();
   }();
   if (!st.ok()) {
+    (void)StopGroups(config_path, out);
     StopAll(members);
     ::unlink(absl::StrCat(dir, "/cluster.json").c_str());
     return st;
@@ -248,6 +299,9 @@ absl::Status RunUp(const UpOptions& options, std::ostream& out) {
   }
   out << "  Ctrl-C stops it." << std::endl;
   st = Supervise(members, out);
+  if (absl::Status stopped = StopGroups(config_path, out); !stopped.ok()) {
+    out << "could not stop the groups first: " << stopped.message() << "\n";
+  }
   StopAll(members);
   ::unlink(absl::StrCat(dir, "/cluster.json").c_str());
   if (st.ok()) out << "stopped." << std::endl;
@@ -257,6 +311,13 @@ absl::Status RunUp(const UpOptions& options, std::ostream& out) {
 absl::Status RunDown(const std::string& dir_flag, std::ostream& out) {
   const std::string dir = std::filesystem::absolute(dir_flag).lexically_normal();
   ASSIGN_OR_RETURN(auto live, LiveRecorded(dir));
+  if (!live.empty()) {
+    if (absl::Status st = StopGroups(absl::StrCat(dir, "/config.yaml"), out); !st.ok()) {
+      return absl::Status(st.code(),
+                          absl::StrCat("stopping the cluster's groups first: ", st.message(),
+                                       "; nothing was stopped, try again"));
+    }
+  }
   // Recorded controller first in the file, agents after: stop in reverse.
   for (auto it = live.rbegin(); it != live.rend(); ++it) ::kill(it->first, SIGTERM);
   absl::Status result;

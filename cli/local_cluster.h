@@ -4,6 +4,7 @@
 
 #include <ostream>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
@@ -16,6 +17,11 @@ struct UpOptions {
   bool detach = false;  // return once Ready, leaving the processes running
   absl::Duration timeout = absl::Seconds(30);  // to reach Ready
   std::string fleet_binary;  // this executable, started as `fleet controller` / `fleet agent`
+  // Applied once the nodes are Ready: a recipe file, or empty for the built-in local demo
+  // (recipes/local-demo.yaml, compiled in). `no_recipe` starts only the nodes.
+  std::string recipe;
+  std::vector<std::string> overrides;
+  bool no_recipe = false;
 };
 
 // Starts the cluster and waits until every node is Ready. In the foreground it then waits for
@@ -24,7 +30,8 @@ struct UpOptions {
 // left running.
 absl::Status RunUp(const UpOptions& options, std::ostream& out);
 
-// Stops the cluster recorded in DIR/cluster.json: agents first, then the controller.
+// Stops the cluster recorded in DIR/cluster.json: its groups first (shards outlive agents by
+// design), then the agents, then the controller.
 absl::Status RunDown(const std::string& dir, std::ostream& out);
 
 }  // namespace fleet::cli

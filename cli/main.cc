@@ -18,6 +18,7 @@
 #include "agent/agent_server.h"
 #include "cli/commands.h"
 #include "cli/config.h"
+#include "cli/group_commands.h"
 #include "cli/local_cluster.h"
 #include "common/files.h"
 #include "common/log.h"
@@ -281,10 +282,60 @@ int Main(int argc, char** argv) {
   up->add_option("--dir", up_opts.dir, "cluster directory")->capture_default_str();
   up->add_flag("--detach,-d", up_opts.detach, "return once ready and leave it running");
   up->add_option("--timeout", up_timeout, "time to reach Ready")->capture_default_str();
+  up->add_option("--recipe", up_opts.recipe,
+                 "recipe to apply once the nodes are Ready (default: the built-in local demo)");
+  up->add_option("-o", up_opts.overrides, "override key=value of the recipe (repeatable)");
+  up->add_flag("--no-recipe", up_opts.no_recipe, "start the nodes only");
 
   std::string down_dir = absl::StrCat(StateHome(), "/local");
   CLI::App* down = app.add_subcommand("down", "stop a local cluster started with --detach");
   down->add_option("--dir", down_dir, "cluster directory")->capture_default_str();
+
+  RecipeFlags plan_flags;
+  std::string plan_nodes, plan_inventory;
+  CLI::App* plan =
+      app.add_subcommand("plan", "show what apply would run on every rank (no side effects)");
+  plan->add_option("RECIPE", plan_flags.recipe, "recipe file")->required();
+  plan->add_option("-o", plan_flags.o, "override key=value (repeatable), or json / yaml");
+  plan->add_option("--name", plan_flags.name, "group name (default: the recipe file's name)");
+  plan->add_option("--nodes", plan_nodes, "nodes to place on, head first: a,b");
+  plan->add_option("--inventory", plan_inventory,
+                   "YAML file of nodes (nodes: [{name, address, fabric_interface, "
+                   "fabric_address, rdma_devices, gpus, infiniband}]): plan without a controller");
+
+  RecipeFlags apply_flags;
+  bool apply_wait = true;
+  std::string apply_timeout;
+  CLI::App* apply = app.add_subcommand("apply", "launch a recipe's serving group and wait for it");
+  apply->add_option("RECIPE", apply_flags.recipe, "recipe file")->required();
+  apply->add_option("-o", apply_flags.o, "override key=value (repeatable), or json / yaml");
+  apply->add_option("--name", apply_flags.name, "group name (default: the recipe file's name)");
+  apply->add_flag("--wait,!--no-wait", apply_wait,
+                  "wait until the group is Ready (default), or return once every rank is ordered "
+                  "to start");
+  apply->add_option("--timeout", apply_timeout,
+                    "how long to wait for Ready (default: the recipe's health.start_timeout)");
+
+  CLI::App* get_groups = get->add_subcommand("groups", "list serving groups");
+  get_groups->alias("group");
+  CLI::App* describe = app.add_subcommand("describe", "show one resource in detail");
+  describe->require_subcommand(1);
+  std::string describe_name;
+  CLI::App* describe_group = describe->add_subcommand("group", "a serving group");
+  describe_group->add_option("NAME", describe_name, "group name")->required();
+
+  std::string stop_name;
+  CLI::App* stop = app.add_subcommand("stop", "stop every rank of a group on every node");
+  stop->add_option("NAME", stop_name, "group (or application) name")->required();
+
+  std::string logs_name;
+  int logs_rank = 0, logs_tail = 0;
+  bool logs_follow = false;
+  CLI::App* logs = app.add_subcommand("logs", "output of one rank of a group");
+  logs->add_option("NAME", logs_name, "group name")->required();
+  logs->add_option("--rank", logs_rank, "rank")->capture_default_str();
+  logs->add_flag("-f,--follow", logs_follow, "keep printing new output");
+  logs->add_option("--tail", logs_tail, "last N lines (0: everything kept)")->capture_default_str();
 
   CLI::App* version = app.add_subcommand("version", "print the version");
 
@@ -306,6 +357,12 @@ int Main(int argc, char** argv) {
   if (*token_create) return CreateToken(g, token_ttl, token_uses, token_description);
   if (*token_list) return ListTokens(g);
   if (*token_revoke) return RevokeToken(g, revoke_id);
+  if (*plan) return Plan(g, plan_flags, plan_nodes, plan_inventory);
+  if (*apply) return Apply(g, apply_flags, apply_wait, apply_timeout);
+  if (*get_groups) return GetGroups(g);
+  if (*describe_group) return DescribeGroup(g, describe_name);
+  if (*stop) return StopGroup(g, stop_name);
+  if (*logs) return Logs(g, logs_name, logs_rank, logs_follow, logs_tail);
   if (*discover) {
     return Discover(g, discover_interfaces, discover_targets, discover_timeout, discover_adopt);
   }

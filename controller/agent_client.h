@@ -6,6 +6,7 @@
 
 #include "absl/functional/any_invocable.h"
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "fleet/v1/agent.pb.h"
 
 namespace fleet::controller {
@@ -18,6 +19,20 @@ class AgentClient {
   // exactly once, on a gRPC thread, with Unavailable when the address does not answer.
   virtual void Describe(const std::string& address, const std::string& node_id,
                         DescribeCallback done) = 0;
+
+  // Shard orders. They block for at most `deadline`: the GroupManager calls them from its own
+  // executor, never from a gRPC reactor. Errors name the agent's address.
+  virtual absl::StatusOr<v1::StartShardResponse> StartShard(const std::string& address,
+                                                            const std::string& node_id,
+                                                            const v1::StartShardRequest& request,
+                                                            absl::Duration deadline) = 0;
+  virtual absl::StatusOr<v1::StopShardsResponse> StopShards(const std::string& address,
+                                                            const std::string& node_id,
+                                                            const v1::StopShardsRequest& request,
+                                                            absl::Duration deadline) = 0;
+  virtual absl::StatusOr<v1::ReadShardLogResponse> ReadShardLog(
+      const std::string& address, const std::string& node_id,
+      const v1::ReadShardLogRequest& request, absl::Duration deadline) = 0;
 };
 
 }  // namespace fleet::controller

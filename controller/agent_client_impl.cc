@@ -47,4 +47,38 @@ void GrpcAgentClient::Describe(const std::string& address, const std::string& no
           });
 }
 
+template <typename Request, typename Response>
+absl::StatusOr<Response> GrpcAgentClient::Call(
+    const std::string& address, const std::string& node_id,
+    grpc::Status (v1::Agent::Stub::*method)(grpc::ClientContext*, const Request&, Response*),
+    const Request& request, absl::Duration deadline) {
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + deadline));
+  Response response;
+  grpc::Status status = (StubFor(address, node_id)->*method)(&context, request, &response);
+  if (!status.ok()) {
+    absl::Status st = FromGrpc(status);
+    return absl::Status(st.code(), absl::StrCat("agent at ", address, ": ", st.message()));
+  }
+  return response;
+}
+
+absl::StatusOr<v1::StartShardResponse> GrpcAgentClient::StartShard(
+    const std::string& address, const std::string& node_id, const v1::StartShardRequest& request,
+    absl::Duration deadline) {
+  return Call(address, node_id, &v1::Agent::Stub::StartShard, request, deadline);
+}
+
+absl::StatusOr<v1::StopShardsResponse> GrpcAgentClient::StopShards(
+    const std::string& address, const std::string& node_id, const v1::StopShardsRequest& request,
+    absl::Duration deadline) {
+  return Call(address, node_id, &v1::Agent::Stub::StopShards, request, deadline);
+}
+
+absl::StatusOr<v1::ReadShardLogResponse> GrpcAgentClient::ReadShardLog(
+    const std::string& address, const std::string& node_id, const v1::ReadShardLogRequest& request,
+    absl::Duration deadline) {
+  return Call(address, node_id, &v1::Agent::Stub::ReadShardLog, request, deadline);
+}
+
 }  // namespace fleet::controller

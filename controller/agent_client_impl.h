@@ -20,8 +20,27 @@ class GrpcAgentClient final : public AgentClient {
 
   void Describe(const std::string& address, const std::string& node_id,
                 DescribeCallback done) override;
+  absl::StatusOr<v1::StartShardResponse> StartShard(const std::string& address,
+                                                    const std::string& node_id,
+                                                    const v1::StartShardRequest& request,
+                                                    absl::Duration deadline) override;
+  absl::StatusOr<v1::StopShardsResponse> StopShards(const std::string& address,
+                                                    const std::string& node_id,
+                                                    const v1::StopShardsRequest& request,
+                                                    absl::Duration deadline) override;
+  absl::StatusOr<v1::ReadShardLogResponse> ReadShardLog(const std::string& address,
+                                                        const std::string& node_id,
+                                                        const v1::ReadShardLogRequest& request,
+                                                        absl::Duration deadline) override;
 
  private:
+  // One blocking call of `method` with a deadline; errors name the address.
+  template <typename Request, typename Response>
+  absl::StatusOr<Response> Call(const std::string& address, const std::string& node_id,
+                                grpc::Status (v1::Agent::Stub::*method)(grpc::ClientContext*,
+                                                                        const Request&, Response*),
+                                const Request& request, absl::Duration deadline);
+
   v1::Agent::Stub* StubFor(const std::string& address, const std::string& node_id);
 
   const std::shared_ptr<TransportCredentials> transport_;

@@ -78,6 +78,11 @@ absl::Status ControllerServer::Init() {
   RETURN_IF_ERROR(tokens_->Load());
   agents_ = std::make_unique<GrpcAgentClient>(transport_, absl::Seconds(2));
   executor_ = std::make_unique<Executor>();
+  group_executor_ = std::make_unique<Executor>();
+  groups_ = std::make_unique<GroupManager>(
+      GroupManagerConfig{}, options_.clock, store_.get(), registry_.get(), agents_.get(),
+      [this](absl::AnyInvocable<void() &&> task) { group_executor_->Post(std::move(task)); });
+  RETURN_IF_ERROR(groups_->Load());
 
   grpc::ServerBuilder builder;
   int port = 0;
@@ -90,15 +95,17 @@ absl::Status ControllerServer::Init() {
                     .static_targets = options_.static_nodes,
                     .auto_adopt_fabric = options_.auto_adopt_fabric},
       tokens_.get());
-  service_ =
-      std::make_unique<ControllerService>(ControllerService::Deps{.clock = options_.clock,
-                                                                  .registry = registry_.get(),
-                                                                  .tokens = tokens_.get(),
-                                                                  .ca = ca_.get(),
-                                                                  .agents = agents_.get(),
-                                                                  .prober = prober_.get(),
-                                                                  .executor = executor_.get(),
-                                                                  .controller_id = controller_id});
+  service_ = std::make_unique<ControllerService>(
+      ControllerService::Deps{.clock = options_.clock,
+                              .registry = registry_.get(),
+                              .tokens = tokens_.get(),
+                              .ca = ca_.get(),
+                              .agents = agents_.get(),
+                              .prober = prober_.get(),
+                              .executor = executor_.get(),
+                              .groups = groups_.get(),
+                              .group_executor = group_executor_.get(),
+                              .controller_id = controller_id});
   builder.RegisterService(service_.get());
   server_ = builder.BuildAndStart();
   if (server_ == nullptr || port == 0) {
@@ -123,6 +130,7 @@ absl::Status ControllerServer::Init() {
   ticker_ = std::thread([this] {
     while (!stop_.WaitForNotificationWithTimeout(TickPeriod(options_.registry))) {
       registry_->Tick();
+      groups_->Tick();
     }
   });
   if (options_.auto_adopt_period > absl::ZeroDuration()) {
@@ -151,6 +159,7 @@ void ControllerServer::Shutdown() {
   if (ticker_.joinable()) ticker_.join();
   if (adopter_.joinable()) adopter_.join();
   if (executor_) executor_->Shutdown();
+  if (group_executor_) group_executor_->Shutdown();
   if (service_) service_->WaitForAgentCalls();
   if (!address_.empty()) Log(LogLevel::kInfo, "controller", "stopped", {{"address", address_}});
 }

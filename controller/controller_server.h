@@ -12,6 +12,7 @@
 #include "common/clock.h"
 #include "common/executor.h"
 #include "common/transport.h"
+#include "controller/group_manager.h"
 #include "controller/node_registry.h"
 
 namespace grpc {
@@ -78,6 +79,8 @@ class ControllerServer {
   std::unique_ptr<GrpcAgentClient> agents_;
   std::unique_ptr<DiscoveryProber> prober_;
   std::unique_ptr<Executor> executor_;
+  std::unique_ptr<Executor> group_executor_;
+  std::unique_ptr<GroupManager> groups_;
   std::unique_ptr<ControllerService> service_;
   std::unique_ptr<grpc::Server> server_;
   std::string address_;

@@ -71,6 +71,7 @@ grpc::ServerUnaryReactor* ControllerService::Register(grpc::CallbackServerContex
   if (absl::Status st = AuthorizeNode(context, node_id); !st.ok()) return Finish(context, st);
   absl::Status st = d_.registry->Register(*request);
   if (!st.ok()) return Finish(context, st);
+  d_.groups->ReportShards(node_id, request->shards());
   response->set_heartbeat_period_ms(
       static_cast<uint32_t>(absl::ToInt64Milliseconds(d_.registry->config().heartbeat_period)));
   response->set_controller_id(d_.controller_id);
@@ -96,8 +97,9 @@ grpc::ServerUnaryReactor* ControllerService::Heartbeat(grpc::CallbackServerConte
   absl::Status st = d_.registry->Heartbeat(request->node_id());
   if (absl::IsNotFound(st)) {
     response->set_reregister(true);
-    st = absl::OkStatus();
+    return Finish(context, absl::OkStatus());
   }
+  if (st.ok()) d_.groups->ReportShards(request->node_id(), request->shards());
   return Finish(context, st);
 }
 
@@ -209,6 +211,63 @@ grpc::ServerUnaryReactor* ControllerService::Discover(grpc::CallbackServerContex
   // A probe listens for seconds: it runs on the executor, which finishes the reactor.
   d_.executor->Post([this, reactor, request, response] {
     absl::StatusOr<v1::DiscoverResponse> result = d_.prober->Run(*request);
+    if (result.ok()) *response = *std::move(result);
+    reactor->Finish(ToGrpc(result.status()));
+  });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* ControllerService::Apply(grpc::CallbackServerContext* context,
+                                                   const v1::ApplyRequest* request,
+                                                   v1::ApplyResponse* response) {
+  if (absl::Status st = RequireAdmin(context); !st.ok()) return Finish(context, st);
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  d_.group_executor->Post([this, reactor, request, response] {
+    absl::StatusOr<v1::ApplyResponse> result = d_.groups->Apply(*request);
+    if (result.ok()) *response = *std::move(result);
+    reactor->Finish(ToGrpc(result.status()));
+  });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* ControllerService::ListGroups(grpc::CallbackServerContext* context,
+                                                        const v1::ListGroupsRequest*,
+                                                        v1::ListGroupsResponse* response) {
+  if (absl::Status st = RequireAdmin(context); !st.ok()) return Finish(context, st);
+  for (v1::Group& group : d_.groups->List()) *response->add_groups() = std::move(group);
+  *response->mutable_now() = ToProto(d_.clock->Now());
+  return Finish(context, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* ControllerService::GetGroup(grpc::CallbackServerContext* context,
+                                                      const v1::GetGroupRequest* request,
+                                                      v1::GetGroupResponse* response) {
+  if (absl::Status st = RequireAdmin(context); !st.ok()) return Finish(context, st);
+  absl::StatusOr<v1::GetGroupResponse> result = d_.groups->Get(request->name());
+  if (result.ok()) *response = *std::move(result);
+  return Finish(context, result.status());
+}
+
+grpc::ServerUnaryReactor* ControllerService::StopGroup(grpc::CallbackServerContext* context,
+                                                       const v1::StopGroupRequest* request,
+                                                       v1::StopGroupResponse* response) {
+  if (absl::Status st = RequireAdmin(context); !st.ok()) return Finish(context, st);
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  d_.group_executor->Post([this, reactor, request, response] {
+    absl::StatusOr<std::vector<v1::Group>> result = d_.groups->Stop(request->name());
+    if (result.ok() && !result->empty()) *response->mutable_group() = result->front();
+    reactor->Finish(ToGrpc(result.status()));
+  });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* ControllerService::GroupLogs(grpc::CallbackServerContext* context,
+                                                       const v1::GroupLogsRequest* request,
+                                                       v1::GroupLogsResponse* response) {
+  if (absl::Status st = RequireAdmin(context); !st.ok()) return Finish(context, st);
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  d_.executor->Post([this, reactor, request, response] {
+    absl::StatusOr<v1::GroupLogsResponse> result = d_.groups->Logs(*request);
     if (result.ok()) *response = *std::move(result);
     reactor->Finish(ToGrpc(result.status()));
   });

@@ -16,6 +16,7 @@
 #include "controller/agent_client.h"
 #include "controller/cluster_ca.h"
 #include "controller/discovery_prober.h"
+#include "controller/group_manager.h"
 #include "controller/node_registry.h"
 #include "controller/tokens.h"
 #include "fleet/v1/controller.grpc.pb.h"
@@ -31,7 +32,9 @@ class ControllerService final : public v1::Controller::CallbackService {
     const ClusterCa* ca;
     AgentClient* agents;
     DiscoveryProber* prober;
-    Executor* executor;  // long work (discovery) runs here, never on a reactor
+    Executor* executor;  // long work (discovery, logs) runs here, never on a reactor
+    GroupManager* groups;
+    Executor* group_executor;  // apply and stop, which wait for agents
     std::string controller_id;
   };
   explicit ControllerService(Deps deps) : d_(std::move(deps)) {}
@@ -69,6 +72,21 @@ class ControllerService final : public v1::Controller::CallbackService {
   grpc::ServerUnaryReactor* Discover(grpc::CallbackServerContext* context,
                                      const v1::DiscoverRequest* request,
                                      v1::DiscoverResponse* response) override;
+  grpc::ServerUnaryReactor* Apply(grpc::CallbackServerContext* context,
+                                  const v1::ApplyRequest* request,
+                                  v1::ApplyResponse* response) override;
+  grpc::ServerUnaryReactor* ListGroups(grpc::CallbackServerContext* context,
+                                       const v1::ListGroupsRequest* request,
+                                       v1::ListGroupsResponse* response) override;
+  grpc::ServerUnaryReactor* GetGroup(grpc::CallbackServerContext* context,
+                                     const v1::GetGroupRequest* request,
+                                     v1::GetGroupResponse* response) override;
+  grpc::ServerUnaryReactor* StopGroup(grpc::CallbackServerContext* context,
+                                      const v1::StopGroupRequest* request,
+                                      v1::StopGroupResponse* response) override;
+  grpc::ServerUnaryReactor* GroupLogs(grpc::CallbackServerContext* context,
+                                      const v1::GroupLogsRequest* request,
+                                      v1::GroupLogsResponse* response) override;
 
   // Blocks until every call-back to an agent started by Register has finished (each has a
   // deadline), so the registry can be destroyed safely.

@@ -13,6 +13,7 @@ namespace fleet::controller {
 class FakeStore final : public Store {
  public:
   struct Event {
+    absl::Time at;
     std::string kind, subject, message;
   };
 
@@ -58,12 +59,39 @@ class FakeStore final : public Store {
     revoked_[node.node_id()] = node;
     return absl::OkStatus();
   }
-  absl::Status AppendEvent(absl::Time, absl::string_view kind, absl::string_view subject,
+  absl::StatusOr<std::vector<v1::StoredGroup>> LoadGroups() override {
+    absl::MutexLock lock(&mu_);
+    std::vector<v1::StoredGroup> out;
+    for (const auto& [name, group] : groups_) out.push_back(group);
+    return out;
+  }
+  absl::Status PutGroup(const v1::StoredGroup& group) override {
+    absl::MutexLock lock(&mu_);
+    if (!fail_writes_.ok()) return fail_writes_;
+    groups_[group.group().name()] = group;
+    return absl::OkStatus();
+  }
+  absl::Status DeleteGroup(absl::string_view name) override {
+    absl::MutexLock lock(&mu_);
+    groups_.erase(std::string(name));
+    return absl::OkStatus();
+  }
+  absl::Status AppendEvent(absl::Time at, absl::string_view kind, absl::string_view subject,
                            absl::string_view message) override {
     absl::MutexLock lock(&mu_);
     if (!fail_writes_.ok()) return fail_writes_;
-    events_.push_back({std::string(kind), std::string(subject), std::string(message)});
+    events_.push_back({at, std::string(kind), std::string(subject), std::string(message)});
     return absl::OkStatus();
+  }
+  absl::StatusOr<std::vector<StoredEvent>> LoadEvents(absl::string_view subject,
+                                                      int limit) override {
+    absl::MutexLock lock(&mu_);
+    std::vector<StoredEvent> out;
+    for (const Event& e : events_) {
+      if (e.subject == subject) out.push_back({e.at, e.kind, e.message});
+    }
+    if (static_cast<int>(out.size()) > limit) out.erase(out.begin(), out.end() - limit);
+    return out;
   }
 
   void FailWrites(absl::Status status) {
@@ -83,6 +111,7 @@ class FakeStore final : public Store {
   mutable absl::Mutex mu_;
   std::map<std::string, v1::Node> nodes_;
   std::map<std::string, v1::StoredToken> tokens_;
+  std::map<std::string, v1::StoredGroup> groups_;
   std::map<std::string, v1::RevokedNode> revoked_;
   std::vector<Event> events_;
   absl::Status fail_writes_;

@@ -82,9 +82,11 @@ absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string
       "CREATE TABLE IF NOT EXISTS nodes (id TEXT PRIMARY KEY, record BLOB NOT NULL);"
       "CREATE TABLE IF NOT EXISTS tokens (id TEXT PRIMARY KEY, record BLOB NOT NULL);"
       "CREATE TABLE IF NOT EXISTS revoked_nodes (id TEXT PRIMARY KEY, record BLOB NOT NULL);"
+      "CREATE TABLE IF NOT EXISTS groups (id TEXT PRIMARY KEY, record BLOB NOT NULL);"
       "CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY AUTOINCREMENT,"
       " at_unix_ms INTEGER NOT NULL, kind TEXT NOT NULL, subject TEXT NOT NULL,"
-      " message TEXT NOT NULL);"));
+      " message TEXT NOT NULL);"
+      "CREATE INDEX IF NOT EXISTS events_by_subject ON events(subject, id);"));
   {
     Statement get(db, "SELECT value FROM meta WHERE key='schema_version'");
     if (!get.ok()) return store->Error("read schema version");
@@ -190,12 +192,48 @@ absl::Status SqliteStore::PutRevokedNode(const v1::RevokedNode& node) {
   return PutRecord("revoked_nodes", node.node_id(), node.SerializeAsString());
 }
 
-absl::Status SqliteStore::DeleteNode(absl::string_view node_id) {
-  Statement del(db_, "DELETE FROM nodes WHERE id = ?");
-  if (!del.ok()) return Error("delete node");
-  del.BindText(1, node_id);
-  if (del.Step() != SQLITE_DONE) return Error("delete node");
+absl::StatusOr<std::vector<v1::StoredGroup>> SqliteStore::LoadGroups() {
+  return LoadRecords<v1::StoredGroup>("groups");
+}
+
+absl::Status SqliteStore::PutGroup(const v1::StoredGroup& group) {
+  return PutRecord("groups", group.group().name(), group.SerializeAsString());
+}
+
+absl::Status SqliteStore::DeleteRecord(const char* table, absl::string_view id) {
+  std::string sql = absl::StrCat("DELETE FROM ", table, " WHERE id = ?");
+  Statement del(db_, sql.c_str());
+  if (!del.ok()) return Error(absl::StrCat("delete from ", table));
+  del.BindText(1, id);
+  if (del.Step() != SQLITE_DONE) return Error(absl::StrCat("delete from ", table));
   return absl::OkStatus();
+}
+
+absl::Status SqliteStore::DeleteNode(absl::string_view node_id) {
+  return DeleteRecord("nodes", node_id);
+}
+
+absl::Status SqliteStore::DeleteGroup(absl::string_view name) {
+  return DeleteRecord("groups", name);
+}
+
+absl::StatusOr<std::vector<StoredEvent>> SqliteStore::LoadEvents(absl::string_view subject,
+                                                                 int limit) {
+  Statement q(db_,
+              "SELECT at_unix_ms, kind, message FROM (SELECT id, at_unix_ms, kind, message "
+              "FROM events WHERE subject = ? ORDER BY id DESC LIMIT ?) ORDER BY id");
+  if (!q.ok()) return Error("load events");
+  q.BindText(1, subject);
+  sqlite3_bind_int(q.get(), 2, limit);
+  std::vector<StoredEvent> events;
+  int rc;
+  while ((rc = q.Step()) == SQLITE_ROW) {
+    events.push_back({absl::FromUnixMillis(sqlite3_column_int64(q.get(), 0)),
+                      reinterpret_cast<const char*>(sqlite3_column_text(q.get(), 1)),
+                      reinterpret_cast<const char*>(sqlite3_column_text(q.get(), 2))});
+  }
+  if (rc != SQLITE_DONE) return Error("load events");
+  return events;
 }
 
 absl::Status SqliteStore::AppendEvent(absl::Time at, absl::string_view kind,

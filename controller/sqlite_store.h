@@ -31,14 +31,20 @@ class SqliteStore final : public Store {
   absl::Status PutToken(const v1::StoredToken& token) override;
   absl::StatusOr<std::vector<v1::RevokedNode>> LoadRevokedNodes() override;
   absl::Status PutRevokedNode(const v1::RevokedNode& node) override;
+  absl::StatusOr<std::vector<v1::StoredGroup>> LoadGroups() override;
+  absl::Status PutGroup(const v1::StoredGroup& group) override;
+  absl::Status DeleteGroup(absl::string_view name) override;
   absl::Status AppendEvent(absl::Time at, absl::string_view kind, absl::string_view subject,
                            absl::string_view message) override;
+  absl::StatusOr<std::vector<StoredEvent>> LoadEvents(absl::string_view subject,
+                                                      int limit) override;
 
  private:
   // Every record table maps an id to a serialized proto.
   template <typename Record>
   absl::StatusOr<std::vector<Record>> LoadRecords(const char* table);
   absl::Status PutRecord(const char* table, absl::string_view id, const std::string& blob);
+  absl::Status DeleteRecord(const char* table, absl::string_view id);
 
   SqliteStore(std::string path, sqlite3* db) : path_(std::move(path)), db_(db) {}
   absl::Status Exec(const char* sql);

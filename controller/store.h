@@ -14,6 +14,12 @@
 
 namespace fleet::controller {
 
+struct StoredEvent {
+  absl::Time at;
+  std::string kind;
+  std::string message;
+};
+
 class Store {
  public:
   virtual ~Store() = default;
@@ -30,9 +36,16 @@ class Store {
   // Nodes removed by an operator; their certificates are refused from then on.
   virtual absl::StatusOr<std::vector<v1::RevokedNode>> LoadRevokedNodes() = 0;
   virtual absl::Status PutRevokedNode(const v1::RevokedNode& node) = 0;
+  // Applied groups, keyed by group name (inserted or replaced whole).
+  virtual absl::StatusOr<std::vector<v1::StoredGroup>> LoadGroups() = 0;
+  virtual absl::Status PutGroup(const v1::StoredGroup& group) = 0;
+  virtual absl::Status DeleteGroup(absl::string_view name) = 0;
   // An audit line: "node-registered", "node-lost", ... kept for `fleet describe` and debugging.
   virtual absl::Status AppendEvent(absl::Time at, absl::string_view kind, absl::string_view subject,
                                    absl::string_view message) = 0;
+  // The last `limit` events about `subject` (a node id, a group name), oldest first.
+  virtual absl::StatusOr<std::vector<StoredEvent>> LoadEvents(absl::string_view subject,
+                                                              int limit) = 0;
 };
 
 }  // namespace fleet::controller

@@ -11,6 +11,7 @@ packages="
   libgtest-dev libgmock-dev
   clang libclang-rt-14-dev
   iproute2 busybox-static procps
+  libcurl4-openssl-dev curl docker.io
 "
 
 missing=""

@@ -173,6 +173,13 @@ void ReadRdmaDevices(const std::string& root, v1::NodeFacts& facts) {
   for (std::string& name : names) facts.add_rdma_devices(std::move(name));
 }
 
+// Device nodes a container needs passed through. Their absence is a fact, not an error.
+void ReadDeviceFiles(const std::string& root, v1::NodeFacts& facts) {
+  std::error_code ec;
+  facts.set_nvidia_devices(std::filesystem::exists(Under(root, "/dev/nvidiactl"), ec));
+  facts.set_infiniband_devices(std::filesystem::is_directory(Under(root, "/dev/infiniband"), ec));
+}
+
 }  // namespace
 
 v1::NodeFacts ReadNodeFacts(const std::string& root) {
@@ -208,6 +215,7 @@ v1::NodeFacts ReadNodeFacts(const std::string& root) {
   }
   ReadInterfaces(root, facts);
   ReadRdmaDevices(root, facts);
+  ReadDeviceFiles(root, facts);
   return facts;
 }
 

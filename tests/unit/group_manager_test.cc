@@ -1,0 +1,325 @@
+// GroupManager with a real NodeRegistry, a fake store, a fake agent client and a fake clock:
+// placement, start orders and their order, re-apply, replacement, reports folded into group
+// state, stop, stale shards, lost nodes, start timeout and a controller restart.
+#include "controller/group_manager.h"
+
+#include "common/fake_clock.h"
+#include "controller/fake_agent_client.h"
+#include "controller/fake_store.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace fleet::controller {
+namespace {
+
+using ::testing::HasSubstr;
+
+constexpr char kRecipe[] = R"(recipe_version: "2"
+name: echo
+engine: exec
+runtime: process
+nodes: 2
+defaults:
+  port: 8000
+health:
+  start_timeout: 60s
+command: fleet-echo-engine --port {port}
+)";
+
+class GroupManagerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    for (int i = 1; i <= 3; ++i) AddNode(i);
+  }
+
+  void AddNode(int i) {
+    v1::RegisterRequest r;
+    r.mutable_identity()->set_node_id(absl::StrCat("id", i));
+    r.mutable_identity()->set_name(absl::StrCat("spark-", i));
+    r.set_advertise_address(absl::StrCat("10.0.0.", i, ":7101"));
+    v1::NetworkInterface& itf = *r.mutable_facts()->add_interfaces();
+    itf.set_name("enp1s0f1np1");
+    itf.add_addresses(absl::StrCat("10.0.0.", i, "/24"));
+    r.mutable_facts()->add_rdma_devices("rocep1s0f1");
+    ASSERT_TRUE(registry_.Register(r).ok());
+    registry_.SetReachability(absl::StrCat("id", i), absl::OkStatus());
+  }
+
+  absl::StatusOr<v1::ApplyResponse> Apply(const std::vector<std::string>& overrides = {},
+                                          const std::string& yaml = kRecipe) {
+    v1::ApplyRequest request;
+    request.set_recipe_path("recipes/echo.yaml");
+    request.set_recipe_yaml(yaml);
+    for (const std::string& o : overrides) request.add_overrides(o);
+    return groups_.Apply(request);
+  }
+
+  // The agent of `node` reports every rank it runs of `group` in `state`.
+  void Report(const std::string& node, uint64_t generation, uint32_t rank, v1::ShardState state,
+              const std::string& group = "echo") {
+    google::protobuf::RepeatedPtrField<v1::ShardStatus> shards;
+    v1::ShardStatus& s = *shards.Add();
+    s.set_group(group);
+    s.set_generation(generation);
+    s.set_rank(rank);
+    s.set_state(state);
+    if (state == v1::SHARD_STATE_FAILED) s.set_exit("exited with status 1");
+    groups_.ReportShards(node, shards);
+  }
+
+  v1::Group Get(const std::string& name = "echo") {
+    absl::StatusOr<v1::GetGroupResponse> r = groups_.Get(name);
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok() ? r->group() : v1::Group();
+  }
+
+  FakeClock clock_;
+  FakeStore store_;
+  NodeRegistry registry_{RegistryConfig{}, &clock_, &store_};
+  FakeAgentClient agents_;
+  std::vector<absl::AnyInvocable<void() &&>> posted_;
+  GroupManager groups_{
+      GroupManagerConfig{},
+      &clock_,
+      &store_,
+      &registry_,
+      &agents_,
+      [this](absl::AnyInvocable<void() &&> task) { posted_.push_back(std::move(task)); }};
+};
+
+TEST_F(GroupManagerTest, ApplyPlacesOrdersHeadFirstAndStores) {
+  absl::StatusOr<v1::ApplyResponse> r = Apply();
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->action(), "created");
+  ASSERT_EQ(r->groups_size(), 1);
+  const v1::Group& g = r->groups(0);
+  EXPECT_EQ(g.name(), "echo");
+  EXPECT_EQ(g.generation(), 1u);
+  EXPECT_EQ(g.state(), v1::GROUP_STATE_STARTING);
+  EXPECT_EQ(g.endpoint(), "http://10.0.0.1:8000");
+  ASSERT_EQ(g.ranks_size(), 2);
+  EXPECT_EQ(g.ranks(0).node_name(), "spark-1");
+  EXPECT_EQ(g.ranks(1).node_name(), "spark-2");
+
+  auto starts = agents_.starts();
+  ASSERT_EQ(starts.size(), 2u);
+  EXPECT_EQ(starts[0].address, "10.0.0.1:7101");
+  EXPECT_EQ(starts[0].request.spec().rank(), 0u);
+  EXPECT_EQ(starts[1].request.spec().rank(), 1u);
+  // Workers hold their process until the head's master port accepts: no fixed sleep.
+  EXPECT_EQ(starts[0].request.spec().wait_for_tcp(), "");
+  EXPECT_EQ(starts[1].request.spec().wait_for_tcp(), "10.0.0.1:29500");
+  EXPECT_EQ(starts[1].request.spec().generation(), 1u);
+
+  absl::StatusOr<std::vector<v1::StoredGroup>> stored = store_.LoadGroups();
+  ASSERT_TRUE(stored.ok());
+  ASSERT_EQ(stored->size(), 1u);
+  EXPECT_EQ((*stored)[0].recipe_yaml(), kRecipe);
+}
+
+TEST_F(GroupManagerTest, GroupIsReadyOnlyWhenEveryRankIsReady) {
+  ASSERT_TRUE(Apply().ok());
+  Report("id1", 1, 0, v1::SHARD_STATE_READY);
+  EXPECT_EQ(Get().state(), v1::GROUP_STATE_STARTING);
+  Report("id2", 1, 1, v1::SHARD_STATE_RUNNING);
+  EXPECT_EQ(Get().state(), v1::GROUP_STATE_STARTING);
+  EXPECT_THAT(Get().message(), HasSubstr("rank 1 on spark-2: Running"));
+  clock_.Advance(absl::Milliseconds(300));
+  Report("id2", 1, 1, v1::SHARD_STATE_READY);
+  v1::Group g = Get();
+  EXPECT_EQ(g.state(), v1::GROUP_STATE_READY);
+  EXPECT_TRUE(g.has_ready_at());
+  EXPECT_EQ(store_.events().back().kind, "group-ready");
+  EXPECT_THAT(store_.events().back().message, HasSubstr("Ready in 300ms"));
+}
+
+TEST_F(GroupManagerTest, ReportFromTheWrongNodeOrGenerationIsNotTaken) {
+  ASSERT_TRUE(Apply().ok());
+  Report("id3", 1, 1, v1::SHARD_STATE_READY);  // rank 1 runs on spark-2, not spark-3
+  EXPECT_EQ(Get().ranks(1).status().state(), v1::SHARD_STATE_STARTING);
+}
+
+TEST_F(GroupManagerTest, ReapplyingAnUnchangedRecipeChangesNothing) {
+  ASSERT_TRUE(Apply().ok());
+  absl::StatusOr<v1::ApplyResponse> again = Apply();
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->action(), "unchanged");
+  EXPECT_EQ(agents_.starts().size(), 2u);
+  EXPECT_TRUE(agents_.stops().empty());
+  EXPECT_EQ(Get().generation(), 1u);
+}
+
+TEST_F(GroupManagerTest, ChangedRecipeStopsTheOldGenerationThenStartsANewOne) {
+  ASSERT_TRUE(Apply().ok());
+  absl::StatusOr<v1::ApplyResponse> changed = Apply({"port=9000"});
+  ASSERT_TRUE(changed.ok()) << changed.status();
+  EXPECT_EQ(changed->action(), "replaced");
+  auto stops = agents_.stops();
+  ASSERT_EQ(stops.size(), 2u);
+  EXPECT_EQ(stops[0].request.group(), "echo");
+  auto starts = agents_.starts();
+  ASSERT_EQ(starts.size(), 4u);
+  EXPECT_EQ(starts[2].request.spec().generation(), 2u);
+  EXPECT_EQ(Get().endpoint(), "http://10.0.0.1:9000");
+  // Same nodes as before: a re-apply stays put.
+  EXPECT_EQ(Get().ranks(0).node_name(), "spark-1");
+}
+
+TEST_F(GroupManagerTest, TooFewNodesNamesTheNumbersAndTheRecipeLine) {
+  absl::StatusOr<v1::ApplyResponse> r = Apply({}, absl::StrCat(kRecipe, "replicas: 2\n"));
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(r.status().message(), HasSubstr("recipes/echo.yaml:5:"));
+  EXPECT_THAT(r.status().message(), HasSubstr("needs 4 nodes"));
+  EXPECT_THAT(r.status().message(), HasSubstr("3 Ready and free"));
+  EXPECT_TRUE(agents_.starts().empty());
+}
+
+TEST_F(GroupManagerTest, NodesOfAnotherGroupAreBusy) {
+  ASSERT_TRUE(Apply().ok());
+  v1::ApplyRequest other;
+  other.set_recipe_path("recipes/other.yaml");
+  other.set_recipe_yaml(kRecipe);
+  absl::StatusOr<v1::ApplyResponse> r = groups_.Apply(other);
+  ASSERT_FALSE(r.ok());
+  EXPECT_THAT(std::string(r.status().message()),
+              HasSubstr("busy with other groups: spark-1 (echo), spark-2 (echo)"));
+}
+
+TEST_F(GroupManagerTest, FailedRankFailsTheGroupAndPointsAtItsLogs) {
+  ASSERT_TRUE(Apply().ok());
+  Report("id2", 1, 1, v1::SHARD_STATE_FAILED);
+  v1::Group g = Get();
+  EXPECT_EQ(g.state(), v1::GROUP_STATE_FAILED);
+  EXPECT_THAT(g.message(), HasSubstr("rank 1 on spark-2 ended (exited with status 1)"));
+  EXPECT_THAT(g.message(), HasSubstr("fleet logs echo --rank 1"));
+  // An unchanged re-apply of a failed group starts a new generation.
+  absl::StatusOr<v1::ApplyResponse> again = Apply();
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->action(), "restarted");
+  EXPECT_EQ(Get().generation(), 2u);
+}
+
+TEST_F(GroupManagerTest, RefusedStartStopsTheStartedRanksAndFailsTheGroup) {
+  agents_.FailStarts("10.0.0.2:7101", absl::FailedPreconditionError("no Docker engine on spark-2"));
+  absl::StatusOr<v1::ApplyResponse> r = Apply();
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(r.status().message(),
+              HasSubstr("rank 1 on spark-2 did not start: no Docker engine on spark-2"));
+  EXPECT_EQ(agents_.stops().size(), 2u);
+  EXPECT_EQ(Get().state(), v1::GROUP_STATE_FAILED);
+}
+
+TEST_F(GroupManagerTest, StopConfirmsEveryNodeAndKeepsTheRecord) {
+  ASSERT_TRUE(Apply().ok());
+  absl::StatusOr<std::vector<v1::Group>> stopped = groups_.Stop("echo");
+  ASSERT_TRUE(stopped.ok()) << stopped.status();
+  EXPECT_EQ(agents_.stops().size(), 2u);
+  EXPECT_EQ(Get().state(), v1::GROUP_STATE_STOPPED);
+  // A shard of a stopped group that a node still reports is ordered to stop.
+  Report("id1", 1, 0, v1::SHARD_STATE_RUNNING);
+  ASSERT_EQ(posted_.size(), 1u);
+  std::move(posted_[0])();
+  EXPECT_EQ(agents_.stops().size(), 3u);
+  EXPECT_EQ(agents_.stops().back().request.up_to_generation(), 1u);
+}
+
+TEST_F(GroupManagerTest, StopThatCannotReachANodeFailsAndSaysWhatToDo) {
+  ASSERT_TRUE(Apply().ok());
+  agents_.FailStops("10.0.0.2:7101", absl::UnavailableError("agent at 10.0.0.2:7101: timeout"));
+  absl::StatusOr<std::vector<v1::Group>> stopped = groups_.Stop("echo");
+  ASSERT_FALSE(stopped.ok());
+  EXPECT_THAT(stopped.status().message(), HasSubstr("rank 1 on spark-2"));
+  EXPECT_THAT(stopped.status().message(), HasSubstr("fleet stop echo"));
+  EXPECT_NE(Get().state(), v1::GROUP_STATE_STOPPED);
+}
+
+TEST_F(GroupManagerTest, OlderGenerationReportedAfterAReplaceIsStopped) {
+  ASSERT_TRUE(Apply().ok());
+  ASSERT_TRUE(Apply({"port=9000"}).ok());
+  size_t stops = agents_.stops().size();
+  Report("id2", 1, 1, v1::SHARD_STATE_RUNNING);
+  ASSERT_EQ(posted_.size(), 1u);
+  std::move(posted_[0])();
+  ASSERT_EQ(agents_.stops().size(), stops + 1);
+  EXPECT_EQ(agents_.stops().back().address, "10.0.0.2:7101");
+  EXPECT_EQ(agents_.stops().back().request.up_to_generation(), 1u);
+}
+
+TEST_F(GroupManagerTest, LostNodeDegradesTheGroupAndItsReturnRestoresIt) {
+  ASSERT_TRUE(Apply().ok());
+  Report("id1", 1, 0, v1::SHARD_STATE_READY);
+  Report("id2", 1, 1, v1::SHARD_STATE_READY);
+  ASSERT_EQ(Get().state(), v1::GROUP_STATE_READY);
+  clock_.Advance(absl::Seconds(4));
+  ASSERT_TRUE(registry_.Heartbeat("id1").ok());
+  clock_.Advance(absl::Seconds(2));
+  registry_.Tick();
+  groups_.Tick();
+  EXPECT_EQ(Get().state(), v1::GROUP_STATE_DEGRADED);
+  EXPECT_THAT(Get().message(), HasSubstr("node spark-2 (rank 1) is Lost"));
+  ASSERT_TRUE(registry_.Heartbeat("id2").ok());
+  groups_.Tick();
+  EXPECT_EQ(Get().state(), v1::GROUP_STATE_READY);
+}
+
+TEST_F(GroupManagerTest, GroupNotReadyWithinItsStartTimeoutFails) {
+  ASSERT_TRUE(Apply().ok());
+  clock_.Advance(absl::Seconds(59));
+  groups_.Tick();
+  EXPECT_EQ(Get().state(), v1::GROUP_STATE_STARTING);
+  clock_.Advance(absl::Seconds(2));
+  groups_.Tick();
+  EXPECT_EQ(Get().state(), v1::GROUP_STATE_FAILED);
+  EXPECT_THAT(Get().message(), HasSubstr("not Ready 1m after the start orders"));
+}
+
+TEST_F(GroupManagerTest, RestartedControllerKnowsItsGroups) {
+  ASSERT_TRUE(Apply().ok());
+  GroupManager restarted(GroupManagerConfig{}, &clock_, &store_, &registry_, &agents_,
+                         [](absl::AnyInvocable<void() &&> task) { std::move(task)(); });
+  ASSERT_TRUE(restarted.Load().ok());
+  ASSERT_EQ(restarted.List().size(), 1u);
+  google::protobuf::RepeatedPtrField<v1::ShardStatus> shards;
+  v1::ShardStatus& s = *shards.Add();
+  s.set_group("echo");
+  s.set_generation(1);
+  s.set_rank(0);
+  s.set_state(v1::SHARD_STATE_READY);
+  restarted.ReportShards("id1", shards);
+  EXPECT_EQ(restarted.List()[0].ranks(0).status().state(), v1::SHARD_STATE_READY);
+  // Nothing was stopped or started again by the restart.
+  EXPECT_EQ(agents_.starts().size(), 2u);
+  EXPECT_TRUE(agents_.stops().empty());
+}
+
+TEST_F(GroupManagerTest, BadRecipeAndBadNameAreInvalidArgument) {
+  absl::StatusOr<v1::ApplyResponse> r = Apply({}, "recipe_version: \"2\"\nname: [\n");
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(r.status().message(), HasSubstr("recipes/echo.yaml:"));
+  v1::ApplyRequest request;
+  request.set_recipe_path("x.yaml");
+  request.set_recipe_yaml(kRecipe);
+  request.set_name("Bad Name");
+  r = groups_.Apply(request);
+  ASSERT_FALSE(r.ok());
+  EXPECT_THAT(r.status().message(), HasSubstr("not usable"));
+}
+
+TEST_F(GroupManagerTest, LogsComeFromTheRanksNode) {
+  ASSERT_TRUE(Apply().ok());
+  v1::GroupLogsRequest request;
+  request.set_name("echo");
+  request.set_rank(1);
+  absl::StatusOr<v1::GroupLogsResponse> r = groups_.Logs(request);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->data(), "log of echo rank 1 at 10.0.0.2:7101\n");
+  EXPECT_EQ(r->node_name(), "spark-2");
+  request.set_rank(2);
+  EXPECT_THAT(groups_.Logs(request).status().message(), HasSubstr("has ranks 0 to 1"));
+}
+
+}  // namespace
+}  // namespace fleet::controller
