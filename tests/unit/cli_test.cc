@@ -3,6 +3,7 @@
 #include <filesystem>
 
 #include "cli/config.h"
+#include "cli/group_commands.h"
 #include "cli/output.h"
 #include "common/files.h"
 #include "common/table.h"
@@ -165,6 +166,58 @@ TEST(TableTest, PadsShortRows) {
   Table t({"A", "B"});
   t.AddRow({"x"});
   EXPECT_EQ(t.Render(), "A   B\nx\n");
+}
+
+TEST(PlanFlags, OutputFormatAndOverridesShareDashO) {
+  std::string format;
+  std::vector<std::string> overrides;
+  ASSERT_TRUE(
+      SplitOutputFlags({"port=9000", "json", "tensor_parallel=4"}, &format, &overrides).ok());
+  EXPECT_EQ(format, "json");
+  EXPECT_EQ(overrides, (std::vector<std::string>{"port=9000", "tensor_parallel=4"}));
+  format.clear();
+  overrides.clear();
+  absl::Status two = SplitOutputFlags({"json", "yaml"}, &format, &overrides);
+  EXPECT_THAT(std::string(two.message()), ::testing::HasSubstr("two output formats"));
+  format.clear();
+  absl::Status bad = SplitOutputFlags({"porty"}, &format, &overrides);
+  EXPECT_THAT(std::string(bad.message()),
+              ::testing::HasSubstr("neither an output format (json, yaml) nor an override"));
+}
+
+TEST(PlanFlags, ShellQuotingRoundTripsThroughAShell) {
+  EXPECT_EQ(ShellQuote("--port"), "--port");
+  EXPECT_EQ(ShellQuote(R"({"a":1})"), R"('{"a":1}')");
+  EXPECT_EQ(ShellQuote("it's"), R"('it'\''s')");
+  EXPECT_EQ(ShellQuote(""), "''");
+}
+
+TEST(PlanFlags, InventoryNamesItsErrorsAndDefaultsTheFabricAddress) {
+  std::string dir = ::testing::TempDir();
+  std::string good = dir + "/inventory.yaml";
+  ASSERT_TRUE(WriteFileAtomically(good,
+                                  "nodes:\n"
+                                  "  - name: spark-1\n"
+                                  "    address: 192.168.100.11\n"
+                                  "    fabric_interface: enp1s0f1np1\n"
+                                  "    rdma_devices: [rocep1s0f1, roceP2p1s0f1]\n"
+                                  "    gpus: true\n")
+                  .ok());
+  absl::StatusOr<std::vector<engine::NodeView>> nodes = LoadInventory(good);
+  ASSERT_TRUE(nodes.ok()) << nodes.status();
+  ASSERT_EQ(nodes->size(), 1u);
+  EXPECT_EQ((*nodes)[0].fabric_address, "192.168.100.11");
+  EXPECT_EQ((*nodes)[0].rdma_devices.size(), 2u);
+  EXPECT_TRUE((*nodes)[0].has_gpus);
+  EXPECT_FALSE((*nodes)[0].has_infiniband);
+
+  std::string typo = dir + "/typo.yaml";
+  ASSERT_TRUE(WriteFileAtomically(typo, "nodes:\n  - name: a\n    adress: 10.0.0.1\n").ok());
+  absl::StatusOr<std::vector<engine::NodeView>> bad = LoadInventory(typo);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_THAT(std::string(bad.status().message()),
+              ::testing::HasSubstr("typo.yaml:3:5: unknown key \"adress\""));
+  EXPECT_FALSE(LoadInventory(dir + "/missing.yaml").ok());
 }
 
 }  // namespace
