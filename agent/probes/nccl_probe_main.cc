@@ -1,0 +1,37 @@
+// fleet-nccl-probe: loads libnccl.so.2 as a shard started with this process's environment would
+// (the agent runs it with the shard's LD_PRELOAD and LD_LIBRARY_PATH) and prints one line:
+//   fleet-nccl-probe: ok VERSION_CODE PATH      (exit 0)
+//   fleet-nccl-probe: error MESSAGE             (exit 1)
+// It stays a separate tiny executable so the loader resolves the library in a fresh process,
+// never in the agent, which may have loaded another NCCL already.
+#include <dlfcn.h>
+
+#include <cstdio>
+
+int main() {
+  void* library = ::dlopen("libnccl.so.2", RTLD_NOW | RTLD_LOCAL);
+  if (library == nullptr) {
+    std::printf("fleet-nccl-probe: error %s\n", ::dlerror());
+    return 1;
+  }
+  void* symbol = ::dlsym(library, "ncclGetVersion");
+  if (symbol == nullptr) {
+    std::printf("fleet-nccl-probe: error libnccl.so.2 lacks ncclGetVersion: %s\n", ::dlerror());
+    return 1;
+  }
+  Dl_info info{};
+  if (::dladdr(symbol, &info) == 0 || info.dli_fname == nullptr) {
+    std::printf("fleet-nccl-probe: error dladdr(ncclGetVersion) found no file\n");
+    return 1;
+  }
+  // ncclResult_t ncclGetVersion(int*); ncclResult_t is an enum whose ncclSuccess is 0.
+  using GetVersion = int (*)(int*);
+  int code = 0;
+  if (int rc = reinterpret_cast<GetVersion>(symbol)(&code); rc != 0) {
+    std::printf("fleet-nccl-probe: error ncclGetVersion of %s returned ncclResult_t %d\n",
+                info.dli_fname, rc);
+    return 1;
+  }
+  std::printf("fleet-nccl-probe: ok %d %s\n", code, info.dli_fname);
+  return 0;
+}

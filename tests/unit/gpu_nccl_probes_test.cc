@@ -1,0 +1,445 @@
+// The GPU, NCCL, image and model probes on a machine without a GPU: the GPU probe says why it
+// sees nothing; the NCCL probe loads fake libnccl.so.2 builds (2.28.9, 2.30.4) through the
+// shard's LD_LIBRARY_PATH and LD_PRELOAD; models are hashed and cached in temporary trees; and
+// the image and in-image NCCL cases run against a real Docker engine (scripts/dockerd.sh starts
+// one) with an image imported from a busybox rootfs, skipped, saying why, where none answers.
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
+#include "agent/probes/artifacts.h"
+#include "agent/probes/gpu.h"
+#include "agent/probes/nccl.h"
+#include "common/files.h"
+#include "common/pki.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace fleet::agent {
+namespace {
+
+using ::testing::Contains;
+using ::testing::HasSubstr;
+using ::testing::IsEmpty;
+using ::testing::StartsWith;
+
+std::string Dir(const std::string& file) { return file.substr(0, file.rfind('/')); }
+
+// Output of a shell command, nullopt when it fails.
+std::optional<std::string> Shell(const std::string& command) {
+  FILE* pipe = ::popen(command.c_str(), "r");
+  if (pipe == nullptr) return std::nullopt;
+  std::string out;
+  char buf[256];
+  while (size_t n = std::fread(buf, 1, sizeof buf, pipe)) out.append(buf, n);
+  return ::pclose(pipe) == 0 ? std::optional<std::string>(out) : std::nullopt;
+}
+
+std::string Unavailable(const v1::NodeProbe& probe) {
+  return absl::StrJoin(probe.unavailable(), "\n");
+}
+
+void AddEnv(ProbeContext& ctx, const std::string& name, const std::string& value) {
+  v1::EnvVar* var = ctx.request.add_shard_env();
+  var->set_name(name);
+  var->set_value(value);
+}
+
+class TempDir {
+ public:
+  TempDir() {
+    char tmpl[] = "/tmp/fleet-probes-test-XXXXXX";
+    path_ = ::mkdtemp(tmpl);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  const std::string& path() const { return path_; }
+  // Writes `content` to path()/relative, creating directories.
+  void Write(const std::string& relative, const std::string& content) const {
+    std::string file = absl::StrCat(path_, "/", relative);
+    ASSERT_TRUE(MakeDirectories(Dir(file)).ok());
+    ASSERT_TRUE(WriteFileAtomically(file, content).ok());
+  }
+
+ private:
+  std::string path_;
+};
+
+TEST(NcclVersionTest, DecodesBothEncodings) {
+  struct Case {
+    int code;
+    const char* version;
+  };
+  for (const Case& c :
+       {Case{22809, "2.28.9"}, Case{23004, "2.30.4"}, Case{22803, "2.28.3"}, Case{21003, "2.10.3"},
+        Case{20903, "2.9.3"}, Case{2804, "2.8.4"}, Case{2708, "2.7.8"}, Case{2406, "2.4.6"}}) {
+    EXPECT_EQ(NcclVersionString(c.code), c.version) << c.code;
+  }
+}
+
+TEST(NcclVersionTest, ReadsTheVersionFromFullFileNamesOnly) {
+  EXPECT_EQ(NcclVersionFromFileName("libnccl.so.2.30.4"), "2.30.4");
+  EXPECT_EQ(NcclVersionFromFileName("/usr/lib/x86_64-linux-gnu/libnccl.so.2.28.3"), "2.28.3");
+  EXPECT_EQ(NcclVersionFromFileName("libnccl.so.2"), std::nullopt);
+  EXPECT_EQ(NcclVersionFromFileName("libnccl.so.2.30"), std::nullopt);
+  EXPECT_EQ(NcclVersionFromFileName("libnccl.so.2.30.x"), std::nullopt);
+  EXPECT_EQ(NcclVersionFromFileName("libnccl-net.so.2.30.4"), std::nullopt);
+}
+
+TEST(GpuProbeTest, NamesArchitecturesVersionsAndThrottleReasons) {
+  EXPECT_EQ(ArchOfComputeCapability(12, 1), "sm_121");
+  EXPECT_EQ(ArchOfComputeCapability(9, 0), "sm_90");
+  EXPECT_EQ(CudaVersionString(13000), "13.0");
+  EXPECT_EQ(CudaVersionString(12080), "12.8");
+  EXPECT_THAT(ThrottleReasonNames(0), IsEmpty());
+  EXPECT_EQ(ThrottleReasonNames(0x1 | 0x4 | 0x40),
+            (std::vector<std::string>{"GpuIdle", "SwPowerCap", "HwThermalSlowdown"}));
+  EXPECT_EQ(ThrottleReasonNames(0x8 | 0x400), (std::vector<std::string>{"HwSlowdown", "0x400"}));
+}
+
+TEST(GpuProbeTest, SaysWhyWithoutAnNvidiaDriver) {
+  if (void* nvml = ::dlopen("libnvidia-ml.so.1", RTLD_LAZY)) {
+    ::dlclose(nvml);
+    GTEST_SKIP() << "this machine has an NVIDIA driver; tests/gpu covers it";
+  }
+  v1::NodeProbe probe;
+  ProbeGpu({.node_name = "spark-1"}, &probe);
+  EXPECT_THAT(probe.gpu().gpus(), IsEmpty());
+  EXPECT_EQ(probe.gpu().driver_version(), "");
+  EXPECT_THAT(probe.unavailable(),
+              Contains("gpu: libnvidia-ml.so.1 not found: no NVIDIA driver on this node"));
+  // Without a driver the CUDA runtime (when installed) cannot count devices either.
+  EXPECT_EQ(probe.gpu().cuda_device_count(), -1);
+  EXPECT_EQ(probe.gpu().cuda_driver_version(), "");
+  EXPECT_THAT(probe.unavailable(), Contains(StartsWith("cuda: "))) << Unavailable(probe);
+}
+
+TEST(GpuProbeTest, RecordedTreeIsNotProbed) {
+  v1::NodeProbe probe;
+  ProbeGpu({.root = "/fixtures/spark-1", .live = false}, &probe);
+  EXPECT_EQ(probe.gpu().cuda_device_count(), -1);
+  EXPECT_THAT(probe.unavailable(), Contains(StartsWith("gpu: not probed: /fixtures/spark-1")));
+}
+
+TEST(NcclProbeTest, ShardsLdLibraryPathPicksTheLibrary) {
+  ProbeContext ctx{.node_name = "spark-1"};
+  AddEnv(ctx, "LD_LIBRARY_PATH", absl::StrCat("/nonexistent:", Dir(FAKE_NCCL_22809)));
+  v1::NodeProbe probe;
+  ProbeNcclWithHelper(ctx, NCCL_PROBE_HELPER, &probe);
+  EXPECT_THAT(probe.unavailable(), IsEmpty());
+  EXPECT_EQ(probe.nccl().library(), absl::StrCat(Dir(FAKE_NCCL_22809), "/libnccl.so.2"));
+  EXPECT_EQ(probe.nccl().version(), "2.28.9");
+  EXPECT_EQ(probe.nccl().version_code(), 22809);
+  EXPECT_THAT(probe.nccl().how(),
+              HasSubstr(absl::StrCat("LD_LIBRARY_PATH=/nonexistent:", Dir(FAKE_NCCL_22809))));
+}
+
+TEST(NcclProbeTest, ShardsLdPreloadWinsOverLdLibraryPath) {
+  ProbeContext ctx{.node_name = "spark-1"};
+  AddEnv(ctx, "LD_LIBRARY_PATH", Dir(FAKE_NCCL_22809));
+  AddEnv(ctx, "LD_PRELOAD", FAKE_NCCL_23004);
+  v1::NodeProbe probe;
+  ProbeNcclWithHelper(ctx, NCCL_PROBE_HELPER, &probe);
+  EXPECT_THAT(probe.unavailable(), IsEmpty());
+  EXPECT_EQ(probe.nccl().library(), FAKE_NCCL_23004);
+  EXPECT_EQ(probe.nccl().version(), "2.30.4");
+  EXPECT_EQ(probe.nccl().version_code(), 23004);
+}
+
+TEST(NcclProbeTest, MissingLibraryNamesTheSearchPath) {
+  if (void* nccl = ::dlopen("libnccl.so.2", RTLD_LAZY)) {
+    ::dlclose(nccl);
+    GTEST_SKIP() << "libnccl.so.2 is in this machine's default search path, so it is found";
+  }
+  ProbeContext ctx{.node_name = "spark-1"};
+  AddEnv(ctx, "LD_LIBRARY_PATH", "/nonexistent/lib");
+  v1::NodeProbe probe;
+  ProbeNcclWithHelper(ctx, NCCL_PROBE_HELPER, &probe);
+  EXPECT_FALSE(probe.has_nccl());
+  EXPECT_THAT(probe.unavailable(), Contains(StartsWith("nccl: libnccl.so.2 not found with "
+                                                       "LD_LIBRARY_PATH=/nonexistent/lib")));
+}
+
+// The helper's answer when the loader finds nothing, from a stand-in helper: the real one finds
+// a system NCCL on machines that have one, whatever the shard's LD_LIBRARY_PATH.
+TEST(NcclProbeTest, HelpersNotFoundAnswerBecomesTheReason) {
+  TempDir dir;
+  dir.Write("fleet-nccl-probe",
+            "#!/bin/sh\necho 'ERROR: ld.so: object x.so from LD_PRELOAD cannot be preloaded'\n"
+            "echo 'fleet-nccl-probe: error libnccl.so.2: cannot open shared object file: No such "
+            "file or directory'\nexit 1\n");
+  std::string helper = dir.path() + "/fleet-nccl-probe";
+  ASSERT_EQ(::chmod(helper.c_str(), 0755), 0);
+  ProbeContext ctx{.node_name = "spark-1"};
+  AddEnv(ctx, "LD_LIBRARY_PATH", "/opt/nccl/lib");
+  AddEnv(ctx, "LD_PRELOAD", "");
+  v1::NodeProbe probe;
+  ProbeNcclWithHelper(ctx, helper, &probe);
+  EXPECT_FALSE(probe.has_nccl());
+  EXPECT_THAT(probe.unavailable(),
+              Contains("nccl: libnccl.so.2 not found with LD_LIBRARY_PATH=/opt/nccl/lib "
+                       "LD_PRELOAD=: libnccl.so.2: cannot open shared object file: No such "
+                       "file or directory (loader: ERROR: ld.so: object x.so from LD_PRELOAD "
+                       "cannot be preloaded)"));
+}
+
+TEST(NcclProbeTest, MissingHelperOrRecordedTreeSaysWhy) {
+  v1::NodeProbe probe;
+  ProbeNcclWithHelper({}, "/nonexistent/fleet-nccl-probe", &probe);
+  EXPECT_THAT(probe.unavailable(),
+              Contains("nccl: helper /nonexistent/fleet-nccl-probe not found: install "
+                       "fleet-nccl-probe beside the agent"));
+  v1::NodeProbe recorded;
+  ProbeNcclWithHelper({.root = "/fixtures/spark-1", .live = false}, NCCL_PROBE_HELPER, &recorded);
+  EXPECT_FALSE(recorded.has_nccl());
+  EXPECT_THAT(recorded.unavailable(), Contains(StartsWith("nccl: not probed: /fixtures")));
+}
+
+TEST(ImageProbeTest, NoDockerCliSaysWhy) {
+  ProbeContext ctx{.node_name = "spark-1", .docker = "/nonexistent/docker"};
+  ctx.request.set_image("vllm/vllm-openai:v0.11.0");
+  ctx.request.set_runtime(v1::SHARD_RUNTIME_DOCKER);
+  v1::NodeProbe probe;
+  ProbeArtifacts(ctx, &probe);
+  ProbeNccl(ctx, &probe);
+  ASSERT_EQ(probe.images_size(), 1);
+  EXPECT_FALSE(probe.images(0).present());
+  EXPECT_THAT(probe.images(0).error(), HasSubstr("docker CLI /nonexistent/docker"));
+  EXPECT_THAT(probe.unavailable(), Contains(StartsWith("image vllm/vllm-openai:v0.11.0: ")));
+  EXPECT_THAT(probe.unavailable(), Contains(StartsWith("nccl: docker CLI /nonexistent/docker")));
+}
+
+// The hash ProbeArtifacts documents, computed here with the one-shot Sha256Hex.
+std::string ExpectedHash(const std::vector<std::pair<std::string, std::string>>& files) {
+  std::string data;
+  for (const auto& [relative, content] : files) {
+    data += relative + '\0' + std::to_string(content.size()) + '\0' + content;
+  }
+  return pki::Sha256Hex(data);
+}
+
+class ModelProbeTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    big_ = std::string(3 << 19, 'x');  // 1.5 MiB: crosses the 1 MiB hashing chunk
+    big_[1 << 20] = 'y';
+    model_.Write("config.json", "{}");
+    model_.Write("weights/model-00001.safetensors", big_);
+    model_.Write("tokenizer.json", "tokens");
+    // A symlinked file counts under its own name; a symlinked directory is not followed.
+    std::filesystem::create_symlink("tokenizer.json", model_.path() + "/vocab.json");
+    std::filesystem::create_directory_symlink(model_.path() + "/weights",
+                                              model_.path() + "/weights-link");
+  }
+
+  v1::ModelProbe Probe(const std::string& path, bool hash = true) {
+    ProbeContext ctx{.node_name = "spark-1", .cache_dir = cache_.path() + "/probe-cache"};
+    ctx.request.add_model_paths(path);
+    ctx.request.set_hash_models(hash);
+    v1::NodeProbe probe;
+    ProbeArtifacts(ctx, &probe);
+    EXPECT_EQ(probe.models_size(), 1);
+    EXPECT_THAT(probe.unavailable(), IsEmpty());
+    return probe.models_size() == 1 ? probe.models(0) : v1::ModelProbe();
+  }
+
+  std::string big_;
+  TempDir model_;
+  TempDir cache_;
+};
+
+TEST_F(ModelProbeTest, SizesCountsAndHashesEveryFile) {
+  v1::ModelProbe model = Probe(model_.path());
+  EXPECT_EQ(model.path(), model_.path());
+  EXPECT_TRUE(model.present());
+  EXPECT_EQ(model.error(), "");
+  EXPECT_EQ(model.file_count(), 4u);
+  EXPECT_EQ(model.total_bytes(), 2 + big_.size() + 6 + 6);
+  EXPECT_EQ(model.sha256(), ExpectedHash({{"config.json", "{}"},
+                                          {"tokenizer.json", "tokens"},
+                                          {"vocab.json", "tokens"},
+                                          {"weights/model-00001.safetensors", big_}}));
+  EXPECT_FALSE(model.from_cache());
+  EXPECT_EQ(Probe(model_.path(), /*hash=*/false).sha256(), "");
+}
+
+TEST_F(ModelProbeTest, CachedHashIsReusedUntilAFileChanges) {
+  std::string first = Probe(model_.path()).sha256();
+  v1::ModelProbe again = Probe(model_.path());
+  EXPECT_TRUE(again.from_cache());
+  EXPECT_EQ(again.sha256(), first);
+
+  // Same size, new content and a later mtime: hashed again.
+  model_.Write("config.json", "[]");
+  struct timespec later[2] = {{.tv_sec = ::time(nullptr) + 10, .tv_nsec = 0},
+                              {.tv_sec = ::time(nullptr) + 10, .tv_nsec = 0}};
+  ASSERT_EQ(::utimensat(AT_FDCWD, (model_.path() + "/config.json").c_str(), later, 0), 0);
+  v1::ModelProbe changed = Probe(model_.path());
+  EXPECT_FALSE(changed.from_cache());
+  EXPECT_NE(changed.sha256(), first);
+  EXPECT_TRUE(Probe(model_.path()).from_cache());
+
+  // A rename keeps every file's size and mtime but changes its directory's mtime.
+  struct timespec even_later[2] = {{.tv_sec = ::time(nullptr) + 20, .tv_nsec = 0},
+                                   {.tv_sec = ::time(nullptr) + 20, .tv_nsec = 0}};
+  std::filesystem::rename(model_.path() + "/config.json", model_.path() + "/config2.json");
+  ASSERT_EQ(::utimensat(AT_FDCWD, model_.path().c_str(), even_later, 0), 0);
+  v1::ModelProbe renamed = Probe(model_.path());
+  EXPECT_FALSE(renamed.from_cache());
+  EXPECT_NE(renamed.sha256(), changed.sha256());
+}
+
+TEST_F(ModelProbeTest, ResolvesHomeAndHuggingFaceIds) {
+  TempDir home;
+  std::string hub = home.path() + "/.cache/huggingface/hub/models--Qwen--Qwen3-0.6B";
+  home.Write(".cache/huggingface/hub/models--Qwen--Qwen3-0.6B/refs/main", "abc123\n");
+  home.Write(".cache/huggingface/hub/models--Qwen--Qwen3-0.6B/blobs/e3b0", "{\"a\":1}");
+  ASSERT_TRUE(MakeDirectories(hub + "/snapshots/abc123").ok());
+  std::filesystem::create_symlink("../../blobs/e3b0", hub + "/snapshots/abc123/config.json");
+  home.Write("models/tiny/config.json", "{}");
+  const char* old_home = std::getenv("HOME");
+  std::string saved = old_home != nullptr ? old_home : "";
+  ::setenv("HOME", home.path().c_str(), 1);
+
+  v1::ModelProbe hf = Probe("Qwen/Qwen3-0.6B");
+  EXPECT_EQ(hf.path(), hub + "/snapshots/abc123");
+  EXPECT_TRUE(hf.present());
+  EXPECT_EQ(hf.file_count(), 1u);
+  EXPECT_EQ(hf.sha256(), ExpectedHash({{"config.json", "{\"a\":1}"}}));
+
+  v1::ModelProbe tilde = Probe("~/models/tiny");
+  EXPECT_EQ(tilde.path(), home.path() + "/models/tiny");
+  EXPECT_TRUE(tilde.present());
+
+  v1::ModelProbe absent = Probe("Qwen/Absent");
+  EXPECT_FALSE(absent.present());
+  EXPECT_THAT(absent.error(), HasSubstr("huggingface-cli download Qwen/Absent"));
+
+  if (old_home != nullptr) ::setenv("HOME", saved.c_str(), 1);
+}
+
+TEST_F(ModelProbeTest, MissingDirectoryAndBadPathsSayWhy) {
+  v1::ModelProbe missing = Probe(model_.path() + "/absent");
+  EXPECT_FALSE(missing.present());
+  EXPECT_THAT(missing.error(), HasSubstr("no such directory"));
+  v1::ModelProbe relative = Probe("models/a/b");
+  EXPECT_FALSE(relative.present());
+  EXPECT_THAT(relative.error(), HasSubstr("neither an absolute path"));
+}
+
+TEST_F(ModelProbeTest, RecordedTreeIsReadBeneathItsRoot) {
+  ProbeContext ctx{.root = model_.path(), .live = false};
+  ctx.request.add_model_paths("/weights");
+  v1::NodeProbe probe;
+  ProbeArtifacts(ctx, &probe);
+  ASSERT_EQ(probe.models_size(), 1);
+  EXPECT_EQ(probe.models(0).path(), model_.path() + "/weights");
+  EXPECT_EQ(probe.models(0).file_count(), 1u);
+}
+
+// Image ID and in-image NCCL against a real Docker engine. The image holds busybox, a fake
+// /usr/lib/libnccl.so.2.30.4 (+ libnccl.so.2 link) and /opt/nccl/lib/libnccl.so.2.28.9.
+class DockerProbeTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    if (!Shell(absl::StrCat(FLEET_SOURCE_DIR, "/scripts/dockerd.sh /tmp/fleet-test-dockerd"))) {
+      skip_reason_ = "no Docker engine could be started (scripts/dockerd.sh failed)";
+      return;
+    }
+    image_ = absl::StrCat("fleet-test-nccl:", ::getpid());
+    std::string root = absl::StrCat("/tmp/fleet-test-nccl-rootfs-", ::getpid());
+    if (!Shell(absl::StrCat(
+            "set -e; rm -rf ", root, "; mkdir -p ", root, "/bin ", root, "/usr/lib ", root,
+            "/opt/nccl/lib; cp $(command -v busybox) ", root, "/bin/busybox; for a in $(", root,
+            "/bin/busybox --list | grep -vx busybox); do ln -sf busybox ", root,
+            "/bin/$a; done; cp ", FAKE_NCCL_23004, " ", root, "/usr/lib/libnccl.so.2.30.4; ",
+            "ln -s libnccl.so.2.30.4 ", root, "/usr/lib/libnccl.so.2; cp ", FAKE_NCCL_22809, " ",
+            root, "/opt/nccl/lib/libnccl.so.2.28.9; ln -s libnccl.so.2.28.9 ", root,
+            "/opt/nccl/lib/libnccl.so.2; tar -C ", root, " -c . | docker import - ", image_,
+            " >/dev/null; rm -rf ", root))) {
+      skip_reason_ = "cannot build the busybox test image (is busybox-static installed?)";
+      image_.clear();
+    }
+  }
+  static void TearDownTestSuite() {
+    if (!image_.empty()) Shell(absl::StrCat("docker rmi -f ", image_, " >/dev/null 2>&1"));
+  }
+  void SetUp() override {
+    if (!skip_reason_.empty()) GTEST_SKIP() << skip_reason_;
+  }
+
+  static ProbeContext Context(const std::string& image) {
+    ProbeContext ctx{.node_name = "spark-1"};
+    ctx.request.set_runtime(v1::SHARD_RUNTIME_DOCKER);
+    ctx.request.set_image(image);
+    return ctx;
+  }
+
+  static std::string skip_reason_;
+  static std::string image_;
+};
+
+std::string DockerProbeTest::skip_reason_;
+std::string DockerProbeTest::image_;
+
+TEST_F(DockerProbeTest, MissingImageNamesTheFix) {
+  ProbeContext ctx = Context("fleet-test-absent:none");
+  v1::NodeProbe probe;
+  ProbeArtifacts(ctx, &probe);
+  ProbeNccl(ctx, &probe);
+  ASSERT_EQ(probe.images_size(), 1);
+  EXPECT_FALSE(probe.images(0).present());
+  EXPECT_EQ(probe.images(0).error(),
+            "image fleet-test-absent:none not present on spark-1: docker pull "
+            "fleet-test-absent:none (or fleet stage image fleet-test-absent:none)");
+  EXPECT_THAT(probe.unavailable(),
+              Contains("nccl: image fleet-test-absent:none not present on spark-1: docker pull "
+                       "fleet-test-absent:none (or fleet stage image fleet-test-absent:none)"));
+}
+
+TEST_F(DockerProbeTest, PresentImageReportsItsId) {
+  v1::NodeProbe probe;
+  ProbeArtifacts(Context(image_), &probe);
+  ASSERT_EQ(probe.images_size(), 1);
+  EXPECT_TRUE(probe.images(0).present()) << probe.images(0).error();
+  std::string id(absl::StripAsciiWhitespace(
+      Shell(absl::StrCat("docker image inspect --format '{{.Id}}' ", image_)).value_or("?")));
+  EXPECT_EQ(probe.images(0).id(), id);
+  EXPECT_THAT(probe.images(0).id(), StartsWith("sha256:"));
+  EXPECT_THAT(probe.images(0).repo_digests(), IsEmpty());  // imported, never pushed
+}
+
+TEST_F(DockerProbeTest, NcclVersionComesFromTheFileTheImageWouldLoad) {
+  v1::NodeProbe probe;
+  ProbeNccl(Context(image_), &probe);
+  EXPECT_THAT(probe.unavailable(), IsEmpty());
+  EXPECT_EQ(probe.nccl().library(), "/usr/lib/libnccl.so.2");
+  EXPECT_EQ(probe.nccl().version(), "2.30.4");
+  EXPECT_EQ(probe.nccl().version_code(), 0);
+  EXPECT_THAT(probe.nccl().how(), HasSubstr("version from the file name"));
+
+  ProbeContext ctx = Context(image_);
+  AddEnv(ctx, "LD_LIBRARY_PATH", "/opt/nccl/lib");
+  v1::NodeProbe steered;
+  ProbeNccl(ctx, &steered);
+  EXPECT_EQ(steered.nccl().library(), "/opt/nccl/lib/libnccl.so.2");
+  EXPECT_EQ(steered.nccl().version(), "2.28.9");
+  EXPECT_THAT(steered.nccl().how(), HasSubstr("LD_LIBRARY_PATH"));
+}
+
+}  // namespace
+}  // namespace fleet::agent
