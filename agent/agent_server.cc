@@ -14,6 +14,7 @@
 #include "agent/joiner.h"
 #include "agent/node_credentials.h"
 #include "agent/probes/node_facts.h"
+#include "agent/probes/probe_all.h"
 #include "common/discovery_wire.h"
 #include "common/files.h"
 #include "common/identity_names.h"
@@ -223,8 +224,10 @@ absl::Status AgentServer::Serve(const std::string& controller_address) {
   std::shared_ptr<TransportCredentials> transport = MutualTlsFromFiles(
       paths.ca, paths.key, paths.cert, ClientCertificates::kRequired, absl::Seconds(1));
   shard_executor_ = std::make_unique<Executor>();
+  probe_executor_ = std::make_unique<Executor>();
   service_ = std::make_unique<AgentService>(identity_, options_.root, supervisor_.get(),
-                                            shard_executor_.get());
+                                            shard_executor_.get(), probe_executor_.get(),
+                                            absl::StrCat(options_.state_dir, "/probe-cache"));
   grpc::ServerBuilder builder;
   int port = 0;
   builder.AddListeningPort(options_.listen, transport->ForServer(), &port);
@@ -247,6 +250,8 @@ absl::Status AgentServer::Serve(const std::string& controller_address) {
   registration.set_advertise_address(advertise);
   registration.set_agent_version(kVersion);
   *registration.mutable_facts() = ReadNodeFacts(options_.root);
+  *registration.mutable_probe() = RunProbes(
+      {.root = options_.root, .live = options_.root == "/", .node_name = identity_.name()});
   for (const std::string& missing : registration.facts().unavailable()) {
     Log(LogLevel::kInfo, "agent", "fact unavailable", {{"detail", missing}});
   }
@@ -326,6 +331,7 @@ void AgentServer::Shutdown() {
   if (responder_) responder_->Stop();
   if (server_) server_->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(2)));
   if (shard_executor_) shard_executor_->Shutdown();
+  if (probe_executor_) probe_executor_->Shutdown();
   // Shards keep running: the next agent re-adopts them.
   Log(LogLevel::kInfo, "agent", "stopped", {{"node", identity_.name()}});
 }

@@ -93,6 +93,7 @@ class AgentServer {
 
   std::unique_ptr<Supervisor> supervisor_;
   std::unique_ptr<Executor> shard_executor_;
+  std::unique_ptr<Executor> probe_executor_;
   std::unique_ptr<DiscoveryResponder> responder_;
   std::unique_ptr<AgentService> service_;
   std::unique_ptr<grpc::Server> server_;

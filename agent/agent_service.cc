@@ -3,6 +3,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "agent/probes/node_facts.h"
+#include "agent/probes/probe_all.h"
 #include "common/grpc_status.h"
 #include "common/peer.h"
 #include "common/version.h"
@@ -101,6 +102,22 @@ grpc::ServerUnaryReactor* AgentService::ReadShardLog(grpc::CallbackServerContext
     response->set_truncated(chunk->truncated);
   }
   return Finish(context, chunk.status());
+}
+
+grpc::ServerUnaryReactor* AgentService::Probe(grpc::CallbackServerContext* context,
+                                              const v1::ProbeRequest* request,
+                                              v1::NodeProbe* response) {
+  if (absl::Status st = RequireController(context); !st.ok()) return Finish(context, st);
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  probe_executor_->Post([this, reactor, request, response] {
+    *response = RunProbes({.root = root_,
+                           .live = root_ == "/",
+                           .node_name = identity_.name(),
+                           .cache_dir = probe_cache_dir_,
+                           .request = *request});
+    reactor->Finish(grpc::Status::OK);
+  });
+  return reactor;
 }
 
 }  // namespace fleet::agent

@@ -14,12 +14,16 @@ class AgentService final : public v1::Agent::CallbackService {
  public:
   // `facts` are re-read on every Describe from `root`. Shard orders go to `supervisor`;
   // the ones that may block (a stop waits for grace periods) run on `executor`.
+  // Probes run on `probe_executor` (a first model hash takes minutes) and cache model hashes
+  // in `probe_cache_dir`.
   AgentService(v1::NodeIdentity identity, std::string root, Supervisor* supervisor,
-               Executor* executor)
+               Executor* executor, Executor* probe_executor, std::string probe_cache_dir)
       : identity_(std::move(identity)),
         root_(std::move(root)),
         supervisor_(supervisor),
-        executor_(executor) {}
+        executor_(executor),
+        probe_executor_(probe_executor),
+        probe_cache_dir_(std::move(probe_cache_dir)) {}
 
   grpc::ServerUnaryReactor* Describe(grpc::CallbackServerContext* context,
                                      const v1::DescribeRequest* request,
@@ -36,12 +40,17 @@ class AgentService final : public v1::Agent::CallbackService {
   grpc::ServerUnaryReactor* ReadShardLog(grpc::CallbackServerContext* context,
                                          const v1::ReadShardLogRequest* request,
                                          v1::ReadShardLogResponse* response) override;
+  grpc::ServerUnaryReactor* Probe(grpc::CallbackServerContext* context,
+                                  const v1::ProbeRequest* request,
+                                  v1::NodeProbe* response) override;
 
  private:
   const v1::NodeIdentity identity_;
   const std::string root_;
   Supervisor* const supervisor_;
   Executor* const executor_;
+  Executor* const probe_executor_;
+  const std::string probe_cache_dir_;
 };
 
 }  // namespace fleet::agent

@@ -107,4 +107,18 @@ absl::StatusOr<v1::GroupLogsResponse> AdminClient::GroupLogs(const v1::GroupLogs
                                                            request, absl::ZeroDuration());
 }
 
+absl::StatusOr<v1::ProbeNodeResponse> AdminClient::ProbeNode(const std::string& name,
+                                                             absl::Duration extra) {
+  v1::ProbeNodeRequest request;
+  request.set_name(name);
+  return Call<v1::ProbeNodeRequest, v1::ProbeNodeResponse>(&v1::Controller::Stub::ProbeNode,
+                                                           request, extra);
+}
+
+absl::StatusOr<v1::PreflightResponse> AdminClient::Preflight(const v1::ApplyRequest& request,
+                                                             absl::Duration extra) {
+  return Call<v1::ApplyRequest, v1::PreflightResponse>(&v1::Controller::Stub::Preflight, request,
+                                                       extra);
+}
+
 }  // namespace fleet::cli

@@ -35,6 +35,10 @@ class AdminClient {
   absl::StatusOr<v1::GetGroupResponse> GetGroup(const std::string& name);
   absl::StatusOr<v1::StopGroupResponse> StopGroup(const std::string& name, absl::Duration extra);
   absl::StatusOr<v1::GroupLogsResponse> GroupLogs(const v1::GroupLogsRequest& request);
+  // Probes may hash a model the first time: they get up to `extra` more.
+  absl::StatusOr<v1::ProbeNodeResponse> ProbeNode(const std::string& name, absl::Duration extra);
+  absl::StatusOr<v1::PreflightResponse> Preflight(const v1::ApplyRequest& request,
+                                                  absl::Duration extra);
 
  private:
   AdminClient(CliConfig config, std::unique_ptr<v1::Controller::Stub> stub, absl::Duration d)

@@ -20,7 +20,6 @@
 #include "engine/docker_run.h"
 #include "engine/plan.h"
 #include "engine/recipe.h"
-#include "google/protobuf/util/json_util.h"
 #include "google/protobuf/util/time_util.h"
 #include "yaml-cpp/yaml.h"
 
@@ -34,19 +33,6 @@ absl::StatusOr<AdminClient> Connect(const Globals& g) {
   absl::StatusOr<CliConfig> config = ResolveConfig(g.controller);
   if (!config.ok()) return config.status();
   return AdminClient::Create(*config);
-}
-
-Json ProtoJson(const google::protobuf::Message& message) {
-  std::string text;
-  google::protobuf::util::JsonPrintOptions options;
-  options.preserve_proto_field_names = false;
-  (void)google::protobuf::util::MessageToJsonString(message, &text, options);
-  return Json::parse(text);
-}
-
-std::string Print(const Json& doc, const std::string& format) {
-  if (format == "yaml") return JsonToYaml(doc);
-  return doc.dump(2) + "\n";
 }
 
 double Seconds(const google::protobuf::Timestamp& from, const google::protobuf::Timestamp& to) {
@@ -380,7 +366,7 @@ int Plan(const Globals& g, const RecipeFlags& flags, const std::string& nodes_fl
           {"notes", plan->notes}};
       Json& ranks = group["ranks"] = Json::array();
       for (size_t k = 0; k < plan->ranks.size(); ++k) {
-        Json rank = {{"rank", k}, {"node", nodes[k].name}, {"spec", ProtoJson(plan->ranks[k])}};
+        Json rank = {{"rank", k}, {"node", nodes[k].name}, {"spec", ProtoToJson(plan->ranks[k])}};
         if (plan->ranks[k].runtime() == v1::SHARD_RUNTIME_DOCKER) {
           rank["dockerRun"] = engine::RenderDockerRun(
               plan->ranks[k], absl::StrCat("AGENT_STATE_DIR/cache/", plan->group), std::nullopt);
@@ -393,7 +379,7 @@ int Plan(const Globals& g, const RecipeFlags& flags, const std::string& nodes_fl
       PrintPlan(*recipe, *plan, nodes, std::cout);
     }
   }
-  if (format == "json" || format == "yaml") std::cout << Print(doc, format);
+  if (format == "json" || format == "yaml") std::cout << PrintDocument(doc, format);
   return 0;
 }
 
@@ -410,6 +396,7 @@ int Apply(const Globals& g, const RecipeFlags& flags, bool wait, const std::stri
   request.set_recipe_yaml(*yaml);
   for (const std::string& o : overrides) request.add_overrides(o);
   request.set_name(flags.name);
+  request.set_force(flags.force);
   std::optional<absl::Duration> wait_for;
   if (!timeout.empty()) {
     absl::StatusOr<absl::Duration> d = ParseDurationFlag("timeout", timeout);
@@ -419,13 +406,20 @@ int Apply(const Globals& g, const RecipeFlags& flags, bool wait, const std::stri
   absl::StatusOr<AdminClient> client = Connect(g);
   if (!client.ok()) return Fail(std::string(client.status().message()));
   const absl::Time started = absl::Now();
-  // Replacing a group first stops the old one, which waits for its ranks' grace periods.
-  absl::StatusOr<v1::ApplyResponse> applied = client->Apply(request, absl::Minutes(5));
+  // Preflight may hash a model the first time, and replacing a group first stops the old one,
+  // which waits for its ranks' grace periods.
+  absl::StatusOr<v1::ApplyResponse> applied = client->Apply(request, absl::Minutes(20));
   if (!applied.ok()) return Fail(std::string(applied.status().message()));
   if (format == "json" || format == "yaml") {
-    std::cout << Print(ProtoJson(*applied), format);
+    std::cout << PrintDocument(ProtoToJson(*applied), format);
   } else {
     for (const std::string& note : applied->notes()) std::cout << "note: " << note << "\n";
+    for (const v1::PreflightRow& row : applied->preflight()) {
+      if (row.verdict() == "pass") continue;
+      std::cout << "preflight " << row.verdict() << ": " << row.node() << " " << row.check() << ": "
+                << row.observed() << " (expected " << row.expected() << ")"
+                << (row.fix().empty() ? "" : absl::StrCat(": ", row.fix())) << "\n";
+    }
     for (const v1::Group& group : applied->groups()) {
       std::vector<std::string> nodes;
       for (const v1::GroupRank& rank : group.ranks()) nodes.push_back(rank.node_name());
@@ -459,8 +453,8 @@ int GetGroups(const Globals& g) {
     doc["apiVersion"] = "fleet/v1";
     doc["kind"] = "GroupList";
     Json& items = doc["items"] = Json::array();
-    for (const v1::Group& group : list->groups()) items.push_back(ProtoJson(group));
-    std::cout << Print(doc, *format == OutputFormat::kJson ? "json" : "yaml");
+    for (const v1::Group& group : list->groups()) items.push_back(ProtoToJson(group));
+    std::cout << PrintDocument(doc, *format == OutputFormat::kJson ? "json" : "yaml");
     return 0;
   }
   bool wide = *format == OutputFormat::kWide;
@@ -492,7 +486,7 @@ int DescribeGroup(const Globals& g, const std::string& name) {
   absl::StatusOr<v1::GetGroupResponse> r = client->GetGroup(name);
   if (!r.ok()) return Fail(std::string(r.status().message()));
   if (g.output == "json" || g.output == "yaml") {
-    std::cout << Print(ProtoJson(*r), g.output);
+    std::cout << PrintDocument(ProtoToJson(*r), g.output);
     return 0;
   }
   const v1::Group& group = r->group();

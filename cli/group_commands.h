@@ -17,6 +17,7 @@ struct RecipeFlags {
   std::string recipe;          // path of the recipe file
   std::vector<std::string> o;  // every -o, in order
   std::string name;            // --name: the group name (default: the file's stem)
+  bool force = false;          // --force: preflight failures become warnings
 };
 
 // `fleet plan`: no side effects. Nodes come from `--inventory FILE` (no controller needed) or

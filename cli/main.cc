@@ -20,6 +20,7 @@
 #include "cli/config.h"
 #include "cli/group_commands.h"
 #include "cli/local_cluster.h"
+#include "cli/probe_commands.h"
 #include "common/files.h"
 #include "common/log.h"
 #include "common/version.h"
@@ -316,6 +317,24 @@ int Main(int argc, char** argv) {
   apply->add_option("--timeout", apply_timeout,
                     "how long to wait for Ready (default: the recipe's health.start_timeout)");
 
+  apply->add_flag("--force", apply_flags.force, "launch even when preflight fails");
+
+  RecipeFlags preflight_flags;
+  CLI::App* preflight = app.add_subcommand(
+      "preflight", "check that a recipe can launch on the nodes apply would choose");
+  preflight->add_option("RECIPE", preflight_flags.recipe, "recipe file")->required();
+  preflight->add_option("-o", preflight_flags.o, "override key=value (repeatable), or json/yaml");
+  preflight->add_option("--name", preflight_flags.name, "group name");
+  preflight->add_flag("--force", preflight_flags.force, "report failures as warnings");
+
+  std::string probe_root = "/";
+  CLI::App* probe = app.add_subcommand("probe", "run every node probe on this machine");
+  probe->add_option("--root", probe_root, "root directory to read (a recorded tree)")
+      ->capture_default_str();
+
+  CLI::App* get_links = get->add_subcommand("links", "RDMA ports of every Ready node");
+  get_links->alias("link");
+
   CLI::App* get_groups = get->add_subcommand("groups", "list serving groups");
   get_groups->alias("group");
   CLI::App* describe = app.add_subcommand("describe", "show one resource in detail");
@@ -323,6 +342,9 @@ int Main(int argc, char** argv) {
   std::string describe_name;
   CLI::App* describe_group = describe->add_subcommand("group", "a serving group");
   describe_group->add_option("NAME", describe_name, "group name")->required();
+  std::string describe_node_name;
+  CLI::App* describe_node = describe->add_subcommand("node", "a node, probed now");
+  describe_node->add_option("NAME", describe_node_name, "node name or id")->required();
 
   std::string stop_name;
   CLI::App* stop = app.add_subcommand("stop", "stop every rank of a group on every node");
@@ -360,6 +382,10 @@ int Main(int argc, char** argv) {
   if (*plan) return Plan(g, plan_flags, plan_nodes, plan_inventory);
   if (*apply) return Apply(g, apply_flags, apply_wait, apply_timeout);
   if (*get_groups) return GetGroups(g);
+  if (*preflight) return Preflight(g, preflight_flags, preflight_flags.force);
+  if (*probe) return Probe(g, probe_root);
+  if (*get_links) return GetLinks(g);
+  if (*describe_node) return DescribeNode(g, describe_node_name);
   if (*describe_group) return DescribeGroup(g, describe_name);
   if (*stop) return StopGroup(g, stop_name);
   if (*logs) return Logs(g, logs_name, logs_rank, logs_follow, logs_tail);

@@ -7,6 +7,7 @@
 #include "absl/strings/str_format.h"
 #include "common/table.h"
 #include "controller/node_registry.h"
+#include "google/protobuf/util/json_util.h"
 #include "google/protobuf/util/time_util.h"
 #include "yaml-cpp/yaml.h"
 
@@ -109,6 +110,18 @@ std::string JsonToYaml(const Json& doc) {
   out.SetDoublePrecision(6);
   Emit(out, doc);
   return absl::StrCat(out.c_str(), "\n");
+}
+
+Json ProtoToJson(const google::protobuf::Message& message) {
+  std::string text;
+  // Our own messages always convert; a failure would leave `text` empty and parse to null.
+  (void)google::protobuf::util::MessageToJsonString(message, &text);
+  return Json::parse(text, nullptr, /*allow_exceptions=*/false);
+}
+
+std::string PrintDocument(const Json& doc, const std::string& format) {
+  if (format == "yaml") return JsonToYaml(doc);
+  return doc.dump(2) + "\n";
 }
 
 std::string FormatAge(double seconds) {

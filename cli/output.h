@@ -15,6 +15,12 @@ enum class OutputFormat { kTable, kWide, kJson, kYaml };
 // "" or "table", "wide", "json", "yaml"; anything else is InvalidArgument naming the choices.
 absl::StatusOr<OutputFormat> ParseOutputFormat(const std::string& text);
 
+// A protobuf message as JSON (lowerCamelCase field names, as protobuf's JSON mapping).
+nlohmann::ordered_json ProtoToJson(const google::protobuf::Message& message);
+
+// `doc` as "json" (indented) or "yaml", with a final newline.
+std::string PrintDocument(const nlohmann::ordered_json& doc, const std::string& format);
+
 // The same document in YAML (block style, keys in the JSON's order).
 std::string JsonToYaml(const nlohmann::ordered_json& doc);
 

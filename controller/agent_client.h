@@ -33,6 +33,10 @@ class AgentClient {
   virtual absl::StatusOr<v1::ReadShardLogResponse> ReadShardLog(
       const std::string& address, const std::string& node_id,
       const v1::ReadShardLogRequest& request, absl::Duration deadline) = 0;
+  virtual absl::StatusOr<v1::NodeProbe> Probe(const std::string& address,
+                                              const std::string& node_id,
+                                              const v1::ProbeRequest& request,
+                                              absl::Duration deadline) = 0;
 };
 
 }  // namespace fleet::controller

@@ -81,4 +81,11 @@ absl::StatusOr<v1::ReadShardLogResponse> GrpcAgentClient::ReadShardLog(
   return Call(address, node_id, &v1::Agent::Stub::ReadShardLog, request, deadline);
 }
 
+absl::StatusOr<v1::NodeProbe> GrpcAgentClient::Probe(const std::string& address,
+                                                     const std::string& node_id,
+                                                     const v1::ProbeRequest& request,
+                                                     absl::Duration deadline) {
+  return Call(address, node_id, &v1::Agent::Stub::Probe, request, deadline);
+}
+
 }  // namespace fleet::controller

@@ -32,6 +32,9 @@ class GrpcAgentClient final : public AgentClient {
                                                         const std::string& node_id,
                                                         const v1::ReadShardLogRequest& request,
                                                         absl::Duration deadline) override;
+  absl::StatusOr<v1::NodeProbe> Probe(const std::string& address, const std::string& node_id,
+                                      const v1::ProbeRequest& request,
+                                      absl::Duration deadline) override;
 
  private:
   // One blocking call of `method` with a deadline; errors name the address.

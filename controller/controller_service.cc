@@ -274,6 +274,32 @@ grpc::ServerUnaryReactor* ControllerService::GroupLogs(grpc::CallbackServerConte
   return reactor;
 }
 
+grpc::ServerUnaryReactor* ControllerService::ProbeNode(grpc::CallbackServerContext* context,
+                                                       const v1::ProbeNodeRequest* request,
+                                                       v1::ProbeNodeResponse* response) {
+  if (absl::Status st = RequireAdmin(context); !st.ok()) return Finish(context, st);
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  d_.executor->Post([this, reactor, request, response] {
+    absl::StatusOr<v1::ProbeNodeResponse> result = d_.groups->ProbeNode(request->name());
+    if (result.ok()) *response = *std::move(result);
+    reactor->Finish(ToGrpc(result.status()));
+  });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* ControllerService::Preflight(grpc::CallbackServerContext* context,
+                                                       const v1::ApplyRequest* request,
+                                                       v1::PreflightResponse* response) {
+  if (absl::Status st = RequireAdmin(context); !st.ok()) return Finish(context, st);
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  d_.executor->Post([this, reactor, request, response] {
+    absl::StatusOr<v1::PreflightResponse> result = d_.groups->Preflight(*request);
+    if (result.ok()) *response = *std::move(result);
+    reactor->Finish(ToGrpc(result.status()));
+  });
+  return reactor;
+}
+
 void ControllerService::WaitForAgentCalls() {
   absl::MutexLock lock(&mu_);
   mu_.Await(absl::Condition(

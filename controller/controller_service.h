@@ -87,6 +87,12 @@ class ControllerService final : public v1::Controller::CallbackService {
   grpc::ServerUnaryReactor* GroupLogs(grpc::CallbackServerContext* context,
                                       const v1::GroupLogsRequest* request,
                                       v1::GroupLogsResponse* response) override;
+  grpc::ServerUnaryReactor* ProbeNode(grpc::CallbackServerContext* context,
+                                      const v1::ProbeNodeRequest* request,
+                                      v1::ProbeNodeResponse* response) override;
+  grpc::ServerUnaryReactor* Preflight(grpc::CallbackServerContext* context,
+                                      const v1::ApplyRequest* request,
+                                      v1::PreflightResponse* response) override;
 
   // Blocks until every call-back to an agent started by Register has finished (each has a
   // deadline), so the registry can be destroyed safely.

@@ -69,6 +69,19 @@ class FakeAgentClient final : public AgentClient {
     return response;
   }
 
+  // Probes answer with what SetProbe gave for the address (an empty probe otherwise).
+  absl::StatusOr<v1::NodeProbe> Probe(const std::string& address, const std::string&,
+                                      const v1::ProbeRequest& request, absl::Duration) override {
+    absl::MutexLock lock(&mu_);
+    probes_asked_.push_back({address, request});
+    auto it = probes_.find(address);
+    return it == probes_.end() ? v1::NodeProbe() : it->second;
+  }
+  void SetProbe(const std::string& address, v1::NodeProbe probe) {
+    absl::MutexLock lock(&mu_);
+    probes_[address] = std::move(probe);
+  }
+
   template <typename Request>
   struct Call {
     std::string address;
@@ -100,6 +113,8 @@ class FakeAgentClient final : public AgentClient {
   std::vector<Call<v1::StopShardsRequest>> stops_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, absl::Status> start_errors_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, absl::Status> stop_errors_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, v1::NodeProbe> probes_ ABSL_GUARDED_BY(mu_);
+  std::vector<Call<v1::ProbeRequest>> probes_asked_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace fleet::controller

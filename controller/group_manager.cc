@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <set>
+#include <thread>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
@@ -11,6 +12,7 @@
 #include "common/pki.h"
 #include "common/status_macros.h"
 #include "controller/placement.h"
+#include "controller/preflight.h"
 #include "engine/plan.h"
 #include "engine/recipe.h"
 #include "google/protobuf/util/time_util.h"
@@ -151,61 +153,204 @@ int GroupManager::ChooseMasterPort(const std::string& head_node_id,
   return 0;
 }
 
-absl::StatusOr<v1::ApplyResponse> GroupManager::Apply(const v1::ApplyRequest& request) {
-  absl::MutexLock change(&change_mu_);
-  ASSIGN_OR_RETURN(engine::Recipe recipe,
-                   engine::ParseRecipe(request.recipe_path(), request.recipe_yaml()));
-  std::vector<engine::Override> overrides;
+absl::StatusOr<GroupManager::Prepared> GroupManager::Prepare(const v1::ApplyRequest& request) {
+  Prepared p;
+  ASSIGN_OR_RETURN(p.recipe, engine::ParseRecipe(request.recipe_path(), request.recipe_yaml()));
   for (const std::string& text : request.overrides()) {
     ASSIGN_OR_RETURN(engine::Override o, engine::ParseOverride(text));
-    overrides.push_back(std::move(o));
+    p.overrides.push_back(std::move(o));
   }
-  ASSIGN_OR_RETURN(auto values, engine::EffectiveValues(recipe, overrides));
-  ASSIGN_OR_RETURN(int size, engine::GroupSize(recipe, values));
-  ASSIGN_OR_RETURN(std::string app, ApplicationName(request));
-  if (recipe.mods.size() > 0) {
+  ASSIGN_OR_RETURN(auto values, engine::EffectiveValues(p.recipe, p.overrides));
+  ASSIGN_OR_RETURN(int size, engine::GroupSize(p.recipe, values));
+  ASSIGN_OR_RETURN(p.app, ApplicationName(request));
+  if (!p.recipe.mods.empty()) {
     return absl::FailedPreconditionError(absl::StrCat(
-        Where(recipe, "mods"), "the recipe applies mods (", absl::StrJoin(recipe.mods, ", "),
+        Where(p.recipe, "mods"), "the recipe applies mods (", absl::StrJoin(p.recipe.mods, ", "),
         ") to the container at launch, which SparkFleet does not do: build an image with them "
         "applied, set `container` to it and remove `mods`"));
   }
-  const std::string fingerprint =
-      pki::Sha256Hex(absl::StrCat(app, std::string(1, '\0'), request.recipe_yaml(),
+  p.fingerprint =
+      pki::Sha256Hex(absl::StrCat(p.app, std::string(1, '\0'), request.recipe_yaml(),
                                   std::string(1, '\0'), absl::StrJoin(request.overrides(), "\n")));
-  std::vector<std::string> names;
-  for (int r = 0; r < recipe.replicas; ++r) {
-    names.push_back(recipe.replicas == 1 ? app : absl::StrCat(app, "-", r));
+  for (int r = 0; r < p.recipe.replicas; ++r) {
+    p.names.push_back(p.recipe.replicas == 1 ? p.app : absl::StrCat(p.app, "-", r));
   }
 
-  std::vector<v1::StoredGroup> previous;
+  // Candidates: Ready, reachable nodes that no other application's active group holds (the
+  // nodes of this application's own groups are candidates: a replacement frees them).
+  std::vector<engine::NodeView> candidates;
+  std::vector<std::string> busy;
+  std::vector<std::string> preferred;
   {
     absl::ReaderMutexLock lock(&mu_);
-    for (const std::string& name : NamesOf(app)) previous.push_back(groups_.at(name));
-    for (const std::string& name : names) {
+    for (const std::string& name : NamesOf(p.app)) p.previous.push_back(groups_.at(name));
+    for (const std::string& name : p.names) {
       auto it = groups_.find(name);
-      if (it != groups_.end() && it->second.group().application() != app) {
+      if (it != groups_.end() && it->second.group().application() != p.app) {
         return absl::AlreadyExistsError(
             absl::StrCat("a group named ", name, " already exists from another apply (",
                          it->second.group().application(), "); choose another name with --name"));
       }
     }
+    std::map<std::string, std::string> holder;  // node id → group
+    for (const auto& [name, stored] : groups_) {
+      if (!Active(stored.group().state()) || stored.group().application() == p.app) continue;
+      for (const v1::GroupRank& rank : stored.group().ranks()) holder[rank.node_id()] = name;
+    }
+    for (const v1::StoredGroup& g : p.previous) {
+      for (const v1::GroupRank& rank : g.group().ranks()) preferred.push_back(rank.node_name());
+    }
+    for (const v1::Node& node : registry_->List()) {
+      if (node.state() != v1::NODE_STATE_READY || !node.reachable()) continue;
+      auto h = holder.find(node.identity().node_id());
+      if (h != holder.end()) {
+        busy.push_back(absl::StrCat(node.identity().name(), " (", h->second, ")"));
+        continue;
+      }
+      p.addresses[node.identity().node_id()] = node.address();
+      candidates.push_back(ToNodeView(node));
+    }
   }
+  ASSIGN_OR_RETURN(auto placed, PlaceReplicas(p.recipe, size, candidates, preferred, busy));
+  for (size_t r = 0; r < p.names.size(); ++r) {
+    const std::vector<engine::NodeView>& nodes = placed[r];
+    engine::GroupContext context;
+    uint64_t generation = 0;
+    {
+      absl::ReaderMutexLock lock(&mu_);
+      auto it = groups_.find(p.names[r]);
+      if (it != groups_.end()) generation = it->second.group().generation();
+      context.master_port = ChooseMasterPort(nodes[0].node_id, p.app);
+    }
+    if (context.master_port == 0) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("no free master port in ", config_.master_port_first, "-",
+                       config_.master_port_last, " on ", nodes[0].name, "; stop a group there"));
+    }
+    context.group = p.names[r];
+    context.generation = generation + 1;
+    context.master_addr = nodes[0].fabric_address;
+    context.nodes = nodes;
+    ASSIGN_OR_RETURN(engine::GroupPlan plan, engine::PlanGroup(p.recipe, p.overrides, context));
+    p.nodes.push_back(nodes);
+    p.plans.push_back(std::move(plan));
+  }
+  return p;
+}
+
+std::vector<CheckRow> GroupManager::Judge(const Prepared& p,
+                                          std::vector<std::string>* nccl_by_rank) {
+  std::vector<CheckRow> out;
+  for (size_t r = 0; r < p.plans.size(); ++r) {
+    const std::vector<engine::NodeView>& nodes = p.nodes[r];
+    std::vector<PreflightNode> judged(nodes.size());
+    // Every node at once: a first model hash can take minutes.
+    std::vector<std::thread> threads;
+    for (size_t k = 0; k < nodes.size(); ++k) {
+      threads.emplace_back([&, k] {
+        const v1::ShardSpec& spec = p.plans[r].ranks[k];
+        v1::ProbeRequest request;
+        for (const v1::EnvVar& e : spec.env()) {
+          if (e.name() == "LD_PRELOAD" || e.name() == "LD_LIBRARY_PATH")
+            *request.add_shard_env() = e;
+        }
+        request.set_runtime(spec.runtime());
+        request.set_image(spec.image());
+        if (!p.recipe.model.empty()) {
+          request.add_model_paths(p.recipe.model);
+          request.set_hash_models(true);
+        }
+        judged[k].view = nodes[k];
+        judged[k].spec = spec;
+        absl::StatusOr<v1::NodeProbe> probe = agents_->Probe(
+            p.addresses.at(nodes[k].node_id), nodes[k].node_id, request, config_.probe_deadline);
+        if (probe.ok()) {
+          judged[k].probe = *std::move(probe);
+        } else {
+          judged[k].probe.add_unavailable(
+              absl::StrCat("probe: the agent did not answer: ", probe.status().message()));
+        }
+      });
+    }
+    for (std::thread& t : threads) t.join();
+    for (const PreflightNode& n : judged) {
+      if (nccl_by_rank != nullptr) nccl_by_rank->push_back(n.probe.nccl().version());
+    }
+    std::vector<CheckRow> rows = RunPreflight(p.recipe, judged);
+    out.insert(out.end(), rows.begin(), rows.end());
+  }
+  return out;
+}
+
+namespace {
+
+v1::PreflightRow ToProto(const CheckRow& row) {
+  v1::PreflightRow o;
+  o.set_node(row.node);
+  o.set_check(row.check);
+  o.set_verdict(std::string(VerdictName(row.verdict)));
+  o.set_observed(row.observed);
+  o.set_expected(row.expected);
+  o.set_fix(row.fix);
+  return o;
+}
+
+// "spark-2 mtu: 1500, expected 9000: set mtu: 9000 ..." for each failure.
+std::string Failures(const std::vector<CheckRow>& rows) {
+  std::vector<std::string> lines;
+  for (const CheckRow& r : rows) {
+    if (r.verdict != Verdict::kFail) continue;
+    lines.push_back(absl::StrCat(r.node, " ", r.check, ": ", r.observed, ", expected ", r.expected,
+                                 r.fix.empty() ? "" : ": ", r.fix));
+  }
+  return absl::StrJoin(lines, "; ");
+}
+
+}  // namespace
+
+absl::StatusOr<v1::PreflightResponse> GroupManager::Preflight(const v1::ApplyRequest& request) {
+  ASSIGN_OR_RETURN(Prepared p, Prepare(request));
+  v1::PreflightResponse response;
+  std::vector<CheckRow> rows = Judge(p, nullptr);
+  if (request.force()) Downgrade(&rows);
+  response.set_failed(AnyFailure(rows));
+  for (const CheckRow& r : rows) *response.add_rows() = ToProto(r);
+  return response;
+}
+
+absl::StatusOr<v1::ApplyResponse> GroupManager::Apply(const v1::ApplyRequest& request) {
+  absl::MutexLock change(&change_mu_);
+  ASSIGN_OR_RETURN(Prepared p, Prepare(request));
   const bool same_recipe =
-      !previous.empty() && previous.size() == names.size() &&
-      std::all_of(previous.begin(), previous.end(),
-                  [&](const v1::StoredGroup& g) { return g.group().fingerprint() == fingerprint; });
+      !p.previous.empty() && p.previous.size() == p.names.size() &&
+      std::all_of(p.previous.begin(), p.previous.end(), [&](const v1::StoredGroup& g) {
+        return g.group().fingerprint() == p.fingerprint;
+      });
   v1::ApplyResponse response;
-  if (same_recipe && std::all_of(previous.begin(), previous.end(), [](const v1::StoredGroup& g) {
-        return Active(g.group().state());
-      })) {
+  if (same_recipe &&
+      std::all_of(p.previous.begin(), p.previous.end(),
+                  [](const v1::StoredGroup& g) { return Active(g.group().state()); })) {
     response.set_action("unchanged");
-    for (const v1::StoredGroup& g : previous) *response.add_groups() = g.group();
+    for (const v1::StoredGroup& g : p.previous) *response.add_groups() = g.group();
     return response;
   }
-  response.set_action(previous.empty() ? "created" : same_recipe ? "restarted" : "replaced");
+  response.set_action(p.previous.empty() ? "created" : same_recipe ? "restarted" : "replaced");
+
+  // Preflight before anything changes: a failing check leaves the running generation alone.
+  std::vector<std::string> nccl_by_rank;
+  std::vector<CheckRow> rows = Judge(p, &nccl_by_rank);
+  if (AnyFailure(rows)) {
+    if (!request.force()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("preflight failed, nothing was started: ", Failures(rows),
+                       ". `fleet preflight` lists every check; --force launches anyway"));
+    }
+    Downgrade(&rows);
+  }
+  for (const CheckRow& r : rows) *response.add_preflight() = ToProto(r);
 
   // The old generation goes first, on every node, so two generations never mix.
-  for (const v1::StoredGroup& g : previous) {
+  for (const v1::StoredGroup& g : p.previous) {
     if (g.group().state() == v1::GROUP_STATE_STOPPED) continue;
     if (absl::Status st = StopRanks(g.group()); !st.ok()) {
       return absl::Status(st.code(), absl::StrCat("stopping the running generation of ",
@@ -218,76 +363,39 @@ absl::StatusOr<v1::ApplyResponse> GroupManager::Apply(const v1::ApplyRequest& re
     Persist(stored);
   }
 
-  // Candidates: Ready, reachable nodes that no other active group holds.
-  std::vector<engine::NodeView> candidates;
-  std::vector<std::string> busy;
-  std::vector<std::string> preferred;
-  std::map<std::string, v1::Node> by_id;
-  {
-    absl::ReaderMutexLock lock(&mu_);
-    std::map<std::string, std::string> holder;  // node id → group
-    for (const auto& [name, stored] : groups_) {
-      if (!Active(stored.group().state()) || stored.group().application() == app) continue;
-      for (const v1::GroupRank& rank : stored.group().ranks()) holder[rank.node_id()] = name;
-    }
-    for (const v1::StoredGroup& g : previous) {
-      for (const v1::GroupRank& rank : g.group().ranks()) preferred.push_back(rank.node_name());
-    }
-    for (const v1::Node& node : registry_->List()) {
-      if (node.state() != v1::NODE_STATE_READY || !node.reachable()) continue;
-      auto h = holder.find(node.identity().node_id());
-      if (h != holder.end()) {
-        busy.push_back(absl::StrCat(node.identity().name(), " (", h->second, ")"));
-        continue;
-      }
-      by_id[node.identity().node_id()] = node;
-      candidates.push_back(ToNodeView(node));
-    }
-  }
-  ASSIGN_OR_RETURN(auto placed, PlaceReplicas(recipe, size, candidates, preferred, busy));
-
   std::vector<v1::StoredGroup> planned;
-  for (size_t r = 0; r < names.size(); ++r) {
-    const std::vector<engine::NodeView>& nodes = placed[r];
+  size_t rank_base = 0;
+  for (size_t r = 0; r < p.names.size(); ++r) {
+    const std::vector<engine::NodeView>& nodes = p.nodes[r];
+    const engine::GroupPlan& plan = p.plans[r];
     v1::StoredGroup stored;
-    engine::GroupContext context;
     {
       absl::ReaderMutexLock lock(&mu_);
-      auto it = groups_.find(names[r]);
+      auto it = groups_.find(p.names[r]);
       if (it != groups_.end()) stored = it->second;
-      context.master_port = ChooseMasterPort(nodes[0].node_id, app);
     }
-    if (context.master_port == 0) {
-      return absl::ResourceExhaustedError(
-          absl::StrCat("no free master port in ", config_.master_port_first, "-",
-                       config_.master_port_last, " on ", nodes[0].name, "; stop a group there"));
-    }
-    context.group = names[r];
-    context.generation = stored.group().generation() + 1;
-    context.master_addr = nodes[0].fabric_address;
-    context.nodes = nodes;
-    ASSIGN_OR_RETURN(engine::GroupPlan plan, engine::PlanGroup(recipe, overrides, context));
-
     v1::Group& group = *stored.mutable_group();
     const absl::Time now = clock_->Now();
     if (!group.has_created_at()) *group.mutable_created_at() = ToProto(now);
-    group.set_name(names[r]);
-    group.set_application(app);
-    group.set_recipe_name(recipe.name);
+    group.set_name(p.names[r]);
+    group.set_application(p.app);
+    group.set_recipe_name(p.recipe.name);
     group.set_recipe_path(request.recipe_path());
-    group.set_engine(recipe.engine);
-    group.set_generation(context.generation);
+    group.set_engine(p.recipe.engine);
+    group.set_generation(plan.generation);
     group.set_state(v1::GROUP_STATE_STARTING);
     group.set_message("ordering ranks to start");
     group.set_endpoint(plan.endpoint);
-    group.set_fingerprint(fingerprint);
+    group.set_fingerprint(p.fingerprint);
     group.set_launch_order(plan.launch_order == engine::LaunchOrder::kHeadFirst ? "head-first"
                                                                                 : "all-at-once");
     *group.mutable_started_at() = ToProto(now);
     *group.mutable_updated_at() = ToProto(now);
     group.clear_ready_at();
+    group.clear_launch_checks();
+    group.clear_expected_nccl();
     *group.mutable_start_timeout() =
-        TimeUtil::NanosecondsToDuration(absl::ToInt64Nanoseconds(recipe.health.start_timeout));
+        TimeUtil::NanosecondsToDuration(absl::ToInt64Nanoseconds(p.recipe.health.start_timeout));
     group.clear_notes();
     for (const std::string& note : plan.notes) group.add_notes(note);
     group.clear_ranks();
@@ -296,18 +404,21 @@ absl::StatusOr<v1::ApplyResponse> GroupManager::Apply(const v1::ApplyRequest& re
       rank.set_rank(k);
       rank.set_node_name(nodes[k].name);
       rank.set_node_id(nodes[k].node_id);
-      rank.set_node_address(by_id[nodes[k].node_id].address());
+      rank.set_node_address(p.addresses.at(nodes[k].node_id));
       *rank.mutable_spec() = plan.ranks[k];
+      group.add_expected_nccl(rank_base + k < nccl_by_rank.size() ? nccl_by_rank[rank_base + k]
+                                                                  : "");
     }
+    rank_base += plan.ranks.size();
     stored.set_recipe_yaml(request.recipe_yaml());
     stored.mutable_overrides()->CopyFrom(request.overrides());
     {
       absl::MutexLock lock(&mu_);
-      groups_[names[r]] = stored;
+      groups_[p.names[r]] = stored;
       Persist(stored);
     }
-    Event(names[r], "group-applied",
-          absl::StrCat(response.action(), ": generation ", context.generation, " on ",
+    Event(p.names[r], "group-applied",
+          absl::StrCat(response.action(), ": generation ", plan.generation, " on ",
                        absl::StrJoin(nodes, ", ", [](std::string* out, const engine::NodeView& n) {
                          out->append(n.name);
                        })));
@@ -330,6 +441,52 @@ absl::StatusOr<v1::ApplyResponse> GroupManager::Apply(const v1::ApplyRequest& re
     *response.add_groups() = groups_.at(stored.group().name()).group();
   }
   return response;
+}
+
+absl::StatusOr<v1::ProbeNodeResponse> GroupManager::ProbeNode(absl::string_view name) {
+  for (const v1::Node& node : registry_->List()) {
+    if (node.identity().name() != name && node.identity().node_id() != name) continue;
+    ASSIGN_OR_RETURN(v1::NodeProbe probe,
+                     agents_->Probe(node.address(), node.identity().node_id(), v1::ProbeRequest(),
+                                    config_.probe_deadline));
+    v1::ProbeNodeResponse response;
+    response.set_node_name(node.identity().name());
+    *response.mutable_probe() = std::move(probe);
+    return response;
+  }
+  return absl::NotFoundError(absl::StrCat("no node named ", name, "; `fleet nodes` lists them"));
+}
+
+void GroupManager::CheckLaunch(const v1::Group& group) {
+  std::vector<v1::PreflightRow> rows;
+  for (const v1::GroupRank& rank : group.ranks()) {
+    v1::ReadShardLogRequest read;
+    read.set_group(group.name());
+    read.set_rank(rank.rank());
+    read.set_tail_lines(5000);
+    absl::StatusOr<v1::ReadShardLogResponse> log =
+        agents_->ReadShardLog(rank.node_address(), rank.node_id(), read, config_.log_call_deadline);
+    if (!log.ok()) continue;
+    bool rdma = false;
+    for (const v1::EnvVar& e : rank.spec().env()) rdma |= e.name() == "NCCL_IB_HCA";
+    std::string expected = rank.rank() < static_cast<uint32_t>(group.expected_nccl_size())
+                               ? group.expected_nccl(rank.rank())
+                               : "";
+    for (const CheckRow& row : CheckEngineLog(rank.node_name(), log->data(), expected, rdma)) {
+      rows.push_back(ToProto(row));
+      if (row.verdict != Verdict::kPass) {
+        Event(group.name(), absl::StrCat("launch-check-", VerdictName(row.verdict)),
+              absl::StrCat(row.node, " ", row.check, ": ", row.observed, " (expected ",
+                           row.expected, ")", row.fix.empty() ? "" : ": ", row.fix));
+      }
+    }
+  }
+  absl::MutexLock lock(&mu_);
+  auto it = groups_.find(group.name());
+  if (it == groups_.end() || it->second.group().generation() != group.generation()) return;
+  it->second.mutable_group()->clear_launch_checks();
+  for (v1::PreflightRow& r : rows) *it->second.mutable_group()->add_launch_checks() = std::move(r);
+  Persist(it->second);
 }
 
 absl::Status GroupManager::StartRanks(const v1::Group& group) {
@@ -505,6 +662,11 @@ void GroupManager::Refresh(v1::StoredGroup& stored) {
   *group.mutable_updated_at() = ToProto(now);
   const bool first_ready = state == v1::GROUP_STATE_READY && !group.has_ready_at();
   if (first_ready) *group.mutable_ready_at() = ToProto(now);
+  // The engine's own word on NCCL (its version banner, IB or socket transport) is in its log
+  // once it runs; vLLM and fleet-engine print it, an exec command need not.
+  if (first_ready && (group.engine() == "vllm" || group.engine() == "native")) {
+    post_([this, snapshot = group] { CheckLaunch(snapshot); });
+  }
   Persist(stored);
   if (state != before) {
     Event(group.name(), absl::StrCat("group-", absl::AsciiStrToLower(GroupStateName(state))),

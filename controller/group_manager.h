@@ -19,7 +19,10 @@
 #include "common/clock.h"
 #include "controller/agent_client.h"
 #include "controller/node_registry.h"
+#include "controller/preflight.h"
 #include "controller/store.h"
+#include "engine/plan.h"
+#include "engine/recipe.h"
 #include "fleet/v1/controller.pb.h"
 #include "fleet/v1/state.pb.h"
 
@@ -34,6 +37,8 @@ struct GroupManagerConfig {
   // A stop waits for every rank's grace period (10 s by default) on every node.
   absl::Duration stop_call_deadline = absl::Seconds(60);
   absl::Duration log_call_deadline = absl::Seconds(10);
+  // A probe may hash a model directory the first time (150 GB at disk speed).
+  absl::Duration probe_deadline = absl::Minutes(15);
   int events_kept_in_describe = 20;
 };
 
@@ -64,7 +69,16 @@ class GroupManager {
   // Blocking (agent calls): parse, place, store, order starts. InvalidArgument for a bad
   // recipe or override, FailedPrecondition when nodes are missing or a node refuses its rank
   // (the ranks already started are stopped again, and the group is Failed with that reason).
+  // Preflight runs first: a failure stops the apply before anything changes, unless
+  // request.force (failures then become warnings in the response).
   absl::StatusOr<v1::ApplyResponse> Apply(const v1::ApplyRequest& request);
+
+  // Blocking (agent probes): places the recipe as Apply would, probes the chosen nodes and
+  // judges them. No side effects.
+  absl::StatusOr<v1::PreflightResponse> Preflight(const v1::ApplyRequest& request);
+
+  // Blocking: probes one node now through its agent. NotFound names the fix.
+  absl::StatusOr<v1::ProbeNodeResponse> ProbeNode(absl::string_view name);
 
   // The shards a node holds, from its registration or heartbeat. Updates the ranks of known
   // groups; a shard of an older generation, or of a stopped group, is ordered to stop.
@@ -85,6 +99,25 @@ class GroupManager {
   absl::StatusOr<v1::GroupLogsResponse> Logs(const v1::GroupLogsRequest& request);
 
  private:
+  // An apply, parsed, placed and planned, before anything changes.
+  struct Prepared {
+    engine::Recipe recipe;
+    std::vector<engine::Override> overrides;
+    std::string app;
+    std::string fingerprint;
+    std::vector<std::string> names;                    // one per replica
+    std::vector<std::vector<engine::NodeView>> nodes;  // per replica, index = rank
+    std::vector<engine::GroupPlan> plans;              // per replica
+    std::vector<v1::StoredGroup> previous;             // this application's groups
+    std::map<std::string, std::string> addresses;      // node id → agent address
+  };
+  absl::StatusOr<Prepared> Prepare(const v1::ApplyRequest& request);
+  // Probes every placed node and runs the preflight checks; `nccl_by_rank` gets the NCCL
+  // version each rank's node showed, in rank order across replicas.
+  std::vector<CheckRow> Judge(const Prepared& prepared, std::vector<std::string>* nccl_by_rank);
+  // After Ready: each rank's log checked for NCCL's banner and transport (on the executor).
+  void CheckLaunch(const v1::Group& group);
+
   // Groups of an application (or the one group of that name), by name. Requires mu_.
   std::vector<std::string> NamesOf(absl::string_view name) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
   absl::Status StopRanks(const v1::Group& group);

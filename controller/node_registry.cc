@@ -93,6 +93,7 @@ absl::Status NodeRegistry::Register(const v1::RegisterRequest& request) {
   entry.node.set_address(request.advertise_address());
   entry.node.set_agent_version(request.agent_version());
   *entry.node.mutable_facts() = request.facts();
+  *entry.node.mutable_probe() = request.probe();
   *entry.node.mutable_registered_at() = ToProto(now);
   *entry.node.mutable_last_heartbeat() = ToProto(now);
   entry.node.set_state(v1::NODE_STATE_READY);

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -36,6 +37,38 @@ bool InSubnet(const std::string& ip, const std::string& cidr) {
   return (ntohl(a.s_addr) & mask) == (ntohl(net.s_addr) & mask);
 }
 
+// From the RDMA probe: every device with an ACTIVE port is used (both halves of a CX-7 port
+// appear as two devices, and NCCL needs both for the full rate). The fabric interface and
+// address are those of the port whose RoCE v2 GID holds the advertised address, else of the
+// first active device by name (case-insensitive: rocep1s0f1 before roceP2p1s0f1).
+void ApplyRdmaProbe(const v1::NodeProbe& probe, engine::NodeView& view) {
+  std::vector<const v1::RdmaDevice*> devices;
+  for (const v1::RdmaDevice& d : probe.rdma()) devices.push_back(&d);
+  std::sort(devices.begin(), devices.end(), [](const v1::RdmaDevice* a, const v1::RdmaDevice* b) {
+    return absl::AsciiStrToLower(a->name()) < absl::AsciiStrToLower(b->name());
+  });
+  bool chosen = false;
+  bool matched_address = false;
+  for (const v1::RdmaDevice* d : devices) {
+    const v1::RdmaPort* active = nullptr;
+    for (const v1::RdmaPort& port : d->ports()) {
+      if (port.state() == "ACTIVE") active = &port;
+    }
+    if (active == nullptr) continue;
+    view.rdma_devices.push_back(d->name());
+    std::string ipv4;
+    for (const v1::RdmaGid& g : active->gids()) {
+      if (static_cast<int32_t>(g.index()) == active->roce_v2_gid_index()) ipv4 = g.ipv4();
+    }
+    const bool holds_address = !ipv4.empty() && ipv4 == view.address;
+    if (matched_address || (chosen && !holds_address)) continue;
+    chosen = true;
+    matched_address = holds_address;
+    if (!active->netdev().empty()) view.fabric_interface = active->netdev();
+    if (!ipv4.empty()) view.fabric_address = ipv4;
+  }
+}
+
 }  // namespace
 
 engine::NodeView ToNodeView(const v1::Node& node) {
@@ -54,8 +87,14 @@ engine::NodeView ToNodeView(const v1::Node& node) {
     }
   }
   if (view.fabric_interface.empty()) view.fabric_interface = containing;
-  view.rdma_devices.assign(node.facts().rdma_devices().begin(), node.facts().rdma_devices().end());
-  view.has_gpus = node.facts().nvidia_devices();
+  if (node.probe().rdma_size() > 0) {
+    ApplyRdmaProbe(node.probe(), view);
+  } else {
+    // No RDMA probe: every device the node lists is taken as usable.
+    view.rdma_devices.assign(node.facts().rdma_devices().begin(),
+                             node.facts().rdma_devices().end());
+  }
+  view.has_gpus = node.facts().nvidia_devices() || node.probe().gpu().gpus_size() > 0;
   view.has_infiniband = node.facts().infiniband_devices();
   return view;
 }

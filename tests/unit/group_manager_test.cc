@@ -3,6 +3,9 @@
 // state, stop, stale shards, lost nodes, start timeout and a controller restart.
 #include "controller/group_manager.h"
 
+#include <set>
+
+#include "absl/strings/match.h"
 #include "common/fake_clock.h"
 #include "controller/fake_agent_client.h"
 #include "controller/fake_store.h"
@@ -40,9 +43,22 @@ class GroupManagerTest : public ::testing::Test {
     v1::NetworkInterface& itf = *r.mutable_facts()->add_interfaces();
     itf.set_name("enp1s0f1np1");
     itf.add_addresses(absl::StrCat("10.0.0.", i, "/24"));
-    r.mutable_facts()->add_rdma_devices("rocep1s0f1");
     ASSERT_TRUE(registry_.Register(r).ok());
     registry_.SetReachability(absl::StrCat("id", i), absl::OkStatus());
+    agents_.SetProbe(absl::StrCat("10.0.0.", i, ":7101"), HealthyProbe());
+  }
+
+  // What a node without RDMA or GPU whose agent may lock memory shows: preflight passes
+  // an exec recipe on it.
+  static v1::NodeProbe HealthyProbe() {
+    v1::NodeProbe probe;
+    v1::LimitsProbe& limits = *probe.mutable_limits();
+    limits.set_memlock_soft(UINT64_MAX);
+    limits.set_memlock_hard(UINT64_MAX);
+    limits.set_shm_total_bytes(uint64_t{64} << 30);
+    limits.set_memory_total_bytes(uint64_t{128} << 30);
+    probe.add_unavailable("gpu: libnvidia-ml.so.1 not found: no NVIDIA driver on this node");
+    return probe;
   }
 
   absl::StatusOr<v1::ApplyResponse> Apply(const std::vector<std::string>& overrides = {},
@@ -306,6 +322,55 @@ TEST_F(GroupManagerTest, BadRecipeAndBadNameAreInvalidArgument) {
   r = groups_.Apply(request);
   ASSERT_FALSE(r.ok());
   EXPECT_THAT(r.status().message(), HasSubstr("not usable"));
+}
+
+TEST_F(GroupManagerTest, FailedPreflightStartsNothingAndForceLaunchesAnyway) {
+  constexpr char kNeedsShm[] = R"(recipe_version: "2"
+name: echo
+engine: exec
+runtime: process
+nodes: 2
+requires:
+  shm: 128g
+command: fleet-echo-engine
+)";
+  absl::StatusOr<v1::ApplyResponse> r = Apply({}, kNeedsShm);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(r.status().message()), HasSubstr("preflight failed"));
+  EXPECT_THAT(std::string(r.status().message()), HasSubstr("spark-1 shm"));
+  EXPECT_TRUE(agents_.starts().empty());
+  EXPECT_FALSE(groups_.Get("echo").ok());
+
+  v1::ApplyRequest forced;
+  forced.set_recipe_path("recipes/echo.yaml");
+  forced.set_recipe_yaml(kNeedsShm);
+  forced.set_force(true);
+  absl::StatusOr<v1::PreflightResponse> judged = groups_.Preflight(forced);
+  ASSERT_TRUE(judged.ok()) << judged.status();
+  EXPECT_FALSE(judged->failed());
+  r = groups_.Apply(forced);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(agents_.starts().size(), 2u);
+  bool warned = false;
+  for (const v1::PreflightRow& row : r->preflight()) {
+    warned |= absl::StartsWith(row.check(), "shm") && row.verdict() == "warn";
+  }
+  EXPECT_TRUE(warned);
+}
+
+TEST_F(GroupManagerTest, PreflightProbesEveryPlacedNodeWithoutSideEffects) {
+  v1::ApplyRequest request;
+  request.set_recipe_path("recipes/echo.yaml");
+  request.set_recipe_yaml(kRecipe);
+  absl::StatusOr<v1::PreflightResponse> judged = groups_.Preflight(request);
+  ASSERT_TRUE(judged.ok()) << judged.status();
+  EXPECT_FALSE(judged->failed());
+  std::set<std::string> nodes;
+  for (const v1::PreflightRow& row : judged->rows()) nodes.insert(row.node());
+  EXPECT_EQ(nodes, (std::set<std::string>{"spark-1", "spark-2"}));
+  EXPECT_TRUE(agents_.starts().empty());
+  EXPECT_TRUE(groups_.List().empty());
 }
 
 TEST_F(GroupManagerTest, LogsComeFromTheRanksNode) {
