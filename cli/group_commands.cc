@@ -101,8 +101,9 @@ void PrintPlan(const engine::Recipe& recipe, const engine::GroupPlan& plan,
           << (r.check_completion() ? ", a one-token completion" : "") << "\n";
     }
     if (spec.runtime() == v1::SHARD_RUNTIME_DOCKER) {
-      std::vector<std::string> run = engine::RenderDockerRun(
-          spec, absl::StrCat("AGENT_STATE_DIR/cache/", plan.group), std::nullopt);
+      std::vector<std::string> run =
+          engine::RenderDockerRun(spec, absl::StrCat("AGENT_STATE_DIR/cache/", plan.group),
+                                  engine::EnvFilePath("AGENT_STATE_DIR", spec), std::nullopt);
       std::vector<std::string> q;
       for (const std::string& a : run) q.push_back(ShellQuote(a));
       out << "  docker: " << absl::StrJoin(q, " ") << "\n";
@@ -369,7 +370,8 @@ int Plan(const Globals& g, const RecipeFlags& flags, const std::string& nodes_fl
         Json rank = {{"rank", k}, {"node", nodes[k].name}, {"spec", ProtoToJson(plan->ranks[k])}};
         if (plan->ranks[k].runtime() == v1::SHARD_RUNTIME_DOCKER) {
           rank["dockerRun"] = engine::RenderDockerRun(
-              plan->ranks[k], absl::StrCat("AGENT_STATE_DIR/cache/", plan->group), std::nullopt);
+              plan->ranks[k], absl::StrCat("AGENT_STATE_DIR/cache/", plan->group),
+              engine::EnvFilePath("AGENT_STATE_DIR", plan->ranks[k]), std::nullopt);
         }
         ranks.push_back(std::move(rank));
       }

@@ -84,6 +84,7 @@ std::string ExpandHome(absl::string_view path, absl::string_view home) {
 }
 
 std::vector<std::string> RenderDockerRun(const v1::ShardSpec& spec, const std::string& cache_root,
+                                         const std::string& env_file,
                                          const std::optional<ImageInfo>& image) {
   std::vector<std::string> run = {"docker",
                                   "run",
@@ -120,13 +121,41 @@ std::vector<std::string> RenderDockerRun(const v1::ShardSpec& spec, const std::s
   for (const std::string& dir : spec.cache_dirs()) {
     run.insert(run.end(), {"-v", absl::StrCat(root, "/", CacheDirName(dir), ":", dir)});
   }
-  for (const v1::EnvVar& var : spec.env()) {
-    run.insert(run.end(), {"-e", absl::StrCat(var.name(), "=", var.value())});
-  }
+  run.insert(run.end(), {"--env-file", env_file});
   run.push_back(spec.image());
   std::vector<std::string> args(spec.argv().begin(), spec.argv().end());
   for (std::string& arg : ImageArgs(args, image)) run.push_back(std::move(arg));
   return run;
+}
+
+absl::StatusOr<std::string> RenderEnvFile(const v1::ShardSpec& spec) {
+  std::string file;
+  for (const v1::EnvVar& var : spec.env()) {
+    // Docker reads the file line by line, skips lines starting with '#', drops a trailing '\r'
+    // and refuses names with white space; anything else after the first '=' is the value.
+    const absl::string_view name = var.name();
+    if (name.empty() || absl::StartsWith(name, "#") || absl::StrContains(name, '=') ||
+        std::any_of(name.begin(), name.end(),
+                    [](char c) { return absl::ascii_isspace(static_cast<unsigned char>(c)); })) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "environment variable name '", name,
+          "' cannot be passed to docker: a name must be non-empty, must not start with '#' and "
+          "must hold no '=' or white space; rename it in the recipe's env"));
+    }
+    if (absl::StrContains(var.value(), '\n') || absl::StrContains(var.value(), '\r')) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "environment variable ", name,
+          " holds a line break, which docker's --env-file cannot carry; put its value on one line "
+          "(or put the text in a mounted file and pass the file's path)"));
+    }
+    absl::StrAppend(&file, name, "=", var.value(), "\n");
+  }
+  return file;
+}
+
+std::string EnvFilePath(absl::string_view state_dir, const v1::ShardSpec& spec) {
+  return absl::StrCat(state_dir, "/shards/", spec.group(), ".r", spec.rank(), ".g",
+                      spec.generation(), ".env");
 }
 
 }  // namespace fleet::engine

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "fleet/v1/shard.pb.h"
 
@@ -22,8 +23,10 @@ std::string ContainerName(const v1::ShardSpec& spec);
 
 // `docker run --detach --name ... --label fleet.group=... --label fleet.generation=...
 // --label fleet.rank=... --network host --ipc host [--gpus all] [--device /dev/infiniband]
-// --cap-add IPC_LOCK --ulimit memlock=N:N [--shm-size N] -v ... -e ... IMAGE ARGS...`.
+// --cap-add IPC_LOCK --ulimit memlock=N:N [--shm-size N] -v ... --env-file ENV_FILE IMAGE ARGS...`.
 // `cache_root` is the host directory under which cache_dirs live (STATE_DIR/cache/GROUP).
+// `env_file` holds RenderEnvFile(spec): the environment goes through a file, never argv, so a
+// secret in it (HF_TOKEN) does not show in `ps` or in a log of the command line.
 // When `image` is known and its ENTRYPOINT already is the command's first words (e.g.
 // ["vllm", "serve"]), those words are dropped from ARGS so `vllm serve` is never doubled;
 // when it is unknown (`fleet plan`), ARGS is the command as is. Other ENTRYPOINTs:
@@ -33,7 +36,20 @@ std::string ContainerName(const v1::ShardSpec& spec);
 //     that execs its arguments: ARGS is the command as is.
 // Mount sources are passed as they are; the agent expands a leading "~" first (ExpandHome).
 std::vector<std::string> RenderDockerRun(const v1::ShardSpec& spec, const std::string& cache_root,
+                                         const std::string& env_file,
                                          const std::optional<ImageInfo>& image);
+
+// The shard's environment in docker's --env-file format: one NAME=VALUE line per variable, in
+// the spec's order, values verbatim (no quoting), so a later duplicate wins as it would with
+// repeated -e. InvalidArgument naming the variable when the format cannot carry it: a newline
+// or carriage return anywhere, or a name that is empty, holds '=' or a space, or starts with '#'
+// (docker would read a comment).
+// Example: env {HF_TOKEN: "hf_x", A: "1=2"} -> "HF_TOKEN=hf_x\nA=1=2\n".
+absl::StatusOr<std::string> RenderEnvFile(const v1::ShardSpec& spec);
+
+// Where the agent writes a shard's env file: STATE_DIR/shards/GROUP.rRANK.gGENERATION.env,
+// beside its record. `fleet plan` passes "AGENT_STATE_DIR" for `state_dir`.
+std::string EnvFilePath(absl::string_view state_dir, const v1::ShardSpec& spec);
 
 // `path` with a leading "~" or "~/" replaced by `home` (the agent's $HOME); other paths as they
 // are. Recipes may name mount sources under "~/"; the agent that runs the shard expands them.

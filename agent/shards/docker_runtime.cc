@@ -330,6 +330,7 @@ absl::StatusOr<engine::ImageInfo> DockerRuntime::InspectImage(const std::string&
 }
 
 absl::Status DockerRuntime::Check(const v1::ShardSpec& spec) {
+  RETURN_IF_ERROR(engine::RenderEnvFile(spec).status());
   return InspectImage(spec.image()).status();
 }
 
@@ -342,7 +343,9 @@ absl::StatusOr<std::unique_ptr<RunningShard>> DockerRuntime::Launch(const v1::Sh
   ASSIGN_OR_RETURN(engine::ImageInfo image, InspectImage(spec.image()));
   std::string name = engine::ContainerName(spec);
   std::string cache_root = absl::StrCat(options_.cache_root, "/", spec.group());
-  std::vector<std::string> argv = engine::RenderDockerRun(spec, cache_root, image);
+  ASSIGN_OR_RETURN(std::string env, engine::RenderEnvFile(spec));
+  std::string env_file = engine::EnvFilePath(options_.state_dir, spec);
+  std::vector<std::string> argv = engine::RenderDockerRun(spec, cache_root, env_file, image);
   argv[0] = options_.docker;
   // Docker would create missing bind-mount sources owned by root; create the caches first.
   for (size_t i = 0; i + 1 < argv.size(); ++i) {
@@ -351,7 +354,12 @@ absl::StatusOr<std::unique_ptr<RunningShard>> DockerRuntime::Launch(const v1::Sh
     RETURN_IF_ERROR(
         MakeDirectories(absl::StrCat(cache_root, "/", mount.substr(0, mount.find(':'))), 0755));
   }
-  ASSIGN_OR_RETURN(CommandResult run, RunCommand(argv, kRunTimeout));
+  // 0600: the environment may hold secrets (HF_TOKEN) that only the agent's user may read.
+  RETURN_IF_ERROR(WriteFileAtomically(env_file, env, 0600));
+  absl::StatusOr<CommandResult> ran = RunCommand(argv, kRunTimeout);
+  // The container has its environment once `docker run` returns: no secret stays at rest.
+  ::unlink(env_file.c_str());
+  ASSIGN_OR_RETURN(CommandResult run, std::move(ran));
   if (!run.ok()) {
     // A container that was created but could not start keeps its name: remove it so the next
     // attempt is not refused for a name conflict.
@@ -384,6 +392,8 @@ absl::StatusOr<std::unique_ptr<RunningShard>> DockerRuntime::Launch(const v1::Sh
 absl::StatusOr<std::unique_ptr<RunningShard>> DockerRuntime::Adopt(const ShardRecord& record,
                                                                    const std::string& log_path) {
   const v1::ShardSpec& spec = record.spec;
+  // A previous agent that died during `docker run` left the env file behind.
+  ::unlink(engine::EnvFilePath(options_.state_dir, spec).c_str());
   std::string name = record.container.empty() ? engine::ContainerName(spec) : record.container;
   ASSIGN_OR_RETURN(
       CommandResult listed,

@@ -4,6 +4,9 @@
 // container ended (event driven, one process per shard, instead of an inspect every 200 ms),
 // `docker logs --follow NAME` appending to the shard's log file, and `docker stop -t GRACE`
 // then `docker rm -f` to stop. Re-adoption finds the container by its fleet.* labels.
+// The shard's environment goes to `docker run` as a 0600 --env-file (engine::EnvFilePath),
+// never as `-e NAME=VALUE` on a command line any user can read in `ps`; docker reads the file
+// only while `docker run` creates the container, so it is deleted as soon as that returns.
 #pragma once
 
 #include <memory>
@@ -17,6 +20,7 @@ namespace fleet::agent {
 struct DockerRuntimeOptions {
   std::string docker = "docker";  // the CLI, looked up in PATH
   std::string node_name;          // for messages
+  std::string state_dir;          // env files go to STATE_DIR/shards, beside the records
   std::string cache_root;         // STATE_DIR/cache; a group's caches live in cache_root/GROUP
 };
 
@@ -24,6 +28,7 @@ class DockerRuntime final : public ShardRuntime {
  public:
   explicit DockerRuntime(DockerRuntimeOptions options) : options_(std::move(options)) {}
 
+  // Also InvalidArgument when the environment cannot go through an env file (RenderEnvFile).
   absl::Status Check(const v1::ShardSpec& spec) override;
   void PrepareRecord(ShardRecord& record) override;
   absl::StatusOr<std::unique_ptr<RunningShard>> Launch(const v1::ShardSpec& spec,

@@ -15,6 +15,7 @@ absl::StatusOr<std::unique_ptr<Supervisor>> Supervisor::Create(SupervisorOptions
       .docker_runtime = std::make_unique<DockerRuntime>(
           DockerRuntimeOptions{.docker = options.docker,
                                .node_name = options.node_name,
+                               .state_dir = options.state_dir,
                                .cache_root = options.state_dir + "/cache"}),
       .probe = ProbeReadiness,
       .dial = DialTcp,

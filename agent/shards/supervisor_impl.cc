@@ -216,7 +216,8 @@ void SupervisorImpl::WriteRecord(Entry& entry) {
   if (entry.log) entry.record.log_base = entry.log->base();
   if (entry.running) entry.running->FillRecord(entry.record);
   std::string path = ShardRecordPath(options_.state_dir, entry.spec);
-  absl::Status st = WriteFileAtomically(path, SerializeShardRecord(entry.record));
+  // 0600: the record holds the spec, whose env may carry secrets (HF_TOKEN).
+  absl::Status st = WriteFileAtomically(path, SerializeShardRecord(entry.record), 0600);
   if (!st.ok()) {
     // The shard runs either way; only re-adoption after an agent restart is at stake.
     Log(LogLevel::kError, "supervisor", "cannot write shard record",

@@ -17,6 +17,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "agent/shards/supervisor_impl.h"
+#include "common/files.h"
+#include "engine/docker_run.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -24,6 +26,7 @@ namespace fleet::agent {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 // Output of a shell command, nullopt when it fails.
 std::optional<std::string> Shell(const std::string& command) {
@@ -78,10 +81,13 @@ class DockerRuntimeTest : public ::testing::Test {
     }
   }
 
-  std::unique_ptr<SupervisorImpl> NewSupervisor() {
+  std::unique_ptr<SupervisorImpl> NewSupervisor(const std::string& docker = "docker") {
     SupervisorDeps deps = {
         .docker_runtime = std::make_unique<DockerRuntime>(
-            DockerRuntimeOptions{.node_name = "spark-1", .cache_root = state_dir_ + "/cache"}),
+            DockerRuntimeOptions{.docker = docker,
+                                 .node_name = "spark-1",
+                                 .state_dir = state_dir_,
+                                 .cache_root = state_dir_ + "/cache"}),
         .dial = DialTcp,
     };
     auto s =
@@ -105,6 +111,32 @@ class DockerRuntimeTest : public ::testing::Test {
     spec.mutable_stop_grace()->set_seconds(1);
     if (memlock) spec.set_memlock_bytes(*memlock);
     return spec;
+  }
+
+  // A docker CLI that writes down, for `docker run`, its argv (one word a line) in
+  // STATE_DIR/run-argv and the mode of its --env-file as docker finds it in STATE_DIR/env-mode.
+  std::string RecordingDocker() {
+    std::string path = state_dir_ + "/docker";
+    EXPECT_TRUE(
+        WriteFileAtomically(path,
+                            absl::StrCat("#!/bin/sh\n"
+                                         "if [ \"$1\" = run ]; then\n"
+                                         "  printf '%s\\n' \"$@\" > ",
+                                         state_dir_,
+                                         "/run-argv\n"
+                                         "  prev=\n"
+                                         "  for word in \"$@\"; do\n"
+                                         "    if [ \"$prev\" = --env-file ]; then stat -c %a "
+                                         "\"$word\" > ",
+                                         state_dir_,
+                                         "/env-mode; fi\n"
+                                         "    prev=$word\n"
+                                         "  done\n"
+                                         "fi\n"
+                                         "exec docker \"$@\"\n"),
+                            0755)
+            .ok());
+    return path;
   }
 
   std::optional<v1::ShardStatus> Status(Supervisor& s) {
@@ -154,8 +186,42 @@ TEST_F(DockerRuntimeTest, RunsLogsReadoptsAndStops) {
   ASSERT_TRUE(stopped.ok());
   ASSERT_EQ(stopped->size(), 1u);
   EXPECT_EQ((*stopped)[0].state(), v1::SHARD_STATE_EXITED) << (*stopped)[0].DebugString();
-  EXPECT_THAT(Shell("docker ps -a --format '{{.Names}}'").value_or(name),
-              ::testing::Not(HasSubstr(name)));
+  EXPECT_THAT(Shell("docker ps -a --format '{{.Names}}'").value_or(name), Not(HasSubstr(name)));
+}
+
+TEST_F(DockerRuntimeTest, EnvironmentReachesTheContainerThroughAnEnvFileNeverArgv) {
+  const std::string secret = absl::StrCat("s3cret-", ::getpid());
+  auto s = NewSupervisor(RecordingDocker());
+  v1::ShardSpec spec = Spec(8 << 20);
+  spec.set_argv(2, "echo secret=$FLEET_SECRET_TEST; exec sleep 60");
+  v1::EnvVar* var = spec.add_env();
+  var->set_name("FLEET_SECRET_TEST");
+  var->set_value(secret);
+  ASSERT_TRUE(s->Start(spec).ok());
+  ASSERT_TRUE(Eventually([&] {
+    auto log = s->ReadLog(group_, 0, 0, 0, 0);
+    return log.ok() && absl::StrContains(log->data, absl::StrCat("secret=", secret, "\n"));
+  })) << Status(*s)->DebugString();
+
+  const std::string env_file = engine::EnvFilePath(state_dir_, spec);
+  absl::StatusOr<std::string> argv = ReadFileToString(state_dir_ + "/run-argv");
+  ASSERT_TRUE(argv.ok()) << argv.status();
+  EXPECT_THAT(*argv, HasSubstr(absl::StrCat("\n--env-file\n", env_file, "\n")));
+  EXPECT_THAT(*argv, Not(HasSubstr(secret)));
+  EXPECT_EQ(ReadFileToString(state_dir_ + "/env-mode").value_or(""), "600\n");
+  // The log shows the container runs, so `docker run` has returned and the file is gone.
+  EXPECT_NE(::access(env_file.c_str(), F_OK), 0) << env_file << " outlived `docker run`";
+}
+
+TEST_F(DockerRuntimeTest, EnvValueWithANewlineIsRefusedAtStart) {
+  auto s = NewSupervisor();
+  v1::ShardSpec spec = Spec(8 << 20);
+  v1::EnvVar* var = spec.add_env();
+  var->set_name("FLEET_SECRET_TEST");
+  var->set_value("two\nlines");
+  auto st = s->Start(spec);
+  ASSERT_TRUE(absl::IsInvalidArgument(st.status())) << st.status();
+  EXPECT_THAT(st.status().message(), HasSubstr("FLEET_SECRET_TEST"));
 }
 
 TEST_F(DockerRuntimeTest, MemlockUnlimitedThatDockerCannotGrantIsExplained) {

@@ -1,5 +1,5 @@
-// RenderDockerRun: the exact `docker run` argv of a shard, and the ENTRYPOINT rules that keep
-// `vllm serve` from being doubled.
+// RenderDockerRun: the exact `docker run` argv of a shard, the ENTRYPOINT rules that keep
+// `vllm serve` from being doubled, and the env file that keeps the environment out of argv.
 #include "engine/docker_run.h"
 
 #include <cstdint>
@@ -14,8 +14,8 @@
 namespace fleet::engine {
 namespace {
 
+using ::testing::Contains;
 using ::testing::ElementsAre;
-using ::testing::ElementsAreArray;
 using ::testing::HasSubstr;
 using ::testing::IsSupersetOf;
 using ::testing::Not;
@@ -62,7 +62,8 @@ TEST(DockerRunTest, RendersEveryOptionInDocumentedOrder) {
   var->set_value("=rocep1s0f1,roceP2p1s0f1");
 
   EXPECT_THAT(
-      RenderDockerRun(spec, "/var/lib/fleet/cache/ds4/", std::nullopt),
+      RenderDockerRun(spec, "/var/lib/fleet/cache/ds4/", EnvFilePath("/var/lib/fleet", spec),
+                      std::nullopt),
       ElementsAre("docker", "run", "--detach", "--name", "fleet-ds4-g7-r1", "--label",
                   "fleet.group=ds4", "--label", "fleet.generation=7", "--label", "fleet.rank=1",
                   "--network", "host", "--ipc", "host", "--gpus", "all", "--device",
@@ -70,13 +71,14 @@ TEST(DockerRunTest, RendersEveryOptionInDocumentedOrder) {
                   "--shm-size", "68719476736", "-v", "/srv/models:/models:ro", "-v",
                   "/root/.cache/huggingface:/root/.cache/huggingface", "-v",
                   "/var/lib/fleet/cache/ds4/root_.cache_vllm:/root/.cache/vllm", "-v",
-                  "/var/lib/fleet/cache/ds4/root_.triton_cache:/root/.triton/cache", "-e",
-                  "NCCL_IB_HCA==rocep1s0f1,roceP2p1s0f1", "vllm-node:latest", "vllm", "serve",
+                  "/var/lib/fleet/cache/ds4/root_.triton_cache:/root/.triton/cache", "--env-file",
+                  "/var/lib/fleet/shards/ds4.r1.g7.env", "vllm-node:latest", "vllm", "serve",
                   "deepseek-ai/DeepSeek-V4-Flash", "--headless"));
 }
 
 TEST(DockerRunTest, LeavesOutGpusInfinibandAndShmWhenTheSpecHasNone) {
-  const std::vector<std::string> run = RenderDockerRun(WorkerSpec(), "/cache", std::nullopt);
+  const std::vector<std::string> run =
+      RenderDockerRun(WorkerSpec(), "/cache", "/env", std::nullopt);
   EXPECT_THAT(run, Not(IsSupersetOf({"--gpus"})));
   EXPECT_THAT(run, Not(IsSupersetOf({"--device"})));
   EXPECT_THAT(run, Not(IsSupersetOf({"--shm-size"})));
@@ -84,11 +86,13 @@ TEST(DockerRunTest, LeavesOutGpusInfinibandAndShmWhenTheSpecHasNone) {
 
 TEST(DockerRunTest, MemlockIsUnlimitedWhenUnsetOrUnlimitedAndExactOtherwise) {
   v1::ShardSpec spec = WorkerSpec();
-  EXPECT_THAT(RenderDockerRun(spec, "/cache", std::nullopt), IsSupersetOf({"memlock=-1:-1"}));
+  EXPECT_THAT(RenderDockerRun(spec, "/cache", "/env", std::nullopt),
+              IsSupersetOf({"memlock=-1:-1"}));
   spec.set_memlock_bytes(std::numeric_limits<uint64_t>::max());
-  EXPECT_THAT(RenderDockerRun(spec, "/cache", std::nullopt), IsSupersetOf({"memlock=-1:-1"}));
+  EXPECT_THAT(RenderDockerRun(spec, "/cache", "/env", std::nullopt),
+              IsSupersetOf({"memlock=-1:-1"}));
   spec.set_memlock_bytes(8 << 20);
-  EXPECT_THAT(RenderDockerRun(spec, "/cache", std::nullopt),
+  EXPECT_THAT(RenderDockerRun(spec, "/cache", "/env", std::nullopt),
               IsSupersetOf({"memlock=8388608:8388608"}));
 }
 
@@ -97,28 +101,28 @@ TEST(DockerRunTest, ContainerNameCarriesGroupGenerationAndRank) {
 }
 
 TEST(DockerRunTest, UnknownImagePassesTheCommandAsIs) {
-  EXPECT_THAT(
-      ArgsAfterImage(RenderDockerRun(WorkerSpec(), "/cache", std::nullopt), "vllm-node:latest"),
-      ElementsAre("vllm", "serve", "deepseek-ai/DeepSeek-V4-Flash", "--headless"));
-  EXPECT_THAT(
-      ArgsAfterImage(RenderDockerRun(WorkerSpec(), "/cache", ImageInfo{}), "vllm-node:latest"),
-      ElementsAre("vllm", "serve", "deepseek-ai/DeepSeek-V4-Flash", "--headless"));
+  EXPECT_THAT(ArgsAfterImage(RenderDockerRun(WorkerSpec(), "/cache", "/env", std::nullopt),
+                             "vllm-node:latest"),
+              ElementsAre("vllm", "serve", "deepseek-ai/DeepSeek-V4-Flash", "--headless"));
+  EXPECT_THAT(ArgsAfterImage(RenderDockerRun(WorkerSpec(), "/cache", "/env", ImageInfo{}),
+                             "vllm-node:latest"),
+              ElementsAre("vllm", "serve", "deepseek-ai/DeepSeek-V4-Flash", "--headless"));
 }
 
 TEST(DockerRunTest, EntrypointThatIsTheCommandsFirstWordsIsNotRepeated) {
-  EXPECT_THAT(ArgsAfterImage(RenderDockerRun(WorkerSpec(), "/cache",
+  EXPECT_THAT(ArgsAfterImage(RenderDockerRun(WorkerSpec(), "/cache", "/env",
                                              ImageInfo{.entrypoint = {"vllm", "serve"}}),
                              "vllm-node:latest"),
               ElementsAre("deepseek-ai/DeepSeek-V4-Flash", "--headless"));
-  EXPECT_THAT(
-      ArgsAfterImage(RenderDockerRun(WorkerSpec(), "/cache", ImageInfo{.entrypoint = {"vllm"}}),
-                     "vllm-node:latest"),
-      ElementsAre("serve", "deepseek-ai/DeepSeek-V4-Flash", "--headless"));
+  EXPECT_THAT(ArgsAfterImage(RenderDockerRun(WorkerSpec(), "/cache", "/env",
+                                             ImageInfo{.entrypoint = {"vllm"}}),
+                             "vllm-node:latest"),
+              ElementsAre("serve", "deepseek-ai/DeepSeek-V4-Flash", "--headless"));
 }
 
 TEST(DockerRunTest, WrapperEntrypointGetsTheWholeCommand) {
   EXPECT_THAT(
-      ArgsAfterImage(RenderDockerRun(WorkerSpec(), "/cache",
+      ArgsAfterImage(RenderDockerRun(WorkerSpec(), "/cache", "/env",
                                      ImageInfo{.entrypoint = {"/opt/nvidia/nvidia_entrypoint.sh"}}),
                      "vllm-node:latest"),
       ElementsAre("vllm", "serve", "deepseek-ai/DeepSeek-V4-Flash", "--headless"));
@@ -130,12 +134,12 @@ TEST(DockerRunTest, ShellEntrypointGetsOneQuotedScriptThatExecsTheEngine) {
   spec.add_argv(R"({"cudagraph_mode":"FULL"})");
   spec.add_argv("--chat-template-kwargs");
   spec.add_argv("it's");
-  EXPECT_THAT(
-      ArgsAfterImage(RenderDockerRun(spec, "/cache", ImageInfo{.entrypoint = {"/bin/bash", "-c"}}),
-                     "vllm-node:latest"),
-      ElementsAre(R"(exec vllm serve deepseek-ai/DeepSeek-V4-Flash --headless )"
-                  R"(--compilation-config '{"cudagraph_mode":"FULL"}' )"
-                  R"(--chat-template-kwargs 'it'\''s')"));
+  EXPECT_THAT(ArgsAfterImage(RenderDockerRun(spec, "/cache", "/env",
+                                             ImageInfo{.entrypoint = {"/bin/bash", "-c"}}),
+                             "vllm-node:latest"),
+              ElementsAre(R"(exec vllm serve deepseek-ai/DeepSeek-V4-Flash --headless )"
+                          R"(--compilation-config '{"cudagraph_mode":"FULL"}' )"
+                          R"(--chat-template-kwargs 'it'\''s')"));
 }
 
 TEST(DockerRunTest, ShellEntrypointAlreadyInTheCommandIsDroppedNotQuoted) {
@@ -144,24 +148,72 @@ TEST(DockerRunTest, ShellEntrypointAlreadyInTheCommandIsDroppedNotQuoted) {
   spec.add_argv("sh");
   spec.add_argv("-c");
   spec.add_argv("ulimit -l && exec vllm serve m");
-  EXPECT_THAT(ArgsAfterImage(RenderDockerRun(spec, "/cache", ImageInfo{.entrypoint = {"sh", "-c"}}),
-                             "vllm-node:latest"),
-              ElementsAre("ulimit -l && exec vllm serve m"));
+  EXPECT_THAT(
+      ArgsAfterImage(RenderDockerRun(spec, "/cache", "/env", ImageInfo{.entrypoint = {"sh", "-c"}}),
+                     "vllm-node:latest"),
+      ElementsAre("ulimit -l && exec vllm serve m"));
 }
 
-TEST(DockerRunTest, EnvironmentKeepsTheSpecsOrder) {
+void AddEnv(v1::ShardSpec& spec, const std::string& name, const std::string& value) {
+  v1::EnvVar* var = spec.add_env();
+  var->set_name(name);
+  var->set_value(value);
+}
+
+TEST(DockerRunTest, EnvironmentGoesThroughTheEnvFileAndNeverIntoArgv) {
   v1::ShardSpec spec = WorkerSpec();
-  for (const char* name : {"NCCL_SOCKET_IFNAME", "VLLM_HOST_IP", "MASTER_ADDR"}) {
-    v1::EnvVar* var = spec.add_env();
-    var->set_name(name);
-    var->set_value("x");
+  AddEnv(spec, "HF_TOKEN", "hf_secret");
+  const std::vector<std::string> run = RenderDockerRun(spec, "/cache", "/env", std::nullopt);
+  EXPECT_THAT(run, IsSupersetOf({"--env-file", "/env"}));
+  EXPECT_THAT(run, Not(Contains("-e")));
+  for (const std::string& word : run) EXPECT_THAT(word, Not(HasSubstr("hf_secret")));
+}
+
+TEST(DockerRunTest, EnvFileHoldsTheEnvironmentInTheSpecsOrderLaterDuplicatesLast) {
+  v1::ShardSpec spec = WorkerSpec();
+  AddEnv(spec, "NCCL_SOCKET_IFNAME", "enp1s0f1np1");
+  AddEnv(spec, "NCCL_IB_HCA", "=rocep1s0f1,roceP2p1s0f1");
+  AddEnv(spec, "VLLM_ARGS", R"( '{"a": "b c"}' $HOME # not a comment )");
+  AddEnv(spec, "EMPTY", "");
+  AddEnv(spec, "NCCL_SOCKET_IFNAME", "eth0");
+  // Docker applies the lines in order, so the later NCCL_SOCKET_IFNAME wins as with -e.
+  absl::StatusOr<std::string> file = RenderEnvFile(spec);
+  ASSERT_TRUE(file.ok()) << file.status();
+  EXPECT_EQ(*file,
+            "NCCL_SOCKET_IFNAME=enp1s0f1np1\n"
+            "NCCL_IB_HCA==rocep1s0f1,roceP2p1s0f1\n"
+            R"(VLLM_ARGS= '{"a": "b c"}' $HOME # not a comment )"
+            "\n"
+            "EMPTY=\n"
+            "NCCL_SOCKET_IFNAME=eth0\n");
+  absl::StatusOr<std::string> empty = RenderEnvFile(WorkerSpec());
+  ASSERT_TRUE(empty.ok()) << empty.status();
+  EXPECT_EQ(*empty, "");
+}
+
+TEST(DockerRunTest, EnvFileRefusesALineBreakInAValueNamingTheVariable) {
+  for (const char* value : {"line one\nline two", "ends in CR\r", "\n"}) {
+    v1::ShardSpec spec = WorkerSpec();
+    AddEnv(spec, "OK", "1");
+    AddEnv(spec, "HF_TOKEN", value);
+    absl::StatusOr<std::string> file = RenderEnvFile(spec);
+    EXPECT_EQ(file.status().code(), absl::StatusCode::kInvalidArgument) << value;
+    EXPECT_THAT(file.status().message(), HasSubstr("HF_TOKEN")) << value;
+    EXPECT_THAT(file.status().message(), Not(HasSubstr(value)));
   }
-  std::vector<std::string> env;
-  const std::vector<std::string> run = RenderDockerRun(spec, "/cache", std::nullopt);
-  for (size_t i = 0; i + 1 < run.size(); ++i) {
-    if (run[i] == "-e") env.push_back(run[i + 1]);
+}
+
+TEST(DockerRunTest, EnvFileRefusesNamesDockerWouldMisread) {
+  for (const char* name : {"", "#HF_TOKEN", "A=B", "HF TOKEN", " HF_TOKEN"}) {
+    v1::ShardSpec spec = WorkerSpec();
+    AddEnv(spec, name, "x");
+    EXPECT_EQ(RenderEnvFile(spec).status().code(), absl::StatusCode::kInvalidArgument)
+        << "'" << name << "'";
   }
-  EXPECT_THAT(env, ElementsAreArray({"NCCL_SOCKET_IFNAME=x", "VLLM_HOST_IP=x", "MASTER_ADDR=x"}));
+}
+
+TEST(DockerRunTest, EnvFileLiesBesideTheShardsRecord) {
+  EXPECT_EQ(EnvFilePath("/var/lib/fleet", WorkerSpec()), "/var/lib/fleet/shards/ds4.r1.g7.env");
 }
 
 TEST(DockerRunTest, ExpandHomeReplacesOnlyALeadingTilde) {

@@ -449,7 +449,8 @@ std::string Describe(const GroupPlan& plan, const GroupContext& group, const std
     // With the image not inspected, the words after IMAGE are the argv above (checked here).
     out << "  docker run, up to the image:\n";
     const std::vector<std::string> run =
-        RenderDockerRun(spec, absl::StrCat("/var/lib/fleet/cache/", plan.group), std::nullopt);
+        RenderDockerRun(spec, absl::StrCat("/var/lib/fleet/cache/", plan.group),
+                        EnvFilePath("/var/lib/fleet", spec), std::nullopt);
     const size_t args = run.size() - static_cast<size_t>(spec.argv_size());
     EXPECT_THAT(
         std::vector<std::string>(run.begin() + static_cast<std::ptrdiff_t>(args), run.end()),
