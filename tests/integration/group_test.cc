@@ -298,6 +298,42 @@ TEST_F(GroupTest, BadRecipesAreRefusedWithTheirLineAndStartNothing) {
       << r->stderr_text;
   EXPECT_TRUE(EnginePids("echo-group").empty());
   EXPECT_TRUE(EnginePids("big").empty());
+
+  // A requirement no node meets: preflight lists it per node with the fix, apply refuses.
+  std::string shm = absl::StrCat(cluster_->temp_dir(), "/shm.yaml");
+  std::ofstream(shm) << absl::StrCat(EchoRecipe(port_), "requires:\n  shm: 100t\n");
+  r = Fleet({"preflight", shm});
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->exit_code, 1) << r->stdout_text;
+  for (const std::string& node : AgentNames()) {
+    EXPECT_TRUE(absl::StrContains(r->stdout_text, node)) << r->stdout_text;
+  }
+  EXPECT_TRUE(absl::StrContains(r->stdout_text, "fail")) << r->stdout_text;
+  EXPECT_TRUE(absl::StrContains(r->stdout_text, "/dev/shm")) << r->stdout_text;
+  r = Fleet({"apply", shm});
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->exit_code, 1);
+  EXPECT_TRUE(absl::StrContains(r->stderr_text, "preflight failed, nothing was started"))
+      << r->stderr_text;
+  EXPECT_TRUE(EnginePids("shm").empty());
+}
+
+TEST_F(GroupTest, NodesAreProbedThroughTheirAgents) {
+  absl::StatusOr<CommandResult> r = Fleet({"describe", "node", "node-2"});
+  ASSERT_TRUE(r.ok());
+  ASSERT_EQ(r->exit_code, 0) << r->stderr_text;
+  EXPECT_TRUE(absl::StrContains(r->stdout_text, "Node: node-2")) << r->stdout_text;
+  // The node's own address, seen by its own agent in its namespace.
+  EXPECT_TRUE(absl::StrContains(r->stdout_text, network_->host(2).ip)) << r->stdout_text;
+  r = Fleet({"describe", "node", "node-9"});
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->exit_code, 1);
+  EXPECT_TRUE(absl::StrContains(r->stderr_text, "no node named node-9")) << r->stderr_text;
+  // No RDMA device on these hosts: an empty table, not an error.
+  r = Fleet({"get", "links"});
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->exit_code, 0) << r->stderr_text;
+  EXPECT_TRUE(absl::StartsWith(r->stdout_text, "NODE")) << r->stdout_text;
 }
 
 }  // namespace
