@@ -18,6 +18,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
 #include "absl/strings/strip.h"
+#include "agent/probes/root_files.h"
 #include "common/files.h"
 #include "common/status_macros.h"
 
@@ -27,12 +28,6 @@ namespace {
 constexpr uint64_t kUnlimited = std::numeric_limits<uint64_t>::max();
 // CAP_SYS_RESOURCE (linux/capability.h): lets a process raise a hard rlimit.
 constexpr int kCapSysResource = 24;
-
-std::string Under(const std::string& root, absl::string_view path) {
-  std::string base = root;
-  while (!base.empty() && base.back() == '/') base.pop_back();
-  return absl::StrCat(base, path);
-}
 
 // "unlimited" or a decimal number of bytes, as proc/self/limits prints a limit.
 std::optional<uint64_t> ParseLimit(absl::string_view text) {

@@ -22,6 +22,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
 #include "absl/strings/strip.h"
+#include "agent/probes/root_files.h"
 #include "common/files.h"
 
 namespace fleet::agent {
@@ -29,18 +30,6 @@ namespace {
 
 // ARPHRD_LOOPBACK (linux/if_arp.h), as sysfs `type` prints it.
 constexpr absl::string_view kLoopbackType = "772";
-
-std::string Under(const std::string& root, absl::string_view path) {
-  std::string base = root;
-  while (!base.empty() && base.back() == '/') base.pop_back();
-  return absl::StrCat(base, path);
-}
-
-absl::StatusOr<std::string> ReadTrimmed(const std::string& path) {
-  absl::StatusOr<std::string> s = ReadFileToString(path);
-  if (!s.ok()) return s.status();
-  return std::string(absl::StripAsciiWhitespace(*s));
-}
 
 int PrefixLength(const uint8_t* mask, int bytes) {
   int prefix = 0;

@@ -20,22 +20,11 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
 #include "absl/strings/strip.h"
+#include "agent/probes/root_files.h"
 #include "common/files.h"
 
 namespace fleet::agent {
 namespace {
-
-std::string Under(const std::string& root, absl::string_view path) {
-  std::string base = root;
-  while (!base.empty() && base.back() == '/') base.pop_back();
-  return absl::StrCat(base, path);
-}
-
-absl::StatusOr<std::string> ReadTrimmed(const std::string& path) {
-  absl::StatusOr<std::string> s = ReadFileToString(path);
-  if (!s.ok()) return s.status();
-  return std::string(absl::StripAsciiWhitespace(*s));
-}
 
 // Counts CPUs in a kernel CPU list such as "0-3,8-11".
 absl::StatusOr<uint32_t> CountCpuList(absl::string_view list) {

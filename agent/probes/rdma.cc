@@ -21,6 +21,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
+#include "agent/probes/root_files.h"
 #include "agent/probes/verbs_loader.h"
 #include "common/files.h"
 
@@ -28,18 +29,6 @@ namespace fleet::agent {
 namespace {
 
 using Gid = std::array<uint8_t, 16>;
-
-std::string Under(const std::string& root, absl::string_view path) {
-  std::string base = root;
-  while (!base.empty() && base.back() == '/') base.pop_back();
-  return absl::StrCat(base, path);
-}
-
-absl::StatusOr<std::string> ReadTrimmed(const std::string& path) {
-  absl::StatusOr<std::string> s = ReadFileToString(path);
-  if (!s.ok()) return s.status();
-  return std::string(absl::StripAsciiWhitespace(*s));
-}
 
 // Entries of `dir` whose names are decimal numbers, ascending; empty when `dir` is unreadable.
 std::vector<uint32_t> NumberedEntries(const std::string& dir, std::error_code& ec) {
