@@ -236,8 +236,7 @@ absl::StatusOr<GroupPlan> PlanGroup(const Recipe& recipe, const std::vector<Over
         "); set cache_dirs to choose others"));
   }
 
-  // memlock and shm are given to the shard now; the rest needs the node probes and preflight
-  // (the Probes issue), which do not exist yet. Saying so beats a silent pass.
+  // A plan reads no node, so it cannot judge these; preflight does, on the nodes apply picks.
   const Requirements& req = recipe.requirements;
   std::vector<std::string> unchecked;
   if (!req.nccl.empty()) unchecked.push_back(absl::StrCat("nccl ", req.nccl));
@@ -247,7 +246,7 @@ absl::StatusOr<GroupPlan> PlanGroup(const Recipe& recipe, const std::vector<Over
   if (!unchecked.empty()) {
     plan.notes.push_back(absl::StrCat(
         "requires ", absl::StrJoin(unchecked, ", "),
-        " not checked: this version has no node probes or preflight yet; check them by hand"));
+        " are not checked by a plan: `fleet preflight` and `fleet apply` check them on the nodes"));
   }
 
   const std::optional<uint32_t> port = ServingPort(recipe, values);
