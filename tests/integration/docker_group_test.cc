@@ -1,0 +1,158 @@
+// A serving group in Docker containers, end to end through the controller and the agents:
+// `fleet apply` of a docker recipe reaches Ready with one container per rank (labelled with
+// group, generation and rank), `fleet logs` reads a container's output, `fleet stop` leaves no
+// container; a recipe asking for the default unlimited memlock fails with the node named and
+// the fix, since this machine's hard memlock limit (8 MiB) cannot be raised. Containers share
+// the root network namespace, so the nodes are 127.0.0.x addresses. Skipped, saying why, where
+// no Docker engine can be started.
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "absl/time/time.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "tests/integration/cluster_harness.h"
+#include "tests/integration/node_listing.h"
+#include "tests/integration/test_network.h"
+
+namespace fleet::testing {
+namespace {
+
+bool Shell(const std::string& command) { return std::system(command.c_str()) == 0; }
+
+std::string ShellOutput(const std::string& command) {
+  absl::StatusOr<CommandResult> r = RunCommand({"sh", "-c", command}, std::chrono::seconds(30));
+  return r.ok() ? std::string(absl::StripAsciiWhitespace(r->stdout_text)) : "";
+}
+
+class DockerGroupTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    if (!Shell(absl::StrCat(FLEET_SOURCE_DIR, "/scripts/dockerd.sh /tmp/fleet-test-dockerd"))) {
+      skip_reason_ = "no Docker engine could be started (scripts/dockerd.sh failed)";
+      return;
+    }
+    image_ = absl::StrCat("fleet-test-group:", ::getpid());
+    std::string root = absl::StrCat("/tmp/fleet-test-group-rootfs-", ::getpid());
+    if (!Shell(absl::StrCat("set -e; rm -rf ", root, "; mkdir -p ", root, "/bin; cp ",
+                            "$(command -v busybox) ", root, "/bin/busybox; for a in $(", root,
+                            "/bin/busybox --list | grep -vx busybox); do ln -sf busybox ", root,
+                            "/bin/$a; done; tar -C ", root, " -c . | docker import - ", image_,
+                            " >/dev/null; rm -rf ", root))) {
+      skip_reason_ = "cannot build the busybox test image (is busybox-static installed?)";
+    }
+  }
+  static void TearDownTestSuite() {
+    if (!image_.empty()) Shell(absl::StrCat("docker rmi -f ", image_, " >/dev/null 2>&1"));
+  }
+
+  void SetUp() override {
+    if (!skip_reason_.empty()) GTEST_SKIP() << skip_reason_;
+    absl::StatusOr<std::unique_ptr<TestNetwork>> network =
+        TestNetwork::Create(3, {.use_namespaces = false});
+    ASSERT_TRUE(network.ok()) << network.status();
+    network_ = *std::move(network);
+    absl::StatusOr<std::unique_ptr<TestCluster>> cluster =
+        TestCluster::Create(*network_, FLEET_BINARY);
+    ASSERT_TRUE(cluster.ok()) << cluster.status();
+    cluster_ = *std::move(cluster);
+    ASSERT_TRUE(cluster_->StartController().ok());
+    for (int i = 1; i <= 2; ++i) ASSERT_TRUE(cluster_->StartAgent(i).ok());
+    ASSERT_TRUE(WaitForNodes(
+        *cluster_,
+        [](const nlohmann::json& d) {
+          return AllReady(d, {TestCluster::AgentName(1), TestCluster::AgentName(2)});
+        },
+        absl::Seconds(15)));
+    group_ = absl::StrCat("dg", ::getpid());
+  }
+
+  void TearDown() override {
+    if (cluster_ != nullptr && HasFailure()) {
+      std::fprintf(stderr, "%s", cluster_->LogTails().c_str());
+    }
+    if (!group_.empty()) {
+      std::string left = ShellOutput(
+          absl::StrCat("docker ps -aq --filter label=fleet.group=", group_, " | wc -l"));
+      EXPECT_EQ(left, "0") << "containers left behind";
+      Shell(absl::StrCat("docker ps -aq --filter label=fleet.group=", group_,
+                         " | xargs -r docker rm -f >/dev/null 2>&1"));
+    }
+    cluster_.reset();
+    network_.reset();
+  }
+
+  // Rank 0 serves its master port with busybox httpd (the workers' agents wait for it); every
+  // rank prints its rank. `memlock` is the requires line, empty for the default.
+  std::string Recipe(const std::string& memlock) {
+    std::string path = absl::StrCat(cluster_->temp_dir(), "/", group_, ".yaml");
+    std::ofstream(path) << absl::StrCat(
+        "recipe_version: \"2\"\nname: docker group\nengine: exec\nruntime: docker\ncontainer: ",
+        image_, "\nnodes: 2\n", memlock,
+        "health:\n  start_timeout: 60s\n"
+        "command: sh -c 'echo rank $FLEET_RANK of $FLEET_WORLD_SIZE; if [ $FLEET_RANK = 0 ]; "
+        "then exec httpd -f -p $FLEET_MASTER_ADDR:$FLEET_MASTER_PORT; else exec sleep 600; "
+        "fi'\n");
+    return path;
+  }
+
+  absl::StatusOr<CommandResult> Fleet(const std::vector<std::string>& args) {
+    return cluster_->RunCli(args, absl::Seconds(90));
+  }
+
+  static std::string skip_reason_;
+  static std::string image_;
+  std::unique_ptr<TestNetwork> network_;
+  std::unique_ptr<TestCluster> cluster_;
+  std::string group_;
+};
+
+std::string DockerGroupTest::skip_reason_;
+std::string DockerGroupTest::image_;
+
+TEST_F(DockerGroupTest, ApplyRunsOneLabelledContainerPerRankAndStopRemovesThem) {
+  absl::StatusOr<CommandResult> applied =
+      Fleet({"apply", Recipe("requires:\n  memlock: 8m\n"), "--name", group_});
+  ASSERT_TRUE(applied.ok()) << applied.status();
+  ASSERT_EQ(applied->exit_code, 0) << applied->stdout_text << applied->stderr_text;
+  EXPECT_TRUE(absl::StrContains(applied->stdout_text, "Ready in")) << applied->stdout_text;
+
+  EXPECT_EQ(ShellOutput(absl::StrCat("docker ps -q --filter label=fleet.group=", group_,
+                                     " --filter label=fleet.generation=1 | wc -l")),
+            "2");
+  EXPECT_EQ(ShellOutput(absl::StrCat("docker ps -q --filter label=fleet.group=", group_,
+                                     " --filter label=fleet.rank=1 | wc -l")),
+            "1");
+  absl::StatusOr<CommandResult> logs = Fleet({"logs", group_, "--rank", "1"});
+  ASSERT_TRUE(logs.ok());
+  EXPECT_TRUE(absl::StrContains(logs->stdout_text, "rank 1 of 2")) << logs->stdout_text;
+
+  absl::StatusOr<CommandResult> stopped = Fleet({"stop", group_});
+  ASSERT_TRUE(stopped.ok());
+  ASSERT_EQ(stopped->exit_code, 0) << stopped->stderr_text;
+  EXPECT_EQ(
+      ShellOutput(absl::StrCat("docker ps -aq --filter label=fleet.group=", group_, " | wc -l")),
+      "0");
+}
+
+TEST_F(DockerGroupTest, UnlimitedMemlockThisMachineCannotGrantFailsWithTheFix) {
+  absl::StatusOr<CommandResult> applied =
+      Fleet({"apply", Recipe(""), "--name", group_, "--timeout", "30s"});
+  ASSERT_TRUE(applied.ok()) << applied.status();
+  EXPECT_EQ(applied->exit_code, 1) << applied->stdout_text;
+  EXPECT_TRUE(absl::StrContains(applied->stderr_text, "memlock")) << applied->stderr_text;
+  EXPECT_TRUE(absl::StrContains(applied->stderr_text, "LimitMEMLOCK")) << applied->stderr_text;
+  absl::StatusOr<CommandResult> stopped = Fleet({"stop", group_});
+  ASSERT_TRUE(stopped.ok());
+  EXPECT_EQ(stopped->exit_code, 0) << stopped->stderr_text;
+}
+
+}  // namespace
+}  // namespace fleet::testing
