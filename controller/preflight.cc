@@ -788,6 +788,13 @@ class Checker {
     const bool required = recipe_.engine == "vllm" || !req_.gpu_arch.empty();
     const std::string expected = req_.gpu_arch.empty() ? (required ? "a GPU" : "none needed")
                                                        : absl::StrCat("a GPU of ", req_.gpu_arch);
+    // A recipe that needs no GPU gets no advice to install a driver it does not need.
+    if (!required) {
+      if (std::optional<std::string> why = NotProbed(nodes_[rank].probe, Section::kGpu)) {
+        Add(rank, "gpu", Verdict::kPass, absl::StrCat("not probed (", *why, ")"), expected);
+        return;
+      }
+    }
     if (!Probed(rank, Section::kGpu, "gpu", required, expected)) return;
     const v1::GpuProbe& gpu = nodes_[rank].probe.gpu();
     if (gpu.gpus_size() == 0) {

@@ -359,6 +359,23 @@ TEST(PreflightTest, Nccl228FailsAtFourRanks) {
   EXPECT_EQ(Row(RunPreflight(any_nccl, nodes), "spark-a", "nccl-2.28").verdict, Verdict::kFail);
 }
 
+TEST(PreflightTest, GpuNotProbedIsNoConcernForARecipeThatNeedsNone) {
+  std::vector<PreflightNode> nodes = Group(2);
+  for (PreflightNode& node : nodes) {
+    node.probe.clear_gpu();
+    node.probe.add_unavailable("gpu: libnvidia-ml.so.1 not found: no NVIDIA driver on this node");
+  }
+  engine::Recipe exec = SparkRecipe();
+  exec.engine = "exec";
+  exec.requirements.gpu_arch.clear();
+  const CheckRow row = Row(RunPreflight(exec, nodes), "spark-a", "gpu");
+  EXPECT_EQ(row.verdict, Verdict::kPass);
+  EXPECT_THAT(row.observed, ::testing::HasSubstr("not probed"));
+  EXPECT_EQ(row.fix, "");
+  // vLLM needs one: the same probe fails there.
+  EXPECT_EQ(Row(RunPreflight(SparkRecipe(), nodes), "spark-a", "gpu").verdict, Verdict::kFail);
+}
+
 TEST(PreflightTest, ExecCommandWithoutRequiresNcclIsNotJudgedOnNccl) {
   std::vector<PreflightNode> nodes = Group(4);
   for (PreflightNode& node : nodes) node.probe.mutable_nccl()->set_version("2.28.9");
