@@ -21,33 +21,20 @@
 #include "tests/integration/cluster_harness.h"
 #include "tests/integration/node_listing.h"
 #include "tests/integration/test_network.h"
+#include "tests/support/docker_test_image.h"
 
 namespace fleet::testing {
 namespace {
 
-bool Shell(const std::string& command) { return std::system(command.c_str()) == 0; }
-
 std::string ShellOutput(const std::string& command) {
-  absl::StatusOr<CommandResult> r = RunCommand({"sh", "-c", command}, std::chrono::seconds(30));
-  return r.ok() ? std::string(absl::StripAsciiWhitespace(r->stdout_text)) : "";
+  return std::string(absl::StripAsciiWhitespace(Shell(command).value_or("")));
 }
 
 class DockerGroupTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    if (!Shell(absl::StrCat(FLEET_SOURCE_DIR, "/scripts/dockerd.sh /tmp/fleet-test-dockerd"))) {
-      skip_reason_ = "no Docker engine could be started (scripts/dockerd.sh failed)";
-      return;
-    }
     image_ = absl::StrCat("fleet-test-group:", ::getpid());
-    std::string root = absl::StrCat("/tmp/fleet-test-group-rootfs-", ::getpid());
-    if (!Shell(absl::StrCat("set -e; rm -rf ", root, "; mkdir -p ", root, "/bin; cp ",
-                            "$(command -v busybox) ", root, "/bin/busybox; for a in $(", root,
-                            "/bin/busybox --list | grep -vx busybox); do ln -sf busybox ", root,
-                            "/bin/$a; done; tar -C ", root, " -c . | docker import - ", image_,
-                            " >/dev/null; rm -rf ", root))) {
-      skip_reason_ = "cannot build the busybox test image (is busybox-static installed?)";
-    }
+    skip_reason_ = ImportBusyboxImage(FLEET_SOURCE_DIR, image_);
   }
   static void TearDownTestSuite() {
     if (!image_.empty()) Shell(absl::StrCat("docker rmi -f ", image_, " >/dev/null 2>&1"));

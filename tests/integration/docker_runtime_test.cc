@@ -21,6 +21,7 @@
 #include "engine/docker_run.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/support/docker_test_image.h"
 
 namespace fleet::agent {
 namespace {
@@ -28,15 +29,8 @@ namespace {
 using ::testing::HasSubstr;
 using ::testing::Not;
 
-// Output of a shell command, nullopt when it fails.
-std::optional<std::string> Shell(const std::string& command) {
-  FILE* pipe = ::popen(command.c_str(), "r");
-  if (pipe == nullptr) return std::nullopt;
-  std::string out;
-  char buf[256];
-  while (size_t n = std::fread(buf, 1, sizeof buf, pipe)) out.append(buf, n);
-  return ::pclose(pipe) == 0 ? std::optional<std::string>(out) : std::nullopt;
-}
+using ::fleet::testing::ImportBusyboxImage;
+using ::fleet::testing::Shell;
 
 bool Eventually(const std::function<bool()>& done, absl::Duration limit = absl::Seconds(20)) {
   for (absl::Time deadline = absl::Now() + limit; absl::Now() < deadline;) {
@@ -49,19 +43,8 @@ bool Eventually(const std::function<bool()>& done, absl::Duration limit = absl::
 class DockerRuntimeTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    if (!Shell(absl::StrCat(FLEET_SOURCE_DIR, "/scripts/dockerd.sh /tmp/fleet-test-dockerd"))) {
-      skip_reason_ = "no Docker engine could be started (scripts/dockerd.sh failed)";
-      return;
-    }
     image_ = absl::StrCat("fleet-test-busybox:", ::getpid());
-    std::string root = absl::StrCat("/tmp/fleet-test-rootfs-", ::getpid());
-    if (!Shell(absl::StrCat("set -e; rm -rf ", root, "; mkdir -p ", root, "/bin; cp ",
-                            "$(command -v busybox) ", root, "/bin/busybox; for a in $(", root,
-                            "/bin/busybox --list | grep -vx busybox); do ln -sf busybox ", root,
-                            "/bin/$a; done; tar -C ", root, " -c . | docker import - ", image_,
-                            " >/dev/null; rm -rf ", root))) {
-      skip_reason_ = "cannot build the busybox test image (is busybox-static installed?)";
-    }
+    skip_reason_ = ImportBusyboxImage(FLEET_SOURCE_DIR, image_);
   }
   static void TearDownTestSuite() {
     if (!image_.empty()) Shell(absl::StrCat("docker rmi -f ", image_, " >/dev/null 2>&1"));

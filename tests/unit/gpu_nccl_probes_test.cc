@@ -26,6 +26,7 @@
 #include "common/pki.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/support/docker_test_image.h"
 
 namespace fleet::agent {
 namespace {
@@ -37,15 +38,8 @@ using ::testing::StartsWith;
 
 std::string Dir(const std::string& file) { return file.substr(0, file.rfind('/')); }
 
-// Output of a shell command, nullopt when it fails.
-std::optional<std::string> Shell(const std::string& command) {
-  FILE* pipe = ::popen(command.c_str(), "r");
-  if (pipe == nullptr) return std::nullopt;
-  std::string out;
-  char buf[256];
-  while (size_t n = std::fread(buf, 1, sizeof buf, pipe)) out.append(buf, n);
-  return ::pclose(pipe) == 0 ? std::optional<std::string>(out) : std::nullopt;
-}
+using ::fleet::testing::ImportBusyboxImage;
+using ::fleet::testing::Shell;
 
 std::string Unavailable(const v1::NodeProbe& probe) {
   return absl::StrJoin(probe.unavailable(), "\n");
@@ -356,24 +350,15 @@ TEST_F(ModelProbeTest, RecordedTreeIsReadBeneathItsRoot) {
 class DockerProbeTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    if (!Shell(absl::StrCat(FLEET_SOURCE_DIR, "/scripts/dockerd.sh /tmp/fleet-test-dockerd"))) {
-      skip_reason_ = "no Docker engine could be started (scripts/dockerd.sh failed)";
-      return;
-    }
     image_ = absl::StrCat("fleet-test-nccl:", ::getpid());
-    std::string root = absl::StrCat("/tmp/fleet-test-nccl-rootfs-", ::getpid());
-    if (!Shell(absl::StrCat(
-            "set -e; rm -rf ", root, "; mkdir -p ", root, "/bin ", root, "/usr/lib ", root,
-            "/opt/nccl/lib; cp $(command -v busybox) ", root, "/bin/busybox; for a in $(", root,
-            "/bin/busybox --list | grep -vx busybox); do ln -sf busybox ", root,
-            "/bin/$a; done; cp ", FAKE_NCCL_23004, " ", root, "/usr/lib/libnccl.so.2.30.4; ",
-            "ln -s libnccl.so.2.30.4 ", root, "/usr/lib/libnccl.so.2; cp ", FAKE_NCCL_22809, " ",
-            root, "/opt/nccl/lib/libnccl.so.2.28.9; ln -s libnccl.so.2.28.9 ", root,
-            "/opt/nccl/lib/libnccl.so.2; tar -C ", root, " -c . | docker import - ", image_,
-            " >/dev/null; rm -rf ", root))) {
-      skip_reason_ = "cannot build the busybox test image (is busybox-static installed?)";
-      image_.clear();
-    }
+    skip_reason_ =
+        ImportBusyboxImage(FLEET_SOURCE_DIR, image_,
+                           absl::StrCat("mkdir -p $ROOT/usr/lib $ROOT/opt/nccl/lib; cp ",
+                                        FAKE_NCCL_23004, " $ROOT/usr/lib/libnccl.so.2.30.4; ",
+                                        "ln -s libnccl.so.2.30.4 $ROOT/usr/lib/libnccl.so.2; cp ",
+                                        FAKE_NCCL_22809, " $ROOT/opt/nccl/lib/libnccl.so.2.28.9; ",
+                                        "ln -s libnccl.so.2.28.9 $ROOT/opt/nccl/lib/libnccl.so.2"));
+    if (!skip_reason_.empty()) image_.clear();
   }
   static void TearDownTestSuite() {
     if (!image_.empty()) Shell(absl::StrCat("docker rmi -f ", image_, " >/dev/null 2>&1"));
