@@ -17,13 +17,6 @@ namespace {
 using google::protobuf::util::TimeUtil;
 using Json = nlohmann::ordered_json;
 
-// The client for a command, or the exit code of its failure.
-absl::StatusOr<AdminClient> Connect(const Globals& g, absl::Duration deadline = absl::Seconds(5)) {
-  absl::StatusOr<CliConfig> config = ResolveConfig(g.controller);
-  if (!config.ok()) return config.status();
-  return AdminClient::Create(*config, deadline);
-}
-
 Json TokenJson(const v1::TokenInfo& t) {
   return {{"id", t.id()},
           {"status", t.status()},
@@ -35,6 +28,12 @@ Json TokenJson(const v1::TokenInfo& t) {
 }
 
 }  // namespace
+
+absl::StatusOr<AdminClient> Connect(const Globals& g, absl::Duration deadline) {
+  absl::StatusOr<CliConfig> config = ResolveConfig(g.controller);
+  if (!config.ok()) return config.status();
+  return AdminClient::Create(*config, deadline);
+}
 
 int Fail(const std::string& message) {
   std::cerr << "fleet: error: " << message << std::endl;

@@ -7,6 +7,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "cli/controller_api.h"
 
 namespace fleet::cli {
 
@@ -16,6 +17,10 @@ struct Globals {
 };
 
 int Fail(const std::string& message);
+
+// The admin client of the configured controller (--controller, FLEET_CONFIG, ...), with
+// `deadline` for each call.
+absl::StatusOr<AdminClient> Connect(const Globals& g, absl::Duration deadline = absl::Seconds(5));
 
 int GetNodes(const Globals& g);
 int CreateToken(const Globals& g, const std::string& ttl, int64_t uses,

@@ -29,12 +29,6 @@ namespace {
 using google::protobuf::util::TimeUtil;
 using Json = nlohmann::ordered_json;
 
-absl::StatusOr<AdminClient> Connect(const Globals& g) {
-  absl::StatusOr<CliConfig> config = ResolveConfig(g.controller);
-  if (!config.ok()) return config.status();
-  return AdminClient::Create(*config);
-}
-
 double Seconds(const google::protobuf::Timestamp& from, const google::protobuf::Timestamp& to) {
   return static_cast<double>(TimeUtil::TimestampToNanoseconds(to) -
                              TimeUtil::TimestampToNanoseconds(from)) /

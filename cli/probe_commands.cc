@@ -17,12 +17,6 @@
 namespace fleet::cli {
 namespace {
 
-absl::StatusOr<AdminClient> Connect(const Globals& g) {
-  absl::StatusOr<CliConfig> config = ResolveConfig(g.controller);
-  if (!config.ok()) return config.status();
-  return AdminClient::Create(*config);
-}
-
 std::string Bytes(uint64_t n) {
   if (n == UINT64_MAX) return "unlimited";
   if (n >= (1ull << 30)) return absl::StrFormat("%.1f GiB", static_cast<double>(n) / (1ull << 30));
