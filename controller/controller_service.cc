@@ -7,6 +7,7 @@
 #include "common/grpc_status.h"
 #include "common/peer.h"
 #include "common/pki.h"
+#include "common/proto_time.h"
 #include "google/protobuf/util/time_util.h"
 
 namespace fleet::controller {
@@ -24,10 +25,6 @@ absl::Status RequireAdmin(grpc::CallbackServerContext* context) {
   return RequireRole(PeerFromAuthContext(*context->auth_context()), Peer::Role::kAdmin);
 }
 
-google::protobuf::Timestamp ToProto(absl::Time t) {
-  return TimeUtil::NanosecondsToTimestamp(absl::ToUnixNanos(t));
-}
-
 }  // namespace
 
 v1::TokenInfo TokenView(const v1::StoredToken& t, absl::Time now) {
@@ -41,7 +38,7 @@ v1::TokenInfo TokenView(const v1::StoredToken& t, absl::Time now) {
   info.set_description(t.description());
   if (t.revoked()) {
     info.set_status("revoked");
-  } else if (t.has_expires_at() && ToProto(now).seconds() >= t.expires_at().seconds()) {
+  } else if (t.has_expires_at() && ToProtoTime(now).seconds() >= t.expires_at().seconds()) {
     info.set_status("expired");
   } else if (t.uses_allowed() > 0 && t.uses() >= t.uses_allowed()) {
     info.set_status("used up");
@@ -112,7 +109,7 @@ grpc::ServerUnaryReactor* ControllerService::ListNodes(grpc::CallbackServerConte
     return a.identity().name() < b.identity().name();
   });
   for (v1::Node& node : nodes) *response->add_nodes() = std::move(node);
-  *response->mutable_now() = ToProto(d_.clock->Now());
+  *response->mutable_now() = ToProtoTime(d_.clock->Now());
   return Finish(context, absl::OkStatus());
 }
 
@@ -235,7 +232,7 @@ grpc::ServerUnaryReactor* ControllerService::ListGroups(grpc::CallbackServerCont
                                                         v1::ListGroupsResponse* response) {
   if (absl::Status st = RequireAdmin(context); !st.ok()) return Finish(context, st);
   for (v1::Group& group : d_.groups->List()) *response->add_groups() = std::move(group);
-  *response->mutable_now() = ToProto(d_.clock->Now());
+  *response->mutable_now() = ToProtoTime(d_.clock->Now());
   return Finish(context, absl::OkStatus());
 }
 

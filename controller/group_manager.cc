@@ -10,6 +10,7 @@
 #include "absl/strings/str_join.h"
 #include "common/log.h"
 #include "common/pki.h"
+#include "common/proto_time.h"
 #include "common/status_macros.h"
 #include "controller/placement.h"
 #include "controller/preflight.h"
@@ -21,14 +22,6 @@ namespace fleet::controller {
 namespace {
 
 using google::protobuf::util::TimeUtil;
-
-google::protobuf::Timestamp ToProto(absl::Time t) {
-  return TimeUtil::NanosecondsToTimestamp(absl::ToUnixNanos(t));
-}
-
-absl::Time FromProto(const google::protobuf::Timestamp& t) {
-  return absl::FromUnixNanos(TimeUtil::TimestampToNanoseconds(t));
-}
 
 // Groups whose ranks hold their nodes (one group per node: a Spark has one GPU).
 bool Active(v1::GroupState state) {
@@ -284,7 +277,7 @@ std::vector<CheckRow> GroupManager::Judge(const Prepared& p,
 
 namespace {
 
-v1::PreflightRow ToProto(const CheckRow& row) {
+v1::PreflightRow ToRow(const CheckRow& row) {
   v1::PreflightRow o;
   o.set_node(row.node);
   o.set_check(row.check);
@@ -314,7 +307,7 @@ absl::StatusOr<v1::PreflightResponse> GroupManager::Preflight(const v1::ApplyReq
   std::vector<CheckRow> rows = Judge(p, nullptr);
   if (request.force()) Downgrade(&rows);
   response.set_failed(AnyFailure(rows));
-  for (const CheckRow& r : rows) *response.add_rows() = ToProto(r);
+  for (const CheckRow& r : rows) *response.add_rows() = ToRow(r);
   return response;
 }
 
@@ -347,7 +340,7 @@ absl::StatusOr<v1::ApplyResponse> GroupManager::Apply(const v1::ApplyRequest& re
     }
     Downgrade(&rows);
   }
-  for (const CheckRow& r : rows) *response.add_preflight() = ToProto(r);
+  for (const CheckRow& r : rows) *response.add_preflight() = ToRow(r);
 
   // The old generation goes first, on every node, so two generations never mix.
   for (const v1::StoredGroup& g : p.previous) {
@@ -376,7 +369,7 @@ absl::StatusOr<v1::ApplyResponse> GroupManager::Apply(const v1::ApplyRequest& re
     }
     v1::Group& group = *stored.mutable_group();
     const absl::Time now = clock_->Now();
-    if (!group.has_created_at()) *group.mutable_created_at() = ToProto(now);
+    if (!group.has_created_at()) *group.mutable_created_at() = ToProtoTime(now);
     group.set_name(p.names[r]);
     group.set_application(p.app);
     group.set_recipe_name(p.recipe.name);
@@ -389,8 +382,8 @@ absl::StatusOr<v1::ApplyResponse> GroupManager::Apply(const v1::ApplyRequest& re
     group.set_fingerprint(p.fingerprint);
     group.set_launch_order(plan.launch_order == engine::LaunchOrder::kHeadFirst ? "head-first"
                                                                                 : "all-at-once");
-    *group.mutable_started_at() = ToProto(now);
-    *group.mutable_updated_at() = ToProto(now);
+    *group.mutable_started_at() = ToProtoTime(now);
+    *group.mutable_updated_at() = ToProtoTime(now);
     group.clear_ready_at();
     group.clear_launch_checks();
     group.clear_expected_nccl();
@@ -473,7 +466,7 @@ void GroupManager::CheckLaunch(const v1::Group& group) {
                                ? group.expected_nccl(rank.rank())
                                : "";
     for (const CheckRow& row : CheckEngineLog(rank.node_name(), log->data(), expected, rdma)) {
-      rows.push_back(ToProto(row));
+      rows.push_back(ToRow(row));
       if (row.verdict != Verdict::kPass) {
         Event(group.name(), absl::StrCat("launch-check-", VerdictName(row.verdict)),
               absl::StrCat(row.node, " ", row.check, ": ", row.observed, " (expected ",
@@ -586,7 +579,7 @@ void GroupManager::ReportShards(absl::string_view node_id,
       if (rank.status().SerializeAsString() == status.SerializeAsString()) continue;
       const v1::ShardState before = rank.status().state();
       *rank.mutable_status() = status;
-      *group.mutable_updated_at() = ToProto(clock_->Now());
+      *group.mutable_updated_at() = ToProtoTime(clock_->Now());
       if (before != status.state()) {
         std::string message = absl::StrCat("rank ", status.rank(), " on ", rank.node_name(), " ",
                                            ShardStateName(status.state()));
@@ -659,9 +652,9 @@ void GroupManager::Refresh(v1::StoredGroup& stored) {
   group.set_state(state);
   group.set_message(message);
   const absl::Time now = clock_->Now();
-  *group.mutable_updated_at() = ToProto(now);
+  *group.mutable_updated_at() = ToProtoTime(now);
   const bool first_ready = state == v1::GROUP_STATE_READY && !group.has_ready_at();
-  if (first_ready) *group.mutable_ready_at() = ToProto(now);
+  if (first_ready) *group.mutable_ready_at() = ToProtoTime(now);
   // The engine's own word on NCCL (its version banner, IB or socket transport) is in its log
   // once it runs; vLLM and fleet-engine print it, an exec command need not.
   if (first_ready && (group.engine() == "vllm" || group.engine() == "native")) {
@@ -672,8 +665,8 @@ void GroupManager::Refresh(v1::StoredGroup& stored) {
     Event(group.name(), absl::StrCat("group-", absl::AsciiStrToLower(GroupStateName(state))),
           first_ready
               ? absl::StrCat("generation ", group.generation(), " Ready in ",
-                             absl::FormatDuration(absl::Trunc(now - FromProto(group.started_at()),
-                                                              absl::Milliseconds(1))),
+                             absl::FormatDuration(absl::Trunc(
+                                 now - FromProtoTime(group.started_at()), absl::Milliseconds(1))),
                              group.endpoint().empty() ? "" : absl::StrCat(" at ", group.endpoint()))
           : state == v1::GROUP_STATE_READY ? "every rank Ready again"
                                            : message);
@@ -694,12 +687,12 @@ void GroupManager::Tick() {
     absl::Duration timeout =
         absl::Nanoseconds(TimeUtil::DurationToNanoseconds(group.start_timeout()));
     if (group.state() == v1::GROUP_STATE_STARTING && timeout > absl::ZeroDuration() &&
-        now - FromProto(group.started_at()) > timeout) {
+        now - FromProtoTime(group.started_at()) > timeout) {
       group.set_state(v1::GROUP_STATE_FAILED);
       group.set_message(
           absl::StrCat("not Ready ", absl::FormatDuration(timeout),
                        " after the start orders (health.start_timeout); last: ", group.message()));
-      *group.mutable_updated_at() = ToProto(now);
+      *group.mutable_updated_at() = ToProtoTime(now);
       Persist(stored);
       Event(name, "group-failed", group.message());
       continue;
@@ -733,11 +726,11 @@ absl::StatusOr<v1::GetGroupResponse> GroupManager::Get(absl::string_view name) c
                    store_->LoadEvents(name, config_.events_kept_in_describe));
   for (const StoredEvent& e : events) {
     v1::GroupEvent& out = *response.add_events();
-    *out.mutable_at() = ToProto(e.at);
+    *out.mutable_at() = ToProtoTime(e.at);
     out.set_kind(e.kind);
     out.set_message(e.message);
   }
-  *response.mutable_now() = ToProto(clock_->Now());
+  *response.mutable_now() = ToProtoTime(clock_->Now());
   return response;
 }
 
@@ -760,7 +753,7 @@ absl::StatusOr<std::vector<v1::Group>> GroupManager::Stop(absl::string_view name
     v1::Group& g = *stored.mutable_group();
     g.set_state(v1::GROUP_STATE_STOPPED);
     g.set_message("stopped by an operator");
-    *g.mutable_updated_at() = ToProto(clock_->Now());
+    *g.mutable_updated_at() = ToProtoTime(clock_->Now());
     for (v1::GroupRank& rank : *g.mutable_ranks()) {
       rank.mutable_status()->set_state(v1::SHARD_STATE_EXITED);
       rank.mutable_status()->set_message("stopped");

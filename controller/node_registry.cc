@@ -5,16 +5,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
-#include "google/protobuf/util/time_util.h"
+#include "common/proto_time.h"
 
 namespace fleet::controller {
-namespace {
-
-google::protobuf::Timestamp ToProto(absl::Time t) {
-  return google::protobuf::util::TimeUtil::NanosecondsToTimestamp(absl::ToUnixNanos(t));
-}
-
-}  // namespace
 
 absl::Status ValidateRegistryConfig(const RegistryConfig& c) {
   if (c.heartbeat_period <= absl::ZeroDuration() || c.suspect_after <= c.heartbeat_period ||
@@ -94,8 +87,8 @@ absl::Status NodeRegistry::Register(const v1::RegisterRequest& request) {
   entry.node.set_agent_version(request.agent_version());
   *entry.node.mutable_facts() = request.facts();
   *entry.node.mutable_probe() = request.probe();
-  *entry.node.mutable_registered_at() = ToProto(now);
-  *entry.node.mutable_last_heartbeat() = ToProto(now);
+  *entry.node.mutable_registered_at() = ToProtoTime(now);
+  *entry.node.mutable_last_heartbeat() = ToProtoTime(now);
   entry.node.set_state(v1::NODE_STATE_READY);
   entry.node.set_reachable(false);
   entry.node.set_reach_error("not checked yet");
@@ -127,7 +120,7 @@ absl::Status NodeRegistry::Heartbeat(absl::string_view node_id) {
   Entry& entry = it->second;
   absl::Time now = clock_->Now();
   entry.last_seen = now;
-  *entry.node.mutable_last_heartbeat() = ToProto(now);
+  *entry.node.mutable_last_heartbeat() = ToProtoTime(now);
   if (entry.node.state() != v1::NODE_STATE_READY) {
     Transition(entry, v1::NODE_STATE_READY, "heartbeat received");
   }
@@ -165,7 +158,7 @@ absl::StatusOr<std::string> NodeRegistry::Remove(absl::string_view name_or_id) {
   v1::RevokedNode record;
   record.set_node_id(it->first);
   record.set_name(it->second.node.identity().name());
-  *record.mutable_revoked_at() = ToProto(clock_->Now());
+  *record.mutable_revoked_at() = ToProtoTime(clock_->Now());
   // Revoke first: a crash between the two writes leaves a revoked node listed, never a removed
   // node that can still come back.
   if (absl::Status st = store_->PutRevokedNode(record); !st.ok()) return st;

@@ -6,20 +6,13 @@
 #include "absl/strings/str_cat.h"
 #include "common/discovery_wire.h"
 #include "common/pki.h"
+#include "common/proto_time.h"
 #include "google/protobuf/util/time_util.h"
 
 namespace fleet::controller {
 namespace {
 
 using google::protobuf::util::TimeUtil;
-
-absl::Time FromProto(const google::protobuf::Timestamp& t) {
-  return absl::FromUnixNanos(TimeUtil::TimestampToNanoseconds(t));
-}
-
-google::protobuf::Timestamp ToProto(absl::Time t) {
-  return TimeUtil::NanosecondsToTimestamp(absl::ToUnixNanos(t));
-}
 
 }  // namespace
 
@@ -44,8 +37,8 @@ absl::StatusOr<JoinToken> TokenManager::Create(absl::Duration ttl, int64_t uses,
   record.set_secret_sha256(pki::Sha256Hex(token.secret));
   record.set_discovery_key(discovery::DeriveKey(token.secret));
   absl::Time now = clock_->Now();
-  *record.mutable_created_at() = ToProto(now);
-  if (ttl != absl::InfiniteDuration()) *record.mutable_expires_at() = ToProto(now + ttl);
+  *record.mutable_created_at() = ToProtoTime(now);
+  if (ttl != absl::InfiniteDuration()) *record.mutable_expires_at() = ToProtoTime(now + ttl);
   record.set_uses_allowed(uses);
   record.set_description(std::move(description));
   absl::MutexLock lock(&mu_);
@@ -78,7 +71,7 @@ absl::Status TokenManager::Usable(const v1::StoredToken& t) const {
     return absl::FailedPreconditionError(absl::StrCat(
         "join token ", t.id(), " was revoked; create a new one with `fleet token create`"));
   }
-  if (t.has_expires_at() && clock_->Now() >= FromProto(t.expires_at())) {
+  if (t.has_expires_at() && clock_->Now() >= FromProtoTime(t.expires_at())) {
     return absl::FailedPreconditionError(
         absl::StrCat("join token ", t.id(), " expired at ", TimeUtil::ToString(t.expires_at()),
                      "; create a new one with `fleet token create`"));
