@@ -9,10 +9,12 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 
 namespace fleet::native {
 
@@ -23,9 +25,25 @@ size_t DTypeSize(DType dtype);
 // "float32", "bfloat16", "int32".
 const char* DTypeName(DType dtype);
 
+// Memory the collectives work on: host memory for Gloo, device memory for NCCL. Made by
+// Collectives::Allocate, freed on destruction.
+class Buffer {
+ public:
+  virtual ~Buffer() = default;
+  virtual void* data() = 0;
+  virtual size_t bytes() const = 0;
+};
+
 class Collectives {
  public:
   virtual ~Collectives() = default;
+
+  // A buffer of `bytes` in the memory this implementation's collectives use, and copies between
+  // it and host memory (synchronous: the copy is done when they return). Benchmarks and the
+  // step schedule use these so they work unchanged on CPU and GPU.
+  virtual absl::StatusOr<std::unique_ptr<Buffer>> Allocate(size_t bytes) = 0;
+  virtual absl::Status Upload(Buffer& dst, const void* host, size_t bytes) = 0;
+  virtual absl::Status Download(void* host, Buffer& src, size_t bytes) = 0;
 
   virtual int rank() const = 0;
   virtual int size() const = 0;
