@@ -14,7 +14,7 @@ namespace {
 // OpenAI's default for /v1/completions when max_tokens is absent.
 constexpr int64_t kDefaultMaxTokens = 16;
 
-HttpResponse Json(const nlohmann::json& body) { return {.status = 200, .body = body.dump()}; }
+http::HttpResponse Json(const nlohmann::json& body) { return {.status = 200, .body = body.dump()}; }
 
 // The first `max_bytes` bytes of `text`, cut back to a UTF-8 character boundary so the answer
 // stays valid JSON text.
@@ -35,13 +35,13 @@ absl::StatusOr<size_t> MaxTokens(const nlohmann::json& body, const char* field) 
 }
 
 // The model a request names must be ours, as vLLM answers 404 for a model it does not serve.
-std::optional<HttpResponse> CheckModel(const nlohmann::json& body) {
+std::optional<http::HttpResponse> CheckModel(const nlohmann::json& body) {
   if (!body.contains("model")) return std::nullopt;
   if (body["model"].is_string() && body["model"].get<std::string>() == kModelId) {
     return std::nullopt;
   }
   const nlohmann::json& model = body["model"];
-  return JsonError(
+  return http::JsonError(
       404, absl::StrCat("The model `", model.is_string() ? model.get<std::string>() : model.dump(),
                         "` does not exist; this engine serves `", kModelId, "`."));
 }
@@ -65,7 +65,7 @@ nlohmann::json RanksJson(const std::vector<Hello>& hellos) {
 
 EchoApi::EchoApi(const std::vector<Hello>& hellos) : ranks_(RanksJson(hellos)) {}
 
-HttpResponse EchoApi::Handle(const HttpRequest& request) {
+http::HttpResponse EchoApi::Handle(const http::HttpRequest& request) {
   const bool get = request.method == "GET";
   const bool post = request.method == "POST";
   if (request.path == "/health" && get) return {.status = 200};
@@ -81,26 +81,26 @@ HttpResponse EchoApi::Handle(const HttpRequest& request) {
   }
   if (request.path == "/ranks" && get) return Json(ranks_);
   if (request.path == "/v1/completions" || request.path == "/v1/chat/completions") {
-    if (!post) return JsonError(405, absl::StrCat(request.path, " takes POST"));
+    if (!post) return http::JsonError(405, absl::StrCat(request.path, " takes POST"));
     nlohmann::json body = nlohmann::json::parse(request.body, nullptr, false);
     if (body.is_discarded() || !body.is_object()) {
-      return JsonError(400, "the body must be a JSON object");
+      return http::JsonError(400, "the body must be a JSON object");
     }
-    if (std::optional<HttpResponse> wrong_model = CheckModel(body)) return *wrong_model;
+    if (std::optional<http::HttpResponse> wrong_model = CheckModel(body)) return *wrong_model;
     return request.path == "/v1/completions" ? Completion(body) : ChatCompletion(body);
   }
   if (request.path == "/health" || request.path == "/v1/models" || request.path == "/ranks") {
-    return JsonError(405, absl::StrCat(request.path, " takes GET"));
+    return http::JsonError(405, absl::StrCat(request.path, " takes GET"));
   }
-  return JsonError(404, absl::StrCat("no route ", request.path));
+  return http::JsonError(404, absl::StrCat("no route ", request.path));
 }
 
-HttpResponse EchoApi::Completion(const nlohmann::json& body) {
+http::HttpResponse EchoApi::Completion(const nlohmann::json& body) {
   if (!body.contains("prompt") || !body["prompt"].is_string()) {
-    return JsonError(400, "prompt must be a string");
+    return http::JsonError(400, "prompt must be a string");
   }
   absl::StatusOr<size_t> max_tokens = MaxTokens(body, "max_tokens");
-  if (!max_tokens.ok()) return JsonError(400, max_tokens.status().message());
+  if (!max_tokens.ok()) return http::JsonError(400, max_tokens.status().message());
   const std::string prompt = body["prompt"].get<std::string>();
   const std::string text = Truncate(prompt, *max_tokens);
   return Json({{"id", absl::StrCat("cmpl-echo-", next_id_++)},
@@ -115,26 +115,26 @@ HttpResponse EchoApi::Completion(const nlohmann::json& body) {
                {"usage", Usage(prompt.size(), text.size())}});
 }
 
-HttpResponse EchoApi::ChatCompletion(const nlohmann::json& body) {
+http::HttpResponse EchoApi::ChatCompletion(const nlohmann::json& body) {
   if (body.contains("stream") && body["stream"] == true) {
-    return JsonError(400, "the echo engine does not stream; send \"stream\": false");
+    return http::JsonError(400, "the echo engine does not stream; send \"stream\": false");
   }
   if (!body.contains("messages") || !body["messages"].is_array()) {
-    return JsonError(400, "messages must be an array");
+    return http::JsonError(400, "messages must be an array");
   }
   const nlohmann::json* last_user = nullptr;
   size_t prompt_bytes = 0;
   for (const nlohmann::json& message : body["messages"]) {
     if (!message.is_object() || !message.contains("content") || !message["content"].is_string()) {
-      return JsonError(400, "every message needs a string content");
+      return http::JsonError(400, "every message needs a string content");
     }
     prompt_bytes += message["content"].get_ref<const std::string&>().size();
     if (message.contains("role") && message["role"] == "user") last_user = &message;
   }
-  if (last_user == nullptr) return JsonError(400, "no message with role \"user\"");
+  if (last_user == nullptr) return http::JsonError(400, "no message with role \"user\"");
   absl::StatusOr<size_t> max_tokens = MaxTokens(
       body, body.contains("max_completion_tokens") ? "max_completion_tokens" : "max_tokens");
-  if (!max_tokens.ok()) return JsonError(400, max_tokens.status().message());
+  if (!max_tokens.ok()) return http::JsonError(400, max_tokens.status().message());
   const std::string& content = (*last_user)["content"].get_ref<const std::string&>();
   const std::string text = Truncate(content, *max_tokens);
   return Json({{"id", absl::StrCat("chatcmpl-echo-", next_id_++)},

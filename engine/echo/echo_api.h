@@ -15,8 +15,8 @@
 #include <cstdint>
 #include <vector>
 
-#include "engine/echo/http.h"
 #include "engine/echo/rendezvous.h"
+#include "engine/http/http.h"
 #include "nlohmann/json.hpp"
 
 namespace fleet::echo {
@@ -29,11 +29,11 @@ class EchoApi {
   explicit EchoApi(const std::vector<Hello>& hellos);
 
   // Thread-safe.
-  HttpResponse Handle(const HttpRequest& request);
+  http::HttpResponse Handle(const http::HttpRequest& request);
 
  private:
-  HttpResponse Completion(const nlohmann::json& body);
-  HttpResponse ChatCompletion(const nlohmann::json& body);
+  http::HttpResponse Completion(const nlohmann::json& body);
+  http::HttpResponse ChatCompletion(const nlohmann::json& body);
 
   const nlohmann::json ranks_;
   std::atomic<uint64_t> next_id_{1};

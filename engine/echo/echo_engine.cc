@@ -20,9 +20,9 @@
 #include "absl/time/time.h"
 #include "common/log.h"
 #include "engine/echo/echo_api.h"
-#include "engine/echo/http.h"
-#include "engine/echo/net.h"
 #include "engine/echo/rendezvous.h"
+#include "engine/http/http.h"
+#include "engine/http/net.h"
 
 extern char** environ;
 
@@ -99,7 +99,7 @@ std::string Hostname() {
 }
 
 int RunHead(const Flags& flags, const RankEnv& env, const Hello& self) {
-  absl::StatusOr<UniqueFd> master = ListenTcp(env.master_addr, env.master_port, 64);
+  absl::StatusOr<http::UniqueFd> master = http::ListenTcp(env.master_addr, env.master_port, 64);
   if (!master.ok()) {
     Log(LogLevel::kError, kComponent, "cannot open the master port",
         {{"error", master.status().message()}});
@@ -117,7 +117,7 @@ int RunHead(const Flags& flags, const RankEnv& env, const Hello& self) {
   }
   // HTTP opens only once every rank is in, as a vLLM head's API does: readiness means the
   // whole group is up.
-  absl::StatusOr<UniqueFd> http = ListenTcp(flags.host, flags.port, 128);
+  absl::StatusOr<http::UniqueFd> http = http::ListenTcp(flags.host, flags.port, 128);
   if (!http.ok()) {
     Log(LogLevel::kError, kComponent, "cannot open the HTTP port",
         {{"error", http.status().message()}});
@@ -126,7 +126,8 @@ int RunHead(const Flags& flags, const RankEnv& env, const Hello& self) {
   // Static: the connection threads are detached and only end with the process.
   static EchoApi api(*hellos);
   std::thread([fd = http->get()] {
-    absl::Status served = ServeHttp(fd, [](const HttpRequest& r) { return api.Handle(r); });
+    absl::Status served =
+        http::ServeHttp(fd, [](const http::HttpRequest& r) { return api.Handle(r); });
     Log(LogLevel::kError, kComponent, "HTTP server stopped", {{"error", served.message()}});
     Exit(1);
   }).detach();
@@ -139,8 +140,9 @@ int RunHead(const Flags& flags, const RankEnv& env, const Hello& self) {
 }
 
 int RunWorker(const Flags& flags, const RankEnv& env, const Hello& self) {
-  absl::StatusOr<UniqueFd> head = JoinHead(env.master_addr, env.master_port, self,
-                                           absl::Now() + absl::Seconds(flags.rendezvous_timeout_s));
+  absl::StatusOr<http::UniqueFd> head =
+      JoinHead(env.master_addr, env.master_port, self,
+               absl::Now() + absl::Seconds(flags.rendezvous_timeout_s));
   if (!head.ok()) {
     Log(LogLevel::kError, kComponent, "rendezvous failed",
         {{"rank", absl::StrCat(env.rank)}, {"error", head.status().message()}});

@@ -19,7 +19,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
-#include "engine/echo/net.h"
+#include "engine/http/net.h"
 #include "nlohmann/json.hpp"
 
 namespace fleet::echo {
@@ -51,7 +51,7 @@ std::string FormatEnv(const std::map<std::string, std::string>& env);
 class Head {
  public:
   // `listener` listens on the master port; `self` is rank 0's own hello.
-  Head(UniqueFd listener, Hello self, int world_size);
+  Head(http::UniqueFd listener, Hello self, int world_size);
 
   // Accepts connections until a welcome went to every rank 1..world_size-1. A hello of another
   // group or generation, of a rank out of range or of a rank already in is refused (logged,
@@ -67,7 +67,7 @@ class Head {
 
  private:
   struct Pending {
-    UniqueFd fd;
+    http::UniqueFd fd;
     std::string buffer;
     absl::Time accepted_at;
   };
@@ -77,19 +77,19 @@ class Head {
   bool ReadHello(Pending& conn);
   void Refuse(int fd, absl::string_view why);
 
-  UniqueFd listener_;
+  http::UniqueFd listener_;
   const Hello self_;
   const int world_size_;
-  std::map<int, Hello> hellos_;      // rank -> hello, workers only
-  std::map<int, UniqueFd> workers_;  // rank -> its connection
+  std::map<int, Hello> hellos_;            // rank -> hello, workers only
+  std::map<int, http::UniqueFd> workers_;  // rank -> its connection
 };
 
 // A worker's side: connects to the head (retrying refused or failed connections until
 // `deadline`), sends `hello` and waits for "ready". Returns the connection, which the worker
 // keeps open. Aborted when the head refused the hello (another generation: retrying cannot
 // help), DeadlineExceeded naming the master address when the deadline passed.
-absl::StatusOr<UniqueFd> JoinHead(const std::string& master_addr, int master_port,
-                                  const Hello& hello, absl::Time deadline);
+absl::StatusOr<http::UniqueFd> JoinHead(const std::string& master_addr, int master_port,
+                                        const Hello& hello, absl::Time deadline);
 
 // Blocks until the head closes `head_connection` (or it fails).
 void AwaitClose(int head_connection);

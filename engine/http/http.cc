@@ -1,5 +1,5 @@
-// The echo engine's HTTP/1.1 server (see http.h).
-#include "engine/echo/http.h"
+// SparkFleet engines' HTTP/1.1 server (see http.h).
+#include "engine/http/http.h"
 
 #include <sys/socket.h>
 #include <unistd.h>
@@ -18,10 +18,10 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
 #include "common/status_macros.h"
-#include "engine/echo/net.h"
+#include "engine/http/net.h"
 #include "nlohmann/json.hpp"
 
-namespace fleet::echo {
+namespace fleet::http {
 namespace {
 
 constexpr size_t kMaxHeadBytes = 16 * 1024;
@@ -43,6 +43,12 @@ const char* Reason(int status) {
       return "Length Required";
     case 413:
       return "Payload Too Large";
+    case 429:
+      return "Too Many Requests";
+    case 500:
+      return "Internal Server Error";
+    case 503:
+      return "Service Unavailable";
     default:
       return "Error";
   }
@@ -102,12 +108,18 @@ void ServeConnection(UniqueFd fd, const HttpHandler& handler) {
   auto [request, error] = ReadRequest(fd.get());
   if (!request.has_value() && !error.has_value()) return;
   HttpResponse response = request.has_value() ? handler(*request) : *error;
-  std::string answer =
-      absl::StrCat("HTTP/1.1 ", response.status, " ", Reason(response.status),
-                   "\r\nContent-Type: application/json\r\nContent-Length: ", response.body.size(),
-                   "\r\nConnection: close\r\n\r\n", response.body);
+  std::string head = absl::StrCat("HTTP/1.1 ", response.status, " ", Reason(response.status),
+                                  "\r\nContent-Type: ", response.content_type);
+  if (response.stream) {
+    absl::StrAppend(&head, "\r\nCache-Control: no-cache\r\nConnection: close\r\n\r\n");
+    if (!SendAll(fd.get(), head).ok()) return;
+    response.stream([&fd](absl::string_view piece) { return SendAll(fd.get(), piece).ok(); });
+    return;
+  }
+  absl::StrAppend(&head, "\r\nContent-Length: ", response.body.size(),
+                  "\r\nConnection: close\r\n\r\n", response.body);
   // The client may have gone; there is no one left to tell.
-  (void)SendAll(fd.get(), answer);
+  (void)SendAll(fd.get(), head);
 }
 
 }  // namespace
@@ -136,4 +148,4 @@ absl::Status ServeHttp(int listener_fd, const HttpHandler& handler) {
   }
 }
 
-}  // namespace fleet::echo
+}  // namespace fleet::http

@@ -1,5 +1,5 @@
-// TCP plumbing of the echo engine (see net.h).
-#include "engine/echo/net.h"
+// TCP plumbing of SparkFleet's engines (see net.h).
+#include "engine/http/net.h"
 
 #include <fcntl.h>
 #include <netdb.h>
@@ -14,7 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 
-namespace fleet::echo {
+namespace fleet::http {
 namespace {
 
 struct AddrinfoDeleter {
@@ -135,4 +135,4 @@ absl::StatusOr<std::string> ReadLine(int fd, absl::Time deadline, size_t max_byt
   }
 }
 
-}  // namespace fleet::echo
+}  // namespace fleet::http

@@ -1,4 +1,4 @@
-// TCP plumbing of the echo engine: an owned file descriptor, listening and connecting with a
+// TCP plumbing of SparkFleet's engines: an owned file descriptor, listening and connecting with a
 // deadline (host names resolved, IPv4 or IPv6), and whole writes and line reads on sockets.
 #pragma once
 
@@ -10,7 +10,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 
-namespace fleet::echo {
+namespace fleet::http {
 
 // A file descriptor closed on destruction. Move-only; -1 means none.
 class UniqueFd {
@@ -48,4 +48,4 @@ absl::StatusOr<std::string> ReadLine(int fd, absl::Time deadline, size_t max_byt
 // Milliseconds until `deadline` for poll(), at least 0.
 int PollTimeoutMs(absl::Time deadline);
 
-}  // namespace fleet::echo
+}  // namespace fleet::http
