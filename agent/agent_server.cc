@@ -1,6 +1,7 @@
 // AgentServer: wiring of the agent's components.
 #include "agent/agent_server.h"
 
+#include <filesystem>
 #include <random>
 
 #include "absl/strings/ascii.h"
@@ -225,9 +226,15 @@ absl::Status AgentServer::Serve(const std::string& controller_address) {
       paths.ca, paths.key, paths.cert, ClientCertificates::kRequired, absl::Seconds(1));
   shard_executor_ = std::make_unique<Executor>();
   probe_executor_ = std::make_unique<Executor>();
-  service_ = std::make_unique<AgentService>(identity_, options_.root, supervisor_.get(),
-                                            shard_executor_.get(), probe_executor_.get(),
-                                            absl::StrCat(options_.state_dir, "/probe-cache"));
+  // Shards reach the controller as this agent does, and trust the same CA (by absolute path:
+  // a container mounts it at that path, a process may run elsewhere).
+  std::error_code ec;
+  std::filesystem::path ca_path = std::filesystem::absolute(paths.ca, ec);
+  service_ = std::make_unique<AgentService>(
+      identity_, options_.root, supervisor_.get(), shard_executor_.get(), probe_executor_.get(),
+      absl::StrCat(options_.state_dir, "/probe-cache"),
+      ControllerAccess{.address = controller_address,
+                       .ca_path = ec ? paths.ca : ca_path.lexically_normal().string()});
   grpc::ServerBuilder builder;
   int port = 0;
   builder.AddListeningPort(options_.listen, transport->ForServer(), &port);

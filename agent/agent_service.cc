@@ -51,7 +51,8 @@ grpc::ServerUnaryReactor* AgentService::StartShard(grpc::CallbackServerContext* 
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   // A start first stops older generations of the group, which waits for their grace period.
   executor_->Post([this, reactor, request, response] {
-    absl::StatusOr<v1::ShardStatus> status = supervisor_->Start(request->spec());
+    absl::StatusOr<v1::ShardStatus> status =
+        supervisor_->Start(WithControllerAccess(request->spec(), controller_));
     if (status.ok()) *response->mutable_status() = *std::move(status);
     reactor->Finish(ToGrpc(status.status()));
   });

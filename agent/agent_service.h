@@ -15,15 +15,18 @@ class AgentService final : public v1::Agent::CallbackService {
   // `facts` are re-read on every Describe from `root`. Shard orders go to `supervisor`;
   // the ones that may block (a stop waits for grace periods) run on `executor`.
   // Probes run on `probe_executor` (a first model hash takes minutes) and cache model hashes
-  // in `probe_cache_dir`.
+  // in `probe_cache_dir`. Every shard started gets `controller` in its environment
+  // (WithControllerAccess), so fleet-engine ranks can reach the rendezvous store.
   AgentService(v1::NodeIdentity identity, std::string root, Supervisor* supervisor,
-               Executor* executor, Executor* probe_executor, std::string probe_cache_dir)
+               Executor* executor, Executor* probe_executor, std::string probe_cache_dir,
+               ControllerAccess controller)
       : identity_(std::move(identity)),
         root_(std::move(root)),
         supervisor_(supervisor),
         executor_(executor),
         probe_executor_(probe_executor),
-        probe_cache_dir_(std::move(probe_cache_dir)) {}
+        probe_cache_dir_(std::move(probe_cache_dir)),
+        controller_(std::move(controller)) {}
 
   grpc::ServerUnaryReactor* Describe(grpc::CallbackServerContext* context,
                                      const v1::DescribeRequest* request,
@@ -51,6 +54,7 @@ class AgentService final : public v1::Agent::CallbackService {
   Executor* const executor_;
   Executor* const probe_executor_;
   const std::string probe_cache_dir_;
+  const ControllerAccess controller_;
 };
 
 }  // namespace fleet::agent

@@ -17,6 +17,7 @@
 #include "common/table.h"
 #include "controller/group_manager.h"
 #include "controller/placement.h"
+#include "controller/rendezvous_store.h"
 #include "engine/docker_run.h"
 #include "engine/plan.h"
 #include "engine/recipe.h"
@@ -80,7 +81,11 @@ void PrintPlan(const engine::Recipe& recipe, const engine::GroupPlan& plan,
     for (const std::string& a : argv) quoted.push_back(ShellQuote(a));
     out << "  command: " << absl::StrJoin(quoted, " ") << "\n";
     out << "  env:\n";
-    for (const v1::EnvVar& e : spec.env()) out << "    " << e.name() << "=" << e.value() << "\n";
+    for (const v1::EnvVar& e : spec.env()) {
+      const bool secret = e.name() == controller::kRendezvousTokenEnv;
+      out << "    " << e.name() << "=" << (secret ? controller::kRendezvousTokenShown : e.value())
+          << "\n";
+    }
     for (const v1::Mount& m : spec.mounts()) {
       out << "  mount: " << m.source() << " -> " << m.target() << (m.read_only() ? " (ro)" : "")
           << "\n";

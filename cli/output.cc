@@ -7,6 +7,7 @@
 #include "absl/strings/str_format.h"
 #include "common/table.h"
 #include "controller/node_registry.h"
+#include "controller/rendezvous_store.h"
 #include "google/protobuf/util/json_util.h"
 #include "google/protobuf/util/time_util.h"
 #include "yaml-cpp/yaml.h"
@@ -16,6 +17,21 @@ namespace {
 
 using google::protobuf::util::TimeUtil;
 using Json = nlohmann::ordered_json;
+
+// A group generation's rendezvous token is shown as "<secret>" wherever an environment is
+// printed. The controller never sends the value; this keeps it so for any document.
+void RedactSecrets(Json& v) {
+  if (v.is_array()) {
+    for (Json& e : v) RedactSecrets(e);
+    return;
+  }
+  if (!v.is_object()) return;
+  auto name = v.find("name");
+  if (name != v.end() && *name == controller::kRendezvousTokenEnv && v.contains("value")) {
+    v["value"] = controller::kRendezvousTokenShown;
+  }
+  for (auto item : v.items()) RedactSecrets(item.value());
+}
 
 void Emit(YAML::Emitter& out, const Json& v) {
   if (v.is_object()) {
@@ -116,7 +132,9 @@ Json ProtoToJson(const google::protobuf::Message& message) {
   std::string text;
   // Our own messages always convert; a failure would leave `text` empty and parse to null.
   (void)google::protobuf::util::MessageToJsonString(message, &text);
-  return Json::parse(text, nullptr, /*allow_exceptions=*/false);
+  Json doc = Json::parse(text, nullptr, /*allow_exceptions=*/false);
+  RedactSecrets(doc);
+  return doc;
 }
 
 std::string PrintDocument(const Json& doc, const std::string& format) {

@@ -15,6 +15,7 @@
 #include "controller/cluster_ca.h"
 #include "controller/controller_service.h"
 #include "controller/discovery_prober.h"
+#include "controller/rendezvous_service.h"
 #include "controller/sqlite_store.h"
 #include "controller/tokens.h"
 #include "grpcpp/server.h"
@@ -79,8 +80,10 @@ absl::Status ControllerServer::Init() {
   agents_ = std::make_unique<GrpcAgentClient>(transport_, absl::Seconds(2));
   executor_ = std::make_unique<Executor>();
   group_executor_ = std::make_unique<Executor>();
+  rendezvous_ = std::make_unique<RendezvousStore>(options_.clock);
   groups_ = std::make_unique<GroupManager>(
       GroupManagerConfig{}, options_.clock, store_.get(), registry_.get(), agents_.get(),
+      rendezvous_.get(),
       [this](absl::AnyInvocable<void() &&> task) { group_executor_->Post(std::move(task)); });
   RETURN_IF_ERROR(groups_->Load());
 
@@ -107,6 +110,11 @@ absl::Status ControllerServer::Init() {
                               .group_executor = group_executor_.get(),
                               .controller_id = controller_id});
   builder.RegisterService(service_.get());
+  // fleet-engine ranks call it without a client certificate (the TLS port accepts optional
+  // ones); the generation's token is their credential.
+  rendezvous_service_ = std::make_unique<RendezvousService>(rendezvous_.get(), options_.clock,
+                                                            RendezvousService::Options{});
+  builder.RegisterService(rendezvous_service_.get());
   server_ = builder.BuildAndStart();
   if (server_ == nullptr || port == 0) {
     return absl::UnavailableError(absl::StrCat(
@@ -131,6 +139,7 @@ absl::Status ControllerServer::Init() {
     while (!stop_.WaitForNotificationWithTimeout(TickPeriod(options_.registry))) {
       registry_->Tick();
       groups_->Tick();
+      rendezvous_->Tick();
     }
   });
   if (options_.auto_adopt_period > absl::ZeroDuration()) {
@@ -154,6 +163,9 @@ absl::Status ControllerServer::Init() {
 void ControllerServer::Shutdown() {
   if (shut_down_) return;
   shut_down_ = true;
+  // Waiting rendezvous Gets are answered (Unavailable: ask again) so the server need not wait
+  // for them to time out.
+  if (rendezvous_) rendezvous_->Shutdown();
   if (server_) server_->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(2)));
   if (!stop_.HasBeenNotified()) stop_.Notify();
   if (ticker_.joinable()) ticker_.join();

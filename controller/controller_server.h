@@ -1,5 +1,6 @@
 // ControllerServer: the controller's composition root. It owns the store, the registry, the
-// agent client, the gRPC server and the liveness ticker, in that order of construction.
+// agent client, the rendezvous store, the gRPC server (Controller and Rendezvous services) and
+// the liveness ticker, in that order of construction.
 #pragma once
 
 #include <memory>
@@ -14,6 +15,7 @@
 #include "common/transport.h"
 #include "controller/group_manager.h"
 #include "controller/node_registry.h"
+#include "controller/rendezvous_store.h"
 
 namespace grpc {
 class Server;
@@ -25,6 +27,7 @@ class ClusterCa;
 class ControllerService;
 class DiscoveryProber;
 class GrpcAgentClient;
+class RendezvousService;
 class SqliteStore;
 class TokenManager;
 
@@ -80,8 +83,10 @@ class ControllerServer {
   std::unique_ptr<DiscoveryProber> prober_;
   std::unique_ptr<Executor> executor_;
   std::unique_ptr<Executor> group_executor_;
+  std::unique_ptr<RendezvousStore> rendezvous_;
   std::unique_ptr<GroupManager> groups_;
   std::unique_ptr<ControllerService> service_;
+  std::unique_ptr<RendezvousService> rendezvous_service_;
   std::unique_ptr<grpc::Server> server_;
   std::string address_;
   absl::Notification stop_;

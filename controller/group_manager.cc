@@ -99,6 +99,7 @@ absl::Status GroupManager::Load() {
   absl::MutexLock lock(&mu_);
   for (v1::StoredGroup& g : stored) {
     std::string name = g.group().name();
+    SyncRendezvous(g);
     groups_[name] = std::move(g);
   }
   return absl::OkStatus();
@@ -121,9 +122,21 @@ void GroupManager::Event(absl::string_view group, absl::string_view kind,
 }
 
 void GroupManager::Persist(const v1::StoredGroup& stored) {
+  // Every change of a group's state is persisted: the rendezvous scope follows it from here.
+  SyncRendezvous(stored);
   if (absl::Status st = store_->PutGroup(stored); !st.ok()) {
     Log(LogLevel::kError, "groups", "group not stored",
         {{"group", stored.group().name()}, {"error", st.ToString()}});
+  }
+}
+
+void GroupManager::SyncRendezvous(const v1::StoredGroup& stored) {
+  if (stored.rendezvous_token().empty()) return;
+  const v1::Group& group = stored.group();
+  if (Active(group.state())) {
+    rendezvous_->Open(group.name(), group.generation(), stored.rendezvous_token());
+  } else {
+    rendezvous_->Close(group.name(), group.generation());
   }
 }
 
@@ -391,6 +404,10 @@ absl::StatusOr<v1::ApplyResponse> GroupManager::Apply(const v1::ApplyRequest& re
         TimeUtil::NanosecondsToDuration(absl::ToInt64Nanoseconds(p.recipe.health.start_timeout));
     group.clear_notes();
     for (const std::string& note : plan.notes) group.add_notes(note);
+    // fleet-engine ranks find each other in the controller's rendezvous store, in a scope of
+    // this generation that only holders of its token may use: 32 bytes from OpenSSL's CSPRNG.
+    stored.set_rendezvous_token(p.recipe.engine == "native" ? pki::HexEncode(pki::RandomBytes(32))
+                                                            : std::string());
     group.clear_ranks();
     for (size_t k = 0; k < plan.ranks.size(); ++k) {
       v1::GroupRank& rank = *group.add_ranks();
@@ -399,6 +416,12 @@ absl::StatusOr<v1::ApplyResponse> GroupManager::Apply(const v1::ApplyRequest& re
       rank.set_node_id(nodes[k].node_id);
       rank.set_node_address(p.addresses.at(nodes[k].node_id));
       *rank.mutable_spec() = plan.ranks[k];
+      if (!stored.rendezvous_token().empty()) {
+        // The view holds a stand-in; StartRanks puts the token into the orders it sends.
+        v1::EnvVar& token = *rank.mutable_spec()->add_env();
+        token.set_name(kRendezvousTokenEnv);
+        token.set_value(kRendezvousTokenShown);
+      }
       group.add_expected_nccl(rank_base + k < nccl_by_rank.size() ? nccl_by_rank[rank_base + k]
                                                                   : "");
     }
@@ -420,7 +443,7 @@ absl::StatusOr<v1::ApplyResponse> GroupManager::Apply(const v1::ApplyRequest& re
   }
 
   for (const v1::StoredGroup& stored : planned) {
-    if (absl::Status st = StartRanks(stored.group()); !st.ok()) {
+    if (absl::Status st = StartRanks(stored); !st.ok()) {
       absl::MutexLock lock(&mu_);
       v1::StoredGroup& g = groups_[stored.group().name()];
       g.mutable_group()->set_state(v1::GROUP_STATE_FAILED);
@@ -482,13 +505,19 @@ void GroupManager::CheckLaunch(const v1::Group& group) {
   Persist(it->second);
 }
 
-absl::Status GroupManager::StartRanks(const v1::Group& group) {
+absl::Status GroupManager::StartRanks(const v1::StoredGroup& stored) {
+  const v1::Group& group = stored.group();
   // Rank 0 first. For head-first engines the workers' agents hold their process until the
   // head's master port accepts (ShardSpec.wait_for_tcp), so every order can go out at once
   // without a fixed sleep between head and workers.
   for (const v1::GroupRank& rank : group.ranks()) {
     v1::StartShardRequest request;
     *request.mutable_spec() = rank.spec();
+    if (!stored.rendezvous_token().empty()) {
+      for (v1::EnvVar& e : *request.mutable_spec()->mutable_env()) {
+        if (e.name() == kRendezvousTokenEnv) e.set_value(stored.rendezvous_token());
+      }
+    }
     absl::StatusOr<v1::StartShardResponse> r = agents_->StartShard(
         rank.node_address(), rank.node_id(), request, config_.start_call_deadline);
     if (!r.ok()) {

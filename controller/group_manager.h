@@ -20,6 +20,7 @@
 #include "controller/agent_client.h"
 #include "controller/node_registry.h"
 #include "controller/preflight.h"
+#include "controller/rendezvous_store.h"
 #include "controller/store.h"
 #include "engine/plan.h"
 #include "engine/recipe.h"
@@ -43,7 +44,8 @@ struct GroupManagerConfig {
 };
 
 // Example:
-//   GroupManager groups(config, &clock, &store, &registry, &agents, post_to_executor);
+//   GroupManager groups(config, &clock, &store, &registry, &agents, &rendezvous,
+//                       post_to_executor);
 //   RETURN_IF_ERROR(groups.Load());
 //   ASSIGN_OR_RETURN(v1::ApplyResponse r, groups.Apply(request));  // on an executor
 //   groups.ReportShards(node_id, heartbeat.shards());             // on every heartbeat
@@ -53,17 +55,24 @@ class GroupManager {
   // thread; the controller passes its group executor.
   using Post = absl::AnyInvocable<void(absl::AnyInvocable<void() &&>)>;
 
+  // `rendezvous` gets a scope for each running generation of a `native` group: opened with a
+  // new random token when the generation starts, closed when it ends (stopped, replaced,
+  // failed). The ranks get the token as FLEET_RENDEZVOUS_TOKEN in their start orders; every
+  // view of the group (List, Get, Apply's and Stop's answers, the stored `group`) shows it as
+  // "<secret>".
   GroupManager(GroupManagerConfig config, const Clock* clock, Store* store, NodeRegistry* registry,
-               AgentClient* agents, Post post)
+               AgentClient* agents, RendezvousStore* rendezvous, Post post)
       : config_(config),
         clock_(clock),
         store_(store),
         registry_(registry),
         agents_(agents),
+        rendezvous_(rendezvous),
         post_(std::move(post)) {}
 
-  // Reads the stored groups. Their ranks keep running on the agents; the agents' next
-  // reports bring the states up to date.
+  // Reads the stored groups, and reopens the rendezvous scopes of the running ones with their
+  // stored tokens. Their ranks keep running on the agents; the agents' next reports bring the
+  // states up to date.
   absl::Status Load();
 
   // Blocking (agent calls): parse, place, store, order starts. InvalidArgument for a bad
@@ -121,11 +130,15 @@ class GroupManager {
   // Groups of an application (or the one group of that name), by name. Requires mu_.
   std::vector<std::string> NamesOf(absl::string_view name) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
   absl::Status StopRanks(const v1::Group& group);
-  // Orders every rank of `group` to start, in order; stops the started ones on failure.
-  absl::Status StartRanks(const v1::Group& group);
+  // Orders every rank of `stored` to start, in order, with the generation's rendezvous token;
+  // stops the started ones on failure.
+  absl::Status StartRanks(const v1::StoredGroup& stored);
   // Recomputes state and message from the ranks; persists and logs a change. Requires mu_.
   void Refresh(v1::StoredGroup& stored) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Stores the record and makes the rendezvous scope follow its state.
   void Persist(const v1::StoredGroup& stored) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Opens the generation's rendezvous scope while the group runs, closes it once it ended.
+  void SyncRendezvous(const v1::StoredGroup& stored) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Event(absl::string_view group, absl::string_view kind, absl::string_view message);
   int ChooseMasterPort(const std::string& head_node_id, absl::string_view except_application)
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
@@ -135,6 +148,7 @@ class GroupManager {
   Store* const store_;
   NodeRegistry* const registry_;
   AgentClient* const agents_;
+  RendezvousStore* const rendezvous_;
   Post post_;
   // Serializes Apply and Stop, which call agents without holding mu_.
   absl::Mutex change_mu_ ABSL_ACQUIRED_BEFORE(mu_);

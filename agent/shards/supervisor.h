@@ -39,6 +39,23 @@ struct LogChunk {
   bool truncated = false;     // bytes before start_offset were asked for but are rotated away
 };
 
+// How a shard reaches the controller: fleet-engine's ranks meet in its rendezvous store. The
+// agent passes the address its own session uses and the cluster CA certificate it holds.
+struct ControllerAccess {
+  std::string address;  // "HOST:PORT"; empty: nothing is added
+  std::string ca_path;  // absolute path of the cluster CA certificate (PEM)
+};
+
+inline constexpr char kControllerAddrEnv[] = "FLEET_CONTROLLER_ADDR";
+inline constexpr char kControllerCaEnv[] = "FLEET_CONTROLLER_CA";
+
+// `spec` with FLEET_CONTROLLER_ADDR and FLEET_CONTROLLER_CA appended to its environment (last,
+// so they win over a recipe's) and, for the docker runtime, the CA file bind-mounted read-only
+// at the same path, so the variable names a file inside the container too. Neither is secret.
+// Example:
+//   supervisor->Start(WithControllerAccess(order.spec(), {"10.0.0.1:7100", "/x/pki/ca.crt"}));
+v1::ShardSpec WithControllerAccess(v1::ShardSpec spec, const ControllerAccess& access);
+
 class Supervisor {
  public:
   // Re-adopts every recorded shard that still runs (same pid and start time, or a container

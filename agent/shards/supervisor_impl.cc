@@ -102,6 +102,24 @@ absl::Status Validate(const v1::ShardSpec& spec) {
 
 }  // namespace
 
+v1::ShardSpec WithControllerAccess(v1::ShardSpec spec, const ControllerAccess& access) {
+  if (access.address.empty()) return spec;
+  v1::EnvVar& address = *spec.add_env();
+  address.set_name(kControllerAddrEnv);
+  address.set_value(access.address);
+  if (access.ca_path.empty()) return spec;
+  v1::EnvVar& ca = *spec.add_env();
+  ca.set_name(kControllerCaEnv);
+  ca.set_value(access.ca_path);
+  if (spec.runtime() == v1::SHARD_RUNTIME_DOCKER) {
+    v1::Mount& mount = *spec.add_mounts();
+    mount.set_source(access.ca_path);
+    mount.set_target(access.ca_path);
+    mount.set_read_only(true);
+  }
+  return spec;
+}
+
 // One shard, shared by the entry list, its lifecycle thread and the monitor thread. Fields
 // other than `spec` and `runtime` are guarded by SupervisorImpl::mu_.
 struct SupervisorImpl::Entry {

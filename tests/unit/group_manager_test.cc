@@ -3,6 +3,7 @@
 // state, stop, stale shards, lost nodes, start timeout and a controller restart.
 #include "controller/group_manager.h"
 
+#include <optional>
 #include <set>
 
 #include "absl/strings/match.h"
@@ -16,6 +17,7 @@ namespace fleet::controller {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 constexpr char kRecipe[] = R"(recipe_version: "2"
 name: echo
@@ -28,6 +30,23 @@ health:
   start_timeout: 60s
 command: fleet-echo-engine --port {port}
 )";
+
+// The same group for fleet-engine, whose ranks meet in the controller's rendezvous store.
+std::string NativeRecipe() {
+  std::string yaml = kRecipe;
+  yaml.replace(yaml.find("engine: exec"), 12, "engine: native");
+  yaml.replace(yaml.find("fleet-echo-engine"), 17, "fleet-engine");
+  return yaml;
+}
+
+// The value of `name` in `spec`'s environment; nullopt when it is not set.
+std::optional<std::string> EnvOf(const v1::ShardSpec& spec, absl::string_view name) {
+  std::optional<std::string> value;
+  for (const v1::EnvVar& e : spec.env()) {
+    if (e.name() == name) value = e.value();
+  }
+  return value;
+}
 
 class GroupManagerTest : public ::testing::Test {
  protected:
@@ -93,6 +112,7 @@ class GroupManagerTest : public ::testing::Test {
   FakeStore store_;
   NodeRegistry registry_{RegistryConfig{}, &clock_, &store_};
   FakeAgentClient agents_;
+  RendezvousStore rendezvous_{&clock_};
   std::vector<absl::AnyInvocable<void() &&>> posted_;
   GroupManager groups_{
       GroupManagerConfig{},
@@ -100,6 +120,7 @@ class GroupManagerTest : public ::testing::Test {
       &store_,
       &registry_,
       &agents_,
+      &rendezvous_,
       [this](absl::AnyInvocable<void() &&> task) { posted_.push_back(std::move(task)); }};
 };
 
@@ -293,7 +314,7 @@ TEST_F(GroupManagerTest, GroupNotReadyWithinItsStartTimeoutFails) {
 
 TEST_F(GroupManagerTest, RestartedControllerKnowsItsGroups) {
   ASSERT_TRUE(Apply().ok());
-  GroupManager restarted(GroupManagerConfig{}, &clock_, &store_, &registry_, &agents_,
+  GroupManager restarted(GroupManagerConfig{}, &clock_, &store_, &registry_, &agents_, &rendezvous_,
                          [](absl::AnyInvocable<void() &&> task) { std::move(task)(); });
   ASSERT_TRUE(restarted.Load().ok());
   ASSERT_EQ(restarted.List().size(), 1u);
@@ -384,6 +405,117 @@ TEST_F(GroupManagerTest, LogsComeFromTheRanksNode) {
   EXPECT_EQ(r->node_name(), "spark-2");
   request.set_rank(2);
   EXPECT_THAT(groups_.Logs(request).status().message(), HasSubstr("has ranks 0 to 1"));
+}
+
+// What a rank of generation `generation` of "echo" gets from the store with `token`.
+absl::Status SetKey(RendezvousStore& store, uint64_t generation, const std::string& token) {
+  return store.Set({.group = "echo", .generation = generation, .rank = 0, .token = token},
+                   "nccl-id", "bytes");
+}
+
+TEST_F(GroupManagerTest, NativeRanksGetAGenerationTokenThatNoViewShows) {
+  absl::StatusOr<v1::ApplyResponse> r = Apply({}, NativeRecipe());
+  ASSERT_TRUE(r.ok()) << r.status();
+  auto starts = agents_.starts();
+  ASSERT_EQ(starts.size(), 2u);
+  std::optional<std::string> token = EnvOf(starts[0].request.spec(), kRendezvousTokenEnv);
+  ASSERT_TRUE(token.has_value());
+  EXPECT_EQ(token->size(), 64u);  // 32 random bytes in hex
+  EXPECT_EQ(token->find_first_not_of("0123456789abcdef"), std::string::npos) << *token;
+  EXPECT_EQ(EnvOf(starts[1].request.spec(), kRendezvousTokenEnv), token);
+  // The scope of generation 1 is open to holders of the token only.
+  EXPECT_TRUE(SetKey(rendezvous_, 1, *token).ok());
+  EXPECT_TRUE(absl::IsPermissionDenied(SetKey(rendezvous_, 1, std::string(64, '0'))));
+
+  // Every view shows the variable with a stand-in: apply's answer, describe, list, the record's
+  // group, and no event holds the value.
+  EXPECT_EQ(EnvOf(r->groups(0).ranks(1).spec(), kRendezvousTokenEnv), "<secret>");
+  EXPECT_EQ(EnvOf(Get().ranks(0).spec(), kRendezvousTokenEnv), "<secret>");
+  EXPECT_THAT(groups_.List()[0].SerializeAsString(), Not(HasSubstr(*token)));
+  EXPECT_THAT(r->SerializeAsString(), Not(HasSubstr(*token)));
+  absl::StatusOr<std::vector<v1::StoredGroup>> stored = store_.LoadGroups();
+  ASSERT_TRUE(stored.ok());
+  EXPECT_EQ((*stored)[0].rendezvous_token(), *token);
+  EXPECT_THAT((*stored)[0].group().SerializeAsString(), Not(HasSubstr(*token)));
+  for (const FakeStore::Event& e : store_.events()) EXPECT_THAT(e.message, Not(HasSubstr(*token)));
+}
+
+TEST_F(GroupManagerTest, ExecAndVllmGroupsGetNoToken) {
+  ASSERT_TRUE(Apply().ok());
+  for (const auto& start : agents_.starts()) {
+    EXPECT_EQ(EnvOf(start.request.spec(), kRendezvousTokenEnv), std::nullopt);
+  }
+  EXPECT_EQ(store_.LoadGroups()->at(0).rendezvous_token(), "");
+  EXPECT_TRUE(absl::IsNotFound(SetKey(rendezvous_, 1, "")));
+
+  std::string vllm = kRecipe;
+  vllm.replace(vllm.find("engine: exec"), 12, "engine: vllm");
+  vllm.replace(vllm.find("fleet-echo-engine"), 17, "vllm serve m");
+  ASSERT_TRUE(groups_.Stop("echo").ok());
+  // Preflight wants a GPU for vLLM, which these nodes lack: forced, the orders are what count.
+  v1::ApplyRequest request;
+  request.set_recipe_path("recipes/echo.yaml");
+  request.set_recipe_yaml(vllm);
+  request.set_force(true);
+  absl::StatusOr<v1::ApplyResponse> r = groups_.Apply(request);
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(agents_.starts().size(), 4u);
+  for (const auto& start : agents_.starts()) {
+    EXPECT_EQ(EnvOf(start.request.spec(), kRendezvousTokenEnv), std::nullopt);
+  }
+}
+
+TEST_F(GroupManagerTest, RendezvousScopeFollowsTheGeneration) {
+  ASSERT_TRUE(Apply({}, NativeRecipe()).ok());
+  std::string first = *EnvOf(agents_.starts()[0].request.spec(), kRendezvousTokenEnv);
+  // Rank 1 of generation 1 waits for a key when the group is replaced.
+  std::optional<absl::StatusOr<std::string>> waited;
+  rendezvous_.Get({.group = "echo", .generation = 1, .rank = 1, .token = first}, "nccl-id",
+                  clock_.Now() + absl::Seconds(10),
+                  [&](absl::StatusOr<std::string> v) { waited = std::move(v); });
+  EXPECT_FALSE(waited.has_value());
+
+  ASSERT_TRUE(Apply({"port=9000"}, NativeRecipe()).ok());
+  ASSERT_TRUE(waited.has_value());
+  EXPECT_TRUE(absl::IsAborted(waited->status())) << waited->status();
+  std::string second = *EnvOf(agents_.starts()[2].request.spec(), kRendezvousTokenEnv);
+  EXPECT_NE(second, first);
+  absl::Status old = SetKey(rendezvous_, 1, first);
+  EXPECT_TRUE(absl::IsAborted(old)) << old;
+  EXPECT_THAT(old.message(), HasSubstr("is from generation 1; the group is at generation 2"));
+  EXPECT_TRUE(SetKey(rendezvous_, 2, second).ok());
+
+  ASSERT_TRUE(groups_.Stop("echo").ok());
+  absl::Status stopped = SetKey(rendezvous_, 2, second);
+  EXPECT_TRUE(absl::IsAborted(stopped)) << stopped;
+  EXPECT_THAT(stopped.message(), HasSubstr("generation 2 of group echo ended"));
+}
+
+TEST_F(GroupManagerTest, FailedGenerationClosesItsRendezvous) {
+  ASSERT_TRUE(Apply({}, NativeRecipe()).ok());
+  std::string token = *EnvOf(agents_.starts()[0].request.spec(), kRendezvousTokenEnv);
+  Report("id2", 1, 1, v1::SHARD_STATE_FAILED);
+  ASSERT_EQ(Get().state(), v1::GROUP_STATE_FAILED);
+  EXPECT_TRUE(absl::IsAborted(SetKey(rendezvous_, 1, token)));
+}
+
+TEST_F(GroupManagerTest, TokenSurvivesAControllerRestart) {
+  ASSERT_TRUE(Apply({}, NativeRecipe()).ok());
+  std::string token = *EnvOf(agents_.starts()[0].request.spec(), kRendezvousTokenEnv);
+  // A new controller process: a new, empty store, and the groups read back from the database.
+  RendezvousStore reopened(&clock_);
+  GroupManager restarted(GroupManagerConfig{}, &clock_, &store_, &registry_, &agents_, &reopened,
+                         [](absl::AnyInvocable<void() &&> task) { std::move(task)(); });
+  ASSERT_TRUE(restarted.Load().ok());
+  EXPECT_TRUE(SetKey(reopened, 1, token).ok());
+  EXPECT_TRUE(absl::IsPermissionDenied(SetKey(reopened, 1, std::string(64, 'f'))));
+  // A stopped group's scope is not reopened.
+  ASSERT_TRUE(restarted.Stop("echo").ok());
+  RendezvousStore again(&clock_);
+  GroupManager restarted_again(GroupManagerConfig{}, &clock_, &store_, &registry_, &agents_, &again,
+                               [](absl::AnyInvocable<void() &&> task) { std::move(task)(); });
+  ASSERT_TRUE(restarted_again.Load().ok());
+  EXPECT_TRUE(absl::IsNotFound(SetKey(again, 1, token)));
 }
 
 }  // namespace

@@ -26,6 +26,7 @@
 #include "common/fake_clock.h"
 #include "common/files.h"
 #include "common/subprocess.h"
+#include "engine/docker_run.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/unit/fake_shard_runtime.h"
@@ -591,6 +592,54 @@ TEST_F(ProcessTest, WaitsForTcpBeforeStarting) {
   ASSERT_TRUE(HasState(*s, "ds4", 1, 1, v1::SHARD_STATE_READY));
   EXPECT_GT(Find(*s, "ds4", 1, 1)->pid(), 0);
   ::close(fd);
+  ASSERT_TRUE(s->Stop("ds4", 0).ok());
+}
+
+// ---- What every shard is given to reach the controller (fleet-engine's rendezvous).
+
+const ControllerAccess kAccess = {.address = "10.0.0.1:7100",
+                                  .ca_path = "/var/lib/fleet/pki/ca.crt"};
+
+TEST(ControllerAccessTest, ProcessShardGetsTheAddressAndCaLastAndNoMount) {
+  v1::ShardSpec spec = WithControllerAccess(Sh("ds4", 1, 0, "true"), kAccess);
+  ASSERT_GE(spec.env_size(), 2);
+  // Last, so a recipe's own value of either cannot point the rank elsewhere.
+  EXPECT_EQ(spec.env(spec.env_size() - 2).name(), "FLEET_CONTROLLER_ADDR");
+  EXPECT_EQ(spec.env(spec.env_size() - 2).value(), "10.0.0.1:7100");
+  EXPECT_EQ(spec.env(spec.env_size() - 1).name(), "FLEET_CONTROLLER_CA");
+  EXPECT_EQ(spec.env(spec.env_size() - 1).value(), "/var/lib/fleet/pki/ca.crt");
+  EXPECT_EQ(spec.mounts_size(), 0);
+}
+
+TEST(ControllerAccessTest, DockerShardSeesTheCaFileAtTheSamePathReadOnly) {
+  v1::ShardSpec spec = Spec("ds4", 2, 1, {"fleet-engine"});
+  spec.set_runtime(v1::SHARD_RUNTIME_DOCKER);
+  spec.set_image("fleet-engine:1");
+  spec = WithControllerAccess(spec, kAccess);
+  std::vector<std::string> run =
+      engine::RenderDockerRun(spec, "/state/cache/ds4", "/state/ds4.env", std::nullopt);
+  EXPECT_THAT(run, ::testing::Contains("/var/lib/fleet/pki/ca.crt:/var/lib/fleet/pki/ca.crt:ro"));
+  absl::StatusOr<std::string> env = engine::RenderEnvFile(spec);
+  ASSERT_TRUE(env.ok()) << env.status();
+  EXPECT_THAT(*env, ::testing::HasSubstr("FLEET_CONTROLLER_ADDR=10.0.0.1:7100\n"
+                                         "FLEET_CONTROLLER_CA=/var/lib/fleet/pki/ca.crt\n"));
+}
+
+TEST(ControllerAccessTest, NoControllerAddressAddsNothing) {
+  v1::ShardSpec spec = Sh("ds4", 1, 0, "true");
+  EXPECT_EQ(WithControllerAccess(spec, {}).SerializeAsString(), spec.SerializeAsString());
+}
+
+TEST_F(ProcessTest, ShardSeesTheControllerItsAgentUses) {
+  auto s = NewSupervisor();
+  ASSERT_TRUE(
+      s->Start(WithControllerAccess(
+                   Sh("ds4", 1, 0, "echo $FLEET_CONTROLLER_ADDR $FLEET_CONTROLLER_CA"), kAccess))
+          .ok());
+  ASSERT_TRUE(Eventually([&] {
+    auto log = s->ReadLog("ds4", 0, std::nullopt, 10, 0);
+    return log.ok() && log->data == "10.0.0.1:7100 /var/lib/fleet/pki/ca.crt\n";
+  }));
   ASSERT_TRUE(s->Stop("ds4", 0).ok());
 }
 
