@@ -60,8 +60,8 @@ struct ModelShape {
 // ranks (heads, experts, shared FFN width and vocabulary must divide evenly) or is degenerate.
 absl::Status ValidateShape(const ModelShape& shape, int world_size);
 
-// Parameters of the whole model (all ranks), and the bytes one rank reads per step when the
-// step's sequences use `distinct_experts_on_rank` of its experts, at `bytes_per_weight`.
+// Parameter counts of the whole model (all ranks); a step's weight bytes follow from them and
+// the experts it touched (StepOutput::weight_bytes_read).
 struct ShapeSizes {
   uint64_t dense_params = 0;       // attention, router, shared FFN, LM head (all layers)
   uint64_t params_per_expert = 0;  // one routed expert of one layer
