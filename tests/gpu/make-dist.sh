@@ -1,21 +1,33 @@
 #!/bin/sh
-# Packs the GPU tests for the lent GPU machine: the test binaries and fleet-nccl-probe into
-# DIST/bin, and every shared library they load that the GPU host's system does not provide
-# (ldd walk; libc, libstdc++, libgcc, the loader and the NVIDIA driver libraries stay out) into
-# DIST/lib. Usage: tests/gpu/make-dist.sh BUILD_DIR [DIST_DIR (default: dist)]
+# Packs the GPU tests for the lent GPU machine: gpu_probe_test and fleet-nccl-probe, and where
+# the build has CUDA also native_gpu_test and engine_decode_bench, into DIST/bin, and every shared
+# library they load that the GPU host does not provide (ldd walk) into DIST/lib. Left out: libc,
+# libstdc++, libgcc, the loader, the NVIDIA driver's libraries, and CUDA's own cudart, cuBLAS and
+# NCCL (hundreds of MB; the GPU host has CUDA 13 in /usr/local/cuda and NCCL in the system, which
+# run-on-gpu-host.sh puts on the library path). DIST must stay under the device tool's 64 MiB.
+# DIST is emptied first, so it defaults to a folder of its own beside other packs in dist/.
+# Usage: tests/gpu/make-dist.sh BUILD_DIR [DIST_DIR (default: dist/gpu)]
 set -eu
 
 build=${1:?usage: make-dist.sh BUILD_DIR [DIST_DIR]}
-dist=${2:-dist}
+dist=${2:-dist/gpu}
 rm -rf "$dist"
 mkdir -p "$dist/bin" "$dist/lib"
 cp "$build/tests/gpu/gpu_probe_test" "$build/cli/fleet-nccl-probe" "$dist/bin/"
+for optional in native_gpu_test engine_decode_bench; do
+  if [ -x "$build/tests/gpu/$optional" ]; then
+    cp "$build/tests/gpu/$optional" "$dist/bin/"
+  else
+    echo "make-dist: $build/tests/gpu/$optional not built (no CUDA in this build?); left out" >&2
+  fi
+done
 for binary in "$dist"/bin/*; do
   ldd "$binary" | awk '$2 == "=>" && $3 ~ /^\// { print $3 }'
 done | sort -u | while read -r lib; do
   case "${lib##*/}" in
     libc.so* | libm.so* | libstdc++.so* | libgcc_s.so* | ld-linux* | libdl.so* | \
-      libpthread.so* | librt.so* | libcuda.so* | libnccl.so* | libnvidia-*) ;;
+      libpthread.so* | librt.so* | libcuda.so* | libnccl.so* | libnvidia-* | \
+      libcudart.so* | libcublas.so* | libcublasLt.so*) ;;
     *) cp -L "$lib" "$dist/lib/" ;;
   esac
 done
