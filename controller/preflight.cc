@@ -433,13 +433,27 @@ class Checker {
     return 0;
   }
 
+  // fleet-engine runs on GPUs (NCCL) only with --device cuda; otherwise on CPUs over Gloo.
+  bool NativeOnGpu() const {
+    if (recipe_.engine != "native" || nodes_.empty()) return false;
+    const auto& argv = nodes_[0].spec.argv();
+    for (int i = 0; i < argv.size(); ++i) {
+      if (argv[i] == "--device=cuda") return true;
+      if (argv[i] == "--device" && i + 1 < argv.size() && argv[i + 1] == "cuda") return true;
+    }
+    return false;
+  }
+
   void CheckNccl() {
-    // vLLM and fleet-engine always use NCCL; an `exec` command says so with requires.nccl.
+    // vLLM always uses NCCL, fleet-engine on GPUs; an `exec` command says so with requires.nccl.
     // Judging the NCCL of a command that never loads it would only block it.
-    if (recipe_.engine == "exec" && req_.nccl.empty()) {
-      for (int r = 0; r < Size(); ++r) {
-        Add(r, "nccl", Verdict::kPass, "not used (engine exec, no requires.nccl)", "any version");
-      }
+    const bool unused =
+        (recipe_.engine == "exec" || (recipe_.engine == "native" && !NativeOnGpu()));
+    if (unused && req_.nccl.empty()) {
+      const std::string why = recipe_.engine == "exec"
+                                  ? "not used (engine exec, no requires.nccl)"
+                                  : "not used (fleet-engine on CPUs talks over Gloo)";
+      for (int r = 0; r < Size(); ++r) Add(r, "nccl", Verdict::kPass, why, "any version");
       return;
     }
     std::vector<std::pair<int, std::string>> versions;
@@ -785,7 +799,7 @@ class Checker {
   }
 
   void CheckGpu(int rank) {
-    const bool required = recipe_.engine == "vllm" || !req_.gpu_arch.empty();
+    const bool required = recipe_.engine == "vllm" || NativeOnGpu() || !req_.gpu_arch.empty();
     const std::string expected = req_.gpu_arch.empty() ? (required ? "a GPU" : "none needed")
                                                        : absl::StrCat("a GPU of ", req_.gpu_arch);
     // A recipe that needs no GPU gets no advice to install a driver it does not need.

@@ -391,6 +391,29 @@ TEST(PreflightTest, ExecCommandWithoutRequiresNcclIsNotJudgedOnNccl) {
   EXPECT_EQ(Row(RunPreflight(exec, nodes), "spark-a", "nccl-2.28").verdict, Verdict::kFail);
 }
 
+TEST(PreflightTest, FleetEngineIsJudgedOnNcclAndGpuOnlyWithDeviceCuda) {
+  std::vector<PreflightNode> nodes = Group(4);
+  for (PreflightNode& node : nodes) {
+    node.probe.mutable_nccl()->set_version("2.28.9");
+    node.spec.add_argv("fleet-engine");
+    node.spec.add_argv("serve");
+    node.spec.add_argv("--device");
+    node.spec.add_argv("cpu");
+  }
+  engine::Recipe native = SparkRecipe();
+  native.engine = "native";
+  native.requirements.nccl.clear();
+  native.requirements.gpu_arch.clear();
+  std::vector<CheckRow> rows = RunPreflight(native, nodes);
+  EXPECT_EQ(Row(rows, "spark-a", "nccl").observed,
+            "not used (fleet-engine on CPUs talks over Gloo)");
+  for (const CheckRow& row : rows) EXPECT_NE(row.check, "nccl-2.28");
+  // On GPUs its collectives are NCCL's: 2.28 at 4 ranks is refused as for vLLM.
+  for (PreflightNode& node : nodes) node.spec.set_argv(3, "cuda");
+  rows = RunPreflight(native, nodes);
+  EXPECT_EQ(Row(rows, "spark-a", "nccl-2.28").verdict, Verdict::kFail);
+}
+
 TEST(PreflightTest, Nccl228AtTwoRanksIsOnlyTheConstraint) {
   std::vector<PreflightNode> nodes = Group(2);
   for (PreflightNode& node : nodes) node.probe.mutable_nccl()->set_version("2.28.9");

@@ -237,7 +237,7 @@ TEST(RepoRecipes, DeepSeekV4Flash4x) {
 TEST(RepoRecipes, LocalDemo) {
   absl::StatusOr<Recipe> recipe = LoadRecipe(SourcePath("recipes/local-demo.yaml"));
   ASSERT_TRUE(recipe.ok()) << recipe.status();
-  EXPECT_EQ(recipe->engine, "exec");
+  EXPECT_EQ(recipe->engine, "native");
   EXPECT_EQ(recipe->runtime, RuntimeKind::kProcess);
   EXPECT_TRUE(recipe->container.empty());
   EXPECT_EQ(recipe->nodes, 2);
@@ -247,8 +247,11 @@ TEST(RepoRecipes, LocalDemo) {
   ASSERT_TRUE(values.ok()) << values.status();
   absl::StatusOr<std::string> command = RenderCommand(*recipe, *values);
   ASSERT_TRUE(command.ok()) << command.status();
-  EXPECT_THAT(SplitCommand(*command).value_or(std::vector<std::string>{}),
-              ElementsAre("fleet-echo-engine", "--port", "9000"));
+  // The folded command is one line; -o port moves fleet-engine's HTTP port.
+  std::vector<std::string> words = SplitCommand(*command).value_or(std::vector<std::string>{});
+  ASSERT_GE(words.size(), 6u);
+  EXPECT_THAT(std::vector<std::string>(words.begin(), words.begin() + 6),
+              ElementsAre("fleet-engine", "serve", "--device", "cpu", "--port", "9000"));
 }
 
 TEST(LoadRecipe, MissingFileIsNotFoundNamingThePath) {

@@ -1,0 +1,255 @@
+// fleet-engine groups end to end on CPUs: a controller and four agents, each on its own host of
+// a TestNetwork, and `native` recipes whose ranks rendezvous through the controller's
+// rendezvous service and run their collectives over Gloo between the hosts. Driven through the
+// real `fleet` CLI: a 4-rank tensor + expert parallel group reaches Ready, passes its reference
+// check against a single-rank model, answers completions (streamed and not) with metrics that
+// move; stop leaves no process; and a group whose rank 0 dies fails instead of leaving headless
+// workers hanging.
+
+#include <signal.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "common/files.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "tests/integration/cluster_harness.h"
+#include "tests/integration/node_listing.h"
+#include "tests/integration/test_network.h"
+
+#ifndef FLEET_BINARY
+#error "FLEET_BINARY must name the fleet executable (set by tests/integration/CMakeLists.txt)"
+#endif
+
+namespace fleet::testing {
+namespace {
+
+using Json = nlohmann::json;
+
+constexpr int kHosts = 5;  // the controller's host and four agents
+constexpr int kAgents = kHosts - 1;
+
+// A small MoE geometry split over `nodes` ranks: heads, experts and vocabulary divide by 4.
+std::string NativeRecipe(const std::string& name, int nodes, int port) {
+  return absl::StrCat(R"(recipe_version: "2"
+name: )",
+                      name, R"(
+engine: native
+runtime: process
+nodes: )",
+                      nodes, R"(
+defaults:
+  port: )",
+                      port, R"(
+health:
+  start_timeout: 60s
+command: >-
+  fleet-engine serve --device cpu --port {port} --hidden-size 128 --num-layers 2
+  --num-heads 8 --num-experts 8 --experts-per-token 2 --expert-ffn-size 64 --vocab-size 256
+  --max-seq-len 128 --max-num-seqs 8 --verify-steps 3 --collective-timeout 5
+)");
+}
+
+std::vector<std::string> AgentNames() {
+  std::vector<std::string> names;
+  for (int i = 1; i <= kAgents; ++i) names.push_back(TestCluster::AgentName(i));
+  return names;
+}
+
+// Pids of fleet-engine processes of `group`, found through /proc in every namespace.
+std::vector<pid_t> EnginePids(const std::string& group) {
+  std::vector<pid_t> pids;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc", ec)) {
+    pid_t pid = 0;
+    if (!absl::SimpleAtoi(entry.path().filename().string(), &pid)) continue;
+    absl::StatusOr<std::string> comm = ReadFileToString(absl::StrCat("/proc/", pid, "/comm"));
+    if (!comm.ok() || !absl::StartsWith(*comm, "fleet-engine")) continue;
+    absl::StatusOr<std::string> environ = ReadFileToString(absl::StrCat("/proc/", pid, "/environ"));
+    if (!environ.ok()) continue;
+    for (absl::string_view var : absl::StrSplit(*environ, '\0')) {
+      if (var == absl::StrCat("FLEET_GROUP=", group)) pids.push_back(pid);
+    }
+  }
+  return pids;
+}
+
+class NativeGroupTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    absl::StatusOr<std::unique_ptr<TestNetwork>> network = CreateTestNetwork(kHosts);
+    ASSERT_TRUE(network.ok()) << network.status();
+    network_ = *std::move(network);
+    absl::StatusOr<std::unique_ptr<TestCluster>> cluster =
+        TestCluster::Create(*network_, FLEET_BINARY);
+    ASSERT_TRUE(cluster.ok()) << cluster.status();
+    cluster_ = *std::move(cluster);
+    port_ = 20000 + static_cast<int>(absl::ToUnixMicros(absl::Now()) % 2000) * 2;
+    ASSERT_TRUE(cluster_->StartController().ok());
+    for (int i = 1; i <= kAgents; ++i) ASSERT_TRUE(cluster_->StartAgent(i).ok());
+    ASSERT_TRUE(WaitForNodes(
+        *cluster_, [](const Json& d) { return AllReady(d, AgentNames()); }, absl::Seconds(15)));
+  }
+
+  void TearDown() override {
+    if (HasFailure() && cluster_ != nullptr) {
+      std::fprintf(stderr, "Daemon logs (%s):\n%s", cluster_->temp_dir().c_str(),
+                   cluster_->LogTails().c_str());
+    }
+    for (const char* group : {"moe4", "moe2"}) {
+      std::vector<pid_t> left = EnginePids(group);
+      for (pid_t pid : left) ::kill(pid, SIGKILL);
+      EXPECT_TRUE(left.empty()) << left.size() << " engine processes of " << group
+                                << " left after the test";
+    }
+    cluster_.reset();
+    network_.reset();
+  }
+
+  std::string WriteRecipe(const std::string& name, int nodes) {
+    std::string path = absl::StrCat(cluster_->temp_dir(), "/", name, ".yaml");
+    std::ofstream(path) << NativeRecipe(name, nodes, port_);
+    return path;
+  }
+
+  absl::StatusOr<CommandResult> Fleet(const std::vector<std::string>& args,
+                                      absl::Duration timeout = absl::Seconds(90)) {
+    return cluster_->RunCli(args, timeout);
+  }
+
+  // curl from the controller's host (another host than the head).
+  absl::StatusOr<CommandResult> Curl(const std::vector<std::string>& args) {
+    std::vector<std::string> command = {"curl", "-sS", "--noproxy", "*", "-m", "20"};
+    command.insert(command.end(), args.begin(), args.end());
+    return RunCommand(network_->Wrap(0, command), std::chrono::seconds(30));
+  }
+
+  Json Describe(const std::string& group) {
+    absl::StatusOr<CommandResult> r = Fleet({"describe", "group", group, "-o", "json"});
+    if (!r.ok() || r->exit_code != 0) return Json();
+    return Json::parse(r->stdout_text, nullptr, false);
+  }
+
+  std::unique_ptr<TestNetwork> network_;
+  std::unique_ptr<TestCluster> cluster_;
+  int port_ = 0;
+};
+
+TEST_F(NativeGroupTest, FourRanksServeAndEqualOneRank) {
+  const absl::Time start = absl::Now();
+  absl::StatusOr<CommandResult> applied =
+      Fleet({"apply", WriteRecipe("moe4", 4), "--timeout", "80s"});
+  ASSERT_TRUE(applied.ok()) << applied.status();
+  ASSERT_EQ(applied->exit_code, 0) << applied->stdout_text << applied->stderr_text;
+  std::printf("[ TIMING   ] native 4-rank group Ready %s after apply started\n",
+              absl::FormatDuration(absl::Now() - start).c_str());
+  const std::string endpoint = absl::StrCat("http://", network_->host(1).ip, ":", port_);
+
+  // The group checked itself against a single-rank model of the same weights before serving.
+  absl::StatusOr<CommandResult> engine = Curl({absl::StrCat(endpoint, "/engine")});
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  Json info = Json::parse(engine->stdout_text, nullptr, false);
+  ASSERT_TRUE(info.is_object()) << engine->stdout_text << engine->stderr_text;
+  EXPECT_EQ(info["world_size"], 4);
+  EXPECT_TRUE(absl::StrContains(info.value("reference_check", ""), "TP=4 step vs TP=1"))
+      << info.dump();
+  EXPECT_TRUE(absl::StrContains(info.value("collectives", ""), "gloo/tcp")) << info.dump();
+  absl::StatusOr<CommandResult> log0 = Fleet({"logs", "moe4", "--rank", "0"});
+  ASSERT_TRUE(log0.ok());
+  EXPECT_TRUE(absl::StrContains(log0->stdout_text, "reference check: TP=4")) << log0->stdout_text;
+  for (int rank = 1; rank < 4; ++rank) {
+    absl::StatusOr<CommandResult> log = Fleet({"logs", "moe4", "--rank", absl::StrCat(rank)});
+    ASSERT_TRUE(log.ok());
+    EXPECT_TRUE(absl::StrContains(log->stdout_text, absl::StrCat("rank ", rank, " of 4")))
+        << log->stdout_text;
+  }
+
+  // A completion, the same completion streamed, and the metrics that counted them.
+  const std::string body = R"({"prompt": "hello fleet", "max_tokens": 12})";
+  absl::StatusOr<CommandResult> whole = Curl({"-H", "Content-Type: application/json", "-d", body,
+                                              absl::StrCat(endpoint, "/v1/completions")});
+  ASSERT_TRUE(whole.ok()) << whole.status();
+  Json answer = Json::parse(whole->stdout_text, nullptr, false);
+  ASSERT_TRUE(answer.contains("choices")) << whole->stdout_text << whole->stderr_text;
+  const std::string text = answer["choices"][0]["text"];
+  EXPECT_EQ(text.size(), 12u);
+  absl::StatusOr<CommandResult> streamed =
+      Curl({"-N", "-H", "Content-Type: application/json", "-d",
+            R"({"prompt": "hello fleet", "max_tokens": 12, "stream": true})",
+            absl::StrCat(endpoint, "/v1/completions")});
+  ASSERT_TRUE(streamed.ok());
+  std::string joined;
+  for (absl::string_view line : absl::StrSplit(streamed->stdout_text, '\n', absl::SkipEmpty())) {
+    if (!absl::StartsWith(line, "data: {")) continue;
+    Json chunk = Json::parse(line.substr(6), nullptr, false);
+    if (chunk.contains("choices") && !chunk["choices"].empty()) {
+      joined += chunk["choices"][0].value("text", "");
+    }
+  }
+  EXPECT_EQ(joined, text);
+  EXPECT_TRUE(absl::StrContains(streamed->stdout_text, "data: [DONE]"));
+  absl::StatusOr<CommandResult> metrics = Curl({absl::StrCat(endpoint, "/metrics")});
+  ASSERT_TRUE(metrics.ok());
+  EXPECT_TRUE(absl::StrContains(metrics->stdout_text,
+                                "vllm:generation_tokens_total{model_name=\"fleet-engine-"
+                                "synthetic\"} "))
+      << metrics->stdout_text;
+  // The readiness probe's one-token completion counts too: at least the two answers above.
+  const std::string key = "vllm:generation_tokens_total{model_name=\"fleet-engine-synthetic\"} ";
+  size_t at = metrics->stdout_text.find(key);
+  ASSERT_NE(at, std::string::npos);
+  EXPECT_GE(std::stod(metrics->stdout_text.substr(at + key.size())), 24);
+
+  ASSERT_EQ(EnginePids("moe4").size(), 4u);
+  absl::StatusOr<CommandResult> stopped = Fleet({"stop", "moe4"});
+  ASSERT_TRUE(stopped.ok() && stopped->exit_code == 0)
+      << (stopped.ok() ? stopped->stderr_text : stopped.status().ToString());
+  EXPECT_TRUE(EnginePids("moe4").empty());
+}
+
+TEST_F(NativeGroupTest, ADeadRankZeroFailsTheGroupInsteadOfHangingItsWorkers) {
+  absl::StatusOr<CommandResult> applied =
+      Fleet({"apply", WriteRecipe("moe2", 2), "--timeout", "80s"});
+  ASSERT_TRUE(applied.ok()) << applied.status();
+  ASSERT_EQ(applied->exit_code, 0) << applied->stdout_text << applied->stderr_text;
+  Json doc = Describe("moe2");
+  ASSERT_TRUE(doc.contains("group")) << doc.dump();
+  std::map<int, int> pids;
+  for (const Json& rank : doc["group"]["ranks"]) {
+    pids[rank.value("rank", 0)] = rank["status"].value("pid", 0);
+  }
+  ASSERT_EQ(pids.size(), 2u);
+  ASSERT_GT(pids[0], 0);
+  ASSERT_EQ(::kill(pids[0], SIGKILL), 0);
+  // Rank 1's next collective fails (the collective timeout is 5 s): it exits by itself.
+  EXPECT_TRUE(TestCluster::WaitFor(
+      [&] { return ::kill(pids[1], 0) != 0 || EnginePids("moe2").empty(); }, absl::Seconds(30)))
+      << "rank 1 kept running without its rank 0";
+  EXPECT_TRUE(TestCluster::WaitFor(
+      [&] {
+        Json d = Describe("moe2");
+        return d.contains("group") && d["group"].value("state", "") == "GROUP_STATE_FAILED";
+      },
+      absl::Seconds(30)))
+      << Describe("moe2").dump();
+  absl::StatusOr<CommandResult> log1 = Fleet({"logs", "moe2", "--rank", "1"});
+  ASSERT_TRUE(log1.ok());
+  EXPECT_TRUE(absl::StrContains(log1->stdout_text, "the group broke")) << log1->stdout_text;
+  absl::StatusOr<CommandResult> stopped = Fleet({"stop", "moe2"});
+  ASSERT_TRUE(stopped.ok());
+}
+
+}  // namespace
+}  // namespace fleet::testing
