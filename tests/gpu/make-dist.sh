@@ -1,6 +1,7 @@
 #!/bin/sh
-# Packs the GPU tests for the lent GPU machine: gpu_probe_test and fleet-nccl-probe, and where
-# the build has CUDA also native_gpu_test and engine_decode_bench, into DIST/bin, and every shared
+# Packs the GPU tests for the lent GPU machine: gpu_probe_test, fleet-nccl-probe, fleet and
+# fleet-engine, and where the build has CUDA also native_gpu_test and engine_decode_bench, into
+# DIST/bin (without debug information), and every shared
 # library they load that the GPU host does not provide (ldd walk) into DIST/lib. Left out: libc,
 # libstdc++, libgcc, the loader, the NVIDIA driver's libraries, and CUDA's own cudart, cuBLAS and
 # NCCL (hundreds of MB; the GPU host has CUDA 13 in /usr/local/cuda and NCCL in the system, which
@@ -13,14 +14,18 @@ build=${1:?usage: make-dist.sh BUILD_DIR [DIST_DIR]}
 dist=${2:-dist/gpu}
 rm -rf "$dist"
 mkdir -p "$dist/bin" "$dist/lib"
-cp "$build/tests/gpu/gpu_probe_test" "$build/cli/fleet-nccl-probe" "$dist/bin/"
-for optional in native_gpu_test engine_decode_bench; do
-  if [ -x "$build/tests/gpu/$optional" ]; then
-    cp "$build/tests/gpu/$optional" "$dist/bin/"
+# fleet (controller, agent, CLI) and fleet-engine for run-native-group.sh's scripted group.
+cp "$build/tests/gpu/gpu_probe_test" "$build/cli/fleet-nccl-probe" "$build/cli/fleet" \
+  "$build/cli/fleet-engine" "$dist/bin/"
+for optional in tests/gpu/native_gpu_test tests/bench/engine_decode_bench; do
+  if [ -x "$build/$optional" ]; then
+    cp "$build/$optional" "$dist/bin/"
   else
-    echo "make-dist: $build/tests/gpu/$optional not built (no CUDA in this build?); left out" >&2
+    echo "make-dist: $build/$optional not built (no CUDA in this build?); left out" >&2
   fi
 done
+# Debug information is most of each binary's size and is not needed there.
+strip --strip-debug "$dist"/bin/*
 for binary in "$dist"/bin/*; do
   ldd "$binary" | awk '$2 == "=>" && $3 ~ /^\// { print $3 }'
 done | sort -u | while read -r lib; do
