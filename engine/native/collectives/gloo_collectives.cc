@@ -182,9 +182,11 @@ absl::StatusOr<std::unique_ptr<GlooCollectives>> GlooCollectives::Create(
         "address (e.g. \"10.0.0.2\"); got interface \"",
         options.interface, "\" and address \"", options.address, "\""));
   }
-  if (options.timeout <= absl::ZeroDuration()) {
-    return absl::InvalidArgumentError(absl::StrCat("GlooOptions: timeout must be positive, got ",
-                                                   absl::FormatDuration(options.timeout)));
+  if (options.timeout <= absl::ZeroDuration() || options.connect_timeout <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("GlooOptions: timeouts must be positive, got connect ",
+                     absl::FormatDuration(options.connect_timeout), " and ",
+                     absl::FormatDuration(options.timeout)));
   }
   IgnoreSigpipeUnlessHandled();
 
@@ -204,9 +206,9 @@ absl::StatusOr<std::unique_ptr<GlooCollectives>> GlooCollectives::Create(
   }
   if (size == 1) return comm;
 
-  KvStoreAdapter adapter(store, options.key_prefix, options.timeout);
+  KvStoreAdapter adapter(store, options.key_prefix, options.connect_timeout);
   auto context = std::make_shared<MeshContext>(rank, size);
-  context->setTimeout(absl::ToChronoMilliseconds(options.timeout));
+  context->setTimeout(absl::ToChronoMilliseconds(options.connect_timeout));
   const std::string where = absl::StrCat("rank ", rank, " of ", size, " (", comm->Describe(), ")");
   try {
     context->connectFullMesh(adapter, comm->device_);
@@ -220,7 +222,7 @@ absl::StatusOr<std::unique_ptr<GlooCollectives>> GlooCollectives::Create(
                           absl::StrCat(where, ": waiting for ", who,
                                        " in the rendezvous store: ", adapter.error().message(),
                                        "; every rank of the group must start within ",
-                                       absl::FormatDuration(options.timeout)));
+                                       absl::FormatDuration(options.connect_timeout)));
     }
     std::string message = e.what();
     if (IsTimeout(message)) {
@@ -241,6 +243,8 @@ absl::StatusOr<std::unique_ptr<GlooCollectives>> GlooCollectives::Create(
       }
     }
   }
+  // Connected: from now on a peer that does not answer within `timeout` breaks the group.
+  context->setTimeout(absl::ToChronoMilliseconds(options.timeout));
   comm->context_ = std::move(context);
   return comm;
 }

@@ -48,7 +48,9 @@ struct GlooOptions {
   // Prepended to every rendezvous key, so groups (and generations of a group) sharing a store do
   // not read each other's addresses.
   std::string key_prefix = "gloo/";
-  // How long to wait for the other ranks while connecting, and for each collective to complete.
+  // How long to wait for the other ranks while connecting (they may start minutes apart), and
+  // for each collective to complete once connected (a silent peer is a broken group).
+  absl::Duration connect_timeout = absl::Seconds(60);
   absl::Duration timeout = absl::Seconds(60);
 };
 

@@ -53,17 +53,19 @@ void Pause(int& polls) {
 // Turns an NCCL call on this communicator into a Status, waiting while it is in progress.
 #define NCCL_COMPLETE(call, deadline) Complete((call), #call, __FILE__, __LINE__, (deadline))
 
-absl::StatusOr<std::unique_ptr<NcclCollectives>> NcclCollectives::Create(KvStore* store, int rank,
-                                                                         int size, int cuda_device,
-                                                                         absl::Duration timeout) {
+absl::StatusOr<std::unique_ptr<NcclCollectives>> NcclCollectives::Create(
+    KvStore* store, int rank, int size, int cuda_device, absl::Duration timeout,
+    std::optional<absl::Duration> connect_timeout) {
   if (store == nullptr) return absl::InvalidArgumentError("NcclCollectives needs a KvStore");
   if (size < 1 || rank < 0 || rank >= size) {
     return absl::InvalidArgumentError(absl::StrCat("rank ", rank, " of a group of ", size,
                                                    ": expected 0 <= rank < size and size >= 1"));
   }
-  if (timeout <= absl::ZeroDuration()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("NCCL timeout must be positive, got ", absl::FormatDuration(timeout)));
+  const absl::Duration forming = connect_timeout.value_or(timeout);
+  if (timeout <= absl::ZeroDuration() || forming <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(absl::StrCat("NCCL timeouts must be positive, got ",
+                                                   absl::FormatDuration(timeout), " and ",
+                                                   absl::FormatDuration(forming)));
   }
   int devices = 0;
   RETURN_IF_CUDA_ERROR(cudaGetDeviceCount(&devices));
@@ -73,7 +75,7 @@ absl::StatusOr<std::unique_ptr<NcclCollectives>> NcclCollectives::Create(KvStore
                                                       " (check CUDA_VISIBLE_DEVICES)"));
   }
   RETURN_IF_CUDA_ERROR(cudaSetDevice(cuda_device));
-  const absl::Time deadline = absl::Now() + timeout;
+  const absl::Time deadline = absl::Now() + forming;
 
   ncclUniqueId id;
   if (rank == 0) {
@@ -104,7 +106,7 @@ absl::StatusOr<std::unique_ptr<NcclCollectives>> NcclCollectives::Create(KvStore
       self->Complete(result, "ncclCommInitRankConfig", __FILE__, __LINE__, deadline);
   if (absl::IsDeadlineExceeded(init)) {
     return absl::DeadlineExceededError(absl::StrCat(
-        "NCCL group of ", size, " ranks did not form within ", absl::FormatDuration(timeout),
+        "NCCL group of ", size, " ranks did not form within ", absl::FormatDuration(forming),
         " (rank ", rank, ", cuda device ", cuda_device,
         "): a peer rank did not join or cannot be reached; the communicator was aborted"));
   }

@@ -22,6 +22,7 @@
 
 #include <cstddef>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -45,11 +46,12 @@ class NcclCollectives final : public GpuCollectives {
   // Joins rank `rank` of a group of `size` ranks on CUDA device `cuda_device`: rank 0 makes the
   // group's id and publishes it in `store`, the others wait for it, then every rank initialises
   // its communicator. InvalidArgument for bad arguments; FailedPrecondition when the device does
-  // not exist; DeadlineExceeded when the id or a peer did not come within `timeout` (the
-  // half-made communicator is aborted); Unavailable or Internal for NCCL's own failures.
-  static absl::StatusOr<std::unique_ptr<NcclCollectives>> Create(KvStore* store, int rank, int size,
-                                                                 int cuda_device,
-                                                                 absl::Duration timeout);
+  // not exist; DeadlineExceeded when the id or a peer did not come within `connect_timeout`
+  // (the half-made communicator is aborted); Unavailable or Internal for NCCL's own failures.
+  // `timeout` bounds every later wait of a collective; `connect_timeout` defaults to it.
+  static absl::StatusOr<std::unique_ptr<NcclCollectives>> Create(
+      KvStore* store, int rank, int size, int cuda_device, absl::Duration timeout,
+      std::optional<absl::Duration> connect_timeout = std::nullopt);
 
   ~NcclCollectives() override;
   NcclCollectives(const NcclCollectives&) = delete;

@@ -154,7 +154,9 @@ absl::StatusOr<std::unique_ptr<Collectives>> Connect(const CommonFlags& flags, c
                                                      KvStore* store, const std::string& prefix) {
   const absl::Duration timeout = absl::Seconds(flags.collective_timeout_s);
   if (flags.device == "cpu") {
-    GlooOptions options{.key_prefix = prefix, .timeout = timeout};
+    GlooOptions options{.key_prefix = prefix,
+                        .connect_timeout = absl::Seconds(flags.rendezvous_timeout_s),
+                        .timeout = timeout};
     // The plan sets GLOO_SOCKET_IFNAME to the node's fabric interface; without it Gloo binds
     // the host name's address, as Gloo itself does by default.
     const char* ifname = std::getenv("GLOO_SOCKET_IFNAME");
@@ -175,7 +177,8 @@ absl::StatusOr<std::unique_ptr<Collectives>> Connect(const CommonFlags& flags, c
       device = place.rank % count;
     }
     ASSIGN_OR_RETURN(auto nccl,
-                     NcclCollectives::Create(store, place.rank, place.world_size, device, timeout));
+                     NcclCollectives::Create(store, place.rank, place.world_size, device, timeout,
+                                             absl::Seconds(flags.rendezvous_timeout_s)));
     return std::unique_ptr<Collectives>(std::move(nccl));
 #else
     return absl::FailedPreconditionError(

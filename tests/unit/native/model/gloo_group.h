@@ -20,7 +20,7 @@ namespace fleet::native::testing {
 // Options for one rank of a test group: loopback only, a prefix of its own.
 inline GlooOptions LoopbackOptions(const std::string& prefix,
                                    absl::Duration timeout = absl::Seconds(10)) {
-  return {.interface = "lo", .key_prefix = prefix, .timeout = timeout};
+  return {.interface = "lo", .key_prefix = prefix, .connect_timeout = timeout, .timeout = timeout};
 }
 
 // A key prefix no other group of this process uses.

@@ -46,8 +46,9 @@ inline std::vector<TestRank> MakeGroup(int n, const ModelShape& shape,
   for (int rank = 0; rank < n; ++rank) {
     ranks[rank].store = store;
     threads.emplace_back([&, rank] {
-      auto gloo = GlooCollectives::Create(store.get(), rank, n,
-                                          {.address = "127.0.0.1", .timeout = timeout});
+      auto gloo = GlooCollectives::Create(
+          store.get(), rank, n,
+          {.address = "127.0.0.1", .connect_timeout = timeout, .timeout = timeout});
       if (!gloo.ok()) {
         errors[rank] = gloo.status();
         return;
