@@ -22,14 +22,14 @@ namespace fleet::native {
 // Tensor ids. Full (unsharded) tensors are stored [in_features][out_features], row-major, and
 // used as y = x * W.
 enum LayerTensorKind : uint32_t {
-  kWq = 0,           // [hidden][heads*head_dim]
-  kWk = 1,           // [hidden][heads*head_dim]
-  kWv = 2,           // [hidden][heads*head_dim]
-  kWo = 3,           // [heads*head_dim][hidden]
-  kRouter = 4,       // [hidden][experts]
-  kSharedGate = 5,   // [hidden][shared_experts*expert_ffn]
-  kSharedUp = 6,     // [hidden][shared_experts*expert_ffn]
-  kSharedDown = 7,   // [shared_experts*expert_ffn][hidden]
+  kWq = 0,          // [hidden][heads*head_dim]
+  kWk = 1,          // [hidden][heads*head_dim]
+  kWv = 2,          // [hidden][heads*head_dim]
+  kWo = 3,          // [heads*head_dim][hidden]
+  kRouter = 4,      // [hidden][experts]
+  kSharedGate = 5,  // [hidden][shared_experts*expert_ffn]
+  kSharedUp = 6,    // [hidden][shared_experts*expert_ffn]
+  kSharedDown = 7,  // [shared_experts*expert_ffn][hidden]
 };
 enum ExpertTensorKind : uint32_t {
   kExpertGate = 0,  // [hidden][expert_ffn]
@@ -68,8 +68,7 @@ FLEET_HD inline float UnitValue(uint64_t seed, uint64_t tensor, uint64_t index) 
 
 // A weight: UnitValue scaled by 1/sqrt(in_features), so activations keep their size from layer
 // to layer. The embedding uses in_features = 1.
-FLEET_HD inline float WeightValue(uint64_t seed, uint64_t tensor, uint64_t index,
-                                  int in_features) {
+FLEET_HD inline float WeightValue(uint64_t seed, uint64_t tensor, uint64_t index, int in_features) {
   return UnitValue(seed, tensor, index) / sqrtf(static_cast<float>(in_features));
 }
 
