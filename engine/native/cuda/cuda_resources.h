@@ -126,57 +126,17 @@ class PinnedHostMemory {
   size_t bytes_ = 0;
 };
 
-// A stream that does not synchronise with the legacy default stream.
-class CudaStream {
+// The owner of one handle of a device (stream, cuBLAS handle, event, graph): move-only, released
+// with `Destroy` on its own device. Each kind below adds the Create that makes one.
+template <typename Handle, auto Destroy>
+class DeviceHandle {
  public:
-  CudaStream() = default;
-  static absl::StatusOr<CudaStream> Create(int device) {
-    RETURN_IF_CUDA_ERROR(cudaSetDevice(device));
-    cudaStream_t stream = nullptr;
-    RETURN_IF_CUDA_ERROR(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
-    return CudaStream(device, stream);
-  }
-  ~CudaStream() { Reset(); }
-  CudaStream(CudaStream&& other) noexcept { *this = std::move(other); }
-  CudaStream& operator=(CudaStream&& other) noexcept {
-    if (this != &other) {
-      Reset();
-      device_ = other.device_;
-      stream_ = std::exchange(other.stream_, nullptr);
-    }
-    return *this;
-  }
-  CudaStream(const CudaStream&) = delete;
-  CudaStream& operator=(const CudaStream&) = delete;
-
-  cudaStream_t get() const { return stream_; }
-
- private:
-  CudaStream(int device, cudaStream_t stream) : device_(device), stream_(stream) {}
-  void Reset() {
-    if (stream_ == nullptr) return;
-    ScopedDevice on(device_);
-    (void)cudaStreamDestroy(stream_);
-    stream_ = nullptr;
-  }
-
-  int device_ = 0;
-  cudaStream_t stream_ = nullptr;
-};
-
-// A cuBLAS handle bound to one device.
-class CublasHandle {
- public:
-  CublasHandle() = default;
-  static absl::StatusOr<CublasHandle> Create(int device) {
-    RETURN_IF_CUDA_ERROR(cudaSetDevice(device));
-    cublasHandle_t handle = nullptr;
-    RETURN_IF_CUBLAS_ERROR(cublasCreate(&handle));
-    return CublasHandle(device, handle);
-  }
-  ~CublasHandle() { Reset(); }
-  CublasHandle(CublasHandle&& other) noexcept { *this = std::move(other); }
-  CublasHandle& operator=(CublasHandle&& other) noexcept {
+  DeviceHandle() = default;
+  // Takes ownership of `handle`, made on `device`.
+  DeviceHandle(int device, Handle handle) : device_(device), handle_(handle) {}
+  ~DeviceHandle() { Reset(); }
+  DeviceHandle(DeviceHandle&& other) noexcept { *this = std::move(other); }
+  DeviceHandle& operator=(DeviceHandle&& other) noexcept {
     if (this != &other) {
       Reset();
       device_ = other.device_;
@@ -184,67 +144,64 @@ class CublasHandle {
     }
     return *this;
   }
-  CublasHandle(const CublasHandle&) = delete;
-  CublasHandle& operator=(const CublasHandle&) = delete;
+  DeviceHandle(const DeviceHandle&) = delete;
+  DeviceHandle& operator=(const DeviceHandle&) = delete;
 
-  cublasHandle_t get() const { return handle_; }
+  Handle get() const { return handle_; }
 
  private:
-  CublasHandle(int device, cublasHandle_t handle) : device_(device), handle_(handle) {}
   void Reset() {
     if (handle_ == nullptr) return;
     ScopedDevice on(device_);
-    (void)cublasDestroy(handle_);
+    (void)Destroy(handle_);
     handle_ = nullptr;
   }
 
   int device_ = 0;
-  cublasHandle_t handle_ = nullptr;
+  Handle handle_ = nullptr;
+};
+
+// A stream that does not synchronise with the legacy default stream.
+class CudaStream : public DeviceHandle<cudaStream_t, cudaStreamDestroy> {
+ public:
+  using DeviceHandle::DeviceHandle;
+  static absl::StatusOr<CudaStream> Create(int device) {
+    RETURN_IF_CUDA_ERROR(cudaSetDevice(device));
+    cudaStream_t stream = nullptr;
+    RETURN_IF_CUDA_ERROR(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+    return CudaStream(device, stream);
+  }
+};
+
+// A cuBLAS handle bound to one device.
+class CublasHandle : public DeviceHandle<cublasHandle_t, cublasDestroy> {
+ public:
+  using DeviceHandle::DeviceHandle;
+  static absl::StatusOr<CublasHandle> Create(int device) {
+    RETURN_IF_CUDA_ERROR(cudaSetDevice(device));
+    cublasHandle_t handle = nullptr;
+    RETURN_IF_CUBLAS_ERROR(cublasCreate(&handle));
+    return CublasHandle(device, handle);
+  }
 };
 
 // A CUDA event with timing, for measuring work on a stream.
-class CudaEvent {
+class CudaEvent : public DeviceHandle<cudaEvent_t, cudaEventDestroy> {
  public:
-  CudaEvent() = default;
+  using DeviceHandle::DeviceHandle;
   static absl::StatusOr<CudaEvent> Create(int device) {
     RETURN_IF_CUDA_ERROR(cudaSetDevice(device));
     cudaEvent_t event = nullptr;
     RETURN_IF_CUDA_ERROR(cudaEventCreate(&event));
     return CudaEvent(device, event);
   }
-  ~CudaEvent() { Reset(); }
-  CudaEvent(CudaEvent&& other) noexcept { *this = std::move(other); }
-  CudaEvent& operator=(CudaEvent&& other) noexcept {
-    if (this != &other) {
-      Reset();
-      device_ = other.device_;
-      event_ = std::exchange(other.event_, nullptr);
-    }
-    return *this;
-  }
-  CudaEvent(const CudaEvent&) = delete;
-  CudaEvent& operator=(const CudaEvent&) = delete;
-
-  cudaEvent_t get() const { return event_; }
-
- private:
-  CudaEvent(int device, cudaEvent_t event) : device_(device), event_(event) {}
-  void Reset() {
-    if (event_ == nullptr) return;
-    ScopedDevice on(device_);
-    (void)cudaEventDestroy(event_);
-    event_ = nullptr;
-  }
-
-  int device_ = 0;
-  cudaEvent_t event_ = nullptr;
 };
 
 // An executable CUDA graph, made from the work captured on `stream` between BeginCapture and
 // EndCapture (thread-local capture mode, so other threads' CUDA calls are unaffected).
-class CudaGraph {
+class CudaGraph : public DeviceHandle<cudaGraphExec_t, cudaGraphExecDestroy> {
  public:
-  CudaGraph() = default;
+  using DeviceHandle::DeviceHandle;
   static absl::Status BeginCapture(cudaStream_t stream) {
     RETURN_IF_CUDA_ERROR(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
     return absl::OkStatus();
@@ -262,35 +219,11 @@ class CudaGraph {
     }
     return CudaGraph(device, exec);
   }
-  ~CudaGraph() { Reset(); }
-  CudaGraph(CudaGraph&& other) noexcept { *this = std::move(other); }
-  CudaGraph& operator=(CudaGraph&& other) noexcept {
-    if (this != &other) {
-      Reset();
-      device_ = other.device_;
-      exec_ = std::exchange(other.exec_, nullptr);
-    }
-    return *this;
-  }
-  CudaGraph(const CudaGraph&) = delete;
-  CudaGraph& operator=(const CudaGraph&) = delete;
 
   absl::Status Launch(cudaStream_t stream) const {
-    RETURN_IF_CUDA_ERROR(cudaGraphLaunch(exec_, stream));
+    RETURN_IF_CUDA_ERROR(cudaGraphLaunch(get(), stream));
     return absl::OkStatus();
   }
-
- private:
-  CudaGraph(int device, cudaGraphExec_t exec) : device_(device), exec_(exec) {}
-  void Reset() {
-    if (exec_ == nullptr) return;
-    ScopedDevice on(device_);
-    (void)cudaGraphExecDestroy(exec_);
-    exec_ = nullptr;
-  }
-
-  int device_ = 0;
-  cudaGraphExec_t exec_ = nullptr;
 };
 
 }  // namespace fleet::native
