@@ -70,19 +70,12 @@ constexpr absl::Duration kRecoverTimeout = absl::Seconds(15);
 constexpr int kAbortExit = 128 + SIGABRT;
 constexpr int kSegvExit = 128 + SIGSEGV;
 
-// The names node-1 .. node-N.
-std::vector<std::string> AgentNames() {
-  std::vector<std::string> names;
-  for (int i = 1; i <= kAgents; ++i) names.push_back(TestCluster::AgentName(i));
-  return names;
-}
-
 // A WaitForNodes condition: `victim` is Lost. The first listing in which another node is not
 // Ready goes to `*others_not_ready`, so the test can fail on it afterwards.
 std::function<bool(const Json&)> VictimLostOthersReady(const std::string& victim,
                                                        std::string* others_not_ready) {
   return [victim, others_not_ready](const Json& doc) {
-    for (const std::string& name : AgentNames()) {
+    for (const std::string& name : AgentNames(kAgents)) {
       if (name != victim && StateOf(doc, name) != "Ready" && others_not_ready->empty()) {
         *others_not_ready = Summary(doc);
       }
@@ -164,10 +157,10 @@ class ClusterTest : public ::testing::Test {
   // Waits until node-1..node-N are all Ready and returns their ids by name.
   std::map<std::string, std::string> WaitAllReady(absl::Duration timeout) {
     Json doc;
-    EXPECT_TRUE(
-        WaitForNodes([](const Json& d) { return AllReady(d, AgentNames()); }, timeout, &doc));
+    EXPECT_TRUE(WaitForNodes([](const Json& d) { return AllReady(d, AgentNames(kAgents)); },
+                             timeout, &doc));
     std::map<std::string, std::string> ids;
-    for (const std::string& name : AgentNames()) {
+    for (const std::string& name : AgentNames(kAgents)) {
       if (const Json* node = FindNode(doc, name)) ids[name] = node->value("id", "");
     }
     return ids;
@@ -190,7 +183,7 @@ TEST_F(ClusterTest, AgentsRegisterAndReportThemselves) {
   // Reachable: the controller has called each agent back at the address it advertised.
   ASSERT_TRUE(WaitForNodes(
       [](const Json& d) {
-        if (!AllReady(d, AgentNames())) return false;
+        if (!AllReady(d, AgentNames(kAgents))) return false;
         for (const Json& item : d["items"]) {
           if (!item.value("reachable", false)) return false;
         }
@@ -262,8 +255,8 @@ TEST_F(ClusterTest, KilledAgentIsLostThenRejoinsWithItsId) {
   ASSERT_TRUE(cluster_->StartAgent(kVictim).ok());
   const absl::Time restarted = absl::Now();
   Json doc;
-  ASSERT_TRUE(
-      WaitForNodes([&](const Json& d) { return AllReady(d, AgentNames()); }, kJoinTimeout, &doc));
+  ASSERT_TRUE(WaitForNodes([&](const Json& d) { return AllReady(d, AgentNames(kAgents)); },
+                           kJoinTimeout, &doc));
   std::printf("[ TIMING   ] %s Ready %s after its restart\n", victim.c_str(),
               absl::FormatDuration(absl::Now() - restarted).c_str());
   EXPECT_EQ(IdsByName(doc), ids) << "a restarted agent keeps its node id; no duplicate entries";
@@ -294,8 +287,8 @@ TEST_F(ClusterTest, NodeBehindCutLinkIsLostThenRecoversWithItsId) {
   ASSERT_TRUE(network_->RestoreLink(kVictim).ok());
   const absl::Time restored = absl::Now();
   Json doc;
-  ASSERT_TRUE(
-      WaitForNodes([&](const Json& d) { return AllReady(d, AgentNames()); }, kRecoverTimeout, &doc))
+  ASSERT_TRUE(WaitForNodes([&](const Json& d) { return AllReady(d, AgentNames(kAgents)); },
+                           kRecoverTimeout, &doc))
       << victim << "'s link was restored";
   std::printf("[ TIMING   ] %s Ready %s after its link was restored\n", victim.c_str(),
               absl::FormatDuration(absl::Now() - restored).c_str());
@@ -332,7 +325,7 @@ TEST_F(ClusterTest, ControllerRestartKeepsNodesAndIdsWithoutTouchingAgents) {
   Json doc;
   ASSERT_TRUE(WaitForNodes(
       [&](const Json& d) {
-        if (!AllReady(d, AgentNames())) return false;
+        if (!AllReady(d, AgentNames(kAgents))) return false;
         double since_restart = absl::ToDoubleSeconds(absl::Now() - serving);
         for (const Json& item : d["items"]) {
           if (!item.contains("lastHeartbeatAgeSeconds")) return false;
@@ -350,7 +343,7 @@ TEST_F(ClusterTest, ControllerRestartKeepsNodesAndIdsWithoutTouchingAgents) {
   absl::SleepFor(serving + kLostAfter + kHeartbeatPeriod - absl::Now());
   absl::StatusOr<Json> later = cluster_->Nodes();
   ASSERT_TRUE(later.ok()) << later.status();
-  EXPECT_TRUE(AllReady(*later, AgentNames())) << Summary(*later);
+  EXPECT_TRUE(AllReady(*later, AgentNames(kAgents))) << Summary(*later);
   EXPECT_EQ(IdsByName(*later), ids);
 
   for (int i = 1; i <= kAgents; ++i) {
@@ -382,8 +375,8 @@ TEST_F(ClusterTest, NodeThatDiedWhileTheControllerWasDownIsLostAfterTheRestart) 
 
   ASSERT_TRUE(cluster_->StartAgent(kVictim).ok());
   Json doc;
-  ASSERT_TRUE(
-      WaitForNodes([&](const Json& d) { return AllReady(d, AgentNames()); }, kJoinTimeout, &doc));
+  ASSERT_TRUE(WaitForNodes([&](const Json& d) { return AllReady(d, AgentNames(kAgents)); },
+                           kJoinTimeout, &doc));
   EXPECT_EQ(IdsByName(doc), ids);
 }
 

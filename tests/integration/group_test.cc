@@ -8,7 +8,6 @@
 #include <signal.h>
 
 #include <cstdio>
-#include <filesystem>
 #include <fstream>
 #include <map>
 #include <memory>
@@ -16,15 +15,14 @@
 #include <vector>
 
 #include "absl/strings/match.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
-#include "common/files.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "tests/integration/cluster_harness.h"
+#include "tests/integration/engine_pids.h"
 #include "tests/integration/node_listing.h"
 #include "tests/integration/test_network.h"
 
@@ -58,31 +56,6 @@ command: fleet-echo-engine --port {port} --rendezvous-timeout 20
 )");
 }
 
-std::vector<std::string> AgentNames() {
-  std::vector<std::string> names;
-  for (int i = 1; i <= kAgents; ++i) names.push_back(TestCluster::AgentName(i));
-  return names;
-}
-
-// Pids of fleet-echo-engine processes of `group`, found through /proc in every namespace
-// (the test runs as root in the root pid namespace, so it sees the hosts' processes).
-std::vector<pid_t> EnginePids(const std::string& group) {
-  std::vector<pid_t> pids;
-  std::error_code ec;
-  for (const auto& entry : std::filesystem::directory_iterator("/proc", ec)) {
-    pid_t pid = 0;
-    if (!absl::SimpleAtoi(entry.path().filename().string(), &pid)) continue;
-    absl::StatusOr<std::string> comm = ReadFileToString(absl::StrCat("/proc/", pid, "/comm"));
-    if (!comm.ok() || !absl::StartsWith(*comm, "fleet-echo-engi")) continue;
-    absl::StatusOr<std::string> environ = ReadFileToString(absl::StrCat("/proc/", pid, "/environ"));
-    if (!environ.ok()) continue;
-    for (absl::string_view var : absl::StrSplit(*environ, '\0')) {
-      if (var == absl::StrCat("FLEET_GROUP=", group)) pids.push_back(pid);
-    }
-  }
-  return pids;
-}
-
 class GroupTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -100,7 +73,8 @@ class GroupTest : public ::testing::Test {
     ASSERT_TRUE(cluster_->StartController().ok());
     for (int i = 1; i <= kAgents; ++i) ASSERT_TRUE(cluster_->StartAgent(i).ok());
     ASSERT_TRUE(WaitForNodes(
-        *cluster_, [](const Json& d) { return AllReady(d, AgentNames()); }, absl::Seconds(15)));
+        *cluster_, [](const Json& d) { return AllReady(d, AgentNames(kAgents)); },
+        absl::Seconds(15)));
   }
 
   void TearDown() override {
@@ -110,7 +84,7 @@ class GroupTest : public ::testing::Test {
     }
     // Shards outlive their agents by design: whatever a failed test left is killed here, and
     // counted as a failure.
-    std::vector<pid_t> left = EnginePids("echo-group");
+    std::vector<pid_t> left = EnginePids("fleet-echo-engi", "echo-group");
     for (pid_t pid : left) ::kill(pid, SIGKILL);
     EXPECT_TRUE(left.empty()) << left.size() << " engine processes left after the test";
     cluster_.reset();
@@ -215,12 +189,12 @@ TEST_F(GroupTest, ApplyReachesReadyEveryRankSeesItsOwnEnvAndStopLeavesNothing) {
   EXPECT_EQ(std::count(tail->stdout_text.begin(), tail->stdout_text.end(), '\n'), 1)
       << tail->stdout_text;
 
-  ASSERT_EQ(EnginePids("echo-group").size(), 4u);
+  ASSERT_EQ(EnginePids("fleet-echo-engi", "echo-group").size(), 4u);
   absl::StatusOr<CommandResult> stopped = Fleet({"stop", "echo-group"});
   ASSERT_TRUE(stopped.ok()) << stopped.status();
   ASSERT_EQ(stopped->exit_code, 0) << stopped->stderr_text;
   // Confirmed before success: nothing is left the moment the command returns.
-  EXPECT_TRUE(EnginePids("echo-group").empty());
+  EXPECT_TRUE(EnginePids("fleet-echo-engi", "echo-group").empty());
   absl::StatusOr<CommandResult> listed = Fleet({"get", "groups"});
   ASSERT_TRUE(listed.ok());
   EXPECT_TRUE(absl::StrContains(listed->stdout_text, "Stopped")) << listed->stdout_text;
@@ -241,7 +215,8 @@ TEST_F(GroupTest, ReapplyIsANoOpAndRestartsOfControllerAndAgentKeepTheRanks) {
   // Controller killed and restarted: the group is still Ready, on the same processes.
   ASSERT_TRUE(cluster_->RestartController().ok());
   ASSERT_TRUE(WaitForNodes(
-      *cluster_, [](const Json& d) { return AllReady(d, AgentNames()); }, absl::Seconds(15)));
+      *cluster_, [](const Json& d) { return AllReady(d, AgentNames(kAgents)); },
+      absl::Seconds(15)));
   EXPECT_TRUE(GroupState("GROUP_STATE_READY", kReadyTimeout));
   EXPECT_EQ(RankPids(), pids);
 
@@ -249,10 +224,11 @@ TEST_F(GroupTest, ReapplyIsANoOpAndRestartsOfControllerAndAgentKeepTheRanks) {
   ASSERT_TRUE(cluster_->KillAgent(2, SIGKILL).ok());
   ASSERT_TRUE(cluster_->StartAgent(2).ok());
   ASSERT_TRUE(WaitForNodes(
-      *cluster_, [](const Json& d) { return AllReady(d, AgentNames()); }, absl::Seconds(15)));
+      *cluster_, [](const Json& d) { return AllReady(d, AgentNames(kAgents)); },
+      absl::Seconds(15)));
   EXPECT_TRUE(GroupState("GROUP_STATE_READY", kReadyTimeout));
   EXPECT_EQ(RankPids(), pids);
-  EXPECT_EQ(EnginePids("echo-group").size(), 4u);
+  EXPECT_EQ(EnginePids("fleet-echo-engi", "echo-group").size(), 4u);
   // Its logs are still served by the new agent.
   absl::StatusOr<CommandResult> logs = Fleet({"logs", "echo-group", "--rank", "1"});
   ASSERT_TRUE(logs.ok());
@@ -267,11 +243,11 @@ TEST_F(GroupTest, ReapplyIsANoOpAndRestartsOfControllerAndAgentKeepTheRanks) {
   EXPECT_EQ(Describe()["group"].value("generation", ""), "2");
   std::map<int, int> new_pids = RankPids();
   for (const auto& [rank, pid] : new_pids) EXPECT_NE(pid, pids[rank]) << "rank " << rank;
-  EXPECT_EQ(EnginePids("echo-group").size(), 4u);
+  EXPECT_EQ(EnginePids("fleet-echo-engi", "echo-group").size(), 4u);
 
   absl::StatusOr<CommandResult> stopped = Fleet({"stop", "echo-group"});
   ASSERT_TRUE(stopped.ok() && stopped->exit_code == 0);
-  EXPECT_TRUE(EnginePids("echo-group").empty());
+  EXPECT_TRUE(EnginePids("fleet-echo-engi", "echo-group").empty());
 }
 
 TEST_F(GroupTest, BadRecipesAreRefusedWithTheirLineAndStartNothing) {
@@ -296,8 +272,8 @@ TEST_F(GroupTest, BadRecipesAreRefusedWithTheirLineAndStartNothing) {
   EXPECT_EQ(r->exit_code, 1);
   EXPECT_TRUE(absl::StrContains(r->stderr_text, "needs 5 nodes; 4 Ready and free"))
       << r->stderr_text;
-  EXPECT_TRUE(EnginePids("echo-group").empty());
-  EXPECT_TRUE(EnginePids("big").empty());
+  EXPECT_TRUE(EnginePids("fleet-echo-engi", "echo-group").empty());
+  EXPECT_TRUE(EnginePids("fleet-echo-engi", "big").empty());
 
   // A requirement no node meets: preflight lists it per node with the fix, apply refuses.
   std::string shm = absl::StrCat(cluster_->temp_dir(), "/shm.yaml");
@@ -305,7 +281,7 @@ TEST_F(GroupTest, BadRecipesAreRefusedWithTheirLineAndStartNothing) {
   r = Fleet({"preflight", shm});
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(r->exit_code, 1) << r->stdout_text;
-  for (const std::string& node : AgentNames()) {
+  for (const std::string& node : AgentNames(kAgents)) {
     EXPECT_TRUE(absl::StrContains(r->stdout_text, node)) << r->stdout_text;
   }
   EXPECT_TRUE(absl::StrContains(r->stdout_text, "fail")) << r->stdout_text;
@@ -315,7 +291,7 @@ TEST_F(GroupTest, BadRecipesAreRefusedWithTheirLineAndStartNothing) {
   EXPECT_EQ(r->exit_code, 1);
   EXPECT_TRUE(absl::StrContains(r->stderr_text, "preflight failed, nothing was started"))
       << r->stderr_text;
-  EXPECT_TRUE(EnginePids("shm").empty());
+  EXPECT_TRUE(EnginePids("fleet-echo-engi", "shm").empty());
 }
 
 TEST_F(GroupTest, NodesAreProbedThroughTheirAgents) {

@@ -9,7 +9,6 @@
 #include <signal.h>
 
 #include <cstdio>
-#include <filesystem>
 #include <fstream>
 #include <map>
 #include <memory>
@@ -17,15 +16,14 @@
 #include <vector>
 
 #include "absl/strings/match.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
-#include "common/files.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "tests/integration/cluster_harness.h"
+#include "tests/integration/engine_pids.h"
 #include "tests/integration/node_listing.h"
 #include "tests/integration/test_network.h"
 
@@ -62,30 +60,6 @@ command: >-
 )");
 }
 
-std::vector<std::string> AgentNames() {
-  std::vector<std::string> names;
-  for (int i = 1; i <= kAgents; ++i) names.push_back(TestCluster::AgentName(i));
-  return names;
-}
-
-// Pids of fleet-engine processes of `group`, found through /proc in every namespace.
-std::vector<pid_t> EnginePids(const std::string& group) {
-  std::vector<pid_t> pids;
-  std::error_code ec;
-  for (const auto& entry : std::filesystem::directory_iterator("/proc", ec)) {
-    pid_t pid = 0;
-    if (!absl::SimpleAtoi(entry.path().filename().string(), &pid)) continue;
-    absl::StatusOr<std::string> comm = ReadFileToString(absl::StrCat("/proc/", pid, "/comm"));
-    if (!comm.ok() || !absl::StartsWith(*comm, "fleet-engine")) continue;
-    absl::StatusOr<std::string> environ = ReadFileToString(absl::StrCat("/proc/", pid, "/environ"));
-    if (!environ.ok()) continue;
-    for (absl::string_view var : absl::StrSplit(*environ, '\0')) {
-      if (var == absl::StrCat("FLEET_GROUP=", group)) pids.push_back(pid);
-    }
-  }
-  return pids;
-}
-
 class NativeGroupTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -100,7 +74,8 @@ class NativeGroupTest : public ::testing::Test {
     ASSERT_TRUE(cluster_->StartController().ok());
     for (int i = 1; i <= kAgents; ++i) ASSERT_TRUE(cluster_->StartAgent(i).ok());
     ASSERT_TRUE(WaitForNodes(
-        *cluster_, [](const Json& d) { return AllReady(d, AgentNames()); }, absl::Seconds(15)));
+        *cluster_, [](const Json& d) { return AllReady(d, AgentNames(kAgents)); },
+        absl::Seconds(15)));
   }
 
   void TearDown() override {
@@ -109,7 +84,7 @@ class NativeGroupTest : public ::testing::Test {
                    cluster_->LogTails().c_str());
     }
     for (const char* group : {"moe4", "moe2"}) {
-      std::vector<pid_t> left = EnginePids(group);
+      std::vector<pid_t> left = EnginePids("fleet-engine", group);
       for (pid_t pid : left) ::kill(pid, SIGKILL);
       EXPECT_TRUE(left.empty()) << left.size() << " engine processes of " << group
                                 << " left after the test";
@@ -212,11 +187,11 @@ TEST_F(NativeGroupTest, FourRanksServeAndEqualOneRank) {
   ASSERT_NE(at, std::string::npos);
   EXPECT_GE(std::stod(metrics->stdout_text.substr(at + key.size())), 24);
 
-  ASSERT_EQ(EnginePids("moe4").size(), 4u);
+  ASSERT_EQ(EnginePids("fleet-engine", "moe4").size(), 4u);
   absl::StatusOr<CommandResult> stopped = Fleet({"stop", "moe4"});
   ASSERT_TRUE(stopped.ok() && stopped->exit_code == 0)
       << (stopped.ok() ? stopped->stderr_text : stopped.status().ToString());
-  EXPECT_TRUE(EnginePids("moe4").empty());
+  EXPECT_TRUE(EnginePids("fleet-engine", "moe4").empty());
 }
 
 TEST_F(NativeGroupTest, ADeadRankZeroFailsTheGroupInsteadOfHangingItsWorkers) {
@@ -235,7 +210,8 @@ TEST_F(NativeGroupTest, ADeadRankZeroFailsTheGroupInsteadOfHangingItsWorkers) {
   ASSERT_EQ(::kill(pids[0], SIGKILL), 0);
   // Rank 1's next collective fails (the collective timeout is 5 s): it exits by itself.
   EXPECT_TRUE(TestCluster::WaitFor(
-      [&] { return ::kill(pids[1], 0) != 0 || EnginePids("moe2").empty(); }, absl::Seconds(30)))
+      [&] { return ::kill(pids[1], 0) != 0 || EnginePids("fleet-engine", "moe2").empty(); },
+      absl::Seconds(30)))
       << "rank 1 kept running without its rank 0";
   EXPECT_TRUE(TestCluster::WaitFor(
       [&] {

@@ -43,6 +43,13 @@ inline std::string Summary(const nlohmann::json& doc) {
   return out.empty() ? "(no nodes)" : out;
 }
 
+// The names node-1 .. node-`count`, as TestCluster names its agents.
+inline std::vector<std::string> AgentNames(int count) {
+  std::vector<std::string> names;
+  for (int i = 1; i <= count; ++i) names.push_back(TestCluster::AgentName(i));
+  return names;
+}
+
 inline bool AllReady(const nlohmann::json& doc, const std::vector<std::string>& names) {
   for (const std::string& name : names) {
     if (StateOf(doc, name) != "Ready") return false;
