@@ -68,6 +68,10 @@ class CudaModel final : public Model {
   absl::Status Forward(int n, bool want_logits);
   absl::Status RoutedLocal(int layer, int n);
   absl::Status RoutedDispatch(int layer, int n);
+  // The routed experts of `plan` over `grid` expert slots: gate-up into expert_act_, then down
+  // into expert_out_. A plan row j reads row rows[j] / in_div of `x` (model_kernels.h).
+  absl::Status RunExperts(const LayerWeights& w, const int* plan, int grid, int in_div,
+                          const bf16* x);
   // y[n][out] = x[n][in] * W^T for W stored [out][in].
   absl::Status Gemm(const bf16* w, int out, int in, const bf16* x, int n, float* y);
   kernels::StepInputs Inputs() const {
@@ -575,21 +579,16 @@ absl::Status CudaModel::Forward(int n, bool want_logits) {
 
 // World size 1: every expert is ours; the grouping by expert is made on the device, so the step
 // never waits for the host.
-absl::Status CudaModel::RoutedLocal(int layer, int n) {
-  const LayerWeights& w = layers_[static_cast<size_t>(layer)];
-  const int pairs = n * top_k_;
-  int* plan = plan_.as<int>();
-  RETURN_IF_CUDA_ERROR(kernels::LaunchBuildPlan(topk_ids_.as<int>(), pairs, experts_, plan_layout_,
-                                                plan, active_.as<int>() + layer, stream_));
-  const int grid = std::min(experts_, pairs);
+absl::Status CudaModel::RunExperts(const LayerWeights& w, const int* plan, int grid, int in_div,
+                                   const bf16* x) {
   RETURN_IF_CUDA_ERROR(kernels::LaunchExpertGateUp({.weights = w.expert_gate_up.as<bf16>(),
                                                     .outputs = ffn_,
                                                     .inputs = hidden_,
                                                     .plan = plan,
                                                     .layout = plan_layout_,
                                                     .grid_experts = grid,
-                                                    .in_div = top_k_,
-                                                    .x = x_.as<bf16>(),
+                                                    .in_div = in_div,
+                                                    .x = x,
                                                     .y = expert_act_.get()},
                                                    stream_));
   RETURN_IF_CUDA_ERROR(kernels::LaunchExpertDown({.weights = w.expert_down.as<bf16>(),
@@ -602,6 +601,17 @@ absl::Status CudaModel::RoutedLocal(int layer, int n) {
                                                   .x = expert_act_.as<bf16>(),
                                                   .y = expert_out_.get()},
                                                  stream_));
+  return absl::OkStatus();
+}
+
+absl::Status CudaModel::RoutedLocal(int layer, int n) {
+  const LayerWeights& w = layers_[static_cast<size_t>(layer)];
+  const int pairs = n * top_k_;
+  int* plan = plan_.as<int>();
+  RETURN_IF_CUDA_ERROR(kernels::LaunchBuildPlan(topk_ids_.as<int>(), pairs, experts_, plan_layout_,
+                                                plan, active_.as<int>() + layer, stream_));
+  const int grid = std::min(experts_, pairs);
+  RETURN_IF_ERROR(RunExperts(w, plan, grid, /*in_div=*/top_k_, x_.as<bf16>()));
   RETURN_IF_CUDA_ERROR(
       kernels::LaunchAddRmsNorm({.h = h_.as<float>(),
                                  .n = n,
@@ -704,26 +714,7 @@ absl::Status CudaModel::RoutedDispatch(int layer, int n) {
                                                  hidden_, send_rows_.as<bf16>(), stream_));
   RETURN_IF_ERROR(comm_->AllToAllV(send_rows_.get(), send_elems, recv_rows_.get(), recv_elems,
                                    DType::kBFloat16));
-  RETURN_IF_CUDA_ERROR(kernels::LaunchExpertGateUp({.weights = w.expert_gate_up.as<bf16>(),
-                                                    .outputs = ffn_,
-                                                    .inputs = hidden_,
-                                                    .plan = plan,
-                                                    .layout = plan_layout_,
-                                                    .grid_experts = active,
-                                                    .in_div = 1,
-                                                    .x = recv_rows_.as<bf16>(),
-                                                    .y = expert_act_.get()},
-                                                   stream_));
-  RETURN_IF_CUDA_ERROR(kernels::LaunchExpertDown({.weights = w.expert_down.as<bf16>(),
-                                                  .outputs = hidden_,
-                                                  .inputs = ffn_,
-                                                  .plan = plan,
-                                                  .layout = plan_layout_,
-                                                  .grid_experts = active,
-                                                  .in_div = 1,
-                                                  .x = expert_act_.as<bf16>(),
-                                                  .y = expert_out_.get()},
-                                                 stream_));
+  RETURN_IF_ERROR(RunExperts(w, plan, active, /*in_div=*/1, recv_rows_.as<bf16>()));
   // Results go back the way the rows came, into the send layout.
   RETURN_IF_ERROR(comm_->AllToAllV(expert_out_.get(), recv_elems, send_out_.get(), send_elems,
                                    DType::kFloat32));
