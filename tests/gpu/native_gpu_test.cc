@@ -20,6 +20,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "common/status_macros.h"
 #include "engine/native/collectives/gloo_collectives.h"
 #include "engine/native/cuda/model_cuda.h"
 #include "engine/native/cuda/nccl_collectives.h"
@@ -32,6 +33,7 @@ namespace fleet::native {
 namespace {
 
 constexpr absl::Duration kTimeout = absl::Seconds(60);
+constexpr int kSteps = 6;  // steps of each model comparison
 
 int CudaDevices(std::string* why) {
   int count = 0;
@@ -317,6 +319,30 @@ absl::StatusOr<Trace> RunSteps(Model& model, const std::vector<std::vector<int>>
   return trace;
 }
 
+// The GPU model of `shape` over `comm`, run through `inputs`.
+absl::StatusOr<Trace> TraceOf(const ModelShape& shape, GpuCollectives* comm,
+                              const std::vector<std::vector<int>>& inputs) {
+  ASSIGN_OR_RETURN(std::unique_ptr<Model> gpu, CreateCudaModel(shape, comm));
+  return RunSteps(*gpu, inputs);
+}
+
+// The same on a one-rank NCCL group on GPU 0: the reference of the sharded runs.
+absl::StatusOr<Trace> OneRankTrace(const ModelShape& shape,
+                                   const std::vector<std::vector<int>>& inputs) {
+  InMemoryKvStore store;
+  ASSIGN_OR_RETURN(auto comm, NcclCollectives::Create(&store, 0, 1, 0, kTimeout));
+  return TraceOf(shape, comm.get(), inputs);
+}
+
+// kSteps steps of three sequences (an odd batch: the ranks route unequal shares).
+std::vector<std::vector<int>> OddBatchInputs() {
+  std::vector<std::vector<int>> inputs;
+  for (int s = 0; s < kSteps; ++s) {
+    inputs.push_back({(s * 13) % 512, (s * 29 + 3) % 512, (s * 71 + 5) % 512});
+  }
+  return inputs;
+}
+
 // Per entry: relative L2 error of the logits, and whether the next tokens agree.
 struct Agreement {
   int entries = 0;
@@ -387,8 +413,6 @@ absl::StatusOr<Trace> CpuReference(const ModelShape& shape, int steps) {
   return trace;
 }
 
-constexpr int kSteps = 6;
-
 // GPU (bf16 weights, bf16 product inputs, float32 accumulation) against CPU (float32). bf16
 // keeps 8 significant bits, so each weight and each product input is off by up to 2^-9 (0.2%)
 // relative; summed over a dot product these errors partly cancel, and over two layers and the
@@ -401,12 +425,7 @@ TEST_F(NativeGpuTest, OneRankModelMatchesCpuModel) {
   const ModelShape shape = SmallShape();
   auto want = CpuReference(shape, kSteps);
   ASSERT_TRUE(want.ok()) << want.status();
-  InMemoryKvStore store;
-  auto comm = NcclCollectives::Create(&store, 0, 1, 0, kTimeout);
-  ASSERT_TRUE(comm.ok()) << comm.status();
-  auto gpu = CreateCudaModel(shape, comm->get());
-  ASSERT_TRUE(gpu.ok()) << gpu.status();
-  auto got = RunSteps(**gpu, InputsFrom(*want, shape.max_num_seqs, kSteps, shape.vocab_size));
+  auto got = OneRankTrace(shape, InputsFrom(*want, shape.max_num_seqs, kSteps, shape.vocab_size));
   ASSERT_TRUE(got.ok()) << got.status();
   const Agreement a = Compare(*got, *want, shape.vocab_size, kBf16Tolerance);
   std::printf(
@@ -480,32 +499,16 @@ TEST_F(NativeGpuTest, ModelRejectsBadEntries) {
 TEST_F(NativeGpuTest, ShardedModelOnOneGpuMatchesOneRank) {
   ModelShape shape = SmallShape();
   shape.max_num_seqs = 3;  // an odd batch: the ranks route unequal shares
-  std::vector<std::vector<int>> inputs;
-  for (int s = 0; s < kSteps; ++s) {
-    inputs.push_back({(s * 13) % 512, (s * 29 + 3) % 512, (s * 71 + 5) % 512});
-  }
-  Trace one;
-  {
-    InMemoryKvStore store;
-    auto comm = NcclCollectives::Create(&store, 0, 1, 0, kTimeout);
-    ASSERT_TRUE(comm.ok()) << comm.status();
-    auto gpu = CreateCudaModel(shape, comm->get());
-    ASSERT_TRUE(gpu.ok()) << gpu.status();
-    auto trace = RunSteps(**gpu, inputs);
-    ASSERT_TRUE(trace.ok()) << trace.status();
-    one = *trace;
-  }
+  const std::vector<std::vector<int>> inputs = OddBatchInputs();
+  absl::StatusOr<Trace> one_rank = OneRankTrace(shape, inputs);
+  ASSERT_TRUE(one_rank.ok()) << one_rank.status();
+  const Trace& one = *one_rank;
   for (int world : {2, 4}) {
     LoopbackGroup group(world);
     std::vector<Trace> traces(static_cast<size_t>(world));
     std::vector<absl::Status> status = RunRanks(world, [&](int rank) -> absl::Status {
-      auto comm = FakeGpuCollectives::Create(&group, rank, 0);
-      if (!comm.ok()) return comm.status();
-      auto gpu = CreateCudaModel(shape, comm->get());
-      if (!gpu.ok()) return gpu.status();
-      auto trace = RunSteps(**gpu, inputs);
-      if (!trace.ok()) return trace.status();
-      traces[static_cast<size_t>(rank)] = *trace;
+      ASSIGN_OR_RETURN(auto comm, FakeGpuCollectives::Create(&group, rank, 0));
+      ASSIGN_OR_RETURN(traces[static_cast<size_t>(rank)], TraceOf(shape, comm.get(), inputs));
       return absl::OkStatus();
     });
     for (const absl::Status& st : status) ASSERT_TRUE(st.ok()) << "world " << world << ": " << st;
@@ -529,31 +532,15 @@ TEST_F(NativeGpuTest, TwoRankModelMatchesOneRank) {
   if (!NeedGpus(2)) GTEST_SKIP() << "needs 2 GPUs, this host has " << gpus_;
   ModelShape shape = SmallShape();
   shape.max_num_seqs = 3;  // an odd batch: the ranks route unequal shares
-  std::vector<std::vector<int>> inputs;
-  for (int s = 0; s < kSteps; ++s) {
-    inputs.push_back({(s * 13) % 512, (s * 29 + 3) % 512, (s * 71 + 5) % 512});
-  }
-  Trace one;
-  {
-    InMemoryKvStore store;
-    auto comm = NcclCollectives::Create(&store, 0, 1, 0, kTimeout);
-    ASSERT_TRUE(comm.ok()) << comm.status();
-    auto gpu = CreateCudaModel(shape, comm->get());
-    ASSERT_TRUE(gpu.ok()) << gpu.status();
-    auto trace = RunSteps(**gpu, inputs);
-    ASSERT_TRUE(trace.ok()) << trace.status();
-    one = *trace;
-  }
+  const std::vector<std::vector<int>> inputs = OddBatchInputs();
+  absl::StatusOr<Trace> one_rank = OneRankTrace(shape, inputs);
+  ASSERT_TRUE(one_rank.ok()) << one_rank.status();
+  const Trace& one = *one_rank;
   InMemoryKvStore store;
   Trace two[2];
   std::vector<absl::Status> status = RunRanks(2, [&](int rank) -> absl::Status {
-    auto comm = NcclCollectives::Create(&store, rank, 2, rank, kTimeout);
-    if (!comm.ok()) return comm.status();
-    auto gpu = CreateCudaModel(shape, comm->get());
-    if (!gpu.ok()) return gpu.status();
-    auto trace = RunSteps(**gpu, inputs);
-    if (!trace.ok()) return trace.status();
-    two[rank] = *trace;
+    ASSIGN_OR_RETURN(auto comm, NcclCollectives::Create(&store, rank, 2, rank, kTimeout));
+    ASSIGN_OR_RETURN(two[rank], TraceOf(shape, comm.get(), inputs));
     return absl::OkStatus();
   });
   for (const absl::Status& st : status) ASSERT_TRUE(st.ok()) << st;
