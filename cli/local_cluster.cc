@@ -6,7 +6,6 @@
 #include <unistd.h>
 
 #include <filesystem>
-#include <memory>
 #include <vector>
 
 #include "absl/strings/ascii.h"
@@ -19,6 +18,7 @@
 #include "cli/local_demo_recipe.h"
 #include "cli/output.h"
 #include "common/files.h"
+#include "common/http_client.h"
 #include "common/status_macros.h"
 #include "common/subprocess.h"
 #include "nlohmann/json.hpp"
@@ -66,43 +66,22 @@ absl::Status StopGroups(const std::string& config_path, std::ostream& out) {
   return absl::OkStatus();
 }
 
-size_t AppendBody(char* data, size_t size, size_t count, void* body) {
-  static_cast<std::string*>(body)->append(data, size * count);
-  return size * count;
-}
-
 // Sends the demo group one real completion request and prints the request and its answer, so
 // `fleet up` ends by showing the group serving.
 absl::Status AskDemo(const std::string& endpoint, std::ostream& out) {
   const std::string url = endpoint + "/v1/completions";
   const std::string request = Json{{"prompt", "Hello from SparkFleet"}, {"max_tokens", 16}}.dump();
-  std::unique_ptr<CURL, void (*)(CURL*)> curl(curl_easy_init(), curl_easy_cleanup);
-  if (curl == nullptr) return absl::InternalError("libcurl could not start a request");
-  std::string body;
-  curl_slist* headers = curl_slist_append(nullptr, "Content-Type: application/json");
-  curl_easy_setopt(curl.get(), CURLOPT_URL, url.c_str());
-  curl_easy_setopt(curl.get(), CURLOPT_POSTFIELDS, request.c_str());
-  curl_easy_setopt(curl.get(), CURLOPT_HTTPHEADER, headers);
-  curl_easy_setopt(curl.get(), CURLOPT_TIMEOUT_MS, 30000L);
-  curl_easy_setopt(curl.get(), CURLOPT_WRITEFUNCTION, AppendBody);
-  curl_easy_setopt(curl.get(), CURLOPT_WRITEDATA, &body);
+  ASSIGN_OR_RETURN(HttpClient http, HttpClient::Create());
   const absl::Time start = absl::Now();
-  CURLcode code = curl_easy_perform(curl.get());
-  curl_slist_free_all(headers);
-  long status = 0;
-  curl_easy_getinfo(curl.get(), CURLINFO_RESPONSE_CODE, &status);
-  if (code != CURLE_OK || status != 200) {
-    return absl::UnavailableError(
-        absl::StrCat("the demo group is Ready but POST ", url, " failed (",
-                     code != CURLE_OK ? curl_easy_strerror(code) : absl::StrCat("HTTP ", status),
-                     "): ", body, "; see `fleet logs local-demo`"));
+  absl::StatusOr<std::string> body = http.Expect200("POST " + url, url, &request, 30000);
+  if (!body.ok()) {
+    return absl::UnavailableError(absl::StrCat(
+        "the demo group is Ready but ", body.status().message(), "; see `fleet logs local-demo`"));
   }
-  Json answer = Json::parse(body, nullptr, /*allow_exceptions=*/false);
+  Json answer = Json::parse(*body, nullptr, /*allow_exceptions=*/false);
   if (answer.is_discarded() || !answer.contains("choices") || answer["choices"].empty()) {
-    return absl::DataLossError(absl::StrCat("POST ", url,
-                                            " answered something other than a "
-                                            "completion: ",
-                                            body));
+    return absl::DataLossError(absl::StrCat(
+        "POST ", url, " answered something other than a completion: ", QuoteBody(*body)));
   }
   out << "  asked:  curl -s " << url << " -H 'Content-Type: application/json' -d '" << request
       << "'\n  answer: " << answer["choices"][0].value("text", Json("")).dump() << " ("
