@@ -1,17 +1,18 @@
-// A Gloo group of N ranks as threads of one test process on 127.0.0.1, with a CPU model per
+// A Gloo group of N ranks as threads of one test process on the loopback, with a CPU model per
 // rank: what the server tests run the scheduler and the API on.
 #pragma once
 
 #include <memory>
+#include <string>
 #include <thread>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "engine/native/collectives/gloo_collectives.h"
 #include "engine/native/model/model.h"
 #include "engine/native/rendezvous/kv_store.h"
 #include "gtest/gtest.h"
+#include "tests/unit/native/model/gloo_group.h"
 
 namespace fleet::native::testing {
 
@@ -40,15 +41,14 @@ inline ModelShape SmallShape() {
 inline std::vector<TestRank> MakeGroup(int n, const ModelShape& shape,
                                        absl::Duration timeout = absl::Seconds(10)) {
   auto store = std::make_shared<InMemoryKvStore>();
+  const std::string prefix = UniquePrefix();
   std::vector<TestRank> ranks(n);
   std::vector<absl::Status> errors(n);
   std::vector<std::thread> threads;
   for (int rank = 0; rank < n; ++rank) {
     ranks[rank].store = store;
     threads.emplace_back([&, rank] {
-      auto gloo = GlooCollectives::Create(
-          store.get(), rank, n,
-          {.address = "127.0.0.1", .connect_timeout = timeout, .timeout = timeout});
+      auto gloo = GlooCollectives::Create(store.get(), rank, n, LoopbackOptions(prefix, timeout));
       if (!gloo.ok()) {
         errors[rank] = gloo.status();
         return;
