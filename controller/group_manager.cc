@@ -703,10 +703,7 @@ void GroupManager::Refresh(v1::StoredGroup& stored) {
 }
 
 void GroupManager::Tick() {
-  std::set<std::string> lost;
-  for (const v1::Node& node : registry_->List()) {
-    if (node.state() == v1::NODE_STATE_LOST) lost.insert(node.identity().node_id());
-  }
+  absl::flat_hash_set<std::string> lost = registry_->LostNodeIds();
   absl::MutexLock lock(&mu_);
   lost_nodes_ = std::move(lost);
   const absl::Time now = clock_->Now();

@@ -6,10 +6,10 @@
 #pragma once
 
 #include <map>
-#include <set>
 #include <string>
 #include <vector>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -154,7 +154,8 @@ class GroupManager {
   absl::Mutex change_mu_ ABSL_ACQUIRED_BEFORE(mu_);
   mutable absl::Mutex mu_;
   std::map<std::string, v1::StoredGroup, std::less<>> groups_ ABSL_GUARDED_BY(mu_);
-  std::set<std::string> lost_nodes_ ABSL_GUARDED_BY(mu_);  // node ids, as of the last Tick()
+  // Ids of the Lost nodes, as of the last Tick().
+  absl::flat_hash_set<std::string> lost_nodes_ ABSL_GUARDED_BY(mu_);
 };
 
 // "Pending", "Starting", "Ready", "Degraded", "Failed", "Stopped".

@@ -204,6 +204,15 @@ std::vector<v1::Node> NodeRegistry::List() const {
   return out;
 }
 
+absl::flat_hash_set<std::string> NodeRegistry::LostNodeIds() const {
+  absl::MutexLock lock(&mu_);
+  absl::flat_hash_set<std::string> lost;
+  for (const auto& [id, entry] : nodes_) {
+    if (entry.node.state() == v1::NODE_STATE_LOST) lost.insert(id);
+  }
+  return lost;
+}
+
 void NodeRegistry::Transition(Entry& entry, v1::NodeState to, absl::string_view why) {
   v1::NodeState from = entry.node.state();
   entry.node.set_state(to);

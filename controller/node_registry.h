@@ -64,6 +64,9 @@ class NodeRegistry {
   void SetReachability(absl::string_view node_id, const absl::Status& result);
 
   std::vector<v1::Node> List() const;
+  // The ids of the Lost nodes, without copying any record (the group manager asks a few times
+  // a second).
+  absl::flat_hash_set<std::string> LostNodeIds() const;
   const RegistryConfig& config() const { return config_; }
 
  private:

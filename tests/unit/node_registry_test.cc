@@ -58,10 +58,12 @@ TEST_F(NodeRegistryTest, SilentNodeBecomesSuspectThenLostAtTheConfiguredTimes) {
   clock_.Advance(absl::Milliseconds(1999));
   registry_.Tick();
   EXPECT_EQ(StateOf(registry_, "a"), v1::NODE_STATE_SUSPECT);
+  EXPECT_TRUE(registry_.LostNodeIds().empty());
   clock_.Advance(absl::Milliseconds(1));
   registry_.Tick();
   EXPECT_EQ(StateOf(registry_, "a"), v1::NODE_STATE_LOST);
   EXPECT_EQ(store_.nodes().at("a").state(), v1::NODE_STATE_LOST);
+  EXPECT_EQ(registry_.LostNodeIds(), absl::flat_hash_set<std::string>{"a"});
 }
 
 TEST_F(NodeRegistryTest, HeartbeatsKeepANodeReady) {
