@@ -1,19 +1,13 @@
 // Encoding and defensive decoding of discovery datagrams (see discovery_wire.h for the layout).
 #include "common/discovery_wire.h"
 
-#include <openssl/crypto.h>
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
-#include <openssl/rand.h>
-
 #include <algorithm>
-#include <cstdio>
-#include <cstdlib>
 #include <utility>
 
 #include "absl/status/status.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "common/hmac.h"
 #include "common/status_macros.h"
 
 namespace fleet::discovery {
@@ -21,25 +15,6 @@ namespace {
 
 constexpr absl::string_view kMagic = "FLDP";
 constexpr absl::string_view kKeyLabel = "fleet discovery v1";
-
-using Mac = std::array<uint8_t, kMacSize>;
-
-Mac HmacSha256(absl::string_view key, absl::string_view data) {
-  // OpenSSL treats a null key as "reuse the previous one"; an empty key must still be a pointer.
-  static const char kEmpty = 0;
-  const void* key_data = key.empty() ? &kEmpty : key.data();
-  Mac mac{};
-  unsigned int mac_size = 0;
-  if (HMAC(EVP_sha256(), key_data, static_cast<int>(key.size()),
-           reinterpret_cast<const unsigned char*>(data.data()), data.size(), mac.data(),
-           &mac_size) == nullptr ||
-      mac_size != kMacSize) {
-    // Only a broken OpenSSL installation gets here; there is no sensible way to go on.
-    std::fprintf(stderr, "fatal: OpenSSL HMAC-SHA256 failed\n");
-    std::abort();
-  }
-  return mac;
-}
 
 // Returns the offset of the first byte of `text` that is neither printable ASCII nor part of a
 // printable, shortest-form UTF-8 sequence, or npos when all of it is valid.
@@ -299,10 +274,13 @@ std::string DeriveKey(absl::string_view token_secret) {
 }
 
 absl::StatusOr<Nonce> NewNonce() {
-  Nonce nonce{};
-  if (RAND_bytes(nonce.data(), static_cast<int>(nonce.size())) != 1) {
-    return absl::UnavailableError("OpenSSL's random generator failed to make a discovery nonce");
+  absl::StatusOr<std::string> bytes = RandomBytes(kNonceSize);
+  if (!bytes.ok()) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot make a discovery nonce: ", bytes.status().message()));
   }
+  Nonce nonce{};
+  std::copy(bytes->begin(), bytes->end(), nonce.begin());
   return nonce;
 }
 
@@ -417,7 +395,7 @@ absl::StatusOr<Decoded> Decode(absl::string_view datagram, absl::string_view key
 
   const size_t signed_size = kHeaderSize + body_size;
   const Mac expected = HmacSha256(key, datagram.substr(0, signed_size));
-  const bool proven = CRYPTO_memcmp(expected.data(), datagram.data() + signed_size, kMacSize) == 0;
+  const bool proven = MacEquals(expected, datagram.substr(signed_size));
   return Decoded{*std::move(message), proven};
 }
 

@@ -75,6 +75,8 @@ absl::Status ControllerServer::Init() {
                          ca_->controller_credential().cert_pem, ClientCertificates::kOptional);
   registry_ = std::make_unique<NodeRegistry>(options_.registry, options_.clock, store_.get());
   RETURN_IF_ERROR(registry_->Load());
+  heartbeats_ = std::make_unique<HeartbeatSessions>(options_.clock, registry_.get(),
+                                                    options_.refresh_shards_after);
   tokens_ = std::make_unique<TokenManager>(options_.clock, store_.get(), ca_->ca_sha256());
   RETURN_IF_ERROR(tokens_->Load());
   agents_ = std::make_unique<GrpcAgentClient>(transport_, absl::Seconds(2));
@@ -101,6 +103,7 @@ absl::Status ControllerServer::Init() {
   service_ = std::make_unique<ControllerService>(
       ControllerService::Deps{.clock = options_.clock,
                               .registry = registry_.get(),
+                              .heartbeats = heartbeats_.get(),
                               .tokens = tokens_.get(),
                               .ca = ca_.get(),
                               .agents = agents_.get(),
@@ -122,6 +125,7 @@ absl::Status ControllerServer::Init() {
         ": address in use or not local; pass a free --listen HOST:PORT (port 0 picks one)"));
   }
   address_ = absl::StrCat(host, ":", port);
+  RETURN_IF_ERROR(ServeHeartbeats(host, port));
   // With port 0 the advertised address is known only now.
   if (options_.advertise.empty() && !IsWildcardHost(host)) prober_->SetAdvertise(address_);
   RETURN_IF_ERROR(WriteFileAtomically(absl::StrCat(dir, "/controller.addr"), address_ + "\n"));
@@ -160,6 +164,38 @@ absl::Status ControllerServer::Init() {
   return absl::OkStatus();
 }
 
+absl::Status ControllerServer::ServeHeartbeats(const std::string& host, int port) {
+  std::string ip = IsWildcardHost(host) ? "0.0.0.0" : host == "localhost" ? "127.0.0.1" : host;
+  absl::StatusOr<UdpSocket> socket = UdpSocket::Bind(ip, static_cast<uint16_t>(port));
+  if (!socket.ok()) {
+    return absl::Status(socket.status().code(),
+                        absl::StrCat("heartbeats are UDP datagrams to the gRPC port's number, an "
+                                     "IPv4 one: ",
+                                     socket.status().message()));
+  }
+  heartbeat_socket_.emplace(*std::move(socket));
+  heartbeat_thread_ = std::thread([this] {
+    // Wakes at least every 200 ms to notice Shutdown.
+    while (!stop_.HasBeenNotified()) {
+      absl::StatusOr<std::optional<Datagram>> datagram =
+          heartbeat_socket_->Receive(absl::Milliseconds(200));
+      if (!datagram.ok()) {
+        Log(LogLevel::kError, "heartbeats", "receive failed",
+            {{"error", datagram.status().ToString()}});
+        stop_.WaitForNotificationWithTimeout(absl::Seconds(1));
+        continue;
+      }
+      if (!datagram->has_value()) continue;
+      std::optional<std::string> ack = heartbeats_->Handle((*datagram)->bytes);
+      if (!ack) continue;
+      // A lost ack is a lost heartbeat: the agent sends again.
+      (void)heartbeat_socket_->SendTo((*datagram)->source_ip, (*datagram)->source_port, *ack);
+    }
+  });
+  service_->SetHeartbeatPort(static_cast<uint16_t>(port));
+  return absl::OkStatus();
+}
+
 void ControllerServer::Shutdown() {
   if (shut_down_) return;
   shut_down_ = true;
@@ -169,6 +205,7 @@ void ControllerServer::Shutdown() {
   if (server_) server_->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(2)));
   if (!stop_.HasBeenNotified()) stop_.Notify();
   if (ticker_.joinable()) ticker_.join();
+  if (heartbeat_thread_.joinable()) heartbeat_thread_.join();
   if (adopter_.joinable()) adopter_.join();
   if (executor_) executor_->Shutdown();
   if (group_executor_) group_executor_->Shutdown();

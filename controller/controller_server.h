@@ -1,9 +1,11 @@
 // ControllerServer: the controller's composition root. It owns the store, the registry, the
-// agent client, the rendezvous store, the gRPC server (Controller and Rendezvous services) and
-// the liveness ticker, in that order of construction.
+// heartbeat sessions, the agent client, the rendezvous store, the gRPC server (Controller and
+// Rendezvous services), the UDP heartbeat socket on the gRPC port's number with the thread that
+// serves it, and the liveness ticker, in that order of construction.
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -13,7 +15,9 @@
 #include "common/clock.h"
 #include "common/executor.h"
 #include "common/transport.h"
+#include "common/udp.h"
 #include "controller/group_manager.h"
+#include "controller/heartbeat_sessions.h"
 #include "controller/node_registry.h"
 #include "controller/rendezvous_store.h"
 
@@ -42,6 +46,8 @@ struct ControllerOptions {
   // not written.
   std::string admin_config;
   RegistryConfig registry;
+  // A node that reported its shards this long ago is asked to report them again.
+  absl::Duration refresh_shards_after = absl::Seconds(60);
   absl::Duration node_cert_validity = absl::Hours(24 * 30);
   uint16_t discovery_port = 7109;
   // Probe every `auto_adopt_period` and adopt proven agents; off when zero. The static nodes
@@ -59,18 +65,22 @@ struct ControllerOptions {
 class ControllerServer {
  public:
   // Fails with FailedPrecondition when the state dir is locked by another controller or its
-  // database is unusable, and Unavailable when the listen address cannot be bound.
+  // database is unusable, and Unavailable when the listen address (TCP for gRPC, UDP of the
+  // same port for heartbeats) cannot be bound.
   static absl::StatusOr<std::unique_ptr<ControllerServer>> Start(ControllerOptions options);
   ~ControllerServer();
 
   // "HOST:PORT" actually listened on; also written to STATE_DIR/controller.addr.
   const std::string& address() const { return address_; }
-  // Stops accepting calls, finishes in-flight ones, stops the ticker. Idempotent.
+  // Stops accepting calls and heartbeats, finishes in-flight calls, stops the ticker.
+  // Idempotent.
   void Shutdown();
 
  private:
   explicit ControllerServer(ControllerOptions options);
   absl::Status Init();
+  // Binds the heartbeat socket to the gRPC port's number and starts answering datagrams.
+  absl::Status ServeHeartbeats(const std::string& host, int port);
 
   ControllerOptions options_;
   int lock_fd_ = -1;
@@ -78,6 +88,7 @@ class ControllerServer {
   std::unique_ptr<ClusterCa> ca_;
   std::shared_ptr<TransportCredentials> transport_;
   std::unique_ptr<NodeRegistry> registry_;
+  std::unique_ptr<HeartbeatSessions> heartbeats_;
   std::unique_ptr<TokenManager> tokens_;
   std::unique_ptr<GrpcAgentClient> agents_;
   std::unique_ptr<DiscoveryProber> prober_;
@@ -90,6 +101,8 @@ class ControllerServer {
   std::unique_ptr<grpc::Server> server_;
   std::string address_;
   absl::Notification stop_;
+  std::optional<UdpSocket> heartbeat_socket_;
+  std::thread heartbeat_thread_;
   std::thread ticker_;
   std::thread adopter_;
   bool shut_down_ = false;

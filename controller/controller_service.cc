@@ -66,12 +66,22 @@ grpc::ServerUnaryReactor* ControllerService::Register(grpc::CallbackServerContex
                                                       v1::RegisterResponse* response) {
   const std::string node_id = request->identity().node_id();
   if (absl::Status st = AuthorizeNode(context, node_id); !st.ok()) return Finish(context, st);
+  const uint16_t heartbeat_port = heartbeat_port_.load();
+  if (heartbeat_port == 0) {
+    return Finish(context, absl::UnavailableError("the controller is starting; retry"));
+  }
   absl::Status st = d_.registry->Register(*request);
   if (!st.ok()) return Finish(context, st);
+  absl::StatusOr<HeartbeatSession> session =
+      d_.heartbeats->Open(node_id, request->shards_version());
+  if (!session.ok()) return Finish(context, session.status());
   d_.groups->ReportShards(node_id, request->shards());
   response->set_heartbeat_period_ms(
       static_cast<uint32_t>(absl::ToInt64Milliseconds(d_.registry->config().heartbeat_period)));
   response->set_controller_id(d_.controller_id);
+  response->set_heartbeat_port(heartbeat_port);
+  response->set_heartbeat_session(session->id);
+  response->set_heartbeat_key(session->key);
   {
     absl::MutexLock lock(&mu_);
     ++agent_calls_;
@@ -85,9 +95,9 @@ grpc::ServerUnaryReactor* ControllerService::Register(grpc::CallbackServerContex
   return Finish(context, absl::OkStatus());
 }
 
-grpc::ServerUnaryReactor* ControllerService::Heartbeat(grpc::CallbackServerContext* context,
-                                                       const v1::HeartbeatRequest* request,
-                                                       v1::HeartbeatResponse* response) {
+grpc::ServerUnaryReactor* ControllerService::ReportShards(grpc::CallbackServerContext* context,
+                                                          const v1::ReportShardsRequest* request,
+                                                          v1::ReportShardsResponse* response) {
   if (absl::Status st = AuthorizeNode(context, request->node_id()); !st.ok()) {
     return Finish(context, st);
   }
@@ -96,7 +106,10 @@ grpc::ServerUnaryReactor* ControllerService::Heartbeat(grpc::CallbackServerConte
     response->set_reregister(true);
     return Finish(context, absl::OkStatus());
   }
-  if (st.ok()) d_.groups->ReportShards(request->node_id(), request->shards());
+  if (st.ok()) {
+    d_.groups->ReportShards(request->node_id(), request->shards());
+    d_.heartbeats->Reported(request->node_id(), request->shards_version());
+  }
   return Finish(context, st);
 }
 

@@ -1,13 +1,16 @@
 // The Controller gRPC service: checks who is calling, then translates RPCs into calls on
-// NodeRegistry, TokenManager, ClusterCa and the discovery prober, and nothing more.
+// NodeRegistry, HeartbeatSessions, TokenManager, ClusterCa and the discovery prober, and
+// nothing more.
 //
 // Who may call what:
 //   GetClusterInfo, Join        anyone (Join proves a join token)
-//   Register, Heartbeat,        a node certificate, for its own node id, not revoked
+//   Register, ReportShards,     a node certificate, for its own node id, not revoked
 //   RenewCertificate
 //   everything else             an admin certificate
 #pragma once
 
+#include <atomic>
+#include <cstdint>
 #include <string>
 
 #include "absl/synchronization/mutex.h"
@@ -17,6 +20,7 @@
 #include "controller/cluster_ca.h"
 #include "controller/discovery_prober.h"
 #include "controller/group_manager.h"
+#include "controller/heartbeat_sessions.h"
 #include "controller/node_registry.h"
 #include "controller/tokens.h"
 #include "fleet/v1/controller.grpc.pb.h"
@@ -28,6 +32,7 @@ class ControllerService final : public v1::Controller::CallbackService {
   struct Deps {
     const Clock* clock;
     NodeRegistry* registry;
+    HeartbeatSessions* heartbeats;
     TokenManager* tokens;
     const ClusterCa* ca;
     AgentClient* agents;
@@ -39,12 +44,17 @@ class ControllerService final : public v1::Controller::CallbackService {
   };
   explicit ControllerService(Deps deps) : d_(std::move(deps)) {}
 
+  // The UDP port that takes heartbeat datagrams, told to agents when they register. Known only
+  // once the gRPC port is bound (the same number); until then Register answers Unavailable and
+  // the agent retries.
+  void SetHeartbeatPort(uint16_t port) { heartbeat_port_.store(port); }
+
   grpc::ServerUnaryReactor* Register(grpc::CallbackServerContext* context,
                                      const v1::RegisterRequest* request,
                                      v1::RegisterResponse* response) override;
-  grpc::ServerUnaryReactor* Heartbeat(grpc::CallbackServerContext* context,
-                                      const v1::HeartbeatRequest* request,
-                                      v1::HeartbeatResponse* response) override;
+  grpc::ServerUnaryReactor* ReportShards(grpc::CallbackServerContext* context,
+                                         const v1::ReportShardsRequest* request,
+                                         v1::ReportShardsResponse* response) override;
   grpc::ServerUnaryReactor* ListNodes(grpc::CallbackServerContext* context,
                                       const v1::ListNodesRequest* request,
                                       v1::ListNodesResponse* response) override;
@@ -104,6 +114,7 @@ class ControllerService final : public v1::Controller::CallbackService {
   absl::Status AuthorizeNode(grpc::CallbackServerContext* context, absl::string_view node_id);
 
   const Deps d_;
+  std::atomic<uint16_t> heartbeat_port_{0};
   absl::Mutex mu_;
   int agent_calls_ ABSL_GUARDED_BY(mu_) = 0;
 };

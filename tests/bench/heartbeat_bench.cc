@@ -1,7 +1,9 @@
-// Heartbeat benchmark: N simulated agents (real gRPC clients, one TCP connection each) heartbeat
-// at 1 Hz against a real `fleet controller` process; reports its CPU, RSS, heartbeat latency and
-// the time of `fleet nodes -o json`, each beside a reference measured in the same run. Run by
-// hand (README.md); exits 0 only when every target is met and every correctness check passes.
+// Heartbeat benchmark: N simulated agents (the agent's own controller client: a gRPC channel and
+// TCP connection each for joining, registering and shard reports, and signed UDP datagrams for
+// heartbeats) heartbeat at 1 Hz against a real `fleet controller` process; reports its CPU, RSS,
+// heartbeat latency and the time of `fleet nodes -o json`, each beside a reference measured in
+// the same run. Run by hand (README.md); exits 0 only when every target is met and every
+// correctness check passes.
 #include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -40,7 +42,9 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "agent/controller_client_impl.h"
 #include "common/files.h"
+#include "common/heartbeat_wire.h"
 #include "common/identity_names.h"
 #include "common/join_token.h"
 #include "common/pki.h"
@@ -48,6 +52,7 @@
 #include "common/subprocess.h"
 #include "common/table.h"
 #include "common/transport.h"
+#include "common/udp.h"
 #include "fleet/v1/agent.grpc.pb.h"
 #include "fleet/v1/controller.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
@@ -63,7 +68,8 @@ constexpr double kCpuTarget = 0.10;
 constexpr absl::Duration kP99Target = absl::Milliseconds(10);
 constexpr absl::Duration kListTarget = absl::Milliseconds(200);
 
-// Every RPC of the bench carries this deadline; a heartbeat slower than this counts as failed.
+// Every RPC of the bench carries this deadline. A heartbeat's ack must come within the agent
+// client's own 500 ms, else it counts as failed.
 constexpr absl::Duration kRpcDeadline = absl::Seconds(5);
 // How long a server process may take to write its controller.addr.
 constexpr absl::Duration kStartTimeout = absl::Seconds(15);
@@ -73,15 +79,15 @@ constexpr size_t kNodesPerAgentServer = 25;
 
 struct BenchFlags {
   int agents = 1000;
-  double seconds = 20;
+  // With the warm-up, long enough that every agent's periodic ReportShards call (a minute
+  // after its registration) falls in the window.
+  double seconds = 60;
   double warmup_seconds = 5;
   int driver_threads = 4;
   int list_runs = 5;
   std::string fleet = FLEET_BINARY;
   bool keep = false;
-  std::string raw_api = "callback";  // the reference server's gRPC API: callback or cq
-  std::string serve_raw;             // hidden: this process is the raw reference server
-  std::string serve_raw_pki;         // hidden: the controller's pki directory, for the above
+  std::string serve_raw;  // hidden: this process is the raw reference server
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -108,112 +114,6 @@ class EchoAgentService final : public v1::Agent::CallbackService {
   std::atomic<int>* answered_;
 };
 
-// The reference: a Controller service that answers Register and Heartbeat at once, with no
-// registry, store or call-back. The same clients hitting it on the same schedule measure what
-// gRPC itself costs on this machine; the controller's excess over it is control-plane overhead.
-class RawControllerService final : public v1::Controller::CallbackService {
- public:
-  grpc::ServerUnaryReactor* Register(grpc::CallbackServerContext* context,
-                                     const v1::RegisterRequest*,
-                                     v1::RegisterResponse* response) override {
-    response->set_heartbeat_period_ms(1000);
-    response->set_controller_id("raw-reference");
-    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-    reactor->Finish(grpc::Status::OK);
-    return reactor;
-  }
-  grpc::ServerUnaryReactor* Heartbeat(grpc::CallbackServerContext* context,
-                                      const v1::HeartbeatRequest*,
-                                      v1::HeartbeatResponse*) override {
-    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-    reactor->Finish(grpc::Status::OK);
-    return reactor;
-  }
-};
-
-// The same service on gRPC's completion-queue API, drained by one thread: no hand-off between
-// poller and callback threads. A second reference, for what gRPC can do at best on this machine.
-class CqRawServer {
- public:
-  // One pending call of either method; a tag on the completion queue.
-  class Call {
-   public:
-    virtual ~Call() = default;
-    virtual void Proceed(bool ok) = 0;
-  };
-
-  template <typename Request, typename Response>
-  class UnaryCall final : public Call {
-   public:
-    using RequestFn = std::function<void(grpc::ServerContext*, Request*,
-                                         grpc::ServerAsyncResponseWriter<Response>*, void*)>;
-    UnaryCall(RequestFn request_fn, std::function<void(Response*)> answer)
-        : request_fn_(std::move(request_fn)), answer_(std::move(answer)), responder_(&context_) {
-      request_fn_(&context_, &request_, &responder_, this);
-    }
-    void Proceed(bool ok) override {
-      if (finishing_ || !ok) {
-        delete this;
-        return;
-      }
-      new UnaryCall(request_fn_, answer_);  // the next call of this method
-      finishing_ = true;
-      answer_(&response_);
-      responder_.Finish(response_, grpc::Status::OK, this);
-    }
-
-   private:
-    RequestFn request_fn_;
-    std::function<void(Response*)> answer_;
-    grpc::ServerContext context_;
-    Request request_;
-    Response response_;
-    grpc::ServerAsyncResponseWriter<Response> responder_;
-    bool finishing_ = false;
-  };
-
-  // Adds the service to `builder`; Start() after BuildAndStart().
-  explicit CqRawServer(grpc::ServerBuilder& builder) {
-    builder.RegisterService(&service_);
-    cq_ = builder.AddCompletionQueue();
-  }
-  void Start() {
-    grpc::ServerCompletionQueue* cq = cq_.get();
-    v1::Controller::AsyncService* service = &service_;
-    // A few calls of each method pending at once, so a burst need not wait for re-posting.
-    for (int i = 0; i < 16; ++i) {
-      new UnaryCall<v1::RegisterRequest, v1::RegisterResponse>(
-          [service, cq](grpc::ServerContext* c, v1::RegisterRequest* r,
-                        grpc::ServerAsyncResponseWriter<v1::RegisterResponse>* w,
-                        void* tag) { service->RequestRegister(c, r, w, cq, cq, tag); },
-          [](v1::RegisterResponse* response) {
-            response->set_heartbeat_period_ms(1000);
-            response->set_controller_id("raw-reference");
-          });
-      new UnaryCall<v1::HeartbeatRequest, v1::HeartbeatResponse>(
-          [service, cq](grpc::ServerContext* c, v1::HeartbeatRequest* r,
-                        grpc::ServerAsyncResponseWriter<v1::HeartbeatResponse>* w,
-                        void* tag) { service->RequestHeartbeat(c, r, w, cq, cq, tag); },
-          [](v1::HeartbeatResponse*) {});
-    }
-    thread_ = std::thread([cq] {
-      void* tag = nullptr;
-      bool ok = false;
-      while (cq->Next(&tag, &ok)) static_cast<Call*>(tag)->Proceed(ok);
-    });
-  }
-  // After the server's Shutdown: drains the queue and joins the thread.
-  void Stop() {
-    cq_->Shutdown();
-    if (thread_.joinable()) thread_.join();
-  }
-
- private:
-  v1::Controller::AsyncService service_;
-  std::unique_ptr<grpc::ServerCompletionQueue> cq_;
-  std::thread thread_;
-};
-
 // The cluster CA's files as the controller keeps them in STATE_DIR/pki.
 struct PkiFiles {
   std::string ca_pem;
@@ -237,49 +137,39 @@ absl::StatusOr<PkiFiles> ReadPki(const std::string& dir) {
   return files;
 }
 
-// `heartbeat_bench --serve-raw DIR --serve-raw-pki PKI [--raw-api cq]`: serves the raw
-// Controller service on 127.0.0.1:0 in its own process (as the controller runs in its own) over
-// the same mutual TLS as the controller (its certificate from PKI, client certificates
-// optional), writes DIR/controller.addr like the controller does, and stops on SIGTERM.
-int ServeRaw(const std::string& dir, const std::string& pki_dir, const std::string& api) {
+// `heartbeat_bench --serve-raw DIR`: the reference, a raw loop in its own process (as the
+// controller runs in its own). One thread receives each heartbeat datagram on 127.0.0.1, parses
+// it and answers an ack with verdict REGISTER (the one verdict that needs no session key), which
+// is the least a server of this wire can do per beat: no registry, no key lookup, no signature
+// check. Writes DIR/controller.addr like the controller does, and stops on SIGTERM.
+int ServeRaw(const std::string& dir) {
   sigset_t stop;
   sigemptyset(&stop);
   for (int s : {SIGINT, SIGTERM, SIGHUP}) sigaddset(&stop, s);
   pthread_sigmask(SIG_BLOCK, &stop, nullptr);
-  absl::StatusOr<PkiFiles> pki_files = ReadPki(pki_dir);
-  if (!pki_files.ok()) {
-    std::cerr << "heartbeat_bench: raw server: " << pki_files.status().message() << std::endl;
-    return 1;
+  absl::StatusOr<UdpSocket> socket = UdpSocket::Bind("127.0.0.1", 0);
+  absl::Status st = socket.status();
+  if (st.ok()) {
+    st = WriteFileAtomically(absl::StrCat(dir, "/controller.addr"),
+                             absl::StrCat("127.0.0.1:", socket->port(), "\n"));
   }
-  std::shared_ptr<TransportCredentials> transport =
-      MutualTls(pki_files->ca_pem, pki_files->controller.key_pem, pki_files->controller.cert_pem,
-                ClientCertificates::kOptional);
-  RawControllerService callback_service;
-  grpc::ServerBuilder builder;
-  int port = 0;
-  builder.AddListeningPort("127.0.0.1:0", transport->ForServer(), &port);
-  std::unique_ptr<CqRawServer> cq_server;
-  if (api == "cq") {
-    cq_server = std::make_unique<CqRawServer>(builder);
-  } else {
-    builder.RegisterService(&callback_service);
-  }
-  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
-  if (server == nullptr || port == 0) {
-    std::cerr << "heartbeat_bench: raw server: cannot listen on 127.0.0.1:0" << std::endl;
-    return 1;
-  }
-  if (cq_server) cq_server->Start();
-  absl::Status st = WriteFileAtomically(absl::StrCat(dir, "/controller.addr"),
-                                        absl::StrCat("127.0.0.1:", port, "\n"));
   if (!st.ok()) {
     std::cerr << "heartbeat_bench: raw server: " << st.message() << std::endl;
     return 1;
   }
-  int sig = 0;
-  sigwait(&stop, &sig);
-  server->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(2)));
-  if (cq_server) cq_server->Stop();
+  const timespec no_wait{};
+  while (sigtimedwait(&stop, nullptr, &no_wait) < 0) {
+    absl::StatusOr<std::optional<Datagram>> datagram = socket->Receive(absl::Milliseconds(200));
+    if (!datagram.ok() || !datagram->has_value()) continue;
+    absl::StatusOr<v1::HeartbeatDatagram> beat = heartbeat::ParseBeat((*datagram)->bytes);
+    if (!beat.ok()) continue;
+    v1::HeartbeatAck ack;
+    ack.set_session(beat->session());
+    ack.set_sequence(beat->sequence());
+    ack.set_verdict(v1::HEARTBEAT_VERDICT_REGISTER);
+    absl::StatusOr<std::string> reply = heartbeat::EncodeAck(ack, "");
+    if (reply.ok()) (void)socket->SendTo((*datagram)->source_ip, (*datagram)->source_port, *reply);
+  }
   return 0;
 }
 
@@ -427,10 +317,11 @@ absl::StatusOr<absl::Duration> TimeCommand(const std::vector<std::string>& argv,
 // What the agents saw while recording.
 struct WindowStats {
   int64_t sent = 0;
-  int64_t ok = 0;                   // answered OK without `reregister`
-  int64_t failed = 0;               // answered with an error status
-  int64_t reregister = 0;           // answered OK but the controller did not know the node
-  std::vector<int64_t> latency_ns;  // of every answered-OK heartbeat
+  int64_t ok = 0;                   // answered with the phase's expected verdict
+  int64_t failed = 0;               // no ack in time, or a send error
+  int64_t unexpected = 0;           // answered with another verdict
+  int64_t reports = 0;              // ReportShards calls the controller asked for (all succeeded)
+  std::vector<int64_t> latency_ns;  // of every heartbeat answered as expected
   // Every answered heartbeat, in the order answered, for latencies.csv (--keep).
   struct Sample {
     int64_t sent_ns;  // since StartRecording
@@ -547,33 +438,41 @@ absl::StatusOr<std::vector<AgentIdentity>> JoinAll(const std::string& controller
   return identities;
 }
 
-// N agents, each with its own channel, TCP connection and node certificate (mutual TLS, as a
-// real agent), heartbeating at 1 Hz with phases spread evenly over the second. A few driver
-// threads send; gRPC's callback threads receive.
+// N agents, each with the agent's own ControllerClient: its own channel, TCP connection and node
+// certificate (mutual TLS) for Register and ReportShards, and its own UDP socket for heartbeat
+// datagrams. They heartbeat at 1 Hz with phases spread evenly over the second, as a real agent's
+// ControllerSession does: a beat answered REPORT_SHARDS is followed at once by a ReportShards
+// call. A few driver threads send; each beat blocks its thread until its ack.
 //
 // Example:
-//   SimulatedFleet fleet(controller_address, identities, ca_pem, 4);
+//   SimulatedFleet fleet(controller_address, identities, ca_pem, 4, v1::HEARTBEAT_VERDICT_OK);
 //   RETURN_IF_ERROR(fleet.RegisterAll());
 //   fleet.StartHeartbeats();
 //   fleet.StartRecording(); ... fleet.EndRecording(); WindowStats s = fleet.CollectRecording();
 //   fleet.Stop();
 class SimulatedFleet {
  public:
+  // `expected`: the verdict a beat is answered with when all is well (OK from the controller,
+  // REGISTER from the raw reference). Without RegisterAll, beats go to `port` with a made-up
+  // session and key (the reference does not check them).
   SimulatedFleet(const std::string& controller_address,
                  const std::vector<AgentIdentity>& identities, const std::string& ca_pem,
-                 int driver_threads)
-      : driver_threads_(driver_threads) {
+                 int driver_threads, v1::HeartbeatVerdict expected, uint16_t port = 0)
+      : driver_threads_(driver_threads), expected_(expected) {
     agents_.resize(identities.size());
-    // One TCP connection per agent, as on a real cluster.
-    const ChannelOptions channel{.server_name = kControllerServerName, .own_connection = true};
     for (size_t i = 0; i < identities.size(); ++i) {
       Agent& agent = agents_[i];
       agent.node_id = identities[i].node_id;
       agent.name = identities[i].name;
       agent.advertise_address = identities[i].advertise_address;
+      agent.port = port;
+      agent.session = i + 1;
+      agent.key = std::string(heartbeat::kKeySize, 'k');
       std::shared_ptr<TransportCredentials> transport = MutualTls(
           ca_pem, identities[i].key_pem, identities[i].cert_pem, ClientCertificates::kOptional);
-      agent.stub = v1::Controller::NewStub(MakeChannel(controller_address, *transport, channel));
+      // One TCP connection per agent, as on a real cluster.
+      agent.client = std::make_unique<agent::GrpcControllerClient>(
+          controller_address, *transport, kRpcDeadline, /*own_connection=*/true);
     }
   }
   ~SimulatedFleet() { Stop(); }
@@ -620,24 +519,16 @@ class SimulatedFleet {
     absl::MutexLock lock(&mu_);
     recording_ = false;
   }
-  // Waits (bounded by the deadline) for the recorded heartbeats still in flight.
   WindowStats CollectRecording() {
     absl::MutexLock lock(&mu_);
-    mu_.AwaitWithTimeout(absl::Condition(&IsZero, &recorded_in_flight_), kRpcDeadline * 2);
     return std::move(stats_);
   }
 
-  // Stops sending and waits for every call in flight, so no callback outlives this object.
+  // Stops sending; a beat in progress ends within the client's 500 ms ack timeout.
   void Stop() {
     stopping_.store(true);
     for (std::thread& t : drivers_) t.join();
     drivers_.clear();
-    absl::MutexLock lock(&mu_);
-    if (!mu_.AwaitWithTimeout(absl::Condition(&IsZero, &in_flight_), kRpcDeadline * 2)) {
-      // gRPC calls back every call by its deadline; anything else is a broken invariant.
-      std::cerr << "heartbeat_bench: " << in_flight_ << " heartbeats never completed" << std::endl;
-      std::abort();
-    }
   }
 
  private:
@@ -645,8 +536,12 @@ class SimulatedFleet {
     std::string node_id;
     std::string name;
     std::string advertise_address;
-    std::unique_ptr<v1::Controller::Stub> stub;
-    uint64_t sequence = 0;  // touched only by the agent's driver thread
+    std::unique_ptr<agent::GrpcControllerClient> client;
+    // The heartbeat session of the registration. Touched only by the agent's driver thread.
+    uint16_t port = 0;
+    uint64_t session = 0;
+    std::string key;
+    uint64_t sequence = 0;
   };
 
   absl::Status Register(Agent& agent, int index) {
@@ -656,19 +551,19 @@ class SimulatedFleet {
     request.set_advertise_address(agent.advertise_address);
     request.set_agent_version("heartbeat-bench");
     *request.mutable_facts() = SparkFacts(agent.name, index);
-    grpc::ClientContext context;
-    context.set_deadline(absl::ToChronoTime(absl::Now() + kRpcDeadline));
-    v1::RegisterResponse response;
-    grpc::Status st = agent.stub->Register(&context, request, &response);
-    if (!st.ok()) {
-      return absl::UnavailableError(
-          absl::StrCat("register ", agent.name, ": ", st.error_message()));
+    absl::StatusOr<v1::RegisterResponse> response = agent.client->Register(request);
+    if (!response.ok()) {
+      return absl::Status(response.status().code(),
+                          absl::StrCat("register ", agent.name, ": ", response.status().message()));
     }
-    if (response.heartbeat_period_ms() != 1000) {
+    if (response->heartbeat_period_ms() != 1000) {
       return absl::FailedPreconditionError(
-          absl::StrCat("the server asks for a heartbeat every ", response.heartbeat_period_ms(),
+          absl::StrCat("the server asks for a heartbeat every ", response->heartbeat_period_ms(),
                        " ms; the benchmark simulates 1 Hz (start it with the default period)"));
     }
+    agent.port = static_cast<uint16_t>(response->heartbeat_port());
+    agent.session = response->heartbeat_session();
+    agent.key = response->heartbeat_key();
     return absl::OkStatus();
   }
 
@@ -687,73 +582,65 @@ class SimulatedFleet {
   }
 
   void Beat(Agent& agent, SteadyClock::duration lateness) {
-    // Owns everything the call touches until gRPC calls back.
-    struct Call {
-      grpc::ClientContext context;
-      v1::HeartbeatRequest request;
-      v1::HeartbeatResponse response;
-      SteadyClock::time_point sent;
-      int agent = 0;
-      bool recorded = false;
-    };
-    auto* call = new Call;
-    call->agent = static_cast<int>(&agent - agents_.data());
-    call->request.set_node_id(agent.node_id);
-    call->request.set_sequence(++agent.sequence);
-    call->context.set_deadline(absl::ToChronoTime(absl::Now() + kRpcDeadline));
-    {
-      absl::MutexLock lock(&mu_);
-      ++in_flight_;
-      call->recorded = recording_;
-      if (recording_) {
-        ++recorded_in_flight_;
-        ++stats_.sent;
-        stats_.max_send_lateness = std::max(stats_.max_send_lateness, lateness);
+    v1::HeartbeatDatagram beat;
+    beat.set_node_id(agent.node_id);
+    beat.set_session(agent.session);
+    beat.set_sequence(++agent.sequence);
+    const SteadyClock::time_point sent = SteadyClock::now();
+    absl::StatusOr<v1::HeartbeatVerdict> verdict =
+        agent.client->Heartbeat(beat, agent.key, agent.port);
+    const SteadyClock::duration latency = SteadyClock::now() - sent;
+    const bool ok = verdict.ok() &&
+                    (*verdict == expected_ || (expected_ == v1::HEARTBEAT_VERDICT_OK &&
+                                               *verdict == v1::HEARTBEAT_VERDICT_REPORT_SHARDS));
+    absl::Status report;
+    if (verdict.ok() && *verdict == v1::HEARTBEAT_VERDICT_REPORT_SHARDS) {
+      // As the agent does: the (empty) shard list at once, over gRPC.
+      v1::ReportShardsRequest request;
+      request.set_node_id(agent.node_id);
+      absl::StatusOr<v1::ReportShardsResponse> r = agent.client->ReportShards(request);
+      report = !r.ok()           ? r.status()
+               : r->reregister() ? absl::FailedPreconditionError("report answered reregister")
+                                 : absl::OkStatus();
+    }
+    absl::MutexLock lock(&mu_);
+    if (!recording_ || sent < recording_start_) return;
+    ++stats_.sent;
+    stats_.max_send_lateness = std::max(stats_.max_send_lateness, lateness);
+    const int64_t latency_ns =
+        std::chrono::duration_cast<std::chrono::nanoseconds>(latency).count();
+    if (!verdict.ok()) {
+      ++stats_.failed;
+      if (stats_.first_error.empty()) stats_.first_error = verdict.status().ToString();
+    } else if (!ok) {
+      ++stats_.unexpected;
+      if (stats_.first_error.empty()) {
+        stats_.first_error = absl::StrCat("verdict ", v1::HeartbeatVerdict_Name(*verdict));
+      }
+    } else {
+      ++stats_.ok;
+      stats_.latency_ns.push_back(latency_ns);
+    }
+    if (verdict.ok() && *verdict == v1::HEARTBEAT_VERDICT_REPORT_SHARDS) {
+      ++stats_.reports;
+      if (!report.ok()) {
+        ++stats_.failed;
+        if (stats_.first_error.empty()) stats_.first_error = report.ToString();
       }
     }
-    call->sent = SteadyClock::now();
-    agent.stub->async()->Heartbeat(
-        &call->context, &call->request, &call->response, [this, call](grpc::Status status) {
-          SteadyClock::duration latency = SteadyClock::now() - call->sent;
-          std::unique_ptr<Call> owned(call);
-          absl::MutexLock lock(&mu_);
-          if (owned->recorded) {
-            if (!status.ok()) {
-              ++stats_.failed;
-              if (stats_.first_error.empty()) {
-                stats_.first_error =
-                    absl::StrCat(status.error_code(), ": ", status.error_message());
-              }
-            } else if (owned->response.reregister()) {
-              ++stats_.reregister;
-            } else {
-              ++stats_.ok;
-              stats_.latency_ns.push_back(
-                  std::chrono::duration_cast<std::chrono::nanoseconds>(latency).count());
-            }
-            stats_.samples.push_back(
-                {std::chrono::duration_cast<std::chrono::nanoseconds>(owned->sent -
-                                                                      recording_start_)
-                     .count(),
-                 std::chrono::duration_cast<std::chrono::nanoseconds>(latency).count(),
-                 owned->agent, status.ok() && !owned->response.reregister()});
-            --recorded_in_flight_;
-          }
-          --in_flight_;
-        });
+    stats_.samples.push_back(
+        {std::chrono::duration_cast<std::chrono::nanoseconds>(sent - recording_start_).count(),
+         latency_ns, static_cast<int>(&agent - agents_.data()), ok});
   }
 
-  static bool IsZero(int64_t* n) { return *n == 0; }
-
   const int driver_threads_;
+  const v1::HeartbeatVerdict expected_;
   std::vector<Agent> agents_;
   std::atomic<bool> stopping_{false};
   std::vector<std::thread> drivers_;
   absl::Mutex mu_;
   bool recording_ ABSL_GUARDED_BY(mu_) = false;
   SteadyClock::time_point recording_start_ ABSL_GUARDED_BY(mu_);
-  int64_t in_flight_ ABSL_GUARDED_BY(mu_) = 0;
-  int64_t recorded_in_flight_ ABSL_GUARDED_BY(mu_) = 0;
   WindowStats stats_ ABSL_GUARDED_BY(mu_);
 };
 
@@ -782,18 +669,27 @@ absl::Status WriteSamples(const WindowStats& stats, const std::string& path) {
   return WriteFileAtomically(path, csv);
 }
 
-// Registers the fleet, waits for `expected_describes` call-backs to the echo agents, warms up,
-// records one window, then runs `while_running` with the fleet still heartbeating.
+// With `expected` OK (the controller): registers the fleet and waits for a call-back to each
+// echo agent. With REGISTER (the raw reference): beats go straight to the server's port. Then
+// warms up, records one window, and runs `while_running` with the fleet still heartbeating.
 absl::StatusOr<PhaseResult> RunPhase(const BenchFlags& flags, const ServerProcess& server,
                                      const std::vector<AgentIdentity>& identities,
                                      const std::string& ca_pem, const std::atomic<int>& describes,
-                                     int expected_describes, const std::string& samples_path,
+                                     v1::HeartbeatVerdict expected, const std::string& samples_path,
                                      const std::function<absl::Status()>& while_running) {
   PhaseResult result;
-  SimulatedFleet fleet(server.address, identities, ca_pem, flags.driver_threads);
+  const bool controller = expected == v1::HEARTBEAT_VERDICT_OK;
+  int port = 0;
+  if (!absl::SimpleAtoi(absl::string_view(server.address).substr(server.address.rfind(':') + 1),
+                        &port)) {
+    return absl::InternalError(absl::StrCat("no port in the server address ", server.address));
+  }
+  SimulatedFleet fleet(server.address, identities, ca_pem, flags.driver_threads, expected,
+                       static_cast<uint16_t>(port));
   const int describes_before = describes.load();
+  const int expected_describes = controller ? flags.agents : 0;
   absl::Time start = absl::Now();
-  RETURN_IF_ERROR(fleet.RegisterAll());
+  if (controller) RETURN_IF_ERROR(fleet.RegisterAll());
   result.registration = absl::Now() - start;
   for (absl::Time deadline = absl::Now() + kRpcDeadline * 2;
        describes.load() - describes_before < expected_describes;) {
@@ -943,13 +839,13 @@ std::string FormatRatio(double a, double b) {
 std::string Verdict(bool pass) { return pass ? "PASS" : "FAIL"; }
 
 bool AllAnswered(const WindowStats& s) {
-  return s.sent > 0 && s.ok == s.sent && s.failed == 0 && s.reregister == 0;
+  return s.sent > 0 && s.ok == s.sent && s.failed == 0 && s.unexpected == 0;
 }
 
 std::string Answered(const WindowStats& s) {
   std::string text = absl::StrCat(s.ok, "/", s.sent);
   if (s.failed > 0) absl::StrAppend(&text, " (", s.failed, " failed)");
-  if (s.reregister > 0) absl::StrAppend(&text, " (", s.reregister, " reregister)");
+  if (s.unexpected > 0) absl::StrAppend(&text, " (", s.unexpected, " unexpected verdicts)");
   return text;
 }
 
@@ -983,6 +879,7 @@ bool Report(const BenchFlags& flags, const PhaseResult& ctl, const PhaseResult& 
   table.AddRow({"heartbeat latency max", FormatMs(cmax), FormatMs(rmax), "", "", ""});
   table.AddRow(
       {"heartbeats answered OK/sent", Answered(c), Answered(r), "", "all", Verdict(answered_ok)});
+  table.AddRow({"shard reports asked for (gRPC)", absl::StrCat(c.reports), "", "", "", ""});
   table.AddRow(
       {"server RSS at end", absl::StrFormat("%.1f MiB", ctl.server_rss / 1048576.0),
        absl::StrFormat("%.1f MiB", raw.server_rss / 1048576.0),
@@ -1016,15 +913,14 @@ bool Report(const BenchFlags& flags, const PhaseResult& ctl, const PhaseResult& 
                 "", absl::StrCat(flags.agents, "/", flags.agents), Verdict(nodes_ok)});
   std::cout << table.Render() << "\n";
   std::cout << absl::StrFormat(
-      "REFERENCE: heartbeat rows: a raw gRPC Controller service in its own process, whose\n"
-      "Register and Heartbeat answer at once (no registry; %s),\n"
-      "hit by the same %d clients on the same schedule. Both servers speak mutual TLS with the\n"
-      "controller's certificate; each agent presents its own node certificate (from\n"
-      "Controller.Join) on its own connection. Listing rows: `fleet version` (start and exit of\n"
-      "the same binary). Latency is measured in the simulated agents, send to callback; the\n"
-      "bench and the servers share this machine's CPUs. Listing runs %d times while the agents\n"
-      "keep heartbeating.\n",
-      flags.raw_api == "cq" ? "completion queue, one thread" : "callback API, as the controller",
+      "REFERENCE: heartbeat rows: a raw UDP loop in its own process (receive, parse, answer an\n"
+      "unsigned ack; no registry, no signature check), hit by the same %d clients on the same\n"
+      "schedule. The controller phase is the real thing: every agent joined (its own node\n"
+      "certificate), registered over mutual TLS on its own connection, signs each datagram with\n"
+      "its session key, and answers a REPORT_SHARDS verdict with a ReportShards call. Listing\n"
+      "rows: `fleet version` (start and exit of the same binary). Latency is measured in the\n"
+      "simulated agents, send to verified ack; the bench and the servers share this machine's\n"
+      "CPUs. Listing runs %d times while the agents keep heartbeating.\n",
       flags.agents, flags.list_runs);
   if (!c.first_error.empty())
     std::cout << "controller: first failed heartbeat: " << c.first_error << "\n";
@@ -1044,14 +940,14 @@ std::string SelfExecutable() {
   return ec ? "heartbeat_bench" : path.string();
 }
 
-// Each simulated agent holds one socket here and the server one per agent; the controller also
-// holds one connection per node to the echo agents, which hold the other end here. With the
-// echo servers' listeners and gRPC's own descriptors, 3N + 256 is enough for both processes
-// (the child inherits it).
+// Each simulated agent holds a TCP and a UDP socket here and the server one TCP socket per
+// agent; the controller also holds one connection per node to the echo agents, which hold the
+// other end here. With the echo servers' listeners and gRPC's own descriptors, 4N + 256 is
+// enough for both processes (the child inherits it).
 absl::Status RaiseFileLimit(int agents) {
   rlimit limit{};
   if (::getrlimit(RLIMIT_NOFILE, &limit) != 0) return ErrnoStatus("getrlimit");
-  rlim_t want = static_cast<rlim_t>(3 * agents + 256);
+  rlim_t want = static_cast<rlim_t>(4 * agents + 256);
   if (limit.rlim_cur >= want) return absl::OkStatus();
   if (limit.rlim_max < want) {
     return absl::FailedPreconditionError(
@@ -1149,12 +1045,13 @@ absl::StatusOr<bool> RunBench(const BenchFlags& flags, const std::string& dir) {
 
   std::cerr << "controller: " << flags.agents << " agents heartbeating..." << std::endl;
   ListingResult listing;
-  ASSIGN_OR_RETURN(PhaseResult ctl,
-                   RunPhase(flags, controller, identities, pki_files.ca_pem, describes,
-                            flags.agents, absl::StrCat(state_dir, "/latencies.csv"), [&] {
-                              return MeasureListing(flags, controller.address, admin_config,
-                                                    pki_files, dir, listing);
-                            }));
+  ASSIGN_OR_RETURN(PhaseResult ctl, RunPhase(flags, controller, identities, pki_files.ca_pem,
+                                             describes, v1::HEARTBEAT_VERDICT_OK,
+                                             absl::StrCat(state_dir, "/latencies.csv"), [&] {
+                                               return MeasureListing(flags, controller.address,
+                                                                     admin_config, pki_files, dir,
+                                                                     listing);
+                                             }));
   ctl.join = join_time;
   absl::StatusOr<int> stopped = controller.process.Stop(absl::Seconds(5));
   RETURN_IF_ERROR(stopped.status());
@@ -1163,16 +1060,14 @@ absl::StatusOr<bool> RunBench(const BenchFlags& flags, const std::string& dir) {
                                             " on SIGTERM; see ", state_dir, "/server.log"));
   }
 
-  std::cerr << "reference: raw gRPC server, " << flags.agents << " agents..." << std::endl;
+  std::cerr << "reference: raw UDP loop, " << flags.agents << " agents..." << std::endl;
   auto nothing = [] { return absl::OkStatus(); };
   ASSIGN_OR_RETURN(ServerProcess raw_server,
-                   StartServer({SelfExecutable(), "--serve-raw", absl::StrCat(dir, "/raw"),
-                                "--serve-raw-pki", pki_dir, "--raw-api", flags.raw_api},
+                   StartServer({SelfExecutable(), "--serve-raw", absl::StrCat(dir, "/raw")},
                                absl::StrCat(dir, "/raw")));
-  ASSIGN_OR_RETURN(
-      PhaseResult raw,
-      RunPhase(flags, raw_server, identities, pki_files.ca_pem, describes,
-               /*expected_describes=*/0, absl::StrCat(dir, "/raw/latencies.csv"), nothing));
+  ASSIGN_OR_RETURN(PhaseResult raw, RunPhase(flags, raw_server, identities, pki_files.ca_pem,
+                                             describes, v1::HEARTBEAT_VERDICT_REGISTER,
+                                             absl::StrCat(dir, "/raw/latencies.csv"), nothing));
   RETURN_IF_ERROR(raw_server.process.Stop(absl::Seconds(5)).status());
   for (std::unique_ptr<grpc::Server>& server : agent_servers) {
     server->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(2)));
@@ -1202,13 +1097,7 @@ int Main(int argc, char** argv) {
       ->check(CLI::Range(1, 100));
   app.add_option("--fleet", flags.fleet, "the fleet binary")->capture_default_str();
   app.add_flag("--keep", flags.keep, "keep the scratch directory (server logs, node list)");
-  app.add_option("--raw-api", flags.raw_api,
-                 "reference server's gRPC API: callback (as the controller) or cq (one thread "
-                 "draining a completion queue)")
-      ->capture_default_str()
-      ->check(CLI::IsMember({"callback", "cq"}));
   app.add_option("--serve-raw", flags.serve_raw)->group("");  // internal: the reference server
-  app.add_option("--serve-raw-pki", flags.serve_raw_pki)->group("");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -1216,7 +1105,7 @@ int Main(int argc, char** argv) {
     return code == 0 ? 0 : 2;
   }
   if (!flags.serve_raw.empty()) {
-    return ServeRaw(flags.serve_raw, flags.serve_raw_pki, flags.raw_api);
+    return ServeRaw(flags.serve_raw);
   }
 
   std::string templ = (std::filesystem::temp_directory_path() / "heartbeat-bench-XXXXXX").string();
