@@ -1,13 +1,6 @@
 // ControllerClient over gRPC, with heartbeats over UDP.
 #include "agent/controller_client_impl.h"
 
-#include <arpa/inet.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-
-#include <array>
-
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/grpc_status.h"
@@ -54,19 +47,12 @@ absl::Status GrpcControllerClient::PrepareHeartbeats() {
                        "host (\"",
                        host_, "\"); give the agent --controller IPV4:PORT"));
     }
-    addrinfo hints{};
-    hints.ai_family = AF_INET;
-    hints.ai_socktype = SOCK_DGRAM;
-    addrinfo* found = nullptr;
-    if (int err = getaddrinfo(host_.c_str(), nullptr, &hints, &found); err != 0) {
-      return absl::UnavailableError(absl::StrCat("cannot resolve the controller host ", host_,
-                                                 " to an IPv4 address: ", gai_strerror(err)));
+    absl::StatusOr<std::string> ip = ResolveIpv4(host_);
+    if (!ip.ok()) {
+      return absl::Status(ip.status().code(),
+                          absl::StrCat("the controller host: ", ip.status().message()));
     }
-    std::array<char, INET_ADDRSTRLEN> text{};
-    inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(found->ai_addr)->sin_addr, text.data(),
-              text.size());
-    freeaddrinfo(found);
-    controller_ip_ = text.data();
+    controller_ip_ = *std::move(ip);
   }
   if (!udp_) {
     absl::StatusOr<UdpSocket> socket = UdpSocket::Bind("0.0.0.0", 0);

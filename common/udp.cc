@@ -4,6 +4,7 @@
 #include <arpa/inet.h>
 #include <ifaddrs.h>
 #include <net/if.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
@@ -38,6 +39,21 @@ std::string FormatIpv4(const in_addr& address) {
 }
 
 }  // namespace
+
+absl::StatusOr<std::string> ResolveIpv4(absl::string_view host) {
+  addrinfo hints{};
+  hints.ai_family = AF_INET;
+  hints.ai_socktype = SOCK_DGRAM;
+  addrinfo* found = nullptr;
+  std::string name(host);
+  if (int err = getaddrinfo(name.c_str(), nullptr, &hints, &found); err != 0) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot resolve ", host, " to an IPv4 address: ", gai_strerror(err)));
+  }
+  std::string ip = FormatIpv4(reinterpret_cast<const sockaddr_in*>(found->ai_addr)->sin_addr);
+  freeaddrinfo(found);
+  return ip;
+}
 
 absl::StatusOr<UdpSocket> UdpSocket::Bind(absl::string_view ip, uint16_t port) {
   ASSIGN_OR_RETURN(in_addr address, ParseIpv4(ip));

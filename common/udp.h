@@ -61,6 +61,10 @@ class UdpSocket {
   uint16_t port_ = 0;
 };
 
+// The first IPv4 address of `host` (a dotted quad, or a name the resolver knows), as a dotted
+// quad. Unavailable, naming the host and the resolver's reason, when it has none.
+absl::StatusOr<std::string> ResolveIpv4(absl::string_view host);
+
 // An up, non-loopback IPv4 interface with a broadcast address.
 struct BroadcastTarget {
   std::string interface;  // e.g. "enp1s0f0np0"
