@@ -198,14 +198,13 @@ void DiscoveryResponder::HandleAdopt(const discovery::Adopt& adopt, const Datagr
     return;
   }
   it->adopted = true;
-  {
-    absl::MutexLock lock(&mu_);
-    ++counters_.adopted;
-  }
   Log(LogLevel::kInfo, kComponent, "adopted",
       {{"controller", adopt.controller_address},
        {"source", absl::StrCat(datagram.source_ip, ":", datagram.source_port)}});
   if (options_.on_adopt) options_.on_adopt(adopt.controller_address);
+  // Counted once handed over, so a reader that sees the count also sees the adoption's effect.
+  absl::MutexLock lock(&mu_);
+  ++counters_.adopted;
 }
 
 void DiscoveryResponder::Dropped(Drop reason, const Datagram& datagram, absl::string_view detail) {
