@@ -15,7 +15,6 @@
 #include <cstdlib>
 #include <fstream>
 #include <functional>
-#include <iostream>
 #include <map>
 #include <memory>
 #include <random>
@@ -37,6 +36,7 @@
 #include "common/subprocess.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "tests/integration/cluster_fixture.h"
 #include "tests/integration/cluster_harness.h"
 #include "tests/integration/node_listing.h"
 #include "tests/integration/test_network.h"
@@ -100,24 +100,15 @@ bool StillExists(const StartedProcess& p) {
   return ticks.ok() && *ticks == p.start_ticks;
 }
 
-class ClusterTest : public ::testing::Test {
+class ClusterTest : public ClusterFixture {
  protected:
   void SetUp() override {
-    absl::StatusOr<std::unique_ptr<TestNetwork>> network = CreateTestNetwork(kHosts);
-    ASSERT_TRUE(network.ok()) << network.status();
-    network_ = *std::move(network);
-    absl::StatusOr<std::unique_ptr<TestCluster>> cluster =
-        TestCluster::Create(*network_, FLEET_BINARY);
-    ASSERT_TRUE(cluster.ok()) << cluster.status();
-    cluster_ = *std::move(cluster);
+    ASSERT_NO_FATAL_FAILURE(CreateCluster(CreateTestNetwork(kHosts), FLEET_BINARY));
   }
 
   void TearDown() override {
+    ClusterFixture::TearDown();
     if (cluster_ != nullptr) {
-      if (HasFailure()) {
-        std::cerr << "Daemon logs of the failed test (" << cluster_->temp_dir() << "):\n"
-                  << cluster_->LogTails() << std::flush;
-      }
       std::vector<StartedProcess> started = cluster_->started_processes();
       cluster_.reset();
       for (const StartedProcess& p : started) {
@@ -135,35 +126,6 @@ class ClusterTest : public ::testing::Test {
             << "processes left in host " << i << "'s namespace";
       }
     }
-    network_.reset();
-  }
-
-  // Starts the controller and every agent.
-  void StartCluster() {
-    ASSERT_TRUE(cluster_->StartController().ok());
-    for (int i = 1; i <= kAgents; ++i) {
-      absl::Status started = cluster_->StartAgent(i);
-      ASSERT_TRUE(started.ok()) << started;
-    }
-  }
-
-  // Polls `fleet nodes -o json` every 100 ms until `done` holds for a listing. The failure
-  // message carries the last listing, or the last error.
-  ::testing::AssertionResult WaitForNodes(const std::function<bool(const Json&)>& done,
-                                          absl::Duration timeout, Json* last_doc = nullptr) {
-    return fleet::testing::WaitForNodes(*cluster_, done, timeout, last_doc);
-  }
-
-  // Waits until node-1..node-N are all Ready and returns their ids by name.
-  std::map<std::string, std::string> WaitAllReady(absl::Duration timeout) {
-    Json doc;
-    EXPECT_TRUE(WaitForNodes([](const Json& d) { return AllReady(d, AgentNames(kAgents)); },
-                             timeout, &doc));
-    std::map<std::string, std::string> ids;
-    for (const std::string& name : AgentNames(kAgents)) {
-      if (const Json* node = FindNode(doc, name)) ids[name] = node->value("id", "");
-    }
-    return ids;
   }
 
   std::map<std::string, std::string> IdsByName(const Json& doc) {
@@ -171,13 +133,10 @@ class ClusterTest : public ::testing::Test {
     for (const Json& item : doc["items"]) ids[item.value("name", "")] = item.value("id", "");
     return ids;
   }
-
-  std::unique_ptr<TestNetwork> network_;
-  std::unique_ptr<TestCluster> cluster_;
 };
 
 TEST_F(ClusterTest, AgentsRegisterAndReportThemselves) {
-  ASSERT_NO_FATAL_FAILURE(StartCluster());
+  ASSERT_NO_FATAL_FAILURE(StartCluster(kAgents));
   const absl::Time start = absl::Now();
   Json doc;
   // Reachable: the controller has called each agent back at the address it advertised.
@@ -234,8 +193,8 @@ TEST_F(ClusterTest, AgentsRegisterAndReportThemselves) {
 }
 
 TEST_F(ClusterTest, KilledAgentIsLostThenRejoinsWithItsId) {
-  ASSERT_NO_FATAL_FAILURE(StartCluster());
-  std::map<std::string, std::string> ids = WaitAllReady(kJoinTimeout);
+  ASSERT_NO_FATAL_FAILURE(StartCluster(kAgents));
+  std::map<std::string, std::string> ids = WaitAllReady(kAgents, kJoinTimeout);
   ASSERT_FALSE(HasFailure());
   // A full heartbeat period in Ready, so the kill does not race the first heartbeats.
   absl::SleepFor(kHeartbeatPeriod);
@@ -267,8 +226,8 @@ TEST_F(ClusterTest, NodeBehindCutLinkIsLostThenRecoversWithItsId) {
     GTEST_SKIP() << "links can only be cut between network namespaces: "
                  << network_->fallback_reason();
   }
-  ASSERT_NO_FATAL_FAILURE(StartCluster());
-  std::map<std::string, std::string> ids = WaitAllReady(kJoinTimeout);
+  ASSERT_NO_FATAL_FAILURE(StartCluster(kAgents));
+  std::map<std::string, std::string> ids = WaitAllReady(kAgents, kJoinTimeout);
   ASSERT_FALSE(HasFailure());
   absl::SleepFor(kHeartbeatPeriod);
 
@@ -296,8 +255,8 @@ TEST_F(ClusterTest, NodeBehindCutLinkIsLostThenRecoversWithItsId) {
 }
 
 TEST_F(ClusterTest, ControllerRestartKeepsNodesAndIdsWithoutTouchingAgents) {
-  ASSERT_NO_FATAL_FAILURE(StartCluster());
-  std::map<std::string, std::string> ids = WaitAllReady(kJoinTimeout);
+  ASSERT_NO_FATAL_FAILURE(StartCluster(kAgents));
+  std::map<std::string, std::string> ids = WaitAllReady(kAgents, kJoinTimeout);
   ASSERT_FALSE(HasFailure());
   std::vector<pid_t> agent_pids;
   for (int i = 1; i <= kAgents; ++i) agent_pids.push_back(cluster_->agent_pid(i));
@@ -355,8 +314,8 @@ TEST_F(ClusterTest, ControllerRestartKeepsNodesAndIdsWithoutTouchingAgents) {
 // The restarted controller only has its store's word that a node is Ready; a node that died
 // meanwhile must still be found out, within `kLostAfter` of the restart.
 TEST_F(ClusterTest, NodeThatDiedWhileTheControllerWasDownIsLostAfterTheRestart) {
-  ASSERT_NO_FATAL_FAILURE(StartCluster());
-  std::map<std::string, std::string> ids = WaitAllReady(kJoinTimeout);
+  ASSERT_NO_FATAL_FAILURE(StartCluster(kAgents));
+  std::map<std::string, std::string> ids = WaitAllReady(kAgents, kJoinTimeout);
   ASSERT_FALSE(HasFailure());
 
   constexpr int kVictim = kAgents;
@@ -396,7 +355,7 @@ TEST_F(ClusterTest, AgentsStartedBeforeTheControllerJoinOnceItStarts) {
   }
   ASSERT_TRUE(cluster_->StartController().ok());
   const absl::Time started = absl::Now();
-  WaitAllReady(kJoinTimeout);
+  WaitAllReady(kAgents, kJoinTimeout);
   std::printf("[ TIMING   ] agents Ready %s after the controller started\n",
               absl::FormatDuration(absl::Now() - started).c_str());
 }
@@ -404,8 +363,8 @@ TEST_F(ClusterTest, AgentsStartedBeforeTheControllerJoinOnceItStarts) {
 // systemd stops a unit with SIGTERM and waits before it uses SIGKILL: each daemon must exit
 // promptly and with status 0, whether or not its peers are still there.
 TEST_F(ClusterTest, DaemonsStopCleanlyOnSigterm) {
-  ASSERT_NO_FATAL_FAILURE(StartCluster());
-  WaitAllReady(kJoinTimeout);
+  ASSERT_NO_FATAL_FAILURE(StartCluster(kAgents));
+  WaitAllReady(kAgents, kJoinTimeout);
   ASSERT_FALSE(HasFailure());
   constexpr absl::Duration kStopTimeout = absl::Seconds(5);
 
@@ -533,8 +492,8 @@ TEST_F(ClusterTest, UnreachableControllerFailsFastWithAClearError) {
 // disk, a starved CPU, a long round trip) still answers it. The stall is a SIGSTOP: the kernel
 // accepts the connection at once, and the controller's answer comes when it resumes.
 TEST_F(ClusterTest, CliRidesOutABriefControllerStall) {
-  ASSERT_NO_FATAL_FAILURE(StartCluster());
-  WaitAllReady(kJoinTimeout);
+  ASSERT_NO_FATAL_FAILURE(StartCluster(kAgents));
+  WaitAllReady(kAgents, kJoinTimeout);
   ASSERT_FALSE(HasFailure());
 
   constexpr absl::Duration kStall = absl::Seconds(1);

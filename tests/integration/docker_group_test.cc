@@ -5,7 +5,6 @@
 // the fix, since this machine's hard memlock limit (8 MiB) cannot be raised. Containers share
 // the root network namespace, so the nodes are 127.0.0.x addresses. Skipped, saying why, where
 // no Docker engine can be started.
-#include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <memory>
@@ -18,6 +17,7 @@
 #include "absl/time/time.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "tests/integration/cluster_fixture.h"
 #include "tests/integration/cluster_harness.h"
 #include "tests/integration/node_listing.h"
 #include "tests/integration/test_network.h"
@@ -30,7 +30,7 @@ std::string ShellOutput(const std::string& command) {
   return std::string(absl::StripAsciiWhitespace(Shell(command).value_or("")));
 }
 
-class DockerGroupTest : public ::testing::Test {
+class DockerGroupTest : public ClusterFixture {
  protected:
   static void SetUpTestSuite() {
     image_ = absl::StrCat("fleet-test-group:", ::getpid());
@@ -42,29 +42,15 @@ class DockerGroupTest : public ::testing::Test {
 
   void SetUp() override {
     if (!skip_reason_.empty()) GTEST_SKIP() << skip_reason_;
-    absl::StatusOr<std::unique_ptr<TestNetwork>> network =
-        TestNetwork::Create(3, {.use_namespaces = false});
-    ASSERT_TRUE(network.ok()) << network.status();
-    network_ = *std::move(network);
-    absl::StatusOr<std::unique_ptr<TestCluster>> cluster =
-        TestCluster::Create(*network_, FLEET_BINARY);
-    ASSERT_TRUE(cluster.ok()) << cluster.status();
-    cluster_ = *std::move(cluster);
-    ASSERT_TRUE(cluster_->StartController().ok());
-    for (int i = 1; i <= 2; ++i) ASSERT_TRUE(cluster_->StartAgent(i).ok());
-    ASSERT_TRUE(WaitForNodes(
-        *cluster_,
-        [](const nlohmann::json& d) {
-          return AllReady(d, {TestCluster::AgentName(1), TestCluster::AgentName(2)});
-        },
-        absl::Seconds(15)));
+    ASSERT_NO_FATAL_FAILURE(
+        CreateCluster(TestNetwork::Create(3, {.use_namespaces = false}), FLEET_BINARY));
+    ASSERT_NO_FATAL_FAILURE(StartCluster(2));
+    ASSERT_TRUE(WaitForNodes([](const nlohmann::json& d) { return AllReady(d, AgentNames(2)); },
+                             absl::Seconds(15)));
     group_ = absl::StrCat("dg", ::getpid());
   }
 
   void TearDown() override {
-    if (cluster_ != nullptr && HasFailure()) {
-      std::fprintf(stderr, "%s", cluster_->LogTails().c_str());
-    }
     if (!group_.empty()) {
       std::string left = ShellOutput(
           absl::StrCat("docker ps -aq --filter label=fleet.group=", group_, " | wc -l"));
@@ -72,8 +58,7 @@ class DockerGroupTest : public ::testing::Test {
       Shell(absl::StrCat("docker ps -aq --filter label=fleet.group=", group_,
                          " | xargs -r docker rm -f >/dev/null 2>&1"));
     }
-    cluster_.reset();
-    network_.reset();
+    ClusterFixture::TearDown();
   }
 
   // Rank 0 serves its master port with busybox httpd (the workers' agents wait for it); every
@@ -96,8 +81,6 @@ class DockerGroupTest : public ::testing::Test {
 
   static std::string skip_reason_;
   static std::string image_;
-  std::unique_ptr<TestNetwork> network_;
-  std::unique_ptr<TestCluster> cluster_;
   std::string group_;
 };
 

@@ -21,6 +21,7 @@
 #include "absl/time/time.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "tests/integration/cluster_fixture.h"
 #include "tests/integration/cluster_harness.h"
 #include "tests/integration/engine_pids.h"
 #include "tests/integration/node_listing.h"
@@ -56,39 +57,26 @@ command: fleet-echo-engine --port {port} --rendezvous-timeout 20
 )");
 }
 
-class GroupTest : public ::testing::Test {
+class GroupTest : public ClusterFixture {
  protected:
   void SetUp() override {
-    absl::StatusOr<std::unique_ptr<TestNetwork>> network = CreateTestNetwork(kHosts);
-    ASSERT_TRUE(network.ok()) << network.status();
-    network_ = *std::move(network);
-    absl::StatusOr<std::unique_ptr<TestCluster>> cluster =
-        TestCluster::Create(*network_, FLEET_BINARY);
-    ASSERT_TRUE(cluster.ok()) << cluster.status();
-    cluster_ = *std::move(cluster);
+    ASSERT_NO_FATAL_FAILURE(CreateCluster(CreateTestNetwork(kHosts), FLEET_BINARY));
     // Distinct ports per test run, for fallback mode's shared loopback.
     port_ = 18000 + static_cast<int>(absl::ToUnixMicros(absl::Now()) % 2000) * 2;
     recipe_path_ = absl::StrCat(cluster_->temp_dir(), "/echo-group.yaml");
     std::ofstream(recipe_path_) << EchoRecipe(port_);
-    ASSERT_TRUE(cluster_->StartController().ok());
-    for (int i = 1; i <= kAgents; ++i) ASSERT_TRUE(cluster_->StartAgent(i).ok());
-    ASSERT_TRUE(WaitForNodes(
-        *cluster_, [](const Json& d) { return AllReady(d, AgentNames(kAgents)); },
-        absl::Seconds(15)));
+    ASSERT_NO_FATAL_FAILURE(StartCluster(kAgents));
+    ASSERT_TRUE(WaitForNodes([](const Json& d) { return AllReady(d, AgentNames(kAgents)); },
+                             absl::Seconds(15)));
   }
 
   void TearDown() override {
-    if (HasFailure() && cluster_ != nullptr) {
-      std::fprintf(stderr, "Daemon logs (%s):\n%s", cluster_->temp_dir().c_str(),
-                   cluster_->LogTails().c_str());
-    }
     // Shards outlive their agents by design: whatever a failed test left is killed here, and
     // counted as a failure.
     std::vector<pid_t> left = EnginePids("fleet-echo-engi", "echo-group");
     for (pid_t pid : left) ::kill(pid, SIGKILL);
     EXPECT_TRUE(left.empty()) << left.size() << " engine processes left after the test";
-    cluster_.reset();
-    network_.reset();
+    ClusterFixture::TearDown();
   }
 
   absl::StatusOr<CommandResult> Fleet(const std::vector<std::string>& args,
@@ -123,8 +111,6 @@ class GroupTest : public ::testing::Test {
         timeout);
   }
 
-  std::unique_ptr<TestNetwork> network_;
-  std::unique_ptr<TestCluster> cluster_;
   int port_ = 0;
   std::string recipe_path_;
 };
@@ -214,18 +200,16 @@ TEST_F(GroupTest, ReapplyIsANoOpAndRestartsOfControllerAndAgentKeepTheRanks) {
 
   // Controller killed and restarted: the group is still Ready, on the same processes.
   ASSERT_TRUE(cluster_->RestartController().ok());
-  ASSERT_TRUE(WaitForNodes(
-      *cluster_, [](const Json& d) { return AllReady(d, AgentNames(kAgents)); },
-      absl::Seconds(15)));
+  ASSERT_TRUE(WaitForNodes([](const Json& d) { return AllReady(d, AgentNames(kAgents)); },
+                           absl::Seconds(15)));
   EXPECT_TRUE(GroupState("GROUP_STATE_READY", kReadyTimeout));
   EXPECT_EQ(RankPids(), pids);
 
   // Agent of rank 1 killed -9 and restarted: it re-adopts its rank, never starts a second.
   ASSERT_TRUE(cluster_->KillAgent(2, SIGKILL).ok());
   ASSERT_TRUE(cluster_->StartAgent(2).ok());
-  ASSERT_TRUE(WaitForNodes(
-      *cluster_, [](const Json& d) { return AllReady(d, AgentNames(kAgents)); },
-      absl::Seconds(15)));
+  ASSERT_TRUE(WaitForNodes([](const Json& d) { return AllReady(d, AgentNames(kAgents)); },
+                           absl::Seconds(15)));
   EXPECT_TRUE(GroupState("GROUP_STATE_READY", kReadyTimeout));
   EXPECT_EQ(RankPids(), pids);
   EXPECT_EQ(EnginePids("fleet-echo-engi", "echo-group").size(), 4u);

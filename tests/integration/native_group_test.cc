@@ -22,6 +22,7 @@
 #include "absl/time/time.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "tests/integration/cluster_fixture.h"
 #include "tests/integration/cluster_harness.h"
 #include "tests/integration/engine_pids.h"
 #include "tests/integration/node_listing.h"
@@ -60,37 +61,24 @@ command: >-
 )");
 }
 
-class NativeGroupTest : public ::testing::Test {
+class NativeGroupTest : public ClusterFixture {
  protected:
   void SetUp() override {
-    absl::StatusOr<std::unique_ptr<TestNetwork>> network = CreateTestNetwork(kHosts);
-    ASSERT_TRUE(network.ok()) << network.status();
-    network_ = *std::move(network);
-    absl::StatusOr<std::unique_ptr<TestCluster>> cluster =
-        TestCluster::Create(*network_, FLEET_BINARY);
-    ASSERT_TRUE(cluster.ok()) << cluster.status();
-    cluster_ = *std::move(cluster);
+    ASSERT_NO_FATAL_FAILURE(CreateCluster(CreateTestNetwork(kHosts), FLEET_BINARY));
     port_ = 20000 + static_cast<int>(absl::ToUnixMicros(absl::Now()) % 2000) * 2;
-    ASSERT_TRUE(cluster_->StartController().ok());
-    for (int i = 1; i <= kAgents; ++i) ASSERT_TRUE(cluster_->StartAgent(i).ok());
-    ASSERT_TRUE(WaitForNodes(
-        *cluster_, [](const Json& d) { return AllReady(d, AgentNames(kAgents)); },
-        absl::Seconds(15)));
+    ASSERT_NO_FATAL_FAILURE(StartCluster(kAgents));
+    ASSERT_TRUE(WaitForNodes([](const Json& d) { return AllReady(d, AgentNames(kAgents)); },
+                             absl::Seconds(15)));
   }
 
   void TearDown() override {
-    if (HasFailure() && cluster_ != nullptr) {
-      std::fprintf(stderr, "Daemon logs (%s):\n%s", cluster_->temp_dir().c_str(),
-                   cluster_->LogTails().c_str());
-    }
     for (const char* group : {"moe4", "moe2"}) {
       std::vector<pid_t> left = EnginePids("fleet-engine", group);
       for (pid_t pid : left) ::kill(pid, SIGKILL);
       EXPECT_TRUE(left.empty()) << left.size() << " engine processes of " << group
                                 << " left after the test";
     }
-    cluster_.reset();
-    network_.reset();
+    ClusterFixture::TearDown();
   }
 
   std::string WriteRecipe(const std::string& name, int nodes) {
@@ -117,8 +105,6 @@ class NativeGroupTest : public ::testing::Test {
     return Json::parse(r->stdout_text, nullptr, false);
   }
 
-  std::unique_ptr<TestNetwork> network_;
-  std::unique_ptr<TestCluster> cluster_;
   int port_ = 0;
 };
 

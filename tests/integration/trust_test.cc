@@ -14,7 +14,6 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
-#include <iostream>
 #include <map>
 #include <memory>
 #include <optional>
@@ -36,6 +35,7 @@
 #include "common/subprocess.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "tests/integration/cluster_fixture.h"
 #include "tests/integration/cluster_harness.h"
 #include "tests/integration/node_listing.h"
 #include "tests/integration/test_network.h"
@@ -64,12 +64,6 @@ constexpr absl::Duration kCliSlack = absl::Milliseconds(1500);
 constexpr absl::Duration kRefusalTimeout = absl::Seconds(15);
 // The agent's "waiting to be adopted" line comes milliseconds after it starts.
 constexpr absl::Duration kAgentStartTimeout = absl::Seconds(5);
-
-std::vector<std::string> AgentNames(int count = kAgents) {
-  std::vector<std::string> names;
-  for (int i = 1; i <= count; ++i) names.push_back(TestCluster::AgentName(i));
-  return names;
-}
 
 // A token's parts: fleet1.<id>.<secret>.<ca sha256>.
 std::vector<std::string> TokenParts(const std::string& token) { return absl::StrSplit(token, '.'); }
@@ -102,25 +96,10 @@ std::string DiscoverySummary(const Json& doc) {
   return out.empty() ? "(nothing discovered)" : out;
 }
 
-class TrustTest : public ::testing::Test {
+class TrustTest : public ClusterFixture {
  protected:
   void SetUp() override {
-    absl::StatusOr<std::unique_ptr<TestNetwork>> network = CreateTestNetwork(kHosts);
-    ASSERT_TRUE(network.ok()) << network.status();
-    network_ = *std::move(network);
-    absl::StatusOr<std::unique_ptr<TestCluster>> cluster =
-        TestCluster::Create(*network_, FLEET_BINARY);
-    ASSERT_TRUE(cluster.ok()) << cluster.status();
-    cluster_ = *std::move(cluster);
-  }
-
-  void TearDown() override {
-    if (cluster_ != nullptr && HasFailure()) {
-      std::cerr << "Daemon logs of the failed test (" << cluster_->temp_dir() << "):\n"
-                << cluster_->LogTails() << std::flush;
-    }
-    cluster_.reset();
-    network_.reset();
+    ASSERT_NO_FATAL_FAILURE(CreateCluster(CreateTestNetwork(kHosts), FLEET_BINARY));
   }
 
   // Why a test that needs discovery cannot run here, or empty.
@@ -130,33 +109,6 @@ class TrustTest : public ::testing::Test {
         "discovery probes are broadcast on the hosts' network, so this test needs network "
         "namespaces: ",
         network_->fallback_reason());
-  }
-
-  // Starts the controller and agents 1..count, each with --controller and the cluster token.
-  void StartCluster(int count = kAgents, const std::vector<std::string>& controller_flags = {}) {
-    absl::Status started = cluster_->StartController(controller_flags);
-    ASSERT_TRUE(started.ok()) << started;
-    for (int i = 1; i <= count; ++i) {
-      absl::Status agent = cluster_->StartAgent(i);
-      ASSERT_TRUE(agent.ok()) << agent;
-    }
-  }
-
-  ::testing::AssertionResult WaitForNodes(const std::function<bool(const Json&)>& done,
-                                          absl::Duration timeout, Json* last_doc = nullptr) {
-    return fleet::testing::WaitForNodes(*cluster_, done, timeout, last_doc);
-  }
-
-  // Waits until node-1..node-count are Ready and returns their ids by name.
-  std::map<std::string, std::string> WaitAllReady(int count = kAgents) {
-    Json doc;
-    EXPECT_TRUE(WaitForNodes([&](const Json& d) { return AllReady(d, AgentNames(count)); },
-                             kJoinTimeout, &doc));
-    std::map<std::string, std::string> ids;
-    for (const std::string& name : AgentNames(count)) {
-      if (const Json* node = FindNode(doc, name)) ids[name] = node->value("id", "");
-    }
-    return ids;
   }
 
   // Runs `fleet args...` as the admin and parses its JSON output; fails the test on a non-zero
@@ -217,9 +169,6 @@ class TrustTest : public ::testing::Test {
     }
     return ids;
   }
-
-  std::unique_ptr<TestNetwork> network_;
-  std::unique_ptr<TestCluster> cluster_;
 };
 
 // The code a grpc_probe line starts with.
@@ -268,7 +217,7 @@ TEST_F(TrustTest, DiscoveredAgentsAreAdoptedAndBecomeReady) {
   }
 
   Json doc;
-  ASSERT_TRUE(WaitForNodes([](const Json& d) { return AllReady(d, AgentNames()); },
+  ASSERT_TRUE(WaitForNodes([](const Json& d) { return AllReady(d, AgentNames(kAgents)); },
                            kJoinTimeout - (absl::Now() - start), &doc))
       << "adopted agents must be Ready within " << absl::FormatDuration(kJoinTimeout)
       << " of the discover command";
@@ -291,8 +240,8 @@ TEST_F(TrustTest, DiscoveredAgentsAreAdoptedAndBecomeReady) {
       [&] { return CountInLog(TestCluster::AgentName(1), "agent registered") > registered; },
       kJoinTimeout))
       << "the adopted agent did not return to its controller after a restart";
-  ASSERT_TRUE(
-      WaitForNodes([](const Json& d) { return AllReady(d, AgentNames()); }, kJoinTimeout, &doc));
+  ASSERT_TRUE(WaitForNodes([](const Json& d) { return AllReady(d, AgentNames(kAgents)); },
+                           kJoinTimeout, &doc));
   EXPECT_EQ(FindNode(doc, TestCluster::AgentName(1))->value("id", ""),
             discovered_ids[TestCluster::AgentName(1)]);
 }
@@ -413,7 +362,7 @@ TEST_F(TrustTest, AgentsWithAWrongTokenAreUnprovenAndNeverAdopted) {
 // TLS client that presents no certificate.
 TEST_F(TrustTest, ClientsWithoutAClusterCertificateAreRejected) {
   ASSERT_NO_FATAL_FAILURE(StartCluster(1));
-  WaitAllReady(1);
+  WaitAllReady(1, kJoinTimeout);
   ASSERT_FALSE(HasFailure());
   absl::StatusOr<std::string> node_id = cluster_->AgentNodeId(1);
   ASSERT_TRUE(node_id.ok()) << node_id.status();
@@ -474,7 +423,7 @@ TEST_F(TrustTest, ClientsWithoutAClusterCertificateAreRejected) {
 // the admin, and neither the admin's nor another node's can call an agent.
 TEST_F(TrustTest, CertificatesOfTheWrongRoleAreRejected) {
   ASSERT_NO_FATAL_FAILURE(StartCluster(2));
-  WaitAllReady(2);
+  WaitAllReady(2, kJoinTimeout);
   ASSERT_FALSE(HasFailure());
   absl::StatusOr<std::string> node2_id = cluster_->AgentNodeId(2);
   ASSERT_TRUE(node2_id.ok()) << node2_id.status();
@@ -520,13 +469,13 @@ TEST_F(TrustTest, CertificatesOfTheWrongRoleAreRejected) {
 // `fleet node remove` is final: the removed node's agent, running on or restarted, cannot come
 // back with its certificate.
 TEST_F(TrustTest, RemovedNodeNeverComesBack) {
-  ASSERT_NO_FATAL_FAILURE(StartCluster());
-  WaitAllReady();
+  ASSERT_NO_FATAL_FAILURE(StartCluster(kAgents));
+  WaitAllReady(kAgents, kJoinTimeout);
   ASSERT_FALSE(HasFailure());
   constexpr int kVictim = 2;
   const std::string victim = TestCluster::AgentName(kVictim);
   std::vector<std::string> others;
-  for (const std::string& name : AgentNames()) {
+  for (const std::string& name : AgentNames(kAgents)) {
     if (name != victim) others.push_back(name);
   }
 
@@ -616,8 +565,8 @@ TEST_F(TrustTest, ExpiredAndUsedUpTokensAreRefused) {
 // A controller killed -9 comes back with the same CA: the admin's credential still works, and
 // every agent reconnects with its certificate, needing no token (the token is revoked first).
 TEST_F(TrustTest, ControllerCrashKeepsTheCaAndAgentsNeedNoNewToken) {
-  ASSERT_NO_FATAL_FAILURE(StartCluster());
-  std::map<std::string, std::string> ids = WaitAllReady();
+  ASSERT_NO_FATAL_FAILURE(StartCluster(kAgents));
+  std::map<std::string, std::string> ids = WaitAllReady(kAgents, kJoinTimeout);
   ASSERT_FALSE(HasFailure());
 
   const std::string pki = absl::StrCat(cluster_->controller_state_dir(), "/pki");
@@ -664,7 +613,7 @@ TEST_F(TrustTest, ControllerCrashKeepsTheCaAndAgentsNeedNoNewToken) {
   Json doc;
   ASSERT_TRUE(WaitForNodes(
       [&](const Json& d) {
-        if (!AllReady(d, AgentNames())) return false;
+        if (!AllReady(d, AgentNames(kAgents))) return false;
         double since_restart = absl::ToDoubleSeconds(absl::Now() - serving);
         for (const Json& item : d["items"]) {
           const Json& age = item.value("lastHeartbeatAgeSeconds", Json());
@@ -692,8 +641,8 @@ TEST_F(TrustTest, ControllerCrashKeepsTheCaAndAgentsNeedNoNewToken) {
   ASSERT_TRUE(TestCluster::WaitFor(
       [&] { return CountInLog(restarted, "agent registered") > registered; }, kJoinTimeout))
       << restarted << " did not register again after its restart";
-  ASSERT_TRUE(
-      WaitForNodes([](const Json& d) { return AllReady(d, AgentNames()); }, kJoinTimeout, &doc));
+  ASSERT_TRUE(WaitForNodes([](const Json& d) { return AllReady(d, AgentNames(kAgents)); },
+                           kJoinTimeout, &doc));
   ASSERT_NE(FindNode(doc, restarted), nullptr);
   EXPECT_EQ(FindNode(doc, restarted)->value("id", ""), ids[restarted]);
 }
@@ -708,7 +657,7 @@ TEST_F(TrustTest, NodeCertificatesAreRenewedBeforeTheyExpire) {
   constexpr absl::Duration kWatch = absl::Seconds(15);
   ASSERT_NO_FATAL_FAILURE(
       StartCluster(kAgents, {"--node-cert-validity", absl::FormatDuration(kValidity)}));
-  WaitAllReady();
+  WaitAllReady(kAgents, kJoinTimeout);
   ASSERT_FALSE(HasFailure());
   const absl::Time start = absl::Now();
   auto cert_of = [&](int i) {
@@ -739,7 +688,7 @@ TEST_F(TrustTest, NodeCertificatesAreRenewedBeforeTheyExpire) {
           }
         }
         absl::StatusOr<Json> nodes = cluster_->Nodes();
-        if (not_ready.empty() && (!nodes.ok() || !AllReady(*nodes, AgentNames()))) {
+        if (not_ready.empty() && (!nodes.ok() || !AllReady(*nodes, AgentNames(kAgents)))) {
           not_ready = absl::StrCat("at ", absl::FormatDuration(elapsed), ": ",
                                    nodes.ok() ? Summary(*nodes) : nodes.status().ToString());
         }
@@ -840,7 +789,7 @@ TEST_F(TrustTest, JoinTokenSecretStaysOutOfLogsAndProcessLists) {
     ASSERT_TRUE(cluster_->SetJoinToken(i, token).ok());
     ASSERT_TRUE(cluster_->StartAgent(i).ok());
   }
-  WaitAllReady();
+  WaitAllReady(kAgents, kJoinTimeout);
   ASSERT_FALSE(HasFailure());
   // Discovery answers carry a mac under a key derived from the secret, never the secret.
   if (network_->isolated()) CliJson({"discover", "-o", "json"});
