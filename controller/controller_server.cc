@@ -38,6 +38,16 @@ bool IsWildcardHost(const std::string& host) {
   return host.empty() || host == "0.0.0.0" || host == "[::]";
 }
 
+// The heartbeat socket: on every interface for a wildcard listen host, else on the host's IPv4
+// address (a name such as "localhost" resolved as the agents resolve theirs).
+absl::StatusOr<UdpSocket> BindHeartbeatSocket(const std::string& host, int port) {
+  std::string ip = "0.0.0.0";
+  if (!IsWildcardHost(host)) {
+    ASSIGN_OR_RETURN(ip, ResolveIpv4(host));
+  }
+  return UdpSocket::Bind(ip, static_cast<uint16_t>(port));
+}
+
 }  // namespace
 
 ControllerServer::ControllerServer(ControllerOptions options) : options_(std::move(options)) {}
@@ -165,8 +175,7 @@ absl::Status ControllerServer::Init() {
 }
 
 absl::Status ControllerServer::ServeHeartbeats(const std::string& host, int port) {
-  std::string ip = IsWildcardHost(host) ? "0.0.0.0" : host == "localhost" ? "127.0.0.1" : host;
-  absl::StatusOr<UdpSocket> socket = UdpSocket::Bind(ip, static_cast<uint16_t>(port));
+  absl::StatusOr<UdpSocket> socket = BindHeartbeatSocket(host, port);
   if (!socket.ok()) {
     return absl::Status(socket.status().code(),
                         absl::StrCat("heartbeats are UDP datagrams to the gRPC port's number, an "
