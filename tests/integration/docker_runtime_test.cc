@@ -8,20 +8,19 @@
 #include <unistd.h>
 
 #include <cstdio>
-#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "absl/time/clock.h"
 #include "agent/shards/supervisor_impl.h"
 #include "common/files.h"
 #include "engine/docker_run.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/support/docker_test_image.h"
+#include "tests/support/eventually.h"
 
 namespace fleet::agent {
 namespace {
@@ -29,16 +28,13 @@ namespace {
 using ::testing::HasSubstr;
 using ::testing::Not;
 
+using ::fleet::testing::Eventually;
 using ::fleet::testing::ImportBusyboxImage;
 using ::fleet::testing::Shell;
 
-bool Eventually(const std::function<bool()>& done, absl::Duration limit = absl::Seconds(20)) {
-  for (absl::Time deadline = absl::Now() + limit; absl::Now() < deadline;) {
-    if (done()) return true;
-    absl::SleepFor(absl::Milliseconds(50));
-  }
-  return done();
-}
+// Waits for containers: up to 20 s, asking every 50 ms (a log read runs `docker logs`).
+constexpr absl::Duration kDockerWait = absl::Seconds(20);
+constexpr absl::Duration kDockerPoll = absl::Milliseconds(50);
 
 class DockerRuntimeTest : public ::testing::Test {
  protected:
@@ -142,15 +138,22 @@ TEST_F(DockerRuntimeTest, RunsLogsReadoptsAndStops) {
     auto s = NewSupervisor();
     // 8 MiB: what this machine's dockerd may grant.
     ASSERT_TRUE(s->Start(Spec(8 << 20)).ok());
-    ASSERT_TRUE(Eventually([&] {
-      auto st = Status(*s);
-      return st && st->state() == v1::SHARD_STATE_READY;
-    })) << Status(*s)->DebugString();
+    ASSERT_TRUE(Eventually(
+        kDockerWait,
+        [&] {
+          auto st = Status(*s);
+          return st && st->state() == v1::SHARD_STATE_READY;
+        },
+        kDockerPoll))
+        << Status(*s)->DebugString();
     EXPECT_EQ(Status(*s)->container(), name);
-    ASSERT_TRUE(Eventually([&] {
-      auto log = s->ReadLog(group_, 0, std::nullopt, 5, 0);
-      return log.ok() && log->data == "hello from the container\n";
-    }));
+    ASSERT_TRUE(Eventually(
+        kDockerWait,
+        [&] {
+          auto log = s->ReadLog(group_, 0, std::nullopt, 5, 0);
+          return log.ok() && log->data == "hello from the container\n";
+        },
+        kDockerPoll));
   }
   // The container outlives the supervisor, and the next one adopts it.
   EXPECT_THAT(Shell("docker ps --format '{{.Names}}'").value_or(""), HasSubstr(name));
@@ -181,10 +184,14 @@ TEST_F(DockerRuntimeTest, EnvironmentReachesTheContainerThroughAnEnvFileNeverArg
   var->set_name("FLEET_SECRET_TEST");
   var->set_value(secret);
   ASSERT_TRUE(s->Start(spec).ok());
-  ASSERT_TRUE(Eventually([&] {
-    auto log = s->ReadLog(group_, 0, 0, 0, 0);
-    return log.ok() && absl::StrContains(log->data, absl::StrCat("secret=", secret, "\n"));
-  })) << Status(*s)->DebugString();
+  ASSERT_TRUE(Eventually(
+      kDockerWait,
+      [&] {
+        auto log = s->ReadLog(group_, 0, 0, 0, 0);
+        return log.ok() && absl::StrContains(log->data, absl::StrCat("secret=", secret, "\n"));
+      },
+      kDockerPoll))
+      << Status(*s)->DebugString();
 
   const std::string env_file = engine::EnvFilePath(state_dir_, spec);
   absl::StatusOr<std::string> argv = ReadFileToString(state_dir_ + "/run-argv");
@@ -210,10 +217,13 @@ TEST_F(DockerRuntimeTest, EnvValueWithANewlineIsRefusedAtStart) {
 TEST_F(DockerRuntimeTest, MemlockUnlimitedThatDockerCannotGrantIsExplained) {
   auto s = NewSupervisor();
   ASSERT_TRUE(s->Start(Spec(std::nullopt)).ok());
-  ASSERT_TRUE(Eventually([&] {
-    auto st = Status(*s);
-    return st && st->state() == v1::SHARD_STATE_FAILED;
-  }));
+  ASSERT_TRUE(Eventually(
+      kDockerWait,
+      [&] {
+        auto st = Status(*s);
+        return st && st->state() == v1::SHARD_STATE_FAILED;
+      },
+      kDockerPoll));
   std::string message = Status(*s)->message();
   EXPECT_THAT(message, HasSubstr("memlock unlimited could not be granted to container"));
   EXPECT_THAT(message, HasSubstr("on spark-1"));

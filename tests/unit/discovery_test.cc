@@ -16,10 +16,12 @@
 #include "controller/discoverer.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/support/eventually.h"
 
 namespace fleet {
 namespace {
 
+using ::fleet::testing::Eventually;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
@@ -257,17 +259,8 @@ TEST(DiscoveryWireTest, OversizedDatagramsAreRefused) {
 // longer; probes that expect silence listen for kQuiet.
 constexpr absl::Duration kPatience = absl::Seconds(1);
 constexpr absl::Duration kQuiet = absl::Milliseconds(300);
-
-// Waits up to 1 s for `done` to hold; the responder works on its own thread.
-template <typename Predicate>
-bool Eventually(Predicate done) {
-  const absl::Time deadline = absl::Now() + absl::Seconds(1);
-  while (!done()) {
-    if (absl::Now() > deadline) return false;
-    absl::SleepFor(absl::Milliseconds(5));
-  }
-  return true;
-}
+// How long a test waits for the responder, which works on its own thread.
+constexpr absl::Duration kResponderWait = absl::Seconds(1);
 
 controller::ProbeScope Loopback(size_t expected_proven = 0) {
   return {.broadcast = false,
@@ -324,7 +317,7 @@ TEST_F(LoopbackTest, ResponderAnswersAProbe) {
   EXPECT_TRUE(node.joined);
   EXPECT_EQ(node.interfaces, SampleAnswer().interfaces);
   EXPECT_EQ(node.rdma_devices, SampleAnswer().rdma_devices);
-  EXPECT_TRUE(Eventually([&] { return responder->counters().answered == 1; }));
+  EXPECT_TRUE(Eventually(kResponderWait, [&] { return responder->counters().answered == 1; }));
 }
 
 TEST_F(LoopbackTest, ProbeTargetsAreValidated) {
@@ -361,7 +354,7 @@ TEST_F(LoopbackTest, AnswerIsProvenUnderAnyOfSeveralKeys) {
   EXPECT_TRUE((*found)[0].proven);
   EXPECT_EQ((*found)[0].key_index, 1u);
   ASSERT_TRUE(discoverer.Adopt((*found)[0], "127.0.0.1:7100").ok());
-  ASSERT_TRUE(Eventually([&] { return responder->counters().adopted == 1; }));
+  ASSERT_TRUE(Eventually(kResponderWait, [&] { return responder->counters().adopted == 1; }));
 }
 
 TEST_F(LoopbackTest, ProbeFloodIsRateLimited) {
@@ -373,7 +366,7 @@ TEST_F(LoopbackTest, ProbeFloodIsRateLimited) {
   for (int i = 0; i < 60; ++i) {
     ASSERT_TRUE(sender->SendTo("127.0.0.1", responder->port(), probe).ok());
   }
-  ASSERT_TRUE(Eventually([&] {
+  ASSERT_TRUE(Eventually(kResponderWait, [&] {
     auto c = responder->counters();
     return c.answered + c.rate_limited == 60;
   }));
@@ -498,12 +491,13 @@ TEST_F(LoopbackTest, AdoptReachesTheAgentOnce) {
   ASSERT_THAT(*found, SizeIs(1));
 
   ASSERT_TRUE(discoverer.Adopt((*found)[0], "127.0.0.1:7100").ok());
-  ASSERT_TRUE(Eventually([&] { return responder->counters().adopted == 1; }));
+  ASSERT_TRUE(Eventually(kResponderWait, [&] { return responder->counters().adopted == 1; }));
   EXPECT_THAT(adopted(), ElementsAre("127.0.0.1:7100"));
 
   // The same ADOPT again (a replay) is dropped.
   ASSERT_TRUE(discoverer.Adopt((*found)[0], "127.0.0.1:7100").ok());
-  ASSERT_TRUE(Eventually([&] { return responder->counters().replayed_adopt == 1; }));
+  ASSERT_TRUE(
+      Eventually(kResponderWait, [&] { return responder->counters().replayed_adopt == 1; }));
   EXPECT_THAT(adopted(), ElementsAre("127.0.0.1:7100"));
 }
 
@@ -523,25 +517,25 @@ TEST_F(LoopbackTest, ForgedAdoptsAreIgnored) {
   // Made with another key.
   send(MustEncode(Adopt{.nonce = node.nonce, .node_id = "spark-1", .controller_address = "evil:1"},
                   discovery::DeriveKey("attacker")));
-  ASSERT_TRUE(Eventually([&] { return responder->counters().bad_mac == 1; }));
+  ASSERT_TRUE(Eventually(kResponderWait, [&] { return responder->counters().bad_mac == 1; }));
   // For a nonce this agent never answered.
   send(MustEncode(Adopt{.nonce = kNonce, .node_id = "spark-1", .controller_address = "evil:2"}));
-  ASSERT_TRUE(Eventually([&] { return responder->counters().unknown_nonce == 1; }));
+  ASSERT_TRUE(Eventually(kResponderWait, [&] { return responder->counters().unknown_nonce == 1; }));
   // For another node id.
   send(
       MustEncode(Adopt{.nonce = node.nonce, .node_id = "spark-9", .controller_address = "evil:3"}));
-  ASSERT_TRUE(Eventually([&] { return responder->counters().unknown_nonce == 2; }));
+  ASSERT_TRUE(Eventually(kResponderWait, [&] { return responder->counters().unknown_nonce == 2; }));
   // Not a discovery datagram, and an ANSWER (which agents never take).
   send("hello");
   send(MustEncode(SampleAnswer()));
-  ASSERT_TRUE(Eventually([&] {
+  ASSERT_TRUE(Eventually(kResponderWait, [&] {
     return responder->counters().malformed == 1 && responder->counters().wrong_type == 1;
   }));
   EXPECT_THAT(adopted(), IsEmpty());
 
   // The genuine one still works afterwards.
   ASSERT_TRUE(discoverer.Adopt(node, "127.0.0.1:7100").ok());
-  ASSERT_TRUE(Eventually([&] { return responder->counters().adopted == 1; }));
+  ASSERT_TRUE(Eventually(kResponderWait, [&] { return responder->counters().adopted == 1; }));
   EXPECT_THAT(adopted(), ElementsAre("127.0.0.1:7100"));
 }
 

@@ -10,7 +10,6 @@
 #include <unistd.h>
 
 #include <atomic>
-#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -29,11 +28,13 @@
 #include "engine/docker_run.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/support/eventually.h"
 #include "tests/unit/fake_shard_runtime.h"
 
 namespace fleet::agent {
 namespace {
 
+using ::fleet::testing::Eventually;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
 using ::testing::SizeIs;
@@ -46,15 +47,6 @@ std::string MakeTempDir() {
   return tmpl;
 }
 
-// Polls `done` until it holds or kDeadline passes.
-bool Eventually(const std::function<bool()>& done) {
-  for (absl::Time deadline = absl::Now() + kDeadline; absl::Now() < deadline;) {
-    if (done()) return true;
-    absl::SleepFor(absl::Milliseconds(10));
-  }
-  return done();
-}
-
 std::optional<v1::ShardStatus> Find(Supervisor& s, const std::string& group, uint64_t generation,
                                     uint32_t rank) {
   for (const v1::ShardStatus& st : s.List()) {
@@ -65,7 +57,7 @@ std::optional<v1::ShardStatus> Find(Supervisor& s, const std::string& group, uin
 
 bool HasState(Supervisor& s, const std::string& group, uint64_t generation, uint32_t rank,
               v1::ShardState state) {
-  return Eventually([&] {
+  return Eventually(kDeadline, [&] {
     std::optional<v1::ShardStatus> st = Find(s, group, generation, rank);
     return st && st->state() == state;
   });
@@ -157,7 +149,7 @@ TEST_F(FakeRuntimeTest, ReadyOnlyOnceTheProbePasses) {
   spec.mutable_readiness()->set_port(8000);
   spec.mutable_readiness()->mutable_period()->set_nanos(10'000'000);
   ASSERT_TRUE(supervisor_->Start(spec).ok());
-  ASSERT_TRUE(Eventually([&] {
+  ASSERT_TRUE(Eventually(kDeadline, [&] {
     auto st = Find(*supervisor_, "ds4", 1, 0);
     return st && st->state() == v1::SHARD_STATE_RUNNING &&
            st->message() == "GET http://127.0.0.1:8000/health: connection refused";
@@ -178,7 +170,7 @@ TEST_F(FakeRuntimeTest, NewGenerationStopsTheOldOneAndOlderOrdersAreAborted) {
 
   ASSERT_TRUE(supervisor_->Start(Spec("ds4", 5, 0)).ok());
   ASSERT_TRUE(HasState(*supervisor_, "ds4", 5, 0, v1::SHARD_STATE_READY));
-  ASSERT_TRUE(Eventually([&] { return supervisor_->List().size() == 2; }));
+  ASSERT_TRUE(Eventually(kDeadline, [&] { return supervisor_->List().size() == 2; }));
   EXPECT_FALSE(runtime_->shard("ds4", 4, 0)->running());
   EXPECT_FALSE(runtime_->shard("ds4", 4, 1)->running());
   EXPECT_TRUE(runtime_->shard("other", 1, 0)->running());
@@ -294,7 +286,7 @@ TEST_F(ProcessTest, RunsInItsOwnSessionAndReportsExitAtOnce) {
   // stdin is /dev/null: `read` fails at once and the shell exits 3.
   ASSERT_TRUE(HasState(*s, "ds4", 1, 0, v1::SHARD_STATE_FAILED));
   EXPECT_EQ(Find(*s, "ds4", 1, 0)->exit(), "exited with status 3");
-  ASSERT_TRUE(Eventually([&] {
+  ASSERT_TRUE(Eventually(kDeadline, [&] {
     auto log = s->ReadLog("ds4", 0, std::nullopt, 10, 0);
     return log.ok() && log->data == "hello world\n";
   }));
@@ -316,7 +308,7 @@ TEST_F(ProcessTest, StopKillsTheWholeProcessGroup) {
   ASSERT_TRUE(
       s->Start(Sh("ds4", 1, 0, absl::StrCat("sleep 30 & echo $! > ", pidfile, "; wait"))).ok());
   pid_t grandchild = 0;
-  ASSERT_TRUE(Eventually([&] {
+  ASSERT_TRUE(Eventually(kDeadline, [&] {
     auto text = ReadFileToString(pidfile);
     return text.ok() && absl::SimpleAtoi(absl::StripAsciiWhitespace(*text), &grandchild);
   }));
@@ -326,7 +318,7 @@ TEST_F(ProcessTest, StopKillsTheWholeProcessGroup) {
   ASSERT_THAT(*stopped, SizeIs(1));
   EXPECT_EQ((*stopped)[0].state(), v1::SHARD_STATE_EXITED);
   EXPECT_TRUE(Gone(leader));
-  EXPECT_TRUE(Eventually([&] { return Gone(grandchild); }));
+  EXPECT_TRUE(Eventually(kDeadline, [&] { return Gone(grandchild); }));
   EXPECT_THAT(s->List(), IsEmpty());
 }
 
@@ -337,7 +329,7 @@ TEST_F(ProcessTest, ShardIgnoringSigtermIsKilledAfterTheGrace) {
       "ds4", 1, 0, absl::StrCat("trap '' TERM; touch ", marker, "; while :; do sleep 0.05; done"));
   spec.mutable_stop_grace()->set_nanos(300'000'000);
   ASSERT_TRUE(s->Start(spec).ok());
-  ASSERT_TRUE(Eventually([&] { return ::access(marker.c_str(), F_OK) == 0; }));
+  ASSERT_TRUE(Eventually(kDeadline, [&] { return ::access(marker.c_str(), F_OK) == 0; }));
   absl::Time begin = absl::Now();
   auto stopped = s->Stop("ds4", 0);
   ASSERT_TRUE(stopped.ok());
@@ -353,7 +345,7 @@ TEST_F(ProcessTest, ReadoptedByTheNextSupervisorWithoutASecondCopy) {
     ASSERT_TRUE(first->Start(spec).ok());
     ASSERT_TRUE(HasState(*first, "ds4", 2, 1, v1::SHARD_STATE_READY));
     pid = Find(*first, "ds4", 2, 1)->pid();
-    ASSERT_TRUE(Eventually([&] {
+    ASSERT_TRUE(Eventually(kDeadline, [&] {
       auto log = first->ReadLog("ds4", 1, std::nullopt, 0, 0);
       return log.ok() && log->data == "up\n";
     }));
@@ -395,7 +387,7 @@ TEST_F(ProcessTest, RecordOfADeadShardIsNotAdopted) {
   // Kept listed until stopped or replaced; a new generation replaces it.
   ASSERT_TRUE(second->Start(Sh("ds4", 2, 0, "exec sleep 30")).ok());
   ASSERT_TRUE(HasState(*second, "ds4", 2, 0, v1::SHARD_STATE_READY));
-  ASSERT_TRUE(Eventually([&] { return !Find(*second, "ds4", 1, 0).has_value(); }));
+  ASSERT_TRUE(Eventually(kDeadline, [&] { return !Find(*second, "ds4", 1, 0).has_value(); }));
   ASSERT_TRUE(second->Stop("ds4", 0).ok());
 }
 
@@ -478,7 +470,7 @@ TEST_F(ProcessTest, MemlockIsAppliedOrTheShortfallIsAWarning) {
   v1::ShardSpec set = Sh("ds4", 1, 0, "ulimit -l; exec sleep 30");
   set.set_memlock_bytes(4 << 20);
   ASSERT_TRUE(s->Start(set).ok());
-  ASSERT_TRUE(Eventually([&] {
+  ASSERT_TRUE(Eventually(kDeadline, [&] {
     auto log = s->ReadLog("ds4", 0, 0, 0, 0);
     return log.ok() && log->data == "4096\n";
   }));
@@ -515,7 +507,7 @@ TEST_F(ProcessTest, OffsetsCountAcrossRotation) {
                           "i=$((i+1)); sleep 0.01; done; exec sleep 30"))
                   .ok());
   constexpr uint64_t kTotal = 60 * 50;
-  ASSERT_TRUE(Eventually([&] {
+  ASSERT_TRUE(Eventually(kDeadline, [&] {
     auto tail = s->ReadLog("ds4", 0, std::nullopt, 1, 0);
     return tail.ok() && tail->next_offset == kTotal;
   }));
@@ -552,7 +544,7 @@ TEST_F(ProcessTest, TailLines) {
                           "i=0; while [ $i -lt 100 ]; do echo row-$i; i=$((i+1)); "
                           "done; exec sleep 30"))
                   .ok());
-  ASSERT_TRUE(Eventually([&] {
+  ASSERT_TRUE(Eventually(kDeadline, [&] {
     auto tail = s->ReadLog("ds4", 0, std::nullopt, 3, 0);
     return tail.ok() && tail->data == "row-97\nrow-98\nrow-99\n";
   }));
@@ -581,7 +573,7 @@ TEST_F(ProcessTest, WaitsForTcpBeforeStarting) {
   spec.set_wait_for_tcp(target);
   ASSERT_TRUE(s->Start(spec).ok());
   // Bound but not listening: connections are refused, the shard waits.
-  ASSERT_TRUE(Eventually([&] {
+  ASSERT_TRUE(Eventually(kDeadline, [&] {
     auto st = Find(*s, "ds4", 1, 1);
     return st && st->message() == absl::StrCat("waiting for ", target, " to accept connections");
   }));
@@ -636,7 +628,7 @@ TEST_F(ProcessTest, ShardSeesTheControllerItsAgentUses) {
       s->Start(WithControllerAccess(
                    Sh("ds4", 1, 0, "echo $FLEET_CONTROLLER_ADDR $FLEET_CONTROLLER_CA"), kAccess))
           .ok());
-  ASSERT_TRUE(Eventually([&] {
+  ASSERT_TRUE(Eventually(kDeadline, [&] {
     auto log = s->ReadLog("ds4", 0, std::nullopt, 10, 0);
     return log.ok() && log->data == "10.0.0.1:7100 /var/lib/fleet/pki/ca.crt\n";
   }));

@@ -27,24 +27,18 @@
 #include "grpcpp/server.h"
 #include "grpcpp/server_builder.h"
 #include "gtest/gtest.h"
+#include "tests/support/eventually.h"
 
 namespace fleet::native {
 namespace {
 
+using ::fleet::testing::Eventually;
 using ::testing::HasSubstr;
 
 const std::string kToken5(64, '5');
 const std::string kToken6(64, '6');
 
 // Polls `done` for at most 5 s.
-bool Eventually(const std::function<bool()>& done) {
-  for (absl::Time deadline = absl::Now() + absl::Seconds(5); absl::Now() < deadline;) {
-    if (done()) return true;
-    absl::SleepFor(absl::Milliseconds(2));
-  }
-  return done();
-}
-
 class RendezvousClientTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -113,7 +107,7 @@ TEST_F(RendezvousClientTest, RankZeroSetsAndRankOneWaitsForIt) {
   absl::StatusOr<std::string> got;
   std::thread waiter([&] { got = rank1->Get("nccl-id", absl::Now() + absl::Seconds(5)); });
   // Rank 1's call waits in the controller before rank 0 publishes.
-  ASSERT_TRUE(Eventually([&] { return store_.waiting() == 1; }));
+  ASSERT_TRUE(Eventually(absl::Seconds(5), [&] { return store_.waiting() == 1; }));
   ASSERT_TRUE(rank0->Set("nccl-id", id).ok());
   waiter.join();
   ASSERT_TRUE(got.ok()) << got.status();
@@ -146,7 +140,7 @@ TEST_F(RendezvousClientTest, RankOfAReplacedGenerationIsAbortedAtOnce) {
   std::unique_ptr<RendezvousClient> old_rank = Client(1, 5, kToken5);
   absl::StatusOr<std::string> waited;
   std::thread waiter([&] { waited = old_rank->Get("nccl-id", absl::Now() + absl::Seconds(5)); });
-  ASSERT_TRUE(Eventually([&] { return store_.waiting() == 1; }));
+  ASSERT_TRUE(Eventually(absl::Seconds(5), [&] { return store_.waiting() == 1; }));
   const absl::Time replaced = absl::Now();
   store_.Open("demo", 6, kToken6);  // the controller started generation 6
   waiter.join();
