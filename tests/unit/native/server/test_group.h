@@ -17,7 +17,6 @@
 namespace fleet::native::testing {
 
 struct TestRank {
-  std::shared_ptr<KvStore> store;  // shared by the group
   std::unique_ptr<Collectives> collectives;
   std::unique_ptr<Model> model;
 };
@@ -40,15 +39,15 @@ inline ModelShape SmallShape() {
 // Connects `n` ranks (each on its own thread, as Gloo needs) and builds their models.
 inline std::vector<TestRank> MakeGroup(int n, const ModelShape& shape,
                                        absl::Duration timeout = absl::Seconds(10)) {
-  auto store = std::make_shared<InMemoryKvStore>();
+  // Read only while the ranks connect.
+  InMemoryKvStore store;
   const std::string prefix = UniquePrefix();
   std::vector<TestRank> ranks(n);
   std::vector<absl::Status> errors(n);
   std::vector<std::thread> threads;
   for (int rank = 0; rank < n; ++rank) {
-    ranks[rank].store = store;
     threads.emplace_back([&, rank] {
-      auto gloo = GlooCollectives::Create(store.get(), rank, n, LoopbackOptions(prefix, timeout));
+      auto gloo = GlooCollectives::Create(&store, rank, n, LoopbackOptions(prefix, timeout));
       if (!gloo.ok()) {
         errors[rank] = gloo.status();
         return;
