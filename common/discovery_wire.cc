@@ -7,7 +7,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
-#include "common/hmac.h"
+#include "common/pki.h"
 #include "common/status_macros.h"
 
 namespace fleet::discovery {
@@ -269,18 +269,13 @@ absl::Status MalformedHeader(size_t offset, absl::string_view what) {
 }  // namespace
 
 std::string DeriveKey(absl::string_view token_secret) {
-  Mac key = HmacSha256(token_secret, kKeyLabel);
-  return std::string(key.begin(), key.end());
+  return pki::HmacSha256(token_secret, kKeyLabel);
 }
 
-absl::StatusOr<Nonce> NewNonce() {
-  absl::StatusOr<std::string> bytes = RandomBytes(kNonceSize);
-  if (!bytes.ok()) {
-    return absl::UnavailableError(
-        absl::StrCat("cannot make a discovery nonce: ", bytes.status().message()));
-  }
+Nonce NewNonce() {
+  const std::string bytes = pki::RandomBytes(kNonceSize);
   Nonce nonce{};
-  std::copy(bytes->begin(), bytes->end(), nonce.begin());
+  std::copy(bytes.begin(), bytes.end(), nonce.begin());
   return nonce;
 }
 
@@ -292,8 +287,7 @@ std::string Frame(uint8_t type, absl::string_view body, absl::string_view key) {
   datagram.push_back(static_cast<char>((body.size() >> 8) & 0xff));
   datagram.push_back(static_cast<char>(body.size() & 0xff));
   datagram.append(body.data(), body.size());
-  Mac mac = HmacSha256(key, datagram);
-  datagram.append(mac.begin(), mac.end());
+  datagram += pki::HmacSha256(key, datagram);
   return datagram;
 }
 
@@ -394,8 +388,8 @@ absl::StatusOr<Decoded> Decode(absl::string_view datagram, absl::string_view key
   if (absl::Status status = reader.ExpectEnd(); !status.ok()) return status;
 
   const size_t signed_size = kHeaderSize + body_size;
-  const Mac expected = HmacSha256(key, datagram.substr(0, signed_size));
-  const bool proven = MacEquals(expected, datagram.substr(signed_size));
+  const bool proven = pki::ConstantTimeEquals(pki::HmacSha256(key, datagram.substr(0, signed_size)),
+                                              datagram.substr(signed_size));
   return Decoded{*std::move(message), proven};
 }
 

@@ -111,8 +111,8 @@ struct Decoded {
 // store this derived key, never the join token's secret.
 std::string DeriveKey(absl::string_view token_secret);
 
-// A fresh random nonce from OpenSSL's CSPRNG. Unavailable when the CSPRNG fails.
-absl::StatusOr<Nonce> NewNonce();
+// A fresh random nonce from OpenSSL's CSPRNG (pki::RandomBytes, which aborts if it fails).
+Nonce NewNonce();
 
 // Encodes and signs a message. InvalidArgument names the field that breaks a limit (a string
 // over 255 bytes or with control characters, too many interfaces/addresses/devices);

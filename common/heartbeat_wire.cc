@@ -2,7 +2,7 @@
 #include "common/heartbeat_wire.h"
 
 #include "absl/strings/str_cat.h"
-#include "common/hmac.h"
+#include "common/pki.h"
 
 namespace fleet::heartbeat {
 namespace {
@@ -25,8 +25,7 @@ absl::StatusOr<std::string> Frame(uint8_t type, const google::protobuf::MessageL
         "a heartbeat datagram would be ", datagram.size() + kMacSize, " bytes, over the limit of ",
         kMaxDatagramSize, "; node ids are 32 characters"));
   }
-  Mac mac = HmacSha256(key, datagram);
-  datagram.append(mac.begin(), mac.end());
+  datagram += pki::HmacSha256(key, datagram);
   return datagram;
 }
 
@@ -87,7 +86,8 @@ absl::StatusOr<v1::HeartbeatAck> ParseAck(absl::string_view datagram) {
 bool Verify(absl::string_view datagram, absl::string_view key) {
   if (datagram.size() < kMacSize) return false;
   const size_t signed_size = datagram.size() - kMacSize;
-  return MacEquals(HmacSha256(key, datagram.substr(0, signed_size)), datagram.substr(signed_size));
+  return pki::ConstantTimeEquals(pki::HmacSha256(key, datagram.substr(0, signed_size)),
+                                 datagram.substr(signed_size));
 }
 
 }  // namespace fleet::heartbeat

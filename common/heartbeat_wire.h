@@ -29,6 +29,7 @@ namespace fleet::heartbeat {
 
 inline constexpr uint8_t kVersion = 1;
 inline constexpr size_t kKeySize = 32;
+inline constexpr size_t kMacSize = 32;  // HMAC-SHA256
 inline constexpr size_t kMaxDatagramSize = 512;
 
 // Frames and signs one beat or ack. Node ids are 32 characters, so a beat is about 90 bytes;

@@ -72,16 +72,14 @@ grpc::ServerUnaryReactor* ControllerService::Register(grpc::CallbackServerContex
   }
   absl::Status st = d_.registry->Register(*request);
   if (!st.ok()) return Finish(context, st);
-  absl::StatusOr<HeartbeatSession> session =
-      d_.heartbeats->Open(node_id, request->shards_version());
-  if (!session.ok()) return Finish(context, session.status());
+  const HeartbeatSession session = d_.heartbeats->Open(node_id, request->shards_version());
   d_.groups->ReportShards(node_id, request->shards());
   response->set_heartbeat_period_ms(
       static_cast<uint32_t>(absl::ToInt64Milliseconds(d_.registry->config().heartbeat_period)));
   response->set_controller_id(d_.controller_id);
   response->set_heartbeat_port(heartbeat_port);
-  response->set_heartbeat_session(session->id);
-  response->set_heartbeat_key(session->key);
+  response->set_heartbeat_session(session.id);
+  response->set_heartbeat_key(session.key);
   {
     absl::MutexLock lock(&mu_);
     ++agent_calls_;

@@ -34,7 +34,7 @@ absl::StatusOr<std::vector<Found>> Discoverer::Probe(const ProbeScope& scope,
                        "\" is not an IPv4 address (expected a dotted quad like 10.0.0.2)"));
     }
   }
-  ASSIGN_OR_RETURN(discovery::Nonce nonce, discovery::NewNonce());
+  const discovery::Nonce nonce = discovery::NewNonce();
   ASSIGN_OR_RETURN(std::string probe,
                    discovery::Encode(discovery::Probe{.nonce = nonce,
                                                       .controller_port = controller_port_,

@@ -5,8 +5,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/heartbeat_wire.h"
-#include "common/hmac.h"
 #include "common/log.h"
+#include "common/pki.h"
 
 namespace fleet::controller {
 namespace {
@@ -25,15 +25,11 @@ std::optional<std::string> Ack(const v1::HeartbeatDatagram& beat, v1::HeartbeatV
 
 }  // namespace
 
-absl::StatusOr<HeartbeatSession> HeartbeatSessions::Open(absl::string_view node_id,
-                                                         uint64_t shards_version) {
-  absl::StatusOr<std::string> id = RandomBytes(sizeof(uint64_t));
-  if (!id.ok()) return id.status();
-  absl::StatusOr<std::string> key = RandomBytes(heartbeat::kKeySize);
-  if (!key.ok()) return key.status();
+HeartbeatSession HeartbeatSessions::Open(absl::string_view node_id, uint64_t shards_version) {
+  const std::string id = pki::RandomBytes(sizeof(uint64_t));
   HeartbeatSession opened;
-  std::memcpy(&opened.id, id->data(), sizeof(opened.id));
-  opened.key = *std::move(key);
+  std::memcpy(&opened.id, id.data(), sizeof(opened.id));
+  opened.key = pki::RandomBytes(heartbeat::kKeySize);
   absl::MutexLock lock(&mu_);
   sessions_[node_id] = Session{.id = opened.id,
                                .key = opened.key,

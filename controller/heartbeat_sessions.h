@@ -35,7 +35,7 @@ struct HeartbeatCounters {
 
 // Example:
 //   HeartbeatSessions sessions(&clock, &registry, absl::Seconds(60));
-//   ASSIGN_OR_RETURN(HeartbeatSession s, sessions.Open(node_id, request.shards_version()));
+//   HeartbeatSession s = sessions.Open(node_id, request.shards_version());
 //   ... later, for each datagram received:
 //   if (std::optional<std::string> ack = sessions.Handle(datagram)) socket.SendTo(..., *ack);
 class HeartbeatSessions {
@@ -46,8 +46,8 @@ class HeartbeatSessions {
       : clock_(clock), registry_(registry), refresh_shards_after_(refresh_shards_after) {}
 
   // Starts a new session for a node that has just registered with shards of `shards_version`;
-  // its previous session ends. Unavailable when the random generator fails.
-  absl::StatusOr<HeartbeatSession> Open(absl::string_view node_id, uint64_t shards_version);
+  // its previous session ends. The id and key come from pki::RandomBytes.
+  HeartbeatSession Open(absl::string_view node_id, uint64_t shards_version);
 
   // The node's shard list of `shards_version` has reached the controller (ReportShards).
   void Reported(absl::string_view node_id, uint64_t shards_version);

@@ -102,9 +102,7 @@ class HeartbeatSessionsTest : public ::testing::Test {
     r.mutable_identity()->set_name("spark-1");
     r.set_advertise_address("10.0.0.2:7101");
     ASSERT_TRUE(registry_.Register(r).ok());
-    absl::StatusOr<controller::HeartbeatSession> s = sessions_.Open("a", 1);
-    ASSERT_TRUE(s.ok()) << s.status();
-    session_ = *s;
+    session_ = sessions_.Open("a", 1);
   }
 
   // The verdict of the ack Handle returns for `beat` signed with `key`, checking that the ack
@@ -171,7 +169,7 @@ TEST_F(HeartbeatSessionsTest, UnknownNodesAndSessionsAreToldToRegisterUnsigned) 
   // A registration opens a new session; beats of the old one are answered REGISTER, which the
   // agent ignores because the ack names the old session.
   controller::HeartbeatSession old = session_;
-  session_ = *sessions_.Open("a", 1);
+  session_ = sessions_.Open("a", 1);
   EXPECT_NE(session_.id, old.id);
   EXPECT_NE(session_.key, old.key);
   EXPECT_EQ(Send(Beat("a", old.id, 9, 1), old.key, ""), v1::HEARTBEAT_VERDICT_REGISTER);
