@@ -8,7 +8,7 @@
 #include "absl/status/statusor.h"
 #include "cli/commands.h"
 #include "cli/controller_api.h"
-#include "engine/adapters/adapter.h"
+#include "launch/adapters/adapter.h"
 
 namespace fleet::cli {
 

@@ -18,7 +18,7 @@
 #include "cli/local_demo_recipe.h"
 #include "cli/output.h"
 #include "common/files.h"
-#include "common/http_client.h"
+#include "common/http/http_client.h"
 #include "common/status_macros.h"
 #include "common/subprocess.h"
 #include "nlohmann/json.hpp"

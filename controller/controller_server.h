@@ -16,10 +16,10 @@
 #include "common/executor.h"
 #include "common/transport.h"
 #include "common/udp.h"
-#include "controller/group_manager.h"
-#include "controller/heartbeat_sessions.h"
-#include "controller/node_registry.h"
-#include "controller/rendezvous_store.h"
+#include "controller/groups/group_manager.h"
+#include "controller/registry/heartbeat_sessions.h"
+#include "controller/registry/node_registry.h"
+#include "controller/rendezvous/rendezvous_store.h"
 
 namespace grpc {
 class Server;

@@ -1,5 +1,5 @@
 // Shards as containers of the node's Docker engine, driven through the docker CLI:
-// `docker image inspect` before a start, `docker run --detach` (engine/docker_run.h renders
+// `docker image inspect` before a start, `docker run --detach` (launch/docker_run.h renders
 // it), `docker wait NAME` as a child process whose pidfd tells the Supervisor's monitor the
 // container ended (event driven, one process per shard, instead of an inspect every 200 ms),
 // `docker logs --follow NAME` appending to the shard's log file, and `docker stop -t GRACE`
@@ -13,7 +13,7 @@
 #include <string>
 
 #include "agent/shards/shard_runtime.h"
-#include "engine/docker_run.h"
+#include "launch/docker_run.h"
 
 namespace fleet::agent {
 

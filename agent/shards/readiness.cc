@@ -8,7 +8,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
-#include "common/http_client.h"
+#include "common/http/http_client.h"
 #include "nlohmann/json.hpp"
 
 namespace fleet::agent {

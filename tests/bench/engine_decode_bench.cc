@@ -27,10 +27,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/time.h"
-#include "engine/native/cuda/model_cuda.h"
-#include "engine/native/cuda/nccl_collectives.h"
-#include "engine/native/model/model.h"
-#include "engine/native/rendezvous/kv_store.h"
+#include "engine/cuda/model_cuda.h"
+#include "engine/cuda/nccl_collectives.h"
+#include "engine/model/model.h"
+#include "engine/rendezvous/kv_store.h"
 
 namespace fleet::native {
 namespace {

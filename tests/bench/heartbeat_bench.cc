@@ -42,9 +42,9 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
-#include "agent/controller_client_impl.h"
+#include "agent/session/controller_client_impl.h"
 #include "common/files.h"
-#include "common/heartbeat_wire.h"
+#include "common/wire/heartbeat_wire.h"
 #include "common/identity_names.h"
 #include "common/join_token.h"
 #include "common/pki.h"
@@ -378,7 +378,7 @@ struct AgentIdentity {
   std::string cert_pem;
 };
 
-// One Controller.Join, as agent/joiner.cc does it after the CA check: a new key, a CSR for it,
+// One Controller.Join, as agent/session/joiner.cc does it after the CA check: a new key, a CSR for it,
 // and the token's id and secret. Checks that the certificate it gets is issued by the CA.
 absl::Status JoinOne(v1::Controller::Stub& stub, const JoinToken& token, const std::string& ca_pem,
                      AgentIdentity& agent) {

@@ -8,7 +8,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
-#include "common/discovery_wire.h"
+#include "common/wire/discovery_wire.h"
 #include "tests/fuzz/fuzz_key.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {

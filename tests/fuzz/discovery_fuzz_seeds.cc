@@ -9,7 +9,7 @@
 #include <utility>
 #include <vector>
 
-#include "common/discovery_wire.h"
+#include "common/wire/discovery_wire.h"
 #include "tests/fuzz/fuzz_key.h"
 
 namespace fleet::discovery {

@@ -4,7 +4,7 @@
 
 #include <string>
 
-#include "common/discovery_wire.h"
+#include "common/wire/discovery_wire.h"
 
 namespace fleet::discovery {
 

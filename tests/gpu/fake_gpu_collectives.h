@@ -26,9 +26,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "common/status_macros.h"
-#include "engine/native/cuda/cuda_check.h"
-#include "engine/native/cuda/cuda_resources.h"
-#include "engine/native/cuda/gpu_collectives.h"
+#include "engine/cuda/cuda_check.h"
+#include "engine/cuda/cuda_resources.h"
+#include "engine/cuda/gpu_collectives.h"
 
 namespace fleet::native {
 

@@ -16,7 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "agent/shards/supervisor_impl.h"
 #include "common/files.h"
-#include "engine/docker_run.h"
+#include "launch/docker_run.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/support/docker_test_image.h"

@@ -2,7 +2,7 @@
 #include <cstdlib>
 #include <filesystem>
 
-#include "agent/identity.h"
+#include "agent/session/identity.h"
 #include "agent/probes/node_facts.h"
 #include "common/files.h"
 #include "gmock/gmock.h"

@@ -1,9 +1,9 @@
 // ControllerSession driven by hand against a fake controller: register, heartbeat with the
 // session's key, report shards when they change or the controller asks, back off while the
 // controller is away, and register again when it has forgotten the node or the session.
-#include "agent/controller_session.h"
+#include "agent/session/controller_session.h"
 
-#include "agent/fake_controller_client.h"
+#include "agent/session/fake_controller_client.h"
 #include "gtest/gtest.h"
 
 namespace fleet::agent {

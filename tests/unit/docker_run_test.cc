@@ -1,6 +1,6 @@
 // RenderDockerRun: the exact `docker run` argv of a shard, the ENTRYPOINT rules that keep
 // `vllm serve` from being doubled, and the env file that keeps the environment out of argv.
-#include "engine/docker_run.h"
+#include "launch/docker_run.h"
 
 #include <cstdint>
 #include <limits>

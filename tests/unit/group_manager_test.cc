@@ -1,15 +1,15 @@
 // GroupManager with a real NodeRegistry, a fake store, a fake agent client and a fake clock:
 // placement, start orders and their order, re-apply, replacement, reports folded into group
 // state, stop, stale shards, lost nodes, start timeout and a controller restart.
-#include "controller/group_manager.h"
+#include "controller/groups/group_manager.h"
 
 #include <optional>
 #include <set>
 
 #include "absl/strings/match.h"
 #include "common/fake_clock.h"
-#include "controller/fake_agent_client.h"
-#include "controller/fake_store.h"
+#include "controller/groups/fake_agent_client.h"
+#include "controller/store/fake_store.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 

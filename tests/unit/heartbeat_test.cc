@@ -9,12 +9,12 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
-#include "agent/controller_client_impl.h"
+#include "agent/session/controller_client_impl.h"
 #include "common/fake_clock.h"
-#include "common/heartbeat_wire.h"
+#include "common/wire/heartbeat_wire.h"
 #include "common/udp.h"
-#include "controller/fake_store.h"
-#include "controller/heartbeat_sessions.h"
+#include "controller/store/fake_store.h"
+#include "controller/registry/heartbeat_sessions.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 

@@ -1,6 +1,6 @@
 // The agent's credentials on disk: installed atomically, checked against the node id, and
 // renewed two thirds into their life counted from issue.
-#include "agent/node_credentials.h"
+#include "agent/session/node_credentials.h"
 
 #include <filesystem>
 

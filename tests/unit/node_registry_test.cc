@@ -1,9 +1,9 @@
 // NodeRegistry with a fake clock and a fake store: registration, liveness transitions,
 // name conflicts, persistence of changes and behaviour after a controller restart.
-#include "controller/node_registry.h"
+#include "controller/registry/node_registry.h"
 
 #include "common/fake_clock.h"
-#include "controller/fake_store.h"
+#include "controller/store/fake_store.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 

@@ -1,6 +1,6 @@
 // PlanGroup and the engine adapters: the exact argv, environment, waits and probes of every
 // rank, the errors a recipe or a placement can cause, and golden plans of the repo's recipes.
-#include "engine/plan.h"
+#include "launch/plan.h"
 
 #include <cstdlib>
 #include <fstream>
@@ -12,7 +12,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
 #include "common/files.h"
-#include "engine/docker_run.h"
+#include "launch/docker_run.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 

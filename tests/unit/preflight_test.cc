@@ -1,6 +1,6 @@
 // Preflight: a healthy pair of DGX Sparks passes every check; each broken variant fails (or
 // warns) the one check it breaks, with the observed value and the fix the operator needs.
-#include "controller/preflight.h"
+#include "controller/preflight/preflight.h"
 
 #include <algorithm>
 #include <cstdint>

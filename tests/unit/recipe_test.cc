@@ -1,6 +1,6 @@
 // Recipe parsing, PyYAML-compatible value printing, str.format rendering and word splitting,
 // on the community's own files and on small inline recipes for every error.
-#include "engine/recipe.h"
+#include "launch/recipe.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>

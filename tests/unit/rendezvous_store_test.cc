@@ -1,6 +1,6 @@
 // RendezvousStore with a fake clock: keys, waiting Gets answered by Set, deadlines kept by
 // Tick, tokens, generations, Close and the limits.
-#include "controller/rendezvous_store.h"
+#include "controller/rendezvous/rendezvous_store.h"
 
 #include <optional>
 #include <string>

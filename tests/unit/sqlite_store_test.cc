@@ -1,6 +1,6 @@
 // SqliteStore on real files: round trips, reopening, and refusing a corrupt or newer database
 // without touching it.
-#include "controller/sqlite_store.h"
+#include "controller/store/sqlite_store.h"
 
 #include <sqlite3.h>
 

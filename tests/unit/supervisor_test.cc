@@ -25,7 +25,7 @@
 #include "common/fake_clock.h"
 #include "common/files.h"
 #include "common/subprocess.h"
-#include "engine/docker_run.h"
+#include "launch/docker_run.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/support/eventually.h"

@@ -5,9 +5,9 @@
 #include "common/fake_clock.h"
 #include "common/files.h"
 #include "common/identity_names.h"
-#include "controller/cluster_ca.h"
-#include "controller/fake_store.h"
-#include "controller/tokens.h"
+#include "controller/trust/cluster_ca.h"
+#include "controller/store/fake_store.h"
+#include "controller/trust/tokens.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 

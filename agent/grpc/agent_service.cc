@@ -1,0 +1,124 @@
+// The Agent gRPC service.
+#include "agent/grpc/agent_service.h"
+
+#include "absl/strings/str_cat.h"
+#include "agent/probes/node_facts.h"
+#include "agent/probes/probe_all.h"
+#include "common/grpc_status.h"
+#include "common/peer.h"
+#include "common/version.h"
+
+namespace fleet::agent {
+
+namespace {
+
+grpc::ServerUnaryReactor* Finish(grpc::CallbackServerContext* context, const absl::Status& st) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(ToGrpc(st));
+  return reactor;
+}
+
+// Only the controller may ask anything of an agent: engine processes start on its orders only.
+absl::Status RequireController(grpc::CallbackServerContext* context) {
+  return RequireRole(PeerFromAuthContext(*context->auth_context()), Peer::Role::kController);
+}
+
+}  // namespace
+
+grpc::ServerUnaryReactor* AgentService::Describe(grpc::CallbackServerContext* context,
+                                                 const v1::DescribeRequest* request,
+                                                 v1::DescribeResponse* response) {
+  if (absl::Status st = RequireController(context); !st.ok()) return Finish(context, st);
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (!request->node_id().empty() && request->node_id() != identity_.node_id()) {
+    reactor->Finish(grpc::Status(
+        grpc::StatusCode::FAILED_PRECONDITION,
+        absl::StrCat("this address is node ", identity_.name(), " (", identity_.node_id(),
+                     "), not ", request->node_id(), "; check the agents' --advertise addresses")));
+    return reactor;
+  }
+  *response->mutable_identity() = identity_;
+  response->set_agent_version(kVersion);
+  *response->mutable_facts() = ReadNodeFacts(root_);
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* AgentService::StartShard(grpc::CallbackServerContext* context,
+                                                   const v1::StartShardRequest* request,
+                                                   v1::StartShardResponse* response) {
+  if (absl::Status st = RequireController(context); !st.ok()) return Finish(context, st);
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  // A start first stops older generations of the group, which waits for their grace period.
+  executor_->Post([this, reactor, request, response] {
+    absl::StatusOr<v1::ShardStatus> status =
+        supervisor_->Start(WithControllerAccess(request->spec(), controller_));
+    if (status.ok()) *response->mutable_status() = *std::move(status);
+    reactor->Finish(ToGrpc(status.status()));
+  });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* AgentService::StopShards(grpc::CallbackServerContext* context,
+                                                   const v1::StopShardsRequest* request,
+                                                   v1::StopShardsResponse* response) {
+  if (absl::Status st = RequireController(context); !st.ok()) return Finish(context, st);
+  if (request->group().empty()) {
+    return Finish(context, absl::InvalidArgumentError("StopShards needs a group name"));
+  }
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  executor_->Post([this, reactor, request, response] {
+    absl::StatusOr<std::vector<v1::ShardStatus>> stopped =
+        supervisor_->Stop(request->group(), request->up_to_generation());
+    if (stopped.ok()) {
+      for (v1::ShardStatus& s : *stopped) *response->add_stopped() = std::move(s);
+    }
+    reactor->Finish(ToGrpc(stopped.status()));
+  });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* AgentService::ListShards(grpc::CallbackServerContext* context,
+                                                   const v1::ListShardsRequest*,
+                                                   v1::ListShardsResponse* response) {
+  if (absl::Status st = RequireController(context); !st.ok()) return Finish(context, st);
+  for (v1::ShardStatus& s : supervisor_->List()) *response->add_shards() = std::move(s);
+  return Finish(context, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* AgentService::ReadShardLog(grpc::CallbackServerContext* context,
+                                                     const v1::ReadShardLogRequest* request,
+                                                     v1::ReadShardLogResponse* response) {
+  if (absl::Status st = RequireController(context); !st.ok()) return Finish(context, st);
+  constexpr uint32_t kDefaultMaxBytes = 1 << 20;
+  absl::StatusOr<LogChunk> chunk = supervisor_->ReadLog(
+      request->group(), request->rank(),
+      request->has_offset() ? std::optional<uint64_t>(request->offset()) : std::nullopt,
+      static_cast<int>(request->tail_lines()),
+      request->max_bytes() == 0 ? kDefaultMaxBytes : std::min(request->max_bytes(), 4u << 20));
+  if (chunk.ok()) {
+    response->set_data(std::move(chunk->data));
+    response->set_start_offset(chunk->start_offset);
+    response->set_next_offset(chunk->next_offset);
+    response->set_truncated(chunk->truncated);
+  }
+  return Finish(context, chunk.status());
+}
+
+grpc::ServerUnaryReactor* AgentService::Probe(grpc::CallbackServerContext* context,
+                                              const v1::ProbeRequest* request,
+                                              v1::NodeProbe* response) {
+  if (absl::Status st = RequireController(context); !st.ok()) return Finish(context, st);
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  probe_executor_->Post([this, reactor, request, response] {
+    *response = RunProbes({.root = root_,
+                           .live = root_ == "/",
+                           .node_name = identity_.name(),
+                           .cache_dir = probe_cache_dir_,
+                           .request = *request});
+    reactor->Finish(grpc::Status::OK);
+  });
+  return reactor;
+}
+
+}  // namespace fleet::agent

@@ -1,0 +1,120 @@
+// An AgentClient for unit tests: answers from a table of addresses, synchronously.
+#pragma once
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "controller/groups/agent_client.h"
+
+namespace fleet::controller {
+
+class FakeAgentClient final : public AgentClient {
+ public:
+  // The agent at `address` answers as `node_id`.
+  void AddAgent(const std::string& address, const std::string& node_id) {
+    agents_[address] = node_id;
+  }
+  void Describe(const std::string& address, const std::string& node_id,
+                DescribeCallback done) override {
+    ++calls_;
+    auto it = agents_.find(address);
+    if (it == agents_.end()) {
+      std::move(done)(absl::UnavailableError("connection refused"));
+      return;
+    }
+    if (it->second != node_id) {
+      std::move(done)(absl::FailedPreconditionError("this agent is node " + it->second));
+      return;
+    }
+    v1::DescribeResponse response;
+    response.mutable_identity()->set_node_id(node_id);
+    std::move(done)(std::move(response));
+  }
+  int calls() const { return calls_; }
+
+  // Shard orders: answered at once, and recorded.
+  absl::StatusOr<v1::StartShardResponse> StartShard(const std::string& address, const std::string&,
+                                                    const v1::StartShardRequest& request,
+                                                    absl::Duration) override {
+    absl::MutexLock lock(&mu_);
+    starts_.push_back({address, request});
+    if (auto it = start_errors_.find(address); it != start_errors_.end()) return it->second;
+    v1::StartShardResponse response;
+    v1::ShardStatus& status = *response.mutable_status();
+    status.set_group(request.spec().group());
+    status.set_generation(request.spec().generation());
+    status.set_rank(request.spec().rank());
+    status.set_state(v1::SHARD_STATE_STARTING);
+    return response;
+  }
+  absl::StatusOr<v1::StopShardsResponse> StopShards(const std::string& address, const std::string&,
+                                                    const v1::StopShardsRequest& request,
+                                                    absl::Duration) override {
+    absl::MutexLock lock(&mu_);
+    stops_.push_back({address, request});
+    if (auto it = stop_errors_.find(address); it != stop_errors_.end()) return it->second;
+    return v1::StopShardsResponse();
+  }
+  absl::StatusOr<v1::ReadShardLogResponse> ReadShardLog(const std::string& address,
+                                                        const std::string&,
+                                                        const v1::ReadShardLogRequest& request,
+                                                        absl::Duration) override {
+    v1::ReadShardLogResponse response;
+    response.set_data(
+        absl::StrCat("log of ", request.group(), " rank ", request.rank(), " at ", address, "\n"));
+    response.set_next_offset(response.data().size());
+    return response;
+  }
+
+  // Probes answer with what SetProbe gave for the address (an empty probe otherwise).
+  absl::StatusOr<v1::NodeProbe> Probe(const std::string& address, const std::string&,
+                                      const v1::ProbeRequest& request, absl::Duration) override {
+    absl::MutexLock lock(&mu_);
+    probes_asked_.push_back({address, request});
+    auto it = probes_.find(address);
+    return it == probes_.end() ? v1::NodeProbe() : it->second;
+  }
+  void SetProbe(const std::string& address, v1::NodeProbe probe) {
+    absl::MutexLock lock(&mu_);
+    probes_[address] = std::move(probe);
+  }
+
+  template <typename Request>
+  struct Call {
+    std::string address;
+    Request request;
+  };
+  std::vector<Call<v1::StartShardRequest>> starts() const {
+    absl::MutexLock lock(&mu_);
+    return starts_;
+  }
+  std::vector<Call<v1::StopShardsRequest>> stops() const {
+    absl::MutexLock lock(&mu_);
+    return stops_;
+  }
+  // Orders to the agent at `address` fail with `error` from now on.
+  void FailStarts(const std::string& address, absl::Status error) {
+    absl::MutexLock lock(&mu_);
+    start_errors_[address] = std::move(error);
+  }
+  void FailStops(const std::string& address, absl::Status error) {
+    absl::MutexLock lock(&mu_);
+    stop_errors_[address] = std::move(error);
+  }
+
+ private:
+  std::map<std::string, std::string> agents_;
+  int calls_ = 0;
+  mutable absl::Mutex mu_;
+  std::vector<Call<v1::StartShardRequest>> starts_ ABSL_GUARDED_BY(mu_);
+  std::vector<Call<v1::StopShardsRequest>> stops_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, absl::Status> start_errors_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, absl::Status> stop_errors_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, v1::NodeProbe> probes_ ABSL_GUARDED_BY(mu_);
+  std::vector<Call<v1::ProbeRequest>> probes_asked_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace fleet::controller

@@ -1,0 +1,166 @@
+// GroupManager: the serving groups the controller was asked to run. It parses and places an
+// applied recipe, stores it with a new generation, orders each rank to start in the engine's
+// launch order, folds the shard states that agents report into the group's state, stops
+// groups (confirmed on every node), and fetches logs. Plain class: the Controller service
+// translates RPCs into these calls, on the controller's group executor for the slow ones.
+#pragma once
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/functional/any_invocable.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "common/clock.h"
+#include "controller/groups/agent_client.h"
+#include "controller/registry/node_registry.h"
+#include "controller/preflight/preflight.h"
+#include "controller/rendezvous/rendezvous_store.h"
+#include "controller/store/store.h"
+#include "launch/plan.h"
+#include "launch/recipe.h"
+#include "fleet/v1/controller.pb.h"
+#include "fleet/v1/state.pb.h"
+
+namespace fleet::controller {
+
+struct GroupManagerConfig {
+  // Master (rendezvous) ports are chosen in this range, the lowest one no other group with the
+  // same head node uses. 29500 is torch.distributed's default; the range is SparkFleet's.
+  int master_port_first = 29500;
+  int master_port_last = 29999;
+  absl::Duration start_call_deadline = absl::Seconds(10);
+  // A stop waits for every rank's grace period (10 s by default) on every node.
+  absl::Duration stop_call_deadline = absl::Seconds(60);
+  absl::Duration log_call_deadline = absl::Seconds(10);
+  // A probe may hash a model directory the first time (150 GB at disk speed).
+  absl::Duration probe_deadline = absl::Minutes(15);
+  int events_kept_in_describe = 20;
+};
+
+// Example:
+//   GroupManager groups(config, &clock, &store, &registry, &agents, &rendezvous,
+//                       post_to_executor);
+//   RETURN_IF_ERROR(groups.Load());
+//   ASSIGN_OR_RETURN(v1::ApplyResponse r, groups.Apply(request));  // on an executor
+//   groups.ReportShards(node_id, heartbeat.shards());             // on every heartbeat
+class GroupManager {
+ public:
+  // `post` runs background work (stopping a rank that should not run) off the caller's
+  // thread; the controller passes its group executor.
+  using Post = absl::AnyInvocable<void(absl::AnyInvocable<void() &&>)>;
+
+  // `rendezvous` gets a scope for each running generation of a `native` group: opened with a
+  // new random token when the generation starts, closed when it ends (stopped, replaced,
+  // failed). The ranks get the token as FLEET_RENDEZVOUS_TOKEN in their start orders; every
+  // view of the group (List, Get, Apply's and Stop's answers, the stored `group`) shows it as
+  // "<secret>".
+  GroupManager(GroupManagerConfig config, const Clock* clock, Store* store, NodeRegistry* registry,
+               AgentClient* agents, RendezvousStore* rendezvous, Post post)
+      : config_(config),
+        clock_(clock),
+        store_(store),
+        registry_(registry),
+        agents_(agents),
+        rendezvous_(rendezvous),
+        post_(std::move(post)) {}
+
+  // Reads the stored groups, and reopens the rendezvous scopes of the running ones with their
+  // stored tokens. Their ranks keep running on the agents; the agents' next reports bring the
+  // states up to date.
+  absl::Status Load();
+
+  // Blocking (agent calls): parse, place, store, order starts. InvalidArgument for a bad
+  // recipe or override, FailedPrecondition when nodes are missing or a node refuses its rank
+  // (the ranks already started are stopped again, and the group is Failed with that reason).
+  // Preflight runs first: a failure stops the apply before anything changes, unless
+  // request.force (failures then become warnings in the response).
+  absl::StatusOr<v1::ApplyResponse> Apply(const v1::ApplyRequest& request);
+
+  // Blocking (agent probes): places the recipe as Apply would, probes the chosen nodes and
+  // judges them. No side effects.
+  absl::StatusOr<v1::PreflightResponse> Preflight(const v1::ApplyRequest& request);
+
+  // Blocking: probes one node now through its agent. NotFound names the fix.
+  absl::StatusOr<v1::ProbeNodeResponse> ProbeNode(absl::string_view name);
+
+  // The shards a node holds, from its registration or heartbeat. Updates the ranks of known
+  // groups; a shard of an older generation, or of a stopped group, is ordered to stop.
+  void ReportShards(absl::string_view node_id,
+                    const google::protobuf::RepeatedPtrField<v1::ShardStatus>& shards);
+
+  // Moves groups whose nodes are Lost to Degraded and groups past their start timeout to
+  // Failed. Called a few times a second.
+  void Tick();
+
+  std::vector<v1::Group> List() const;
+  // NotFound names the groups that exist.
+  absl::StatusOr<v1::GetGroupResponse> Get(absl::string_view name) const;
+  // Blocking: every rank of the group (or of every replica of an application) stopped and
+  // confirmed gone. Unavailable, naming the node, when an agent cannot confirm it.
+  absl::StatusOr<std::vector<v1::Group>> Stop(absl::string_view name);
+  // Blocking: one rank's output from its node.
+  absl::StatusOr<v1::GroupLogsResponse> Logs(const v1::GroupLogsRequest& request);
+
+ private:
+  // An apply, parsed, placed and planned, before anything changes.
+  struct Prepared {
+    engine::Recipe recipe;
+    std::vector<engine::Override> overrides;
+    std::string app;
+    std::string fingerprint;
+    std::vector<std::string> names;                    // one per replica
+    std::vector<std::vector<engine::NodeView>> nodes;  // per replica, index = rank
+    std::vector<engine::GroupPlan> plans;              // per replica
+    std::vector<v1::StoredGroup> previous;             // this application's groups
+    std::map<std::string, std::string> addresses;      // node id → agent address
+  };
+  absl::StatusOr<Prepared> Prepare(const v1::ApplyRequest& request);
+  // Probes every placed node and runs the preflight checks; `nccl_by_rank` gets the NCCL
+  // version each rank's node showed, in rank order across replicas.
+  std::vector<CheckRow> Judge(const Prepared& prepared, std::vector<std::string>* nccl_by_rank);
+  // After Ready: each rank's log checked for NCCL's banner and transport (on the executor).
+  void CheckLaunch(const v1::Group& group);
+
+  // Groups of an application (or the one group of that name), by name. Requires mu_.
+  std::vector<std::string> NamesOf(absl::string_view name) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  absl::Status StopRanks(const v1::Group& group);
+  // Orders every rank of `stored` to start, in order, with the generation's rendezvous token;
+  // stops the started ones on failure.
+  absl::Status StartRanks(const v1::StoredGroup& stored);
+  // Recomputes state and message from the ranks; persists and logs a change. Requires mu_.
+  void Refresh(v1::StoredGroup& stored) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Stores the record and makes the rendezvous scope follow its state.
+  void Persist(const v1::StoredGroup& stored) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Opens the generation's rendezvous scope while the group runs, closes it once it ended.
+  void SyncRendezvous(const v1::StoredGroup& stored) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Event(absl::string_view group, absl::string_view kind, absl::string_view message);
+  int ChooseMasterPort(const std::string& head_node_id, absl::string_view except_application)
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
+
+  const GroupManagerConfig config_;
+  const Clock* const clock_;
+  Store* const store_;
+  NodeRegistry* const registry_;
+  AgentClient* const agents_;
+  RendezvousStore* const rendezvous_;
+  Post post_;
+  // Serializes Apply and Stop, which call agents without holding mu_.
+  absl::Mutex change_mu_ ABSL_ACQUIRED_BEFORE(mu_);
+  mutable absl::Mutex mu_;
+  std::map<std::string, v1::StoredGroup, std::less<>> groups_ ABSL_GUARDED_BY(mu_);
+  // Ids of the Lost nodes, as of the last Tick().
+  absl::flat_hash_set<std::string> lost_nodes_ ABSL_GUARDED_BY(mu_);
+};
+
+// "Pending", "Starting", "Ready", "Degraded", "Failed", "Stopped".
+absl::string_view GroupStateName(v1::GroupState state);
+// "Starting", "Running", "Ready", "Stopping", "Exited", "Failed", "-" (not reported yet).
+absl::string_view ShardStateName(v1::ShardState state);
+
+}  // namespace fleet::controller

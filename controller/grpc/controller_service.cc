@@ -1,0 +1,317 @@
+// The Controller gRPC service.
+#include "controller/grpc/controller_service.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "common/grpc_status.h"
+#include "common/peer.h"
+#include "common/pki.h"
+#include "common/proto_time.h"
+#include "google/protobuf/util/time_util.h"
+
+namespace fleet::controller {
+namespace {
+
+using google::protobuf::util::TimeUtil;
+
+grpc::ServerUnaryReactor* Finish(grpc::CallbackServerContext* context, const absl::Status& st) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(ToGrpc(st));
+  return reactor;
+}
+
+absl::Status RequireAdmin(grpc::CallbackServerContext* context) {
+  return RequireRole(PeerFromAuthContext(*context->auth_context()), Peer::Role::kAdmin);
+}
+
+}  // namespace
+
+v1::TokenInfo TokenView(const v1::StoredToken& t, absl::Time now) {
+  v1::TokenInfo info;
+  info.set_id(t.id());
+  *info.mutable_created_at() = t.created_at();
+  if (t.has_expires_at()) *info.mutable_expires_at() = t.expires_at();
+  info.set_uses_allowed(t.uses_allowed());
+  info.set_uses(t.uses());
+  info.set_revoked(t.revoked());
+  info.set_description(t.description());
+  if (t.revoked()) {
+    info.set_status("revoked");
+  } else if (t.has_expires_at() && ToProtoTime(now).seconds() >= t.expires_at().seconds()) {
+    info.set_status("expired");
+  } else if (t.uses_allowed() > 0 && t.uses() >= t.uses_allowed()) {
+    info.set_status("used up");
+  } else {
+    info.set_status("usable");
+  }
+  return info;
+}
+
+absl::Status ControllerService::AuthorizeNode(grpc::CallbackServerContext* context,
+                                              absl::string_view node_id) {
+  Peer peer = PeerFromAuthContext(*context->auth_context());
+  if (absl::Status st = RequireRole(peer, Peer::Role::kNode, node_id); !st.ok()) return st;
+  if (d_.registry->IsRevoked(peer.name)) {
+    return absl::UnauthenticatedError(
+        absl::StrCat("node ", peer.name,
+                     "'s certificate was revoked by `fleet node remove`; to join again, "
+                     "delete the agent's state directory and give it a new join token"));
+  }
+  return absl::OkStatus();
+}
+
+grpc::ServerUnaryReactor* ControllerService::Register(grpc::CallbackServerContext* context,
+                                                      const v1::RegisterRequest* request,
+                                                      v1::RegisterResponse* response) {
+  const std::string node_id = request->identity().node_id();
+  if (absl::Status st = AuthorizeNode(context, node_id); !st.ok()) return Finish(context, st);
+  const uint16_t heartbeat_port = heartbeat_port_.load();
+  if (heartbeat_port == 0) {
+    return Finish(context, absl::UnavailableError("the controller is starting; retry"));
+  }
+  absl::Status st = d_.registry->Register(*request);
+  if (!st.ok()) return Finish(context, st);
+  const HeartbeatSession session = d_.heartbeats->Open(node_id, request->shards_version());
+  d_.groups->ReportShards(node_id, request->shards());
+  response->set_heartbeat_period_ms(
+      static_cast<uint32_t>(absl::ToInt64Milliseconds(d_.registry->config().heartbeat_period)));
+  response->set_controller_id(d_.controller_id);
+  response->set_heartbeat_port(heartbeat_port);
+  response->set_heartbeat_session(session.id);
+  response->set_heartbeat_key(session.key);
+  {
+    absl::MutexLock lock(&mu_);
+    ++agent_calls_;
+  }
+  d_.agents->Describe(request->advertise_address(), node_id,
+                      [this, node_id](absl::StatusOr<v1::DescribeResponse> result) {
+                        d_.registry->SetReachability(node_id, result.status());
+                        absl::MutexLock lock(&mu_);
+                        --agent_calls_;
+                      });
+  return Finish(context, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* ControllerService::ReportShards(grpc::CallbackServerContext* context,
+                                                          const v1::ReportShardsRequest* request,
+                                                          v1::ReportShardsResponse* response) {
+  if (absl::Status st = AuthorizeNode(context, request->node_id()); !st.ok()) {
+    return Finish(context, st);
+  }
+  absl::Status st = d_.registry->Heartbeat(request->node_id());
+  if (absl::IsNotFound(st)) {
+    response->set_reregister(true);
+    return Finish(context, absl::OkStatus());
+  }
+  if (st.ok()) {
+    d_.groups->ReportShards(request->node_id(), request->shards());
+    d_.heartbeats->Reported(request->node_id(), request->shards_version());
+  }
+  return Finish(context, st);
+}
+
+grpc::ServerUnaryReactor* ControllerService::ListNodes(grpc::CallbackServerContext* context,
+                                                       const v1::ListNodesRequest*,
+                                                       v1::ListNodesResponse* response) {
+  if (absl::Status st = RequireAdmin(context); !st.ok()) return Finish(context, st);
+  std::vector<v1::Node> nodes = d_.registry->List();
+  std::sort(nodes.begin(), nodes.end(), [](const v1::Node& a, const v1::Node& b) {
+    return a.identity().name() < b.identity().name();
+  });
+  for (v1::Node& node : nodes) *response->add_nodes() = std::move(node);
+  *response->mutable_now() = ToProtoTime(d_.clock->Now());
+  return Finish(context, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* ControllerService::GetClusterInfo(grpc::CallbackServerContext* context,
+                                                            const v1::GetClusterInfoRequest*,
+                                                            v1::GetClusterInfoResponse* response) {
+  // Public by design: a CA certificate is not secret, and the caller pins it by hash.
+  response->set_ca_pem(d_.ca->ca_pem());
+  response->set_controller_id(d_.controller_id);
+  return Finish(context, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* ControllerService::Join(grpc::CallbackServerContext* context,
+                                                  const v1::JoinRequest* request,
+                                                  v1::JoinResponse* response) {
+  const std::string& node_id = request->identity().node_id();
+  if (node_id.empty() || request->identity().name().empty() || request->csr_pem().empty()) {
+    return Finish(context, absl::InvalidArgumentError(
+                               "a join needs the node's id, name and a certificate request"));
+  }
+  if (d_.registry->IsRevoked(node_id)) {
+    return Finish(context, absl::PermissionDeniedError(
+                               absl::StrCat("node ", node_id,
+                                            " was removed from this cluster; delete the agent's "
+                                            "state directory so it joins as a new node")));
+  }
+  if (absl::Status st = d_.tokens->Admit(request->token_id(), request->token_secret()); !st.ok()) {
+    return Finish(context, st);
+  }
+  absl::StatusOr<std::string> cert = d_.ca->IssueNodeCertificate(request->csr_pem(), node_id);
+  if (!cert.ok()) return Finish(context, cert.status());
+  response->set_certificate_pem(*std::move(cert));
+  response->set_ca_pem(d_.ca->ca_pem());
+  return Finish(context, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* ControllerService::RenewCertificate(
+    grpc::CallbackServerContext* context, const v1::RenewCertificateRequest* request,
+    v1::RenewCertificateResponse* response) {
+  Peer peer = PeerFromAuthContext(*context->auth_context());
+  if (absl::Status st = AuthorizeNode(context, peer.name); !st.ok()) return Finish(context, st);
+  absl::StatusOr<std::string> cert = d_.ca->IssueNodeCertificate(request->csr_pem(), peer.name);
+  if (!cert.ok()) return Finish(context, cert.status());
+  response->set_certificate_pem(*std::move(cert));
+  return Finish(context, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* ControllerService::CreateToken(grpc::CallbackServerContext* context,
+                                                         const v1::CreateTokenRequest* request,
+                                                         v1::CreateTokenResponse* response) {
+  if (absl::Status st = RequireAdmin(context); !st.ok()) return Finish(context, st);
+  absl::Duration ttl = request->has_ttl()
+                           ? absl::Nanoseconds(TimeUtil::DurationToNanoseconds(request->ttl()))
+                           : absl::InfiniteDuration();
+  absl::StatusOr<JoinToken> token = d_.tokens->Create(ttl, request->uses(), request->description());
+  if (!token.ok()) return Finish(context, token.status());
+  response->set_token(token->ToString());
+  for (const v1::StoredToken& t : d_.tokens->List()) {
+    if (t.id() == token->id) *response->mutable_info() = TokenView(t, d_.clock->Now());
+  }
+  return Finish(context, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* ControllerService::ListTokens(grpc::CallbackServerContext* context,
+                                                        const v1::ListTokensRequest*,
+                                                        v1::ListTokensResponse* response) {
+  if (absl::Status st = RequireAdmin(context); !st.ok()) return Finish(context, st);
+  for (const v1::StoredToken& t : d_.tokens->List()) {
+    *response->add_tokens() = TokenView(t, d_.clock->Now());
+  }
+  return Finish(context, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* ControllerService::RevokeToken(grpc::CallbackServerContext* context,
+                                                         const v1::RevokeTokenRequest* request,
+                                                         v1::RevokeTokenResponse*) {
+  if (absl::Status st = RequireAdmin(context); !st.ok()) return Finish(context, st);
+  return Finish(context, d_.tokens->Revoke(request->id()));
+}
+
+grpc::ServerUnaryReactor* ControllerService::RemoveNode(grpc::CallbackServerContext* context,
+                                                        const v1::RemoveNodeRequest* request,
+                                                        v1::RemoveNodeResponse* response) {
+  if (absl::Status st = RequireAdmin(context); !st.ok()) return Finish(context, st);
+  absl::StatusOr<std::string> id = d_.registry->Remove(request->name());
+  if (!id.ok()) return Finish(context, id.status());
+  response->set_node_id(*id);
+  return Finish(context, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* ControllerService::Discover(grpc::CallbackServerContext* context,
+                                                      const v1::DiscoverRequest* request,
+                                                      v1::DiscoverResponse* response) {
+  if (absl::Status st = RequireAdmin(context); !st.ok()) return Finish(context, st);
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  // A probe listens for seconds: it runs on the executor, which finishes the reactor.
+  d_.executor->Post([this, reactor, request, response] {
+    absl::StatusOr<v1::DiscoverResponse> result = d_.prober->Run(*request);
+    if (result.ok()) *response = *std::move(result);
+    reactor->Finish(ToGrpc(result.status()));
+  });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* ControllerService::Apply(grpc::CallbackServerContext* context,
+                                                   const v1::ApplyRequest* request,
+                                                   v1::ApplyResponse* response) {
+  if (absl::Status st = RequireAdmin(context); !st.ok()) return Finish(context, st);
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  d_.group_executor->Post([this, reactor, request, response] {
+    absl::StatusOr<v1::ApplyResponse> result = d_.groups->Apply(*request);
+    if (result.ok()) *response = *std::move(result);
+    reactor->Finish(ToGrpc(result.status()));
+  });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* ControllerService::ListGroups(grpc::CallbackServerContext* context,
+                                                        const v1::ListGroupsRequest*,
+                                                        v1::ListGroupsResponse* response) {
+  if (absl::Status st = RequireAdmin(context); !st.ok()) return Finish(context, st);
+  for (v1::Group& group : d_.groups->List()) *response->add_groups() = std::move(group);
+  *response->mutable_now() = ToProtoTime(d_.clock->Now());
+  return Finish(context, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* ControllerService::GetGroup(grpc::CallbackServerContext* context,
+                                                      const v1::GetGroupRequest* request,
+                                                      v1::GetGroupResponse* response) {
+  if (absl::Status st = RequireAdmin(context); !st.ok()) return Finish(context, st);
+  absl::StatusOr<v1::GetGroupResponse> result = d_.groups->Get(request->name());
+  if (result.ok()) *response = *std::move(result);
+  return Finish(context, result.status());
+}
+
+grpc::ServerUnaryReactor* ControllerService::StopGroup(grpc::CallbackServerContext* context,
+                                                       const v1::StopGroupRequest* request,
+                                                       v1::StopGroupResponse* response) {
+  if (absl::Status st = RequireAdmin(context); !st.ok()) return Finish(context, st);
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  d_.group_executor->Post([this, reactor, request, response] {
+    absl::StatusOr<std::vector<v1::Group>> result = d_.groups->Stop(request->name());
+    if (result.ok() && !result->empty()) *response->mutable_group() = result->front();
+    reactor->Finish(ToGrpc(result.status()));
+  });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* ControllerService::GroupLogs(grpc::CallbackServerContext* context,
+                                                       const v1::GroupLogsRequest* request,
+                                                       v1::GroupLogsResponse* response) {
+  if (absl::Status st = RequireAdmin(context); !st.ok()) return Finish(context, st);
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  d_.executor->Post([this, reactor, request, response] {
+    absl::StatusOr<v1::GroupLogsResponse> result = d_.groups->Logs(*request);
+    if (result.ok()) *response = *std::move(result);
+    reactor->Finish(ToGrpc(result.status()));
+  });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* ControllerService::ProbeNode(grpc::CallbackServerContext* context,
+                                                       const v1::ProbeNodeRequest* request,
+                                                       v1::ProbeNodeResponse* response) {
+  if (absl::Status st = RequireAdmin(context); !st.ok()) return Finish(context, st);
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  d_.executor->Post([this, reactor, request, response] {
+    absl::StatusOr<v1::ProbeNodeResponse> result = d_.groups->ProbeNode(request->name());
+    if (result.ok()) *response = *std::move(result);
+    reactor->Finish(ToGrpc(result.status()));
+  });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* ControllerService::Preflight(grpc::CallbackServerContext* context,
+                                                       const v1::ApplyRequest* request,
+                                                       v1::PreflightResponse* response) {
+  if (absl::Status st = RequireAdmin(context); !st.ok()) return Finish(context, st);
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  d_.executor->Post([this, reactor, request, response] {
+    absl::StatusOr<v1::PreflightResponse> result = d_.groups->Preflight(*request);
+    if (result.ok()) *response = *std::move(result);
+    reactor->Finish(ToGrpc(result.status()));
+  });
+  return reactor;
+}
+
+void ControllerService::WaitForAgentCalls() {
+  absl::MutexLock lock(&mu_);
+  mu_.Await(absl::Condition(
+      +[](int* calls) { return *calls == 0; }, &agent_calls_));
+}
+
+}  // namespace fleet::controller

@@ -1,0 +1,120 @@
+// An in-memory Store for unit tests, with a switch to make writes fail.
+#pragma once
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/synchronization/mutex.h"
+#include "controller/store/store.h"
+
+namespace fleet::controller {
+
+class FakeStore final : public Store {
+ public:
+  struct Event {
+    absl::Time at;
+    std::string kind, subject, message;
+  };
+
+  absl::StatusOr<std::string> ControllerId() override { return std::string("fake-controller"); }
+  absl::StatusOr<std::vector<v1::Node>> LoadNodes() override {
+    absl::MutexLock lock(&mu_);
+    std::vector<v1::Node> out;
+    for (const auto& [id, node] : nodes_) out.push_back(node);
+    return out;
+  }
+  absl::Status PutNode(const v1::Node& node) override {
+    absl::MutexLock lock(&mu_);
+    if (!fail_writes_.ok()) return fail_writes_;
+    nodes_[node.identity().node_id()] = node;
+    return absl::OkStatus();
+  }
+  absl::Status DeleteNode(absl::string_view node_id) override {
+    absl::MutexLock lock(&mu_);
+    nodes_.erase(std::string(node_id));
+    return absl::OkStatus();
+  }
+  absl::StatusOr<std::vector<v1::StoredToken>> LoadTokens() override {
+    absl::MutexLock lock(&mu_);
+    std::vector<v1::StoredToken> out;
+    for (const auto& [id, token] : tokens_) out.push_back(token);
+    return out;
+  }
+  absl::Status PutToken(const v1::StoredToken& token) override {
+    absl::MutexLock lock(&mu_);
+    if (!fail_writes_.ok()) return fail_writes_;
+    tokens_[token.id()] = token;
+    return absl::OkStatus();
+  }
+  absl::StatusOr<std::vector<v1::RevokedNode>> LoadRevokedNodes() override {
+    absl::MutexLock lock(&mu_);
+    std::vector<v1::RevokedNode> out;
+    for (const auto& [id, node] : revoked_) out.push_back(node);
+    return out;
+  }
+  absl::Status PutRevokedNode(const v1::RevokedNode& node) override {
+    absl::MutexLock lock(&mu_);
+    if (!fail_writes_.ok()) return fail_writes_;
+    revoked_[node.node_id()] = node;
+    return absl::OkStatus();
+  }
+  absl::StatusOr<std::vector<v1::StoredGroup>> LoadGroups() override {
+    absl::MutexLock lock(&mu_);
+    std::vector<v1::StoredGroup> out;
+    for (const auto& [name, group] : groups_) out.push_back(group);
+    return out;
+  }
+  absl::Status PutGroup(const v1::StoredGroup& group) override {
+    absl::MutexLock lock(&mu_);
+    if (!fail_writes_.ok()) return fail_writes_;
+    groups_[group.group().name()] = group;
+    return absl::OkStatus();
+  }
+  absl::Status DeleteGroup(absl::string_view name) override {
+    absl::MutexLock lock(&mu_);
+    groups_.erase(std::string(name));
+    return absl::OkStatus();
+  }
+  absl::Status AppendEvent(absl::Time at, absl::string_view kind, absl::string_view subject,
+                           absl::string_view message) override {
+    absl::MutexLock lock(&mu_);
+    if (!fail_writes_.ok()) return fail_writes_;
+    events_.push_back({at, std::string(kind), std::string(subject), std::string(message)});
+    return absl::OkStatus();
+  }
+  absl::StatusOr<std::vector<StoredEvent>> LoadEvents(absl::string_view subject,
+                                                      int limit) override {
+    absl::MutexLock lock(&mu_);
+    std::vector<StoredEvent> out;
+    for (const Event& e : events_) {
+      if (e.subject == subject) out.push_back({e.at, e.kind, e.message});
+    }
+    if (static_cast<int>(out.size()) > limit) out.erase(out.begin(), out.end() - limit);
+    return out;
+  }
+
+  void FailWrites(absl::Status status) {
+    absl::MutexLock lock(&mu_);
+    fail_writes_ = std::move(status);
+  }
+  std::vector<Event> events() const {
+    absl::MutexLock lock(&mu_);
+    return events_;
+  }
+  std::map<std::string, v1::Node> nodes() const {
+    absl::MutexLock lock(&mu_);
+    return nodes_;
+  }
+
+ private:
+  mutable absl::Mutex mu_;
+  std::map<std::string, v1::Node> nodes_;
+  std::map<std::string, v1::StoredToken> tokens_;
+  std::map<std::string, v1::StoredGroup> groups_;
+  std::map<std::string, v1::RevokedNode> revoked_;
+  std::vector<Event> events_;
+  absl::Status fail_writes_;
+};
+
+}  // namespace fleet::controller

@@ -1,0 +1,251 @@
+// Store on SQLite. Nodes are kept as serialized fleet.v1.Node records keyed by node id, so a
+// new field in the proto needs no schema migration.
+#include "controller/store/sqlite_store.h"
+
+#include <sqlite3.h>
+
+#include <random>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/status_macros.h"
+
+namespace fleet::controller {
+namespace {
+
+constexpr int kSchemaVersion = 1;
+
+// A prepared statement that finalizes itself.
+class Statement {
+ public:
+  Statement(sqlite3* db, const char* sql) {
+    rc_ = sqlite3_prepare_v2(db, sql, -1, &stmt_, nullptr);
+  }
+  ~Statement() { sqlite3_finalize(stmt_); }
+  Statement(const Statement&) = delete;
+  Statement& operator=(const Statement&) = delete;
+  bool ok() const { return rc_ == SQLITE_OK; }
+  sqlite3_stmt* get() { return stmt_; }
+  void BindText(int i, absl::string_view s) {
+    sqlite3_bind_text(stmt_, i, s.data(), static_cast<int>(s.size()), SQLITE_TRANSIENT);
+  }
+  void BindBlob(int i, const std::string& s) {
+    sqlite3_bind_blob(stmt_, i, s.data(), static_cast<int>(s.size()), SQLITE_TRANSIENT);
+  }
+  int Step() { return sqlite3_step(stmt_); }
+
+ private:
+  sqlite3_stmt* stmt_ = nullptr;
+  int rc_;
+};
+
+std::string NewControllerId() {
+  std::random_device rd;
+  return absl::StrFormat("%08x%08x", rd(), rd());
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string& path) {
+  sqlite3* db = nullptr;
+  int rc =
+      sqlite3_open_v2(path.c_str(), &db,
+                      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, nullptr);
+  if (rc != SQLITE_OK) {
+    std::string msg = db ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
+    sqlite3_close(db);
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot open state database ", path, ": ", msg,
+                     "; check that the state directory exists and is writable by this user"));
+  }
+  std::unique_ptr<SqliteStore> store(new SqliteStore(path, db));
+  sqlite3_busy_timeout(db, 5000);
+  auto corrupt = [&](const absl::Status& cause) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "state database ", path, " is not a usable SparkFleet database (", cause.message(),
+        "); restore it from a backup, or move it aside to start with an empty state "
+        "(agents register again by themselves, applied recipes must be applied again)"));
+  };
+  // The first statement reads the file header: a garbage file fails here.
+  if (absl::Status st = store->Exec("PRAGMA journal_mode=WAL"); !st.ok()) return corrupt(st);
+  {
+    Statement check(db, "PRAGMA quick_check");
+    if (!check.ok()) return corrupt(store->Error("quick_check"));
+    int step = check.Step();
+    if (step != SQLITE_ROW) return corrupt(store->Error("quick_check"));
+    std::string verdict = reinterpret_cast<const char*>(sqlite3_column_text(check.get(), 0));
+    if (verdict != "ok") return corrupt(absl::DataLossError(verdict));
+  }
+  RETURN_IF_ERROR(store->Exec("PRAGMA synchronous=NORMAL"));
+  RETURN_IF_ERROR(store->Exec(
+      "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+      "CREATE TABLE IF NOT EXISTS nodes (id TEXT PRIMARY KEY, record BLOB NOT NULL);"
+      "CREATE TABLE IF NOT EXISTS tokens (id TEXT PRIMARY KEY, record BLOB NOT NULL);"
+      "CREATE TABLE IF NOT EXISTS revoked_nodes (id TEXT PRIMARY KEY, record BLOB NOT NULL);"
+      "CREATE TABLE IF NOT EXISTS groups (id TEXT PRIMARY KEY, record BLOB NOT NULL);"
+      "CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY AUTOINCREMENT,"
+      " at_unix_ms INTEGER NOT NULL, kind TEXT NOT NULL, subject TEXT NOT NULL,"
+      " message TEXT NOT NULL);"
+      "CREATE INDEX IF NOT EXISTS events_by_subject ON events(subject, id);"));
+  {
+    Statement get(db, "SELECT value FROM meta WHERE key='schema_version'");
+    if (!get.ok()) return store->Error("read schema version");
+    if (get.Step() == SQLITE_ROW) {
+      int found = sqlite3_column_int(get.get(), 0);
+      if (found > kSchemaVersion) {
+        return absl::FailedPreconditionError(absl::StrFormat(
+            "state database %s has schema version %d but this controller understands up to "
+            "%d; run the newer controller that wrote it",
+            path, found, kSchemaVersion));
+      }
+    } else {
+      Statement put(db,
+                    "INSERT INTO meta(key, value) VALUES('schema_version', ?), "
+                    "('controller_id', ?)");
+      put.BindText(1, absl::StrCat(kSchemaVersion));
+      put.BindText(2, NewControllerId());
+      if (put.Step() != SQLITE_DONE) return store->Error("write schema version");
+    }
+  }
+  return store;
+}
+
+SqliteStore::~SqliteStore() { sqlite3_close(db_); }
+
+absl::Status SqliteStore::Error(absl::string_view what) const {
+  return absl::InternalError(
+      absl::StrCat("state database ", path_, ": ", what, ": ", sqlite3_errmsg(db_)));
+}
+
+absl::Status SqliteStore::Exec(const char* sql) {
+  char* err = nullptr;
+  if (sqlite3_exec(db_, sql, nullptr, nullptr, &err) != SQLITE_OK) {
+    std::string msg = err ? err : "unknown error";
+    sqlite3_free(err);
+    return absl::InternalError(absl::StrCat("state database ", path_, ": ", msg));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> SqliteStore::ControllerId() {
+  Statement get(db_, "SELECT value FROM meta WHERE key='controller_id'");
+  if (!get.ok() || get.Step() != SQLITE_ROW) return Error("read controller id");
+  return std::string(reinterpret_cast<const char*>(sqlite3_column_text(get.get(), 0)));
+}
+
+template <typename Record>
+absl::StatusOr<std::vector<Record>> SqliteStore::LoadRecords(const char* table) {
+  std::string sql = absl::StrCat("SELECT id, record FROM ", table, " ORDER BY id");
+  Statement q(db_, sql.c_str());
+  if (!q.ok()) return Error(absl::StrCat("load ", table));
+  std::vector<Record> records;
+  int rc;
+  while ((rc = q.Step()) == SQLITE_ROW) {
+    Record record;
+    const void* blob = sqlite3_column_blob(q.get(), 1);
+    int size = sqlite3_column_bytes(q.get(), 1);
+    if (!record.ParseFromArray(blob, size)) {
+      std::string id = reinterpret_cast<const char*>(sqlite3_column_text(q.get(), 0));
+      return absl::DataLossError(absl::StrCat(
+          "state database ", path_, ": record ", id, " of table ", table,
+          " does not parse; delete it with `sqlite3 ", path_, " \"DELETE FROM ", table,
+          " WHERE id='", id, "'\"` (a node registers again, a token must be made again)"));
+    }
+    records.push_back(std::move(record));
+  }
+  if (rc != SQLITE_DONE) return Error(absl::StrCat("load ", table));
+  return records;
+}
+
+absl::Status SqliteStore::PutRecord(const char* table, absl::string_view id,
+                                    const std::string& blob) {
+  std::string sql = absl::StrCat("INSERT OR REPLACE INTO ", table, "(id, record) VALUES(?, ?)");
+  Statement put(db_, sql.c_str());
+  if (!put.ok()) return Error(absl::StrCat("store into ", table));
+  put.BindText(1, id);
+  put.BindBlob(2, blob);
+  if (put.Step() != SQLITE_DONE) return Error(absl::StrCat("store into ", table));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<v1::Node>> SqliteStore::LoadNodes() {
+  return LoadRecords<v1::Node>("nodes");
+}
+
+absl::Status SqliteStore::PutNode(const v1::Node& node) {
+  return PutRecord("nodes", node.identity().node_id(), node.SerializeAsString());
+}
+
+absl::StatusOr<std::vector<v1::StoredToken>> SqliteStore::LoadTokens() {
+  return LoadRecords<v1::StoredToken>("tokens");
+}
+
+absl::Status SqliteStore::PutToken(const v1::StoredToken& token) {
+  return PutRecord("tokens", token.id(), token.SerializeAsString());
+}
+
+absl::StatusOr<std::vector<v1::RevokedNode>> SqliteStore::LoadRevokedNodes() {
+  return LoadRecords<v1::RevokedNode>("revoked_nodes");
+}
+
+absl::Status SqliteStore::PutRevokedNode(const v1::RevokedNode& node) {
+  return PutRecord("revoked_nodes", node.node_id(), node.SerializeAsString());
+}
+
+absl::StatusOr<std::vector<v1::StoredGroup>> SqliteStore::LoadGroups() {
+  return LoadRecords<v1::StoredGroup>("groups");
+}
+
+absl::Status SqliteStore::PutGroup(const v1::StoredGroup& group) {
+  return PutRecord("groups", group.group().name(), group.SerializeAsString());
+}
+
+absl::Status SqliteStore::DeleteRecord(const char* table, absl::string_view id) {
+  std::string sql = absl::StrCat("DELETE FROM ", table, " WHERE id = ?");
+  Statement del(db_, sql.c_str());
+  if (!del.ok()) return Error(absl::StrCat("delete from ", table));
+  del.BindText(1, id);
+  if (del.Step() != SQLITE_DONE) return Error(absl::StrCat("delete from ", table));
+  return absl::OkStatus();
+}
+
+absl::Status SqliteStore::DeleteNode(absl::string_view node_id) {
+  return DeleteRecord("nodes", node_id);
+}
+
+absl::Status SqliteStore::DeleteGroup(absl::string_view name) {
+  return DeleteRecord("groups", name);
+}
+
+absl::StatusOr<std::vector<StoredEvent>> SqliteStore::LoadEvents(absl::string_view subject,
+                                                                 int limit) {
+  Statement q(db_,
+              "SELECT at_unix_ms, kind, message FROM (SELECT id, at_unix_ms, kind, message "
+              "FROM events WHERE subject = ? ORDER BY id DESC LIMIT ?) ORDER BY id");
+  if (!q.ok()) return Error("load events");
+  q.BindText(1, subject);
+  sqlite3_bind_int(q.get(), 2, limit);
+  std::vector<StoredEvent> events;
+  int rc;
+  while ((rc = q.Step()) == SQLITE_ROW) {
+    events.push_back({absl::FromUnixMillis(sqlite3_column_int64(q.get(), 0)),
+                      reinterpret_cast<const char*>(sqlite3_column_text(q.get(), 1)),
+                      reinterpret_cast<const char*>(sqlite3_column_text(q.get(), 2))});
+  }
+  if (rc != SQLITE_DONE) return Error("load events");
+  return events;
+}
+
+absl::Status SqliteStore::AppendEvent(absl::Time at, absl::string_view kind,
+                                      absl::string_view subject, absl::string_view message) {
+  Statement put(db_, "INSERT INTO events(at_unix_ms, kind, subject, message) VALUES(?, ?, ?, ?)");
+  if (!put.ok()) return Error("append event");
+  sqlite3_bind_int64(put.get(), 1, absl::ToUnixMillis(at));
+  put.BindText(2, kind);
+  put.BindText(3, subject);
+  put.BindText(4, message);
+  if (put.Step() != SQLITE_DONE) return Error("append event");
+  return absl::OkStatus();
+}
+
+}  // namespace fleet::controller

@@ -1,0 +1,57 @@
+// Store on an embedded SQLite database (WAL mode) in the controller's state directory.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "controller/store/store.h"
+
+struct sqlite3;
+
+namespace fleet::controller {
+
+// Example:
+//   ASSIGN_OR_RETURN(std::unique_ptr<SqliteStore> store,
+//   SqliteStore::Open("/var/lib/fleet/fleet.db"));
+class SqliteStore final : public Store {
+ public:
+  // Opens or creates the database, checks its integrity and schema version. A file that is
+  // not a SQLite database, is corrupt, or has a newer schema gives FailedPrecondition with
+  // what to do; nothing is overwritten.
+  static absl::StatusOr<std::unique_ptr<SqliteStore>> Open(const std::string& path);
+  ~SqliteStore() override;
+  SqliteStore(const SqliteStore&) = delete;
+  SqliteStore& operator=(const SqliteStore&) = delete;
+
+  absl::StatusOr<std::string> ControllerId() override;
+  absl::StatusOr<std::vector<v1::Node>> LoadNodes() override;
+  absl::Status PutNode(const v1::Node& node) override;
+  absl::Status DeleteNode(absl::string_view node_id) override;
+  absl::StatusOr<std::vector<v1::StoredToken>> LoadTokens() override;
+  absl::Status PutToken(const v1::StoredToken& token) override;
+  absl::StatusOr<std::vector<v1::RevokedNode>> LoadRevokedNodes() override;
+  absl::Status PutRevokedNode(const v1::RevokedNode& node) override;
+  absl::StatusOr<std::vector<v1::StoredGroup>> LoadGroups() override;
+  absl::Status PutGroup(const v1::StoredGroup& group) override;
+  absl::Status DeleteGroup(absl::string_view name) override;
+  absl::Status AppendEvent(absl::Time at, absl::string_view kind, absl::string_view subject,
+                           absl::string_view message) override;
+  absl::StatusOr<std::vector<StoredEvent>> LoadEvents(absl::string_view subject,
+                                                      int limit) override;
+
+ private:
+  // Every record table maps an id to a serialized proto.
+  template <typename Record>
+  absl::StatusOr<std::vector<Record>> LoadRecords(const char* table);
+  absl::Status PutRecord(const char* table, absl::string_view id, const std::string& blob);
+  absl::Status DeleteRecord(const char* table, absl::string_view id);
+
+  SqliteStore(std::string path, sqlite3* db) : path_(std::move(path)), db_(db) {}
+  absl::Status Exec(const char* sql);
+  absl::Status Error(absl::string_view what) const;
+
+  std::string path_;
+  sqlite3* db_;
+};
+
+}  // namespace fleet::controller

@@ -1,0 +1,39 @@
+// The table of engine adapters: `engine:` names to the adapter that renders them.
+#include <array>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "launch/adapters/adapter.h"
+#include "launch/adapters/exec.h"
+#include "launch/adapters/native.h"
+#include "launch/adapters/vllm.h"
+
+namespace fleet::engine {
+namespace {
+
+// Adapters are stateless, so one instance of each serves every caller for the process's life.
+const std::array<const EngineAdapter*, 3>& Adapters() {
+  static const auto* const adapters = new std::array<const EngineAdapter*, 3>{
+      new ExecAdapter(), new NativeAdapter(), new VllmAdapter()};
+  return *adapters;
+}
+
+}  // namespace
+
+absl::StatusOr<const EngineAdapter*> FindAdapter(absl::string_view engine) {
+  for (const EngineAdapter* adapter : Adapters()) {
+    if (adapter->name() == engine) return adapter;
+  }
+  return absl::NotFoundError(absl::StrCat("unknown engine \"", engine,
+                                          "\": the engines SparkFleet knows are ",
+                                          absl::StrJoin(AdapterNames(), ", ")));
+}
+
+std::vector<std::string> AdapterNames() {
+  std::vector<std::string> names;
+  for (const EngineAdapter* adapter : Adapters()) names.emplace_back(adapter->name());
+  return names;
+}
+
+}  // namespace fleet::engine

@@ -1,0 +1,212 @@
+// fleet-echo-engine: SparkFleet's stand-in engine for the `exec` adapter (local demo, integration
+// tests). Its ranks rendezvous through rank 0's master port like a multi-node vLLM group, and
+// rank 0 serves OpenAI-shaped HTTP that echoes the prompt. It is not a language model.
+#include <pthread.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "CLI/CLI.hpp"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "common/log.h"
+#include "tests/support/echo_engine/echo_api.h"
+#include "tests/support/echo_engine/rendezvous.h"
+#include "common/http/http.h"
+#include "common/http/net.h"
+
+extern char** environ;
+
+namespace fleet::echo {
+namespace {
+
+constexpr char kComponent[] = "echo-engine";
+constexpr int kExitUsage = 2;
+
+struct Flags {
+  std::string host = "0.0.0.0";
+  int port = 8000;
+  double rendezvous_timeout_s = 60;
+};
+
+// What the exec adapter tells every rank through its environment.
+struct RankEnv {
+  int rank = 0;
+  int world_size = 1;
+  std::string master_addr;
+  int master_port = 0;
+  std::string group;
+  uint64_t generation = 0;
+};
+
+// Every path out of the process: threads may still be blocked in accept() or poll(), so it
+// flushes what was printed and leaves without running destructors under them.
+[[noreturn]] void Exit(int code) {
+  std::fflush(stdout);
+  std::fflush(stderr);
+  std::_Exit(code);
+}
+
+[[noreturn]] void UsageError(const std::string& message) {
+  std::fprintf(stderr,
+               "fleet-echo-engine: %s\nThe exec engine adapter sets FLEET_RANK, FLEET_WORLD_SIZE, "
+               "FLEET_MASTER_ADDR, FLEET_MASTER_PORT, FLEET_GROUP and FLEET_GENERATION; run it "
+               "through a SparkFleet recipe or set them by hand.\n",
+               message.c_str());
+  Exit(kExitUsage);
+}
+
+std::string RequireEnv(const char* name) {
+  const char* value = std::getenv(name);
+  if (value == nullptr) UsageError(absl::StrCat(name, " is not set"));
+  return value;
+}
+
+template <typename T>
+T RequireNumber(const char* name, T min, T max) {
+  std::string text = RequireEnv(name);
+  T value;
+  if (!absl::SimpleAtoi(text, &value) || value < min || value > max) {
+    UsageError(absl::StrCat(name, "=\"", text, "\" is not a number in [", min, ", ", max, "]"));
+  }
+  return value;
+}
+
+RankEnv ReadRankEnv() {
+  RankEnv env;
+  env.world_size = RequireNumber<int>("FLEET_WORLD_SIZE", 1, 1 << 16);
+  env.rank = RequireNumber<int>("FLEET_RANK", 0, env.world_size - 1);
+  env.master_addr = RequireEnv("FLEET_MASTER_ADDR");
+  env.master_port = RequireNumber<int>("FLEET_MASTER_PORT", 1, 65535);
+  env.group = RequireEnv("FLEET_GROUP");
+  env.generation = RequireNumber<uint64_t>("FLEET_GENERATION", 0, UINT64_MAX);
+  return env;
+}
+
+std::string Hostname() {
+  char name[256] = {};
+  if (::gethostname(name, sizeof name - 1) != 0) return "unknown";
+  return name;
+}
+
+int RunHead(const Flags& flags, const RankEnv& env, const Hello& self) {
+  absl::StatusOr<UniqueFd> master = http::ListenTcp(env.master_addr, env.master_port, 64);
+  if (!master.ok()) {
+    Log(LogLevel::kError, kComponent, "cannot open the master port",
+        {{"error", master.status().message()}});
+    return 1;
+  }
+  Log(LogLevel::kInfo, kComponent, "waiting for workers",
+      {{"master", absl::StrCat(env.master_addr, ":", env.master_port)},
+       {"workers", absl::StrCat(env.world_size - 1)}});
+  Head head(*std::move(master), self, env.world_size);
+  absl::StatusOr<std::vector<Hello>> hellos =
+      head.AwaitWorkers(absl::Now() + absl::Seconds(flags.rendezvous_timeout_s));
+  if (!hellos.ok()) {
+    Log(LogLevel::kError, kComponent, "rendezvous failed", {{"error", hellos.status().message()}});
+    return 1;
+  }
+  // HTTP opens only once every rank is in, as a vLLM head's API does: readiness means the
+  // whole group is up.
+  absl::StatusOr<UniqueFd> http = http::ListenTcp(flags.host, flags.port, 128);
+  if (!http.ok()) {
+    Log(LogLevel::kError, kComponent, "cannot open the HTTP port",
+        {{"error", http.status().message()}});
+    return 1;
+  }
+  // Static: the connection threads are detached and only end with the process.
+  static EchoApi api(*hellos);
+  std::thread([fd = http->get()] {
+    absl::Status served =
+        http::ServeHttp(fd, [](const http::HttpRequest& r) { return api.Handle(r); });
+    Log(LogLevel::kError, kComponent, "HTTP server stopped", {{"error", served.message()}});
+    Exit(1);
+  }).detach();
+  std::printf("rank 0 rendezvous complete: %d rank(s); serving http://%s:%d\n", env.world_size,
+              flags.host.c_str(), flags.port);
+  std::fflush(stdout);
+  absl::Status lost = head.WatchWorkers();
+  Log(LogLevel::kError, kComponent, "group broken, exiting", {{"error", lost.message()}});
+  return 1;
+}
+
+int RunWorker(const Flags& flags, const RankEnv& env, const Hello& self) {
+  absl::StatusOr<UniqueFd> head =
+      JoinHead(env.master_addr, env.master_port, self,
+               absl::Now() + absl::Seconds(flags.rendezvous_timeout_s));
+  if (!head.ok()) {
+    Log(LogLevel::kError, kComponent, "rendezvous failed",
+        {{"rank", absl::StrCat(env.rank)}, {"error", head.status().message()}});
+    return 1;
+  }
+  std::printf("rank %d rendezvous complete\n", env.rank);
+  std::fflush(stdout);
+  // Like a vLLM worker, a rank whose head died has nothing left to do: it fails, and
+  // SparkFleet restarts the group.
+  AwaitClose(head->get());
+  Log(LogLevel::kError, kComponent, "head connection lost", {{"rank", absl::StrCat(env.rank)}});
+  return 1;
+}
+
+int Main(int argc, char** argv) {
+  Flags flags;
+  CLI::App app{
+      "fleet-echo-engine: SparkFleet's test engine. NOT a language model: rank 0 serves an "
+      "OpenAI-compatible API (/health, /v1/models, /v1/completions, /v1/chat/completions) that "
+      "echoes the prompt back, and GET /ranks with every rank's environment. Ranks rendezvous "
+      "through rank 0's master port like a multi-node vLLM group; configured by FLEET_RANK, "
+      "FLEET_WORLD_SIZE, FLEET_MASTER_ADDR, FLEET_MASTER_PORT, FLEET_GROUP, FLEET_GENERATION."};
+  app.add_option("--host", flags.host, "HTTP listen address (rank 0)")->capture_default_str();
+  app.add_option("--port", flags.port, "HTTP port (rank 0)")
+      ->check(CLI::Range(1, 65535))
+      ->capture_default_str();
+  app.add_option("--rendezvous-timeout", flags.rendezvous_timeout_s,
+                 "seconds to wait for every rank to join")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+
+  const RankEnv env = ReadRankEnv();
+  // Blocked before any thread starts so every thread inherits the mask and only sigwait()
+  // below sees SIGTERM and SIGINT.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
+  const Hello self{.group = env.group,
+                   .rank = env.rank,
+                   .generation = env.generation,
+                   .hostname = Hostname(),
+                   .env = RendezvousEnv(environ)};
+  std::printf("rank %d env %s\n", env.rank, FormatEnv(self.env).c_str());
+  std::fflush(stdout);
+
+  std::thread([&flags, &env, &self] {
+    Exit(env.rank == 0 ? RunHead(flags, env, self) : RunWorker(flags, env, self));
+  }).detach();
+
+  int signo = 0;
+  while (sigwait(&stop_signals, &signo) != 0) {
+  }
+  Log(LogLevel::kInfo, kComponent, "stopping",
+      {{"rank", absl::StrCat(env.rank)}, {"signal", strsignal(signo)}});
+  // Exiting closes the master and HTTP listeners and every connection at once; workers see
+  // their head connection end.
+  Exit(0);
+}
+
+}  // namespace
+}  // namespace fleet::echo
+
+int main(int argc, char** argv) { return fleet::echo::Main(argc, argv); }
