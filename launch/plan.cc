@@ -210,8 +210,23 @@ absl::StatusOr<GroupPlan> PlanGroup(const Recipe& recipe, const std::vector<Over
         group.master_port, "; placement must choose rank 0's fabric address and a free port"));
   }
   RETURN_IF_ERROR(CheckRuntime(recipe));
+  absl::StatusOr<std::optional<int>> fixed_port = adapter.FixedMasterPort(command);
+  if (!fixed_port.ok()) {
+    return absl::Status(fixed_port.status().code(),
+                        absl::StrCat(Where(recipe, "command"), fixed_port.status().message()));
+  }
 
   GroupPlan plan;
+  // The group as placed, with the master port the command fixes itself, if it does.
+  GroupContext placed = group;
+  if (fixed_port->has_value() && **fixed_port != group.master_port) {
+    placed.master_port = **fixed_port;
+    plan.notes.push_back(absl::StrCat("the script listens on master port ", placed.master_port,
+                                      " itself: MASTER_PORT is ", placed.master_port,
+                                      " and workers wait for ",
+                                      HostPort(placed.master_addr, placed.master_port),
+                                      " (placement had chosen ", group.master_port, ")"));
+  }
   plan.group = group.group;
   plan.generation = group.generation;
   plan.launch_order = adapter.launch_order();
@@ -264,8 +279,8 @@ absl::StatusOr<GroupPlan> PlanGroup(const Recipe& recipe, const std::vector<Over
   for (int rank = 0; rank < world; ++rank) {
     const NodeView& node = group.nodes[rank];
     ASSIGN_OR_RETURN(RankCommand rank_command,
-                     adapter.RenderRank(recipe, command, group, rank, &plan.notes));
-    EnvList env = NodeEnv(node, vllm, group, &plan.notes);
+                     adapter.RenderRank(recipe, command, placed, rank, &plan.notes));
+    EnvList env = NodeEnv(node, vllm, placed, &plan.notes);
     for (auto& [name, value] : rank_command.env) SetEnv(&env, name, std::move(value));
     for (const auto& [name, value] : recipe.env) {
       const std::string* planned = FindValue(env, name);
@@ -307,7 +322,7 @@ absl::StatusOr<GroupPlan> PlanGroup(const Recipe& recipe, const std::vector<Over
       spec.set_memlock_bytes(*recipe.requirements.memlock_bytes);
     }
     if (plan.launch_order == LaunchOrder::kHeadFirst && rank > 0) {
-      spec.set_wait_for_tcp(HostPort(group.master_addr, group.master_port));
+      spec.set_wait_for_tcp(HostPort(placed.master_addr, placed.master_port));
       *spec.mutable_wait_timeout() = ToProto(recipe.health.start_timeout);
     }
     if (rank == 0 && port.has_value()) {

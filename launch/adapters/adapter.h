@@ -4,6 +4,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -68,6 +69,13 @@ class EngineAdapter {
                                                  const std::vector<std::string>& command,
                                                  const GroupContext& group, int rank,
                                                  std::vector<std::string>* notes) const = 0;
+  // The master port the command fixes itself (a shell script that names `--master-port
+  // 25000`), which then replaces placement's choice for every rank; nullopt when the command
+  // takes the port placement chooses.
+  virtual absl::StatusOr<std::optional<int>> FixedMasterPort(
+      const std::vector<std::string>& /*command*/) const {
+    return std::nullopt;
+  }
 };
 
 // The adapter for `engine:`; NotFound (naming the known ones) for an unknown name.

@@ -7,7 +7,9 @@
 #include "absl/status/status.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "common/status_macros.h"
+#include "launch/adapters/shell_script.h"
 
 namespace fleet::engine {
 namespace {
@@ -81,7 +83,46 @@ absl::StatusOr<std::string> Backend(const Recipe& recipe, const std::string& bac
       " nodes; use mp (or leave the flag out: vLLM picks mp when --nnodes > 1)"));
 }
 
+// How a multi-node script must read its place in the group, for the error that refuses one.
+constexpr absl::string_view kScriptExample =
+    "bash -lc 'exec vllm serve MODEL ... --nnodes ${NNODES} --node-rank ${NODE_RANK} "
+    "--master-addr ${MASTER_ADDR} --master-port ${MASTER_PORT} ${HEADLESS:+--headless}'";
+
+absl::StatusOr<RankCommand> RenderScriptRank(const Recipe& recipe, const std::string& script,
+                                             const std::vector<std::string>& command,
+                                             const GroupContext& group, int rank,
+                                             std::vector<std::string>* notes) {
+  const size_t world = group.nodes.size();
+  if (world > 1) {
+    std::vector<std::string> unread;
+    for (absl::string_view name : {"NODE_RANK", "MASTER_ADDR", "HEADLESS"}) {
+      if (!absl::StrContains(script, name)) unread.emplace_back(name);
+    }
+    if (!unread.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          Where(recipe, "command"), "the command is a shell script for a group of ", world,
+          " nodes and never reads $", absl::StrJoin(unread, ", $"),
+          ", so its ranks cannot find each other (SparkFleet appends nothing to a script: the "
+          "shell would take the words as the script's arguments); read the rank from the "
+          "environment: ",
+          kScriptExample));
+    }
+  }
+  AddNote(notes,
+          "the command is a shell script: SparkFleet appends no rank flags to it; each rank gets "
+          "NODE_RANK, NNODES, MASTER_ADDR, MASTER_PORT and HEADLESS (non-empty on workers) in "
+          "its environment");
+  return RankCommand{.argv = command, .env = ScriptRankEnv(group, rank)};
+}
+
 }  // namespace
+
+absl::StatusOr<std::optional<int>> VllmAdapter::FixedMasterPort(
+    const std::vector<std::string>& command) const {
+  std::optional<std::string> script = ShellScriptOf(command);
+  if (!script.has_value()) return std::nullopt;
+  return ScriptMasterPort(*script);
+}
 
 // Rank 0 hosts the TCP store (tcp://MASTER_ADDR:MASTER_PORT) through which every rank joins
 // torch.distributed. A worker started before it only retries within its connect timeout and
@@ -92,6 +133,9 @@ absl::StatusOr<RankCommand> VllmAdapter::RenderRank(const Recipe& recipe,
                                                     const std::vector<std::string>& command,
                                                     const GroupContext& group, int rank,
                                                     std::vector<std::string>* notes) const {
+  if (std::optional<std::string> script = ShellScriptOf(command)) {
+    return RenderScriptRank(recipe, *script, command, group, rank, notes);
+  }
   const int world = static_cast<int>(group.nodes.size());
   const bool headless = world > 1 && rank > 0;
   RankCommand out;

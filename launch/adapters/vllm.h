@@ -21,10 +21,17 @@ class VllmAdapter final : public EngineAdapter {
   // ray` in a multi-node group is rewritten to `mp` for a version-1 recipe and refused
   // (FailedPrecondition) for a version-2 one. A group of one node keeps the command as is,
   // minus any multi-node flags.
+  // A command that is a shell script (`bash -lc '...'`) gets nothing appended: every rank gets
+  // NODE_RANK, NNODES, MASTER_ADDR, MASTER_PORT and HEADLESS in its environment instead
+  // (shell_script.h), and a multi-node script that reads none of NODE_RANK, MASTER_ADDR or
+  // HEADLESS is refused with the line to write.
   absl::StatusOr<RankCommand> RenderRank(const Recipe& recipe,
                                          const std::vector<std::string>& command,
                                          const GroupContext& group, int rank,
                                          std::vector<std::string>* notes) const override;
+  // A shell script's own `--master-port N`.
+  absl::StatusOr<std::optional<int>> FixedMasterPort(
+      const std::vector<std::string>& command) const override;
 };
 
 }  // namespace fleet::engine

@@ -12,9 +12,10 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
 #include "common/files.h"
-#include "launch/docker_run.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "launch/adapters/shell_script.h"
+#include "launch/docker_run.h"
 
 namespace fleet::engine {
 namespace {
@@ -288,6 +289,88 @@ TEST(PlanVllmTest, RelativeMountSourceIsRefused) {
   EXPECT_EQ(plan.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(plan.status().message()),
               HasSubstr("mount source \"models\" is relative"));
+}
+
+// A compose-style command: the script reads its rank from the environment and names its own
+// master port. Appending flags would hand them to bash as positional arguments.
+Recipe ScriptRecipe(const std::string& script) {
+  Recipe recipe = VllmRecipe();
+  recipe.defaults = {{"port", "8000"}, {"tensor_parallel", "2"}};
+  recipe.command = absl::StrCat("bash -lc '", script, "'");
+  return recipe;
+}
+
+constexpr char kComposeScript[] =
+    "exec vllm serve deepseek-ai/DeepSeek-V4-Flash --port {port} --tensor-parallel-size "
+    "{tensor_parallel} --nnodes ${{NNODES}} --node-rank ${{NODE_RANK}} --master-addr "
+    "${{MASTER_ADDR}} --master-port 25000 ${{HEADLESS:+--headless}}";
+
+TEST(PlanShellScriptTest, ScriptGetsNothingAppendedAndItsRankInTheEnvironment) {
+  absl::StatusOr<GroupPlan> plan = PlanGroup(ScriptRecipe(kComposeScript), {}, Sparks(2));
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  ASSERT_EQ(plan->ranks.size(), 2u);
+  for (int rank = 0; rank < 2; ++rank) {
+    const v1::ShardSpec& spec = plan->ranks[rank];
+    std::vector<std::string> argv = Argv(spec);
+    ASSERT_EQ(argv.size(), 3u) << absl::StrJoin(argv, " ");
+    EXPECT_EQ(argv[0], "bash");
+    EXPECT_EQ(argv[1], "-lc");
+    EXPECT_THAT(argv[2], HasSubstr("--node-rank ${NODE_RANK}"));
+    EXPECT_THAT(Env(spec), Contains(Pair("NODE_RANK", absl::StrCat(rank))));
+    EXPECT_THAT(Env(spec), Contains(Pair("NNODES", "2")));
+    EXPECT_THAT(Env(spec), Contains(Pair("MASTER_ADDR", "192.168.100.11")));
+    EXPECT_THAT(Env(spec), Contains(Pair("MASTER_PORT", "25000")));
+    EXPECT_THAT(Env(spec), Contains(Pair("HEADLESS", rank == 0 ? "" : "1")));
+  }
+  // Workers wait for the port the script's head listens on, not placement's 29501.
+  EXPECT_EQ(plan->ranks[1].wait_for_tcp(), "192.168.100.11:25000");
+  EXPECT_THAT(plan->notes, Contains(HasSubstr("appends no rank flags")));
+  EXPECT_THAT(plan->notes, Contains(HasSubstr("placement had chosen 29501")));
+}
+
+TEST(PlanShellScriptTest, ScriptThatTakesThePortFromTheEnvironmentKeepsPlacementsPort) {
+  absl::StatusOr<GroupPlan> plan = PlanGroup(
+      ScriptRecipe("exec vllm serve m --nnodes $NNODES --node-rank $NODE_RANK --master-addr "
+                   "$MASTER_ADDR --master-port $MASTER_PORT ${{HEADLESS:+--headless}}"),
+      {}, Sparks(2));
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_EQ(plan->ranks[1].wait_for_tcp(), "192.168.100.11:29501");
+  EXPECT_THAT(Env(plan->ranks[1]), Contains(Pair("MASTER_PORT", "29501")));
+}
+
+TEST(PlanShellScriptTest, MultiNodeScriptThatIgnoresItsRankIsRefusedWithTheLineToWrite) {
+  absl::StatusOr<GroupPlan> plan =
+      PlanGroup(ScriptRecipe("exec vllm serve m --tensor-parallel-size 2"), {}, Sparks(2));
+  ASSERT_FALSE(plan.ok());
+  EXPECT_EQ(plan.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(plan.status().message(),
+              HasSubstr("never reads $NODE_RANK, $MASTER_ADDR, $HEADLESS"));
+  EXPECT_THAT(plan.status().message(), HasSubstr("--node-rank ${NODE_RANK}"));
+}
+
+TEST(PlanShellScriptTest, OneNodeScriptRunsAsWritten) {
+  absl::StatusOr<GroupPlan> plan = PlanGroup(ScriptRecipe("exec vllm serve m --port {port}"),
+                                             {{"tensor_parallel", "1"}}, Sparks(1));
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_THAT(Argv(plan->ranks[0]), ElementsAre("bash", "-lc", "exec vllm serve m --port 8000"));
+}
+
+TEST(PlanShellScriptTest, GarbledMasterPortIsRefused) {
+  absl::StatusOr<GroupPlan> plan =
+      PlanGroup(ScriptRecipe("vllm serve m --node-rank $NODE_RANK --master-addr $MASTER_ADDR "
+                             "--master-port banana ${{HEADLESS:+--headless}}"),
+                {}, Sparks(2));
+  ASSERT_FALSE(plan.ok());
+  EXPECT_THAT(plan.status().message(), HasSubstr("--master-port is \"banana\""));
+}
+
+TEST(ShellScriptTest, RecognisesShellsAndTheirCommandOption) {
+  EXPECT_EQ(ShellScriptOf({"bash", "-lc", "x"}), "x");
+  EXPECT_EQ(ShellScriptOf({"/bin/sh", "-c", "y", "name"}), "y");
+  EXPECT_EQ(ShellScriptOf({"bash", "-l", "-c", "z"}), "z");
+  EXPECT_EQ(ShellScriptOf({"vllm", "serve", "m"}), std::nullopt);
+  EXPECT_EQ(ShellScriptOf({"bash", "script.sh", "-c"}), std::nullopt);
+  EXPECT_EQ(ShellScriptOf({"bash", "-c"}), std::nullopt);
 }
 
 TEST(PlanErrorsTest, GroupSizeMustMatchTheNodes) {
