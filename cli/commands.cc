@@ -103,7 +103,7 @@ int ListTokens(const Globals& g) {
     Json items = Json::array();
     for (const v1::TokenInfo& t : tokens->tokens()) items.push_back(TokenJson(t));
     Json doc = {{"apiVersion", "fleet/v1"}, {"kind", "TokenList"}, {"items", std::move(items)}};
-    std::cout << (*format == OutputFormat::kJson ? doc.dump(2) + "\n" : JsonToYaml(doc));
+    std::cout << (*format == OutputFormat::kJson ? DumpJson(doc) : JsonToYaml(doc));
     return 0;
   }
   Table table({"ID", "STATUS", "EXPIRES", "USES", "DESCRIPTION"});
@@ -175,7 +175,7 @@ int Discover(const Globals& g, const std::vector<std::string>& interfaces,
                                                                 n.rdma_devices().end())}});
     }
     Json doc = {{"apiVersion", "fleet/v1"}, {"kind", "DiscoveredNodeList"}, {"items", items}};
-    std::cout << (*format == OutputFormat::kJson ? doc.dump(2) + "\n" : JsonToYaml(doc));
+    std::cout << (*format == OutputFormat::kJson ? DumpJson(doc) : JsonToYaml(doc));
     return 0;
   }
   Table table({"NODE-ID", "HOSTNAME", "ADDRESS", "PROOF", "JOINED", "ADOPTED"});

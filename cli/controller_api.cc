@@ -32,8 +32,16 @@ absl::StatusOr<Response> AdminClient::Call(Method method, const Request& request
   }
   if (!st.ok()) {
     absl::Status status = FromGrpc(st);
+    // gRPC itself answers some failures (a message it could not encode or decode) without a
+    // text; the user still gets the code and where to look.
+    const std::string message =
+        status.message().empty()
+            ? absl::StrCat(absl::StatusCodeToString(status.code()),
+                           " with no message; the controller's log (journalctl -u "
+                           "fleet-controller, or fleet up's log directory) has the cause")
+            : std::string(status.message());
     return absl::Status(status.code(), absl::StrCat("the controller at ", config_.controller,
-                                                    " answered: ", status.message()));
+                                                    " answered: ", message));
   }
   return response;
 }

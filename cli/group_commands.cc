@@ -14,14 +14,15 @@
 #include "cli/controller_api.h"
 #include "cli/output.h"
 #include "common/files.h"
+#include "common/status_macros.h"
 #include "common/table.h"
 #include "controller/groups/group_manager.h"
-#include "launch/placement.h"
 #include "controller/rendezvous/rendezvous_store.h"
+#include "google/protobuf/util/time_util.h"
 #include "launch/docker_run.h"
+#include "launch/placement.h"
 #include "launch/plan.h"
 #include "launch/recipe.h"
-#include "google/protobuf/util/time_util.h"
 #include "yaml-cpp/yaml.h"
 
 namespace fleet::cli {
@@ -384,20 +385,31 @@ int Plan(const Globals& g, const RecipeFlags& flags, const std::string& nodes_fl
   return 0;
 }
 
+absl::StatusOr<v1::ApplyRequest> ReadApplyRequest(const RecipeFlags& flags,
+                                                  const std::vector<std::string>& overrides,
+                                                  bool force) {
+  ASSIGN_OR_RETURN(std::string yaml, ReadFileToString(flags.recipe));
+  // The request carries the recipe in a protobuf string, which gRPC refuses to send unless it
+  // is UTF-8: say where the file is broken instead of sending nothing.
+  RETURN_IF_ERROR(engine::CheckUtf8(flags.recipe, yaml));
+  for (const std::string& o : overrides) RETURN_IF_ERROR(engine::CheckUtf8("-o", o));
+  v1::ApplyRequest request;
+  request.set_recipe_path(flags.recipe);
+  request.set_recipe_yaml(std::move(yaml));
+  for (const std::string& o : overrides) request.add_overrides(o);
+  request.set_name(flags.name);
+  request.set_force(force);
+  return request;
+}
+
 int Apply(const Globals& g, const RecipeFlags& flags, bool wait, const std::string& timeout) {
   std::string format = g.output;
-  v1::ApplyRequest request;
   std::vector<std::string> overrides;
   if (absl::Status st = SplitOutputFlags(flags.o, &format, &overrides); !st.ok()) {
     return Fail(std::string(st.message()));
   }
-  absl::StatusOr<std::string> yaml = ReadFileToString(flags.recipe);
-  if (!yaml.ok()) return Fail(std::string(yaml.status().message()));
-  request.set_recipe_path(flags.recipe);
-  request.set_recipe_yaml(*yaml);
-  for (const std::string& o : overrides) request.add_overrides(o);
-  request.set_name(flags.name);
-  request.set_force(flags.force);
+  absl::StatusOr<v1::ApplyRequest> request = ReadApplyRequest(flags, overrides, flags.force);
+  if (!request.ok()) return Fail(std::string(request.status().message()));
   std::optional<absl::Duration> wait_for;
   if (!timeout.empty()) {
     absl::StatusOr<absl::Duration> d = ParseDurationFlag("timeout", timeout);
@@ -409,7 +421,7 @@ int Apply(const Globals& g, const RecipeFlags& flags, bool wait, const std::stri
   const absl::Time started = absl::Now();
   // Preflight may hash a model the first time, and replacing a group first stops the old one,
   // which waits for its ranks' grace periods.
-  absl::StatusOr<v1::ApplyResponse> applied = client->Apply(request, absl::Minutes(20));
+  absl::StatusOr<v1::ApplyResponse> applied = client->Apply(*request, absl::Minutes(20));
   if (!applied.ok()) return Fail(std::string(applied.status().message()));
   if (format == "json" || format == "yaml") {
     std::cout << PrintDocument(ProtoToJson(*applied), format);

@@ -34,6 +34,11 @@ int FollowGroup(AdminClient& client, const std::string& name, absl::Time started
 // endpoint, exit 0), Failed (prints why and the failing rank's last lines, exit 1) or
 // `timeout` passes (exit 1). Empty `timeout`: the recipe's health.start_timeout.
 int Apply(const Globals& g, const RecipeFlags& flags, bool wait, const std::string& timeout);
+// The request of `fleet apply` and `fleet preflight`: the recipe file (checked to be UTF-8, as
+// protobuf strings must be) and its overrides.
+absl::StatusOr<v1::ApplyRequest> ReadApplyRequest(const RecipeFlags& flags,
+                                                  const std::vector<std::string>& overrides,
+                                                  bool force);
 
 int GetGroups(const Globals& g);
 int DescribeGroup(const Globals& g, const std::string& name);

@@ -3,9 +3,14 @@
 
 #include <cmath>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "common/table.h"
+#include "common/utf8.h"
 #include "controller/registry/node_registry.h"
 #include "controller/rendezvous/rendezvous_store.h"
 #include "google/protobuf/util/json_util.h"
@@ -37,7 +42,7 @@ void Emit(YAML::Emitter& out, const Json& v) {
   if (v.is_object()) {
     out << YAML::BeginMap;
     for (const auto& [key, value] : v.items()) {
-      out << YAML::Key << key << YAML::Value;
+      out << YAML::Key << SanitizeUtf8(key) << YAML::Value;
       Emit(out, value);
     }
     out << YAML::EndMap;
@@ -46,7 +51,8 @@ void Emit(YAML::Emitter& out, const Json& v) {
     for (const auto& e : v) Emit(out, e);
     out << YAML::EndSeq;
   } else if (v.is_string()) {
-    out << v.get<std::string>();
+    // yaml-cpp writes nothing after a string that is not UTF-8 (the emitter goes bad).
+    out << SanitizeUtf8(v.get<std::string>());
   } else if (v.is_boolean()) {
     out << v.get<bool>();
   } else if (v.is_number_unsigned()) {
@@ -128,18 +134,78 @@ std::string JsonToYaml(const Json& doc) {
   return absl::StrCat(out.c_str(), "\n");
 }
 
+std::string EnumWord(const google::protobuf::EnumValueDescriptor& value) {
+  // GROUP_STATE_READY of enum GroupState → "Ready", HEARTBEAT_VERDICT_REPORT_SHARDS →
+  // "ReportShards": the words the tables print.
+  std::string prefix;
+  for (char c : value.type()->name()) {
+    if (absl::ascii_isupper(c) && !prefix.empty()) prefix.push_back('_');
+    prefix.push_back(absl::ascii_toupper(c));
+  }
+  absl::string_view rest = value.name();
+  if (!absl::ConsumePrefix(&rest, prefix + "_") || rest == "UNSPECIFIED") return "Unknown";
+  std::string word;
+  for (absl::string_view part : absl::StrSplit(rest, '_')) {
+    if (part.empty()) continue;
+    word.push_back(part[0]);
+    word += absl::AsciiStrToLower(part.substr(1));
+  }
+  return word;
+}
+
+namespace {
+
+// Replaces the wire's enum names in `doc` (the JSON of `message`) by EnumWord, recursively.
+void UseEnumWords(const google::protobuf::Message& message, Json& doc) {
+  if (!doc.is_object()) return;
+  const google::protobuf::Reflection& reflection = *message.GetReflection();
+  std::vector<const google::protobuf::FieldDescriptor*> fields;
+  reflection.ListFields(message, &fields);
+  for (const google::protobuf::FieldDescriptor* field : fields) {
+    auto found = doc.find(field->json_name());
+    if (found == doc.end() || field->is_map()) continue;
+    Json& value = *found;
+    if (field->type() == google::protobuf::FieldDescriptor::TYPE_ENUM) {
+      if (field->is_repeated()) {
+        for (int i = 0; i < reflection.FieldSize(message, field) && i < int(value.size()); ++i) {
+          value[i] = EnumWord(*reflection.GetRepeatedEnum(message, field, i));
+        }
+      } else {
+        value = EnumWord(*reflection.GetEnum(message, field));
+      }
+    } else if (field->type() == google::protobuf::FieldDescriptor::TYPE_MESSAGE) {
+      if (field->is_repeated()) {
+        for (int i = 0; i < reflection.FieldSize(message, field) && i < int(value.size()); ++i) {
+          UseEnumWords(reflection.GetRepeatedMessage(message, field, i), value[i]);
+        }
+      } else {
+        UseEnumWords(reflection.GetMessage(message, field), value);
+      }
+    }
+  }
+}
+
+}  // namespace
+
 Json ProtoToJson(const google::protobuf::Message& message) {
   std::string text;
   // Our own messages always convert; a failure would leave `text` empty and parse to null.
   (void)google::protobuf::util::MessageToJsonString(message, &text);
   Json doc = Json::parse(text, nullptr, /*allow_exceptions=*/false);
+  UseEnumWords(message, doc);
   RedactSecrets(doc);
   return doc;
 }
 
+std::string DumpJson(const Json& doc) {
+  // A recipe, a log line or an engine can put any bytes into a string; invalid UTF-8 is
+  // printed as U+FFFD instead of throwing (nlohmann's type_error 316).
+  return doc.dump(2, ' ', /*ensure_ascii=*/false, Json::error_handler_t::replace) + "\n";
+}
+
 std::string PrintDocument(const Json& doc, const std::string& format) {
   if (format == "yaml") return JsonToYaml(doc);
-  return doc.dump(2) + "\n";
+  return DumpJson(doc);
 }
 
 std::string FormatAge(double seconds) {
@@ -160,9 +226,7 @@ std::string RenderNodes(const v1::ListNodesResponse& list, OutputFormat format) 
     Json& items = doc["items"] = Json::array();
     for (const v1::Node& node : list.nodes()) items.push_back(NodeToJson(list, node));
     if (format == OutputFormat::kYaml) return JsonToYaml(doc);
-    std::string text = doc.dump(2);
-    text.push_back('\n');
-    return text;
+    return DumpJson(doc);
   }
   bool wide = format == OutputFormat::kWide;
   std::vector<std::string> headers = {"NAME", "ADDRESS", "STATE", "LAST-HEARTBEAT", "VERSION"};

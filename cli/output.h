@@ -17,6 +17,12 @@ absl::StatusOr<OutputFormat> ParseOutputFormat(const std::string& text);
 
 // A protobuf message as JSON (lowerCamelCase field names, as protobuf's JSON mapping).
 nlohmann::ordered_json ProtoToJson(const google::protobuf::Message& message);
+// The word the tables print for an enum value of the wire: GROUP_STATE_READY → "Ready",
+// SHARD_STATE_RUNNING → "Running"; an UNSPECIFIED value → "Unknown". ProtoToJson uses it for
+// every enum field, so -o json|yaml and the tables say the same.
+std::string EnumWord(const google::protobuf::EnumValueDescriptor& value);
+// `doc` as indented JSON and a newline; strings that are not UTF-8 are printed with U+FFFD.
+std::string DumpJson(const nlohmann::ordered_json& doc);
 
 // `doc` as "json" (indented) or "yaml", with a final newline.
 std::string PrintDocument(const nlohmann::ordered_json& doc, const std::string& format);

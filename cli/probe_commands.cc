@@ -208,17 +208,11 @@ int Preflight(const Globals& g, const RecipeFlags& flags, bool force) {
   if (absl::Status st = SplitOutputFlags(flags.o, &format, &overrides); !st.ok()) {
     return Fail(std::string(st.message()));
   }
-  absl::StatusOr<std::string> yaml = ReadFileToString(flags.recipe);
-  if (!yaml.ok()) return Fail(std::string(yaml.status().message()));
-  v1::ApplyRequest request;
-  request.set_recipe_path(flags.recipe);
-  request.set_recipe_yaml(*yaml);
-  for (const std::string& o : overrides) request.add_overrides(o);
-  request.set_name(flags.name);
-  request.set_force(force);
+  absl::StatusOr<v1::ApplyRequest> request = ReadApplyRequest(flags, overrides, force);
+  if (!request.ok()) return Fail(std::string(request.status().message()));
   absl::StatusOr<AdminClient> client = Connect(g);
   if (!client.ok()) return Fail(std::string(client.status().message()));
-  absl::StatusOr<v1::PreflightResponse> r = client->Preflight(request, absl::Minutes(15));
+  absl::StatusOr<v1::PreflightResponse> r = client->Preflight(*request, absl::Minutes(15));
   if (!r.ok()) return Fail(std::string(r.status().message()));
   if (format == "json" || format == "yaml") {
     std::cout << PrintDocument(ProtoToJson(*r), format);

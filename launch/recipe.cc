@@ -22,12 +22,14 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
 #include "common/files.h"
 #include "common/status_macros.h"
+#include "common/utf8.h"
 #include "launch/internal/recipe_internal.h"
 
 namespace fleet::engine {
@@ -827,7 +829,21 @@ class Parser {
 
 }  // namespace
 
+absl::Status CheckUtf8(absl::string_view path, absl::string_view text) {
+  const size_t bad = FirstInvalidUtf8(text);
+  if (bad == absl::string_view::npos) return absl::OkStatus();
+  const absl::string_view before = text.substr(0, bad);
+  const size_t line_start = before.rfind('\n');
+  const size_t line = std::count(before.begin(), before.end(), '\n') + 1;
+  const size_t column = line_start == absl::string_view::npos ? bad + 1 : bad - line_start;
+  return absl::InvalidArgumentError(absl::StrFormat(
+      "%s:%d:%d: the file is not valid UTF-8 (byte 0x%02X); save it as UTF-8 (e.g. `iconv -f "
+      "latin1 -t utf-8`)",
+      path, line, column, static_cast<unsigned char>(text[bad])));
+}
+
 absl::StatusOr<Override> ParseOverride(absl::string_view text) {
+  RETURN_IF_ERROR(CheckUtf8("override", text));
   size_t eq = text.find('=');
   if (eq == absl::string_view::npos || eq == 0) {
     return absl::InvalidArgumentError(
@@ -844,6 +860,7 @@ absl::StatusOr<Override> ParseOverride(absl::string_view text) {
 }
 
 absl::StatusOr<Recipe> ParseRecipe(absl::string_view path, absl::string_view yaml) {
+  RETURN_IF_ERROR(CheckUtf8(path, yaml));
   Recipe recipe;
   recipe.path = std::string(path);
   try {

@@ -109,6 +109,11 @@ struct Recipe {
   std::map<std::string, SourceLocation> locations;  // "engine", "defaults.tensor_parallel"
 };
 
+// OK when `text` is valid UTF-8 (RFC 3629: no overlong forms, surrogates or code points past
+// U+10FFFF); else InvalidArgument "PATH:LINE:COL: the file is not valid UTF-8 (byte 0xFF); ...".
+// Recipes travel in protobuf strings, which must be UTF-8, so every path checks this first.
+absl::Status CheckUtf8(absl::string_view path, absl::string_view text);
+
 // Parses `yaml` (the contents of `path`). Errors are InvalidArgument and start with
 // "PATH:LINE:COL: ", then say what was expected and what was found: bad YAML, a wrong type,
 // an unknown key (with the closest known key), a version-2 key in a version-1 file, an unknown

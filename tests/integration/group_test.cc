@@ -202,7 +202,7 @@ TEST_F(GroupTest, ReapplyIsANoOpAndRestartsOfControllerAndAgentKeepTheRanks) {
   ASSERT_TRUE(cluster_->RestartController().ok());
   ASSERT_TRUE(WaitForNodes([](const Json& d) { return AllReady(d, AgentNames(kAgents)); },
                            absl::Seconds(15)));
-  EXPECT_TRUE(GroupState("GROUP_STATE_READY", kReadyTimeout));
+  EXPECT_TRUE(GroupState("Ready", kReadyTimeout));
   EXPECT_EQ(RankPids(), pids);
 
   // Agent of rank 1 killed -9 and restarted: it re-adopts its rank, never starts a second.
@@ -210,7 +210,7 @@ TEST_F(GroupTest, ReapplyIsANoOpAndRestartsOfControllerAndAgentKeepTheRanks) {
   ASSERT_TRUE(cluster_->StartAgent(2).ok());
   ASSERT_TRUE(WaitForNodes([](const Json& d) { return AllReady(d, AgentNames(kAgents)); },
                            absl::Seconds(15)));
-  EXPECT_TRUE(GroupState("GROUP_STATE_READY", kReadyTimeout));
+  EXPECT_TRUE(GroupState("Ready", kReadyTimeout));
   EXPECT_EQ(RankPids(), pids);
   EXPECT_EQ(EnginePids("fleet-echo-engi", "echo-group").size(), 4u);
   // Its logs are still served by the new agent.

@@ -202,7 +202,7 @@ TEST_F(NativeGroupTest, ADeadRankZeroFailsTheGroupInsteadOfHangingItsWorkers) {
   EXPECT_TRUE(TestCluster::WaitFor(
       [&] {
         Json d = Describe("moe2");
-        return d.contains("group") && d["group"].value("state", "") == "GROUP_STATE_FAILED";
+        return d.contains("group") && d["group"].value("state", "") == "Failed";
       },
       absl::Seconds(30)))
       << Describe("moe2").dump();

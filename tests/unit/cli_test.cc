@@ -147,6 +147,29 @@ TEST(OutputTest, JsonAndYamlCarryTheSameDocument) {
   EXPECT_THAT(yaml, HasSubstr("state: Lost"));
 }
 
+TEST(OutputTest, JsonAndYamlUseTheTablesWordsForStates) {
+  v1::Group group;
+  group.set_name("ds4");
+  group.set_state(v1::GROUP_STATE_READY);
+  v1::GroupRank* rank = group.add_ranks();
+  rank->mutable_status()->set_state(v1::SHARD_STATE_RUNNING);
+  nlohmann::ordered_json doc = ProtoToJson(group);
+  EXPECT_EQ(doc["state"], "Ready") << doc.dump();
+  EXPECT_EQ(doc["ranks"][0]["status"]["state"], "Running") << doc.dump();
+  EXPECT_THAT(PrintDocument(doc, "yaml"), ::testing::HasSubstr("state: Ready"));
+  EXPECT_EQ(EnumWord(*v1::GroupState_descriptor()->FindValueByNumber(v1::GROUP_STATE_UNSPECIFIED)),
+            "Unknown");
+  EXPECT_EQ(EnumWord(*v1::HeartbeatVerdict_descriptor()->FindValueByNumber(
+                v1::HEARTBEAT_VERDICT_REPORT_SHARDS)),
+            "ReportShards");
+}
+
+TEST(OutputTest, BytesThatAreNotUtf8ArePrintedNotThrown) {
+  nlohmann::ordered_json doc = {{"line", std::string("NCCL \xff\xfe ok")}};
+  EXPECT_EQ(DumpJson(doc), "{\n  \"line\": \"NCCL \xEF\xBF\xBD\xEF\xBF\xBD ok\"\n}\n");
+  EXPECT_THAT(PrintDocument(doc, "yaml"), ::testing::HasSubstr("NCCL \xEF\xBF\xBD\xEF\xBF\xBD ok"));
+}
+
 TEST(OutputTest, UnknownFormatNamesTheChoices) {
   auto f = ParseOutputFormat("xml");
   ASSERT_FALSE(f.ok());

@@ -111,6 +111,21 @@ INSTANTIATE_TEST_SUITE_P(Fixtures, CommunityRecipeTest,
                                            "diffusion-gemma-bf16-thinking",
                                            "gemma4-26b-a4b-nvfp4-solo"));
 
+TEST(RecipeErrors, TextThatIsNotUtf8IsRefusedWithItsLineAndColumn) {
+  absl::StatusOr<Recipe> recipe =
+      ParseRecipe("bad.yaml", "recipe_version: 1\nname: caf\xe9\ncommand: x\n");
+  ASSERT_FALSE(recipe.ok());
+  EXPECT_EQ(recipe.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(recipe.status().message()),
+              ::testing::StartsWith("bad.yaml:2:10: the file is not valid UTF-8 (byte 0xE9)"));
+  // Overlong forms, surrogates and truncated sequences are refused too; real UTF-8 passes.
+  EXPECT_FALSE(CheckUtf8("x", "\xc0\xaf").ok());
+  EXPECT_FALSE(CheckUtf8("x", "\xed\xa0\x80").ok());
+  EXPECT_FALSE(CheckUtf8("x", "ok \xe2\x82").ok());
+  EXPECT_TRUE(CheckUtf8("x", "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x9a\x80").ok());
+  EXPECT_FALSE(ParseOverride("name=\xff").ok());
+}
+
 TEST(CommunityRecipe, DeepSeekV4FlashFields) {
   absl::StatusOr<Recipe> recipe =
       LoadRecipe(SourcePath("tests/fixtures/recipes/deepseek-v4-flash.yaml"));
