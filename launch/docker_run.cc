@@ -112,6 +112,13 @@ std::vector<std::string> RenderDockerRun(const v1::ShardSpec& spec, const std::s
   }
   run.insert(run.end(), {"--cap-add", "IPC_LOCK", "--ulimit",
                          absl::StrCat("memlock=", memlock, ":", memlock)});
+  auto limit_text = [](uint64_t value) {
+    return value == std::numeric_limits<uint64_t>::max() ? std::string("-1") : absl::StrCat(value);
+  };
+  for (const v1::Ulimit& limit : spec.ulimits()) {
+    run.insert(run.end(), {"--ulimit", absl::StrCat(limit.name(), "=", limit_text(limit.soft()),
+                                                    ":", limit_text(limit.hard()))});
+  }
   if (spec.shm_bytes() > 0) run.insert(run.end(), {"--shm-size", absl::StrCat(spec.shm_bytes())});
   for (const v1::Mount& mount : spec.mounts()) {
     run.insert(run.end(), {"-v", absl::StrCat(mount.source(), ":", mount.target(),

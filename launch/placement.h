@@ -7,9 +7,9 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "fleet/v1/controller.pb.h"
 #include "launch/adapters/adapter.h"
 #include "launch/recipe.h"
-#include "fleet/v1/controller.pb.h"
 
 namespace fleet::controller {
 

@@ -321,6 +321,13 @@ absl::StatusOr<GroupPlan> PlanGroup(const Recipe& recipe, const std::vector<Over
     if (recipe.requirements.memlock_bytes.has_value()) {
       spec.set_memlock_bytes(*recipe.requirements.memlock_bytes);
     }
+    for (const UlimitSpec& limit : recipe.ulimits) {
+      if (limit.name == "memlock") continue;  // memlock_bytes
+      v1::Ulimit* out = spec.add_ulimits();
+      out->set_name(limit.name);
+      out->set_soft(limit.soft);
+      out->set_hard(limit.hard);
+    }
     if (plan.launch_order == LaunchOrder::kHeadFirst && rank > 0) {
       spec.set_wait_for_tcp(HostPort(placed.master_addr, placed.master_port));
       *spec.mutable_wait_timeout() = ToProto(recipe.health.start_timeout);

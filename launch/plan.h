@@ -7,9 +7,9 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "fleet/v1/shard.pb.h"
 #include "launch/adapters/adapter.h"
 #include "launch/recipe.h"
-#include "fleet/v1/shard.pb.h"
 
 namespace fleet::engine {
 

@@ -594,6 +594,11 @@ class Parser {
         }
         r.gpu_arch = text;
       } else {
+        if (key == "memlock" && r.memlock_bytes.has_value()) {
+          return Error(value,
+                       "\"requires.memlock\" is also set by \"runtime.ulimits.memlock\"; "
+                       "write it once");
+        }
         if (key == "memlock" && text == "unlimited") {
           r.memlock_bytes = std::numeric_limits<uint64_t>::max();
           continue;
@@ -607,6 +612,112 @@ class Parser {
         if (key == "shm") r.shm_bytes = *bytes;
         if (key == "min_free_disk") r.min_free_disk_bytes = *bytes;
       }
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status RuntimeType(const YAML::Node& value, absl::string_view key) {
+    ASSIGN_OR_RETURN(std::string runtime, String(value, key, false));
+    if (runtime != "docker" && runtime != "process") {
+      return Error(value, absl::StrCat("\"", key, "\" must be docker or process, found \"", runtime,
+                                       "\"", Suggest(runtime, {"docker", "process"})));
+    }
+    recipe_.runtime = runtime == "docker" ? RuntimeKind::kDocker : RuntimeKind::kProcess;
+    return absl::OkStatus();
+  }
+
+  // `runtime: docker`, or `runtime: {type: docker, ulimits: {stack: 67108864, ...}}`.
+  absl::Status Runtime(const YAML::Node& node) {
+    if (!node.IsMap()) return RuntimeType(node, "runtime");
+    static const auto* kKeys = new std::vector<std::string>{"type", "ulimits"};
+    bool typed = false;
+    for (auto it = node.begin(); it != node.end(); ++it) {
+      const std::string key = it->first.IsScalar() ? it->first.Scalar() : "";
+      key_mark_ = it->first.Mark();
+      if (!Contains(*kKeys, key)) {
+        return Error(it->first,
+                     absl::StrCat("unknown key \"runtime.", key, "\"", Suggest(key, *kKeys)));
+      }
+      if (key == "type") {
+        RETURN_IF_ERROR(RuntimeType(it->second, "runtime.type"));
+        typed = true;
+      } else {
+        RETURN_IF_ERROR(Ulimits(it->second));
+      }
+    }
+    if (!typed) {
+      return Error(node,
+                   "\"runtime\" as a map needs \"type\" (docker or process), e.g. "
+                   "runtime: {type: docker, ulimits: {stack: 67108864}}");
+    }
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<uint64_t> UlimitValue(const YAML::Node& node, const std::string& where) {
+    ASSIGN_OR_RETURN(std::string text, String(node, where, false));
+    if (text == "unlimited" || text == "-1") return std::numeric_limits<uint64_t>::max();
+    uint64_t number = 0;
+    if (!absl::SimpleAtoi(text, &number)) {
+      return Error(node, absl::StrCat("\"", where,
+                                      "\" must be a whole number (bytes for memlock and stack, a "
+                                      "count for nofile) or \"unlimited\", found \"",
+                                      text, "\""));
+    }
+    return number;
+  }
+
+  absl::Status Ulimits(const YAML::Node& node) {
+    if (node.IsNull()) return absl::OkStatus();
+    if (!node.IsMap()) {
+      return Error(node, absl::StrCat("\"runtime.ulimits\" must be a map such as {stack: "
+                                      "67108864, nofile: 65536}, found ",
+                                      Found(node)));
+    }
+    // docker run --ulimit's names, which are setrlimit(2)'s resources.
+    static const auto* kNames = new std::vector<std::string>{
+        "core",   "cpu",   "data", "fsize",  "locks",  "memlock",    "msgqueue", "nice",
+        "nofile", "nproc", "rss",  "rtprio", "rttime", "sigpending", "stack"};
+    for (auto it = node.begin(); it != node.end(); ++it) {
+      const std::string name = it->first.IsScalar() ? it->first.Scalar() : "";
+      key_mark_ = it->first.Mark();
+      const std::string where = absl::StrCat("runtime.ulimits.", name);
+      if (!Contains(*kNames, name)) {
+        return Error(it->first,
+                     absl::StrCat("unknown limit \"", where, "\"", Suggest(name, *kNames),
+                                  "; the limits are ", absl::StrJoin(*kNames, ", ")));
+      }
+      UlimitSpec limit{.name = name};
+      const YAML::Node& value = it->second;
+      if (value.IsMap()) {
+        if (!value["soft"] || !value["hard"] || value.size() != 2) {
+          return Error(value, absl::StrCat("\"", where, "\" as a map is {soft: N, hard: N}, found ",
+                                           Found(value)));
+        }
+        ASSIGN_OR_RETURN(limit.soft, UlimitValue(value["soft"], where + ".soft"));
+        ASSIGN_OR_RETURN(limit.hard, UlimitValue(value["hard"], where + ".hard"));
+        if (limit.soft > limit.hard) {
+          return Error(
+              value, absl::StrCat("\"", where, "\": soft is above hard, which setrlimit refuses"));
+        }
+      } else {
+        ASSIGN_OR_RETURN(limit.soft, UlimitValue(value, where));
+        limit.hard = limit.soft;
+      }
+      if (name == "memlock") {
+        if (limit.soft != limit.hard) {
+          return Error(value,
+                       "\"runtime.ulimits.memlock\" takes one value: RDMA registration "
+                       "needs the soft limit, so soft and hard are set alike");
+        }
+        std::optional<uint64_t>& memlock = recipe_.requirements.memlock_bytes;
+        if (memlock.has_value() && *memlock != limit.soft) {
+          return Error(value,
+                       "\"runtime.ulimits.memlock\" differs from \"requires.memlock\"; "
+                       "write it once");
+        }
+        memlock = limit.soft;
+      }
+      recipe_.ulimits.push_back(std::move(limit));
     }
     return absl::OkStatus();
   }
@@ -757,12 +868,7 @@ class Parser {
         }
       }
     } else if (key == "runtime") {
-      ASSIGN_OR_RETURN(std::string runtime, String(value, key, false));
-      if (runtime != "docker" && runtime != "process") {
-        return Error(value, absl::StrCat("\"runtime\" must be docker or process, found \"", runtime,
-                                         "\"", Suggest(runtime, {"docker", "process"})));
-      }
-      r.runtime = runtime == "docker" ? RuntimeKind::kDocker : RuntimeKind::kProcess;
+      return Runtime(value);
     } else if (key == "requires") {
       return Requires(value);
     } else if (key == "mounts") {

@@ -54,6 +54,14 @@ struct Requirements {
   std::optional<uint64_t> min_free_disk_bytes;
 };
 
+// One entry of `runtime.ulimits`: a limit by docker's name, soft and hard (UINT64_MAX is
+// "unlimited"). `stack: 67108864`, `nofile: {soft: 65536, hard: 1048576}`, `core: unlimited`.
+struct UlimitSpec {
+  std::string name;
+  uint64_t soft = 0;
+  uint64_t hard = 0;
+};
+
 // `health:` — readiness probe of the head (see ReadinessProbe in shard.proto).
 struct HealthSettings {
   std::string path = "/health";
@@ -95,7 +103,10 @@ struct Recipe {
   // Node names; the first is the head (rank 0). Written as a list: `placement: [spark-1, spark-2]`
   // (a map such as {nodes: [...]} is refused with that example).
   std::vector<std::string> placement;
+  // `runtime: docker|process`, or the map `runtime: {type: docker|process, ulimits: {...}}`.
   RuntimeKind runtime = RuntimeKind::kDocker;  // v1: docker; v2: docker when `container` set
+  // runtime.ulimits in file order; memlock among them is also requirements.memlock_bytes.
+  std::vector<UlimitSpec> ulimits;
   Requirements requirements;
   std::vector<MountSpec> mounts;
   std::vector<std::string> cache_dirs;  // container paths kept across restarts

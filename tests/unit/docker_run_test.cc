@@ -96,6 +96,20 @@ TEST(DockerRunTest, MemlockIsUnlimitedWhenUnsetOrUnlimitedAndExactOtherwise) {
               IsSupersetOf({"memlock=8388608:8388608"}));
 }
 
+TEST(DockerRunTest, RecipeUlimitsBecomeUlimitFlags) {
+  v1::ShardSpec spec = WorkerSpec();
+  v1::Ulimit* stack = spec.add_ulimits();
+  stack->set_name("stack");
+  stack->set_soft(67108864);
+  stack->set_hard(67108864);
+  v1::Ulimit* core = spec.add_ulimits();
+  core->set_name("core");
+  core->set_soft(0);
+  core->set_hard(std::numeric_limits<uint64_t>::max());
+  std::vector<std::string> run = RenderDockerRun(spec, "/cache", "/env", std::nullopt);
+  EXPECT_THAT(run, IsSupersetOf({"stack=67108864:67108864", "core=0:-1", "memlock=-1:-1"}));
+}
+
 TEST(DockerRunTest, ContainerNameCarriesGroupGenerationAndRank) {
   EXPECT_EQ(ContainerName(WorkerSpec()), "fleet-ds4-g7-r1");
 }

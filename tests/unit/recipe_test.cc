@@ -126,6 +126,53 @@ TEST(RecipeErrors, TextThatIsNotUtf8IsRefusedWithItsLineAndColumn) {
   EXPECT_FALSE(ParseOverride("name=\xff").ok());
 }
 
+constexpr char kV2Head[] = "recipe_version: 2\nname: r\ncommand: serve\n";
+
+TEST(RecipeRuntime, UlimitsForEitherRuntimeWithMemlockKeptAsTheRequirement) {
+  absl::StatusOr<Recipe> recipe = ParseRecipe(
+      "r.yaml", absl::StrCat(kV2Head,
+                             "runtime:\n  type: process\n  ulimits:\n    stack: 67108864\n"
+                             "    nofile: {soft: 65536, hard: 1048576}\n    memlock: unlimited\n"));
+  ASSERT_TRUE(recipe.ok()) << recipe.status();
+  EXPECT_EQ(recipe->runtime, RuntimeKind::kProcess);
+  ASSERT_EQ(recipe->ulimits.size(), 3u);
+  EXPECT_EQ(recipe->ulimits[0].name, "stack");
+  EXPECT_EQ(recipe->ulimits[0].soft, 67108864u);
+  EXPECT_EQ(recipe->ulimits[0].hard, 67108864u);
+  EXPECT_EQ(recipe->ulimits[1].soft, 65536u);
+  EXPECT_EQ(recipe->ulimits[1].hard, 1048576u);
+  EXPECT_EQ(recipe->requirements.memlock_bytes, std::numeric_limits<uint64_t>::max());
+  // The plain form still works.
+  absl::StatusOr<Recipe> plain = ParseRecipe("r.yaml", absl::StrCat(kV2Head, "runtime: process\n"));
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  EXPECT_TRUE(plain->ulimits.empty());
+}
+
+TEST(RecipeRuntime, BadUlimitsNameTheirLineAndTheFix) {
+  struct Case {
+    std::string yaml;
+    std::string error;
+  } cases[] = {
+      {"runtime:\n  type: docker\n  ulimits: {stak: 1}\n",
+       "r.yaml:6:13: unknown limit "
+       "\"runtime.ulimits.stak\"; did you "
+       "mean \"stack\"?"},
+      {"runtime:\n  ulimits: {stack: 1}\n", "needs \"type\""},
+      {"runtime:\n  type: process\n  ulimits: {nofile: {soft: 10, hard: 5}}\n",
+       "soft is above hard"},
+      {"runtime:\n  type: process\n  ulimits: {stack: big}\n", "or \"unlimited\", found \"big\""},
+      {"requires: {memlock: 1g}\nruntime:\n  type: process\n  ulimits: {memlock: 2048}\n",
+       "differs from \"requires.memlock\""},
+      {"runtime:\n  type: process\n  ulimits: {memlock: 2048}\nrequires: {memlock: 1g}\n",
+       "also set by \"runtime.ulimits.memlock\""},
+  };
+  for (const Case& c : cases) {
+    absl::StatusOr<Recipe> recipe = ParseRecipe("r.yaml", absl::StrCat(kV2Head, c.yaml));
+    ASSERT_FALSE(recipe.ok()) << c.yaml;
+    EXPECT_THAT(std::string(recipe.status().message()), ::testing::HasSubstr(c.error)) << c.yaml;
+  }
+}
+
 TEST(CommunityRecipe, DeepSeekV4FlashFields) {
   absl::StatusOr<Recipe> recipe =
       LoadRecipe(SourcePath("tests/fixtures/recipes/deepseek-v4-flash.yaml"));
