@@ -4,6 +4,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/algorithm/container.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -268,6 +269,14 @@ absl::StatusOr<Export> ExportLeaderWorkerSet(const Recipe& recipe, const ExportO
                                        Resolve(mount.source()),
                                        " (the kubelet has no HOME); edit it for your nodes"));
     }
+  }
+  if (options.rdma == RdmaAccess::kHostNetwork &&
+      absl::c_any_of(plan.ranks.front().env(),
+                     [](const v1::EnvVar& var) { return var.value() == kSelfAddress; })) {
+    out.notes.push_back(
+        "each rank's own address is its pod IP, which on the host network is the node's "
+        "InternalIP: start the kubelet with --node-ip set to the fabric address so the ranks talk "
+        "over the ConnectX-7 link, as SparkFleet's VLLM_HOST_IP does");
   }
   if (!plan.ranks.front().cache_dirs().empty()) {
     out.notes.push_back(absl::StrCat("cache_dirs persist on each node under /var/cache/sparkfleet/",
