@@ -19,6 +19,15 @@ absl::StatusOr<GroupPlan> PlanForExport(const Recipe& recipe, const ExportOption
         "scheduler does not run; export it with --nodes 1, or serve with an engine that "
         "rendezvouses by itself (vllm, exec)"));
   }
+  ASSIGN_OR_RETURN(const auto values, EffectiveValues(recipe, options.overrides));
+  absl::StatusOr<int> recipe_size = GroupSize(recipe, values);
+  std::vector<std::string> size_notes;
+  if (recipe_size.ok() && *recipe_size != size) {
+    size_notes.push_back(absl::StrCat(
+        "--nodes ", size, " replaces the recipe's ", *recipe_size,
+        " ranks; the engine's own parallelism flags stay as the recipe sets them (override "
+        "tensor_parallel and the like with -o key=value)"));
+  }
   Recipe sized = recipe;
   sized.nodes = size;
   GroupContext group;
@@ -40,6 +49,7 @@ absl::StatusOr<GroupPlan> PlanForExport(const Recipe& recipe, const ExportOption
     node.has_infiniband = !options.rdma_devices.empty();
   }
   ASSIGN_OR_RETURN(GroupPlan plan, PlanGroup(sized, options.overrides, group));
+  plan.notes.insert(plan.notes.begin(), size_notes.begin(), size_notes.end());
   for (v1::ShardSpec& spec : plan.ranks) {
     for (v1::Mount& mount : *spec.mutable_mounts()) {
       mount.set_source(ExpandHome(mount.source(), kHome));
