@@ -1,4 +1,5 @@
 // ExportSlurm: one sbatch script whose ranks are the plan's, one task per node.
+#include <optional>
 #include <string>
 #include <vector>
 
