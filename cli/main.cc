@@ -18,6 +18,7 @@
 #include "agent/agent_server.h"
 #include "cli/commands.h"
 #include "cli/config.h"
+#include "cli/export_commands.h"
 #include "cli/group_commands.h"
 #include "cli/local_cluster.h"
 #include "cli/probe_commands.h"
@@ -359,6 +360,40 @@ int Main(int argc, char** argv) {
   logs->add_flag("-f,--follow", logs_follow, "keep printing new output");
   logs->add_option("--tail", logs_tail, "last N lines (0: everything kept)")->capture_default_str();
 
+  ExportFlags export_flags;
+  CLI::App* export_cmd = app.add_subcommand(
+      "export", "render a recipe's launch for Kubernetes LeaderWorkerSet or Slurm (offline)");
+  export_cmd->add_option("RECIPE", export_flags.recipe, "recipe file")->required();
+  export_cmd->add_option("--format", export_flags.format, "lws or slurm")->required();
+  export_cmd->add_option("-o", export_flags.o, "override key=value (repeatable)");
+  export_cmd->add_option("--nodes", export_flags.nodes,
+                         "ranks of the group (default: the recipe's)");
+  export_cmd->add_option("--name", export_flags.name,
+                         "group name (default: the recipe file's name)");
+  export_cmd->add_option("--fabric-interface", export_flags.fabric_interface,
+                         "NCCL/Gloo interface on every node, e.g. enp1s0f1np1 (default: unset)");
+  export_cmd->add_option("--rdma-devices", export_flags.rdma_devices,
+                         "RDMA devices for NCCL_IB_HCA, e.g. rocep1s0f1,roceP2p1s0f1");
+  export_cmd->add_option("--gpus-per-node", export_flags.gpus_per_node, "GPUs each rank gets")
+      ->capture_default_str();
+  export_cmd->add_option("--master-port", export_flags.master_port, "rank 0's rendezvous port")
+      ->capture_default_str();
+  export_cmd->add_option("--rdma", export_flags.rdma, "lws: host-network or device-plugin")
+      ->capture_default_str();
+  export_cmd
+      ->add_option("--rdma-resource", export_flags.rdma_resource,
+                   "lws: the RDMA device plugin's resource name")
+      ->capture_default_str();
+  export_cmd->add_option("--image", export_flags.image,
+                         "lws: image holding the engine, for runtime: process recipes");
+  export_cmd->add_option("--namespace", export_flags.k8s_namespace, "lws: namespace");
+  export_cmd
+      ->add_option("--max-unavailable", export_flags.max_unavailable,
+                   "lws: groups down at once in a rollout (number or percentage)")
+      ->capture_default_str();
+  export_cmd->add_option("--partition", export_flags.partition, "slurm: partition");
+  export_cmd->add_option("--time", export_flags.time_limit, "slurm: time limit, e.g. 24:00:00");
+
   CLI::App* version = app.add_subcommand("version", "print the version");
 
   try {
@@ -405,6 +440,7 @@ int Main(int argc, char** argv) {
     absl::Status st = RunDown(down_dir, std::cout);
     return st.ok() ? 0 : Fail(std::string(st.message()));
   }
+  if (*export_cmd) return Export(export_flags);
   if (*version) {
     std::cout << "fleet " << kVersion << "\n";
     return 0;

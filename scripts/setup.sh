@@ -12,6 +12,9 @@ packages="
   clang libclang-rt-14-dev
   iproute2 busybox-static procps
   libcurl4-openssl-dev curl docker.io
+  slurm-wlm
+  lintian
+  systemd
 "
 
 missing=""
