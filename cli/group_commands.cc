@@ -68,6 +68,12 @@ void PrintPlan(const engine::Recipe& recipe, const engine::GroupPlan& plan,
     out << "launch order: head first; ranks 1-" << plan.ranks.size() - 1
         << " start once the head's master port " << plan.ranks[1].wait_for_tcp()
         << " accepts connections\n";
+  } else if (plan.launch_order == engine::LaunchOrder::kWorkersFirst && plan.ranks.size() > 1) {
+    const v1::ShardSpec& head = plan.ranks[0];
+    std::vector<std::string> waits = {head.wait_for_tcp()};
+    waits.insert(waits.end(), head.also_wait_for_tcp().begin(), head.also_wait_for_tcp().end());
+    out << "launch order: workers first; the head starts once " << absl::StrJoin(waits, ", ")
+        << " accept connections\n";
   } else {
     out << "launch order: every rank at once\n";
   }
@@ -359,12 +365,10 @@ int Plan(const Globals& g, const RecipeFlags& flags, const std::string& nodes_fl
     absl::StatusOr<engine::GroupPlan> plan = engine::PlanGroup(*recipe, overrides, context);
     if (!plan.ok()) return Fail(std::string(plan.status().message()));
     if (format == "json" || format == "yaml") {
-      Json group = {
-          {"name", plan->group},
-          {"launchOrder",
-           plan->launch_order == engine::LaunchOrder::kHeadFirst ? "head-first" : "all-at-once"},
-          {"endpoint", plan->endpoint},
-          {"notes", plan->notes}};
+      Json group = {{"name", plan->group},
+                    {"launchOrder", engine::LaunchOrderName(plan->launch_order)},
+                    {"endpoint", plan->endpoint},
+                    {"notes", plan->notes}};
       Json& ranks = group["ranks"] = Json::array();
       for (size_t k = 0; k < plan->ranks.size(); ++k) {
         Json rank = {{"rank", k}, {"node", nodes[k].name}, {"spec", ProtoToJson(plan->ranks[k])}};

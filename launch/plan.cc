@@ -332,6 +332,17 @@ absl::StatusOr<GroupPlan> PlanGroup(const Recipe& recipe, const std::vector<Over
       spec.set_wait_for_tcp(HostPort(placed.master_addr, placed.master_port));
       *spec.mutable_wait_timeout() = ToProto(recipe.health.start_timeout);
     }
+    if (plan.launch_order == LaunchOrder::kWorkersFirst && rank == 0 && world > 1) {
+      for (int k = 1; k < world; ++k) {
+        std::string worker = HostPort(placed.nodes[k].fabric_address, placed.master_port);
+        if (k == 1) {
+          spec.set_wait_for_tcp(std::move(worker));
+        } else {
+          spec.add_also_wait_for_tcp(std::move(worker));
+        }
+      }
+      *spec.mutable_wait_timeout() = ToProto(recipe.health.start_timeout);
+    }
     if (rank == 0 && port.has_value()) {
       v1::ReadinessProbe& probe = *spec.mutable_readiness();
       probe.set_host(head_host);

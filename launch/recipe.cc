@@ -69,7 +69,8 @@ namespace {
 
 // Engines that have an adapter (launch/adapters/registry.cc); the one list the parser checks.
 const std::vector<std::string>& KnownEngines() {
-  static const auto* engines = new std::vector<std::string>{"vllm", "exec", "native"};
+  static const auto* engines =
+      new std::vector<std::string>{"vllm", "exec", "native", "llamacpp"};
   return *engines;
 }
 

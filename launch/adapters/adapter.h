@@ -47,7 +47,14 @@ enum class LaunchOrder {
   kHeadFirst,
   // Every rank at once (the engine's own rendezvous waits for peers).
   kAllAtOnce,
+  // Ranks > 0 start at once; rank 0 starts once every other rank's port (the group's master
+  // port on that rank's fabric address) accepts connections: llama.cpp's rpc-servers before
+  // the llama-server that connects to them (ShardSpec.wait_for_tcp and also_wait_for_tcp).
+  kWorkersFirst,
 };
+
+// "head-first", "all-at-once", "workers-first": the words `fleet plan` and `-o json` print.
+absl::string_view LaunchOrderName(LaunchOrder order);
 
 // The command of one rank before the runtime wraps it (docker run ...).
 struct RankCommand {

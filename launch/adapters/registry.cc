@@ -6,6 +6,7 @@
 #include "absl/strings/str_join.h"
 #include "launch/adapters/adapter.h"
 #include "launch/adapters/exec.h"
+#include "launch/adapters/llamacpp.h"
 #include "launch/adapters/native.h"
 #include "launch/adapters/vllm.h"
 
@@ -13,9 +14,9 @@ namespace fleet::engine {
 namespace {
 
 // Adapters are stateless, so one instance of each serves every caller for the process's life.
-const std::array<const EngineAdapter*, 3>& Adapters() {
-  static const auto* const adapters = new std::array<const EngineAdapter*, 3>{
-      new ExecAdapter(), new NativeAdapter(), new VllmAdapter()};
+const std::array<const EngineAdapter*, 4>& Adapters() {
+  static const auto* const adapters = new std::array<const EngineAdapter*, 4>{
+      new ExecAdapter(), new LlamaCppAdapter(), new NativeAdapter(), new VllmAdapter()};
   return *adapters;
 }
 
@@ -28,6 +29,18 @@ absl::StatusOr<const EngineAdapter*> FindAdapter(absl::string_view engine) {
   return absl::NotFoundError(absl::StrCat("unknown engine \"", engine,
                                           "\": the engines SparkFleet knows are ",
                                           absl::StrJoin(AdapterNames(), ", ")));
+}
+
+absl::string_view LaunchOrderName(LaunchOrder order) {
+  switch (order) {
+    case LaunchOrder::kHeadFirst:
+      return "head-first";
+    case LaunchOrder::kAllAtOnce:
+      return "all-at-once";
+    case LaunchOrder::kWorkersFirst:
+      return "workers-first";
+  }
+  return "unknown";
 }
 
 std::vector<std::string> AdapterNames() {

@@ -394,7 +394,8 @@ TEST(PlanErrorsTest, UnknownEngineNamesTheKnownOnes) {
   recipe.engine = "sglang";
   absl::StatusOr<GroupPlan> plan = PlanGroup(recipe, {}, Sparks(2));
   EXPECT_EQ(plan.status().code(), absl::StatusCode::kNotFound);
-  EXPECT_THAT(std::string(plan.status().message()), HasSubstr("knows are exec, native, vllm"));
+  EXPECT_THAT(std::string(plan.status().message()),
+              HasSubstr("knows are exec, llamacpp, native, vllm"));
 }
 
 TEST(PlanErrorsTest, DockerRuntimeNeedsAContainer) {
@@ -475,8 +476,80 @@ TEST(PlanErrorsTest, ProcessRuntimeHasNoMounts) {
   EXPECT_THAT(std::string(plan.status().message()), HasSubstr("the process runtime"));
 }
 
+// DeepSeek-V4-Flash as a GGUF through llama.cpp, as one owner runs it on a Spark.
+Recipe LlamaCppRecipe() {
+  Recipe recipe;
+  recipe.path = "ds4-gguf.yaml";
+  recipe.version = 2;
+  recipe.name = "ds4-gguf";
+  recipe.engine = "llamacpp";
+  recipe.runtime = RuntimeKind::kProcess;
+  recipe.defaults = {{"port", "8080"}};
+  recipe.command =
+      "llama-server -m /models/DeepSeek-V4-Flash-Q4_K_M.gguf --host 0.0.0.0 --port {port} "
+      "-ngl 999 --slot-save-path /var/lib/llama/slots";
+  return recipe;
+}
+
+TEST(PlanLlamaCppTest, OneNodeRunsLlamaServerWithMetrics) {
+  absl::StatusOr<GroupPlan> plan = PlanGroup(LlamaCppRecipe(), {}, Sparks(1));
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_THAT(Argv(plan->ranks[0]),
+              ElementsAre("llama-server", "-m", "/models/DeepSeek-V4-Flash-Q4_K_M.gguf", "--host",
+                          "0.0.0.0", "--port", "8080", "-ngl", "999", "--slot-save-path",
+                          "/var/lib/llama/slots", "--metrics"));
+  EXPECT_EQ(plan->ranks[0].wait_for_tcp(), "");
+  EXPECT_EQ(plan->ranks[0].readiness().port(), 8080u);
+  EXPECT_EQ(plan->endpoint, "http://192.168.100.11:8080");
+}
+
+TEST(PlanLlamaCppTest, GroupRunsRpcServersFirstOnTheFabricAndTheHeadWaitsForAll) {
+  Recipe recipe = LlamaCppRecipe();
+  recipe.command += " --rpc 10.9.9.9:1";
+  recipe.nodes = 3;
+  absl::StatusOr<GroupPlan> plan = PlanGroup(recipe, {}, Sparks(3));
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_EQ(plan->launch_order, LaunchOrder::kWorkersFirst);
+  std::vector<std::string> head = Argv(plan->ranks[0]);
+  EXPECT_THAT(head, Not(Contains("10.9.9.9:1")));
+  ASSERT_GE(head.size(), 2u);
+  EXPECT_EQ(head[head.size() - 2], "--rpc");
+  EXPECT_EQ(head.back(), "192.168.100.12:29501,192.168.100.13:29501");
+  EXPECT_EQ(plan->ranks[0].wait_for_tcp(), "192.168.100.12:29501");
+  EXPECT_THAT(plan->ranks[0].also_wait_for_tcp(), ElementsAre("192.168.100.13:29501"));
+  for (int rank = 1; rank < 3; ++rank) {
+    EXPECT_THAT(Argv(plan->ranks[rank]),
+                ElementsAre("rpc-server", "--host", absl::StrCat("192.168.100.1", rank + 1),
+                            "--port", "29501"));
+    EXPECT_EQ(plan->ranks[rank].wait_for_tcp(), "");
+    EXPECT_FALSE(plan->ranks[rank].has_readiness());
+  }
+  EXPECT_THAT(plan->notes, Contains(HasSubstr("rpc-server has no authentication")));
+  EXPECT_THAT(plan->notes, Contains(HasSubstr("replaced the command's --rpc")));
+}
+
+TEST(PlanLlamaCppTest, RpcServerIsNeverBoundWithoutAFabricAddress) {
+  GroupContext group = Sparks(2);
+  group.nodes[1].fabric_address.clear();
+  Recipe recipe = LlamaCppRecipe();
+  recipe.nodes = 2;
+  absl::StatusOr<GroupPlan> plan = PlanGroup(recipe, {}, group);
+  ASSERT_FALSE(plan.ok());
+  EXPECT_EQ(plan.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(plan.status().message()), HasSubstr("only ever bound to the fabric"));
+}
+
+TEST(PlanLlamaCppTest, CommandThatIsNotLlamaServerIsRefused) {
+  Recipe recipe = LlamaCppRecipe();
+  recipe.command = "vllm serve m --port {port}";
+  absl::StatusOr<GroupPlan> plan = PlanGroup(recipe, {}, Sparks(1));
+  ASSERT_FALSE(plan.ok());
+  EXPECT_THAT(std::string(plan.status().message()),
+              HasSubstr("the llamacpp engine runs llama-server"));
+}
+
 TEST(AdapterRegistryTest, FindsEveryAdapterByName) {
-  EXPECT_THAT(AdapterNames(), ElementsAre("exec", "native", "vllm"));
+  EXPECT_THAT(AdapterNames(), ElementsAre("exec", "llamacpp", "native", "vllm"));
   for (const std::string& name : AdapterNames()) {
     absl::StatusOr<const EngineAdapter*> adapter = FindAdapter(name);
     ASSERT_TRUE(adapter.ok()) << adapter.status();
