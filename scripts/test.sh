@@ -12,11 +12,11 @@ cmake --build "$build"
 ./scripts/dockerd.sh "$build" || echo "test: no Docker engine; the docker tests will skip"
 status=0
 ctest --test-dir "$build" --output-on-failure -j2 "$@" || status=$?
-# ctest lists skipped cases without their reasons; GoogleTest printed each one after "Skipped".
+# ctest lists skipped cases without their reasons; GoogleTest printed each one on the line after
+# "FILE:LINE: Skipped".
 awk '
-  /^[0-9]+\/[0-9]+ Test: / { name = $3; reason = "" }
   /: Skipped$/ { want = 1; next }
-  want { reason = $0; want = 0 }
-  /^Test Skipped\./ || /^Test Skipped$/ { printf "skipped: %s: %s\n", name, reason }
+  want { reason = $0; want = 0; next }
+  /^\[  SKIPPED \] [^ ]+ \([0-9]+ ms\)$/ { printf "skipped: %s: %s\n", $4, reason; reason = "" }
 ' "$build/Testing/Temporary/LastTest.log" 2>/dev/null || true
 exit "$status"
