@@ -566,7 +566,9 @@ class Parser {
     Requirements& r = recipe_.requirements;
     for (auto it = node.begin(); it != node.end(); ++it) {
       const std::string key = it->first.IsScalar() ? it->first.Scalar() : "";
-      const YAML::Node& value = it->second;
+      // A copy (a Node is a handle): yaml-cpp's operator-> returns a temporary proxy, so a
+      // reference to it->second dangles at the end of this statement.
+      const YAML::Node value = it->second;
       key_mark_ = it->first.Mark();
       if (!Contains(*kKeys, key)) {
         return Error(it->first,
@@ -781,7 +783,9 @@ class Parser {
     HealthSettings& h = recipe_.health;
     for (auto it = node.begin(); it != node.end(); ++it) {
       const std::string key = it->first.IsScalar() ? it->first.Scalar() : "";
-      const YAML::Node& value = it->second;
+      // A copy (a Node is a handle): yaml-cpp's operator-> returns a temporary proxy, so a
+      // reference to it->second dangles at the end of this statement.
+      const YAML::Node value = it->second;
       const std::string name = absl::StrCat("health.", key);
       key_mark_ = it->first.Mark();
       if (!Contains(*kKeys, key)) {

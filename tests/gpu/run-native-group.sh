@@ -101,8 +101,12 @@ grep -E '^(vllm:generation_tokens_total|fleet_engine:step_seconds_(sum|count))' 
 grep -E 'reference check|rank 0 of' "$out/rank0.log" | tee -a "$out/summary.txt"
 "$fleet" stop gpu-group >"$work/stop.log" 2>&1
 check "fleet stop" $?
-sleep 1
-left=$(pgrep -c -f 'fleet-engine serve' || true)
+# The ranks exit a moment after `fleet stop` returns: poll for up to 10 s.
+for _ in $(seq 100); do
+  left=$(pgrep -c -f 'fleet-engine serve' || true)
+  [ "$left" = 0 ] && break
+  sleep 0.1
+done
 [ "$left" = 0 ]
 check "no fleet-engine process left after stop ($left)" $?
 "$fleet" down --dir "$work/cluster" >"$work/down.log" 2>&1

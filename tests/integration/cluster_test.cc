@@ -70,6 +70,18 @@ constexpr absl::Duration kRecoverTimeout = absl::Seconds(15);
 constexpr int kAbortExit = 128 + SIGABRT;
 constexpr int kSegvExit = 128 + SIGSEGV;
 
+// A WaitForNodes condition: every agent is Ready and the controller has had a heartbeat from it
+// since it registered (registration sets lastHeartbeat to registeredAt).
+bool AllHeartbeating(const Json& doc) {
+  for (const std::string& name : AgentNames(kAgents)) {
+    const Json* node = FindNode(doc, name);
+    if (node == nullptr || node->value("state", "") != "Ready") return false;
+    const Json last = node->value("lastHeartbeat", Json());
+    if (!last.is_string() || last == node->value("registeredAt", Json())) return false;
+  }
+  return true;
+}
+
 // A WaitForNodes condition: `victim` is Lost. The first listing in which another node is not
 // Ready goes to `*others_not_ready`, so the test can fail on it afterwards.
 std::function<bool(const Json&)> VictimLostOthersReady(const std::string& victim,
@@ -196,8 +208,8 @@ TEST_F(ClusterTest, KilledAgentIsLostThenRejoinsWithItsId) {
   ASSERT_NO_FATAL_FAILURE(StartCluster(kAgents));
   std::map<std::string, std::string> ids = WaitAllReady(kAgents, kJoinTimeout);
   ASSERT_FALSE(HasFailure());
-  // A full heartbeat period in Ready, so the kill does not race the first heartbeats.
-  absl::SleepFor(kHeartbeatPeriod);
+  // Heartbeats flow, so the kill does not race the first ones.
+  ASSERT_TRUE(WaitForNodes(AllHeartbeating, kJoinTimeout));
 
   constexpr int kVictim = 2;
   const std::string victim = TestCluster::AgentName(kVictim);
@@ -229,7 +241,7 @@ TEST_F(ClusterTest, NodeBehindCutLinkIsLostThenRecoversWithItsId) {
   ASSERT_NO_FATAL_FAILURE(StartCluster(kAgents));
   std::map<std::string, std::string> ids = WaitAllReady(kAgents, kJoinTimeout);
   ASSERT_FALSE(HasFailure());
-  absl::SleepFor(kHeartbeatPeriod);
+  ASSERT_TRUE(WaitForNodes(AllHeartbeating, kJoinTimeout));
 
   constexpr int kVictim = 3;
   const std::string victim = TestCluster::AgentName(kVictim);
@@ -260,7 +272,7 @@ TEST_F(ClusterTest, ControllerRestartKeepsNodesAndIdsWithoutTouchingAgents) {
   ASSERT_FALSE(HasFailure());
   std::vector<pid_t> agent_pids;
   for (int i = 1; i <= kAgents; ++i) agent_pids.push_back(cluster_->agent_pid(i));
-  absl::SleepFor(kHeartbeatPeriod);
+  ASSERT_TRUE(WaitForNodes(AllHeartbeating, kJoinTimeout));
 
   ASSERT_TRUE(cluster_->KillController(SIGKILL).ok());
   // While it is down the CLI says so instead of hanging or printing an empty list.
@@ -298,7 +310,8 @@ TEST_F(ClusterTest, ControllerRestartKeepsNodesAndIdsWithoutTouchingAgents) {
               absl::FormatDuration(absl::Now() - serving).c_str());
   EXPECT_EQ(IdsByName(doc), ids);
 
-  // Past the restarted controller's grace period every node is still Ready.
+  // Past the restarted controller's grace period every node is still Ready. Nothing happens at
+  // that moment to wait on: the time passing without a node going Lost is what is tested.
   absl::SleepFor(serving + kLostAfter + kHeartbeatPeriod - absl::Now());
   absl::StatusOr<Json> later = cluster_->Nodes();
   ASSERT_TRUE(later.ok()) << later.status();
@@ -347,8 +360,9 @@ TEST_F(ClusterTest, AgentsStartedBeforeTheControllerJoinOnceItStarts) {
   ASSERT_TRUE(token.ok()) << token.status();
   ASSERT_TRUE(cluster_->KillController(SIGTERM).ok());
   for (int i = 1; i <= kAgents; ++i) ASSERT_TRUE(cluster_->StartAgent(i).ok());
-  // Long enough for the agents' retry backoff to reach its ceiling, as it has when the
-  // controller's box boots last.
+  // Long enough for the agents' retry backoff to reach its ceiling (5 s), as it has when the
+  // controller's box boots last. The agents log only their first failure, so this waits for the
+  // time itself: surviving it is what is tested.
   absl::SleepFor(absl::Seconds(7));
   for (int i = 1; i <= kAgents; ++i) {
     EXPECT_TRUE(cluster_->AgentRunning(i)) << "agent " << i << " gave up on a missing controller";
@@ -501,7 +515,7 @@ TEST_F(ClusterTest, CliRidesOutABriefControllerStall) {
   ASSERT_TRUE(cluster_->SignalController(SIGSTOP).ok());
   // The harness is not thread-safe, so the thread only sends the signal itself.
   std::thread resume([controller, kStall] {
-    absl::SleepFor(kStall);
+    absl::SleepFor(kStall);  // the stall under test
     ::kill(controller, SIGCONT);
   });
   const absl::Time start = absl::Now();

@@ -26,10 +26,12 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "tests/support/eventually.h"
 
 namespace fleet {
 namespace {
 
+using ::fleet::testing::Eventually;
 using ::testing::HasSubstr;
 
 // A port that was free a moment ago (bound to 0, read, released).
@@ -141,23 +143,19 @@ class EchoGroup {
 
   // Polls `name`'s log until it contains `text`; false after `timeout`.
   bool WaitForLog(const std::string& name, const std::string& text, absl::Duration timeout) const {
-    absl::Time deadline = absl::Now() + timeout;
-    while (absl::Now() < deadline) {
-      if (Log(name).find(text) != std::string::npos) return true;
-      absl::SleepFor(absl::Milliseconds(20));
-    }
-    return false;
+    return Eventually(
+        timeout, [&] { return Log(name).find(text) != std::string::npos; }, absl::Milliseconds(20));
   }
 
   // Polls /health until it answers 200; false after `timeout`.
   bool WaitHealthy(absl::Duration timeout) const {
-    absl::Time deadline = absl::Now() + timeout;
-    while (absl::Now() < deadline) {
-      absl::StatusOr<HttpAnswer> answer = Http(http_port_, "GET", "/health");
-      if (answer.ok() && answer->status == 200) return true;
-      absl::SleepFor(absl::Milliseconds(50));
-    }
-    return false;
+    return Eventually(
+        timeout,
+        [&] {
+          absl::StatusOr<HttpAnswer> answer = Http(http_port_, "GET", "/health");
+          return answer.ok() && answer->status == 200;
+        },
+        absl::Milliseconds(50));
   }
 
   int http_port() const { return http_port_; }
@@ -181,9 +179,10 @@ std::string ExitOf(Process& process, absl::Duration timeout) {
 
 TEST(EchoEngineTest, ThreeRanksRendezvousServeAndFallApartWithTheirHead) {
   EchoGroup group(3, 7, absl::Seconds(20));
-  // A worker started before its head retries until the head listens.
+  // A worker started before its head retries until the head listens: it runs (and prints its
+  // environment just before its first try) while no head exists.
   Process& rank1 = group.Start(1, "r1");
-  absl::SleepFor(absl::Milliseconds(300));
+  ASSERT_TRUE(group.WaitForLog("r1", "rank 1 env ", absl::Seconds(10))) << group.Log("r1");
   Process& rank0 = group.Start(0, "r0");
   Process& rank2 = group.Start(2, "r2");
   ASSERT_TRUE(group.WaitHealthy(absl::Seconds(15))) << group.Log("r0");
@@ -311,7 +310,9 @@ TEST(EchoEngineTest, SigtermStopsEveryRankPromptly) {
 
   EchoGroup waiting(2, 1, absl::Seconds(20));
   Process& lonely_head = waiting.Start(0, "r0");
-  absl::SleepFor(absl::Milliseconds(200));
+  // In rendezvous, with SIGTERM already routed to its signal thread.
+  ASSERT_TRUE(waiting.WaitForLog("r0", "waiting for workers", absl::Seconds(10)))
+      << waiting.Log("r0");
   ASSERT_TRUE(lonely_head.Signal(SIGTERM).ok());
   EXPECT_EQ(ExitOf(lonely_head, absl::Seconds(1)), "exited with status 0");
 }

@@ -267,8 +267,12 @@ TEST_F(TrustTest, StaticNodeListIsProbedAndAdoptedWithoutBroadcast) {
   Json doc;
   ASSERT_TRUE(WaitForNodes([&](const Json& d) { return AllReady(d, listed); }, kJoinTimeout, &doc))
       << "the statically listed nodes were not adopted: " << Summary(doc);
-  // Three more rounds (every 2 s): the unlisted agents stay out.
-  absl::SleepFor(absl::Seconds(6));
+  // Three more auto-adopt rounds (every 2 s, each logs "probe finished"): the unlisted agents
+  // stay out.
+  const int rounds = CountInLog("controller", "probe finished");
+  ASSERT_TRUE(TestCluster::WaitFor(
+      [&] { return CountInLog("controller", "probe finished") >= rounds + 3; }, kJoinTimeout))
+      << "the controller did not probe its static node list every 2 s";
   absl::StatusOr<Json> after = cluster_->Nodes();
   ASSERT_TRUE(after.ok()) << after.status();
   EXPECT_EQ((*after)["items"].size(), 2u) << Summary(*after);
@@ -537,6 +541,8 @@ TEST_F(TrustTest, ExpiredAndUsedUpTokensAreRefused) {
   ASSERT_TRUE(WaitForNodes(
       [&](const Json& d) { return StateOf(d, TestCluster::AgentName(kFirst)) == "Ready"; },
       kJoinTimeout));
+  // Expiry is wall-clock time, so this waits for the time itself: the 1 s lifetime, counted from
+  // after the controller made the token, and a second of slack.
   absl::SleepFor(expiring_made + absl::Seconds(2) - absl::Now());
   ASSERT_TRUE(cluster_->StartAgent(kExpired).ok());
   ASSERT_TRUE(cluster_->StartAgent(kSecond).ok());

@@ -11,8 +11,8 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "agent/discovery/discovery_responder.h"
-#include "common/wire/discovery_wire.h"
 #include "common/udp.h"
+#include "common/wire/discovery_wire.h"
 #include "controller/discovery/discoverer.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -560,7 +560,8 @@ TEST_F(LoopbackTest, OversizedAnswerIsTrimmedToFit) {
 
 TEST_F(LoopbackTest, StopIsPrompt) {
   auto responder = StartResponder(Key());
-  // Once it has answered, its thread is surely inside its receive loop.
+  // Once it has answered, its thread is inside its receive loop; the 10 ms let it block in the
+  // receive again, which is the state under test and has no event to wait on.
   controller::Discoverer discoverer({Key()}, "ctl-1", 7100, responder->port());
   ASSERT_TRUE(discoverer.Probe(Loopback(1), kPatience).ok());
   absl::SleepFor(absl::Milliseconds(10));

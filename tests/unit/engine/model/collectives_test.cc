@@ -163,7 +163,8 @@ TEST_P(GroupSizeTest, BarrierWaitsForEveryRank) {
   const int size = GetParam();
   std::atomic<int> arrived{0};
   RunGroup(size, [&](int rank, Collectives& comm) {
-    // The last rank arrives late; nobody may leave the barrier before it arrived.
+    // The last rank arrives late (the sleep is the lateness under test); nobody may leave the
+    // barrier before it arrived.
     if (rank == size - 1) absl::SleepFor(absl::Milliseconds(50));
     arrived++;
     ASSERT_TRUE(comm.Barrier().ok());
