@@ -97,11 +97,14 @@ grpc::ServerUnaryReactor* ControllerService::Register(grpc::CallbackServerContex
       absl::MutexLock lock(&mu_);
       ++agent_calls_;
     }
+    // The answer arrives on a gRPC thread; recording it may write the store.
     d_.agents->Describe(request->advertise_address(), node_id,
                         [this, node_id](absl::StatusOr<v1::DescribeResponse> result) {
-                          d_.registry->SetReachability(node_id, result.status());
-                          absl::MutexLock lock(&mu_);
-                          --agent_calls_;
+                          d_.rpc_executor->Post([this, node_id, status = result.status()] {
+                            d_.registry->SetReachability(node_id, status);
+                            absl::MutexLock lock(&mu_);
+                            --agent_calls_;
+                          });
                         });
     return absl::OkStatus();
   });
