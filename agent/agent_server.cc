@@ -224,14 +224,20 @@ absl::Status AgentServer::Serve(const std::string& controller_address) {
   // Re-read every second, so a renewed certificate is used without a restart.
   std::shared_ptr<TransportCredentials> transport = MutualTlsFromFiles(
       paths.ca, paths.key, paths.cert, ClientCertificates::kRequired, absl::Seconds(1));
-  shard_executor_ = std::make_unique<Executor>();
-  probe_executor_ = std::make_unique<Executor>();
+  // Shard orders of up to four groups at once; two probes (each may hash a model); two file
+  // reads (facts, logs), so a slow disk never delays a shard order.
+  shard_executor_ = std::make_unique<ThreadPool>(4);
+  probe_executor_ = std::make_unique<ThreadPool>(2);
+  read_executor_ = std::make_unique<ThreadPool>(2);
   // Shards reach the controller as this agent does, and trust the same CA (by absolute path:
   // a container mounts it at that path, a process may run elsewhere).
   std::error_code ec;
   std::filesystem::path ca_path = std::filesystem::absolute(paths.ca, ec);
   service_ = std::make_unique<AgentService>(
-      identity_, options_.root, supervisor_.get(), shard_executor_.get(), probe_executor_.get(),
+      identity_, options_.root, supervisor_.get(),
+      AgentExecutors{.shards = shard_executor_.get(),
+                     .probes = probe_executor_.get(),
+                     .reads = read_executor_.get()},
       absl::StrCat(options_.state_dir, "/probe-cache"),
       ControllerAccess{.address = controller_address,
                        .ca_path = ec ? paths.ca : ca_path.lexically_normal().string()});
@@ -339,6 +345,7 @@ void AgentServer::Shutdown() {
   if (server_) server_->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(2)));
   if (shard_executor_) shard_executor_->Shutdown();
   if (probe_executor_) probe_executor_->Shutdown();
+  if (read_executor_) read_executor_->Shutdown();
   // Shards keep running: the next agent re-adopts them.
   Log(LogLevel::kInfo, "agent", "stopped", {{"node", identity_.name()}});
 }

@@ -14,8 +14,8 @@
 #include "absl/synchronization/notification.h"
 #include "agent/shards/supervisor.h"
 #include "common/backoff.h"
-#include "common/executor.h"
 #include "common/join_token.h"
+#include "common/thread_pool.h"
 #include "common/transport.h"
 #include "fleet/v1/types.pb.h"
 
@@ -92,8 +92,9 @@ class AgentServer {
   bool shards_changed_ ABSL_GUARDED_BY(wake_mu_) = false;
 
   std::unique_ptr<Supervisor> supervisor_;
-  std::unique_ptr<Executor> shard_executor_;
-  std::unique_ptr<Executor> probe_executor_;
+  std::unique_ptr<ThreadPool> shard_executor_;
+  std::unique_ptr<ThreadPool> probe_executor_;
+  std::unique_ptr<ThreadPool> read_executor_;
   std::unique_ptr<DiscoveryResponder> responder_;
   std::unique_ptr<AgentService> service_;
   std::unique_ptr<grpc::Server> server_;

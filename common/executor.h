@@ -1,70 +1,26 @@
-// Executor: one worker thread running queued tasks in order. gRPC handlers hand long work
-// (a discovery probe that listens for seconds) to it instead of blocking a reactor.
+// Executor: where blocking work goes instead of a gRPC reactor or a caller's thread. The seam
+// of rule 1: this interface, ThreadPool (thread_pool.h) for real and FakeExecutor
+// (fake_executor.h) for tests that run posted tasks by hand. SerialQueue (serial_queue.h) keeps
+// the tasks of one key in order on any Executor.
 #pragma once
 
-#include <deque>
-#include <thread>
-
 #include "absl/functional/any_invocable.h"
-#include "absl/synchronization/mutex.h"
 
 namespace fleet {
 
+using Task = absl::AnyInvocable<void() &&>;
+
 // Example:
-//   Executor executor;
-//   executor.Post([reactor] { reactor->Finish(DoSlowThing()); });
-//   executor.Shutdown();  // runs what is queued, then joins
+//   void Service::Slow(Executor* executor, Reactor* reactor) {
+//     executor->Post([reactor] { reactor->Finish(DoSlowThing()); });
+//   }
 class Executor {
  public:
-  Executor() : worker_([this] { Run(); }) {}
-  ~Executor() { Shutdown(); }
-  Executor(const Executor&) = delete;
-  Executor& operator=(const Executor&) = delete;
-
-  // Tasks posted after Shutdown() run at once on the caller's thread, so a reply is never lost.
-  void Post(absl::AnyInvocable<void() &&> task) {
-    {
-      absl::MutexLock lock(&mu_);
-      if (!stopping_) {
-        tasks_.push_back(std::move(task));
-        return;
-      }
-    }
-    std::move(task)();
-  }
-
-  // Runs every queued task, then stops the worker. Idempotent.
-  void Shutdown() {
-    {
-      absl::MutexLock lock(&mu_);
-      stopping_ = true;
-    }
-    if (worker_.joinable()) worker_.join();
-  }
-
- private:
-  void Run() {
-    while (true) {
-      absl::AnyInvocable<void() &&> task;
-      {
-        absl::MutexLock lock(&mu_);
-        mu_.Await(absl::Condition(
-            +[](Executor* e) ABSL_EXCLUSIVE_LOCKS_REQUIRED(e->mu_) {
-              return e->stopping_ || !e->tasks_.empty();
-            },
-            this));
-        if (tasks_.empty()) return;
-        task = std::move(tasks_.front());
-        tasks_.pop_front();
-      }
-      std::move(task)();
-    }
-  }
-
-  absl::Mutex mu_;
-  std::deque<absl::AnyInvocable<void() &&>> tasks_ ABSL_GUARDED_BY(mu_);
-  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
-  std::thread worker_;  // last: started after the state it uses
+  virtual ~Executor() = default;
+  // Runs `task` once, some time later, on a thread of the executor's choosing. Never drops a
+  // task: an executor that has shut down runs it at once on the caller's thread, so a reply is
+  // never lost.
+  virtual void Post(Task task) = 0;
 };
 
 }  // namespace fleet

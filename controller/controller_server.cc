@@ -89,14 +89,16 @@ absl::Status ControllerServer::Init() {
                                                     options_.refresh_shards_after);
   tokens_ = std::make_unique<TokenManager>(options_.clock, store_.get(), ca_->ca_sha256());
   RETURN_IF_ERROR(tokens_->Load());
-  agents_ = std::make_unique<GrpcAgentClient>(transport_, absl::Seconds(2));
-  executor_ = std::make_unique<Executor>();
-  group_executor_ = std::make_unique<Executor>();
+  agents_ = options_.agent_client_factory
+                ? options_.agent_client_factory(transport_)
+                : std::make_unique<GrpcAgentClient>(transport_, absl::Seconds(2));
+  rpc_pool_ = std::make_unique<ThreadPool>(options_.threads.rpc);
+  probe_pool_ = std::make_unique<ThreadPool>(options_.threads.probes);
+  group_pool_ = std::make_unique<ThreadPool>(options_.threads.groups);
   rendezvous_ = std::make_unique<RendezvousStore>(options_.clock);
-  groups_ = std::make_unique<GroupManager>(
-      GroupManagerConfig{}, options_.clock, store_.get(), registry_.get(), agents_.get(),
-      rendezvous_.get(),
-      [this](absl::AnyInvocable<void() &&> task) { group_executor_->Post(std::move(task)); });
+  groups_ = std::make_unique<GroupManager>(GroupManagerConfig{}, options_.clock, store_.get(),
+                                           registry_.get(), agents_.get(), rendezvous_.get(),
+                                           group_pool_.get());
   RETURN_IF_ERROR(groups_->Load());
 
   grpc::ServerBuilder builder;
@@ -118,9 +120,9 @@ absl::Status ControllerServer::Init() {
                               .ca = ca_.get(),
                               .agents = agents_.get(),
                               .prober = prober_.get(),
-                              .executor = executor_.get(),
+                              .rpc_executor = rpc_pool_.get(),
+                              .probe_executor = probe_pool_.get(),
                               .groups = groups_.get(),
-                              .group_executor = group_executor_.get(),
                               .controller_id = controller_id});
   builder.RegisterService(service_.get());
   // fleet-engine ranks call it without a client certificate (the TLS port accepts optional
@@ -216,8 +218,10 @@ void ControllerServer::Shutdown() {
   if (ticker_.joinable()) ticker_.join();
   if (heartbeat_thread_.joinable()) heartbeat_thread_.join();
   if (adopter_.joinable()) adopter_.join();
-  if (executor_) executor_->Shutdown();
-  if (group_executor_) group_executor_->Shutdown();
+  // The RPC pools first: their calls may still hand work to the group pool.
+  if (rpc_pool_) rpc_pool_->Shutdown();
+  if (probe_pool_) probe_pool_->Shutdown();
+  if (group_pool_) group_pool_->Shutdown();
   if (service_) service_->WaitForAgentCalls();
   if (!address_.empty()) Log(LogLevel::kInfo, "controller", "stopped", {{"address", address_}});
 }

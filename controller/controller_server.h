@@ -1,9 +1,11 @@
 // ControllerServer: the controller's composition root. It owns the store, the registry, the
-// heartbeat sessions, the agent client, the rendezvous store, the gRPC server (Controller and
-// Rendezvous services), the UDP heartbeat socket on the gRPC port's number with the thread that
-// serves it, and the liveness ticker, in that order of construction.
+// heartbeat sessions, the agent client, the thread pools, the rendezvous store, the group
+// manager, the gRPC server (Controller and Rendezvous services), the UDP heartbeat socket on the
+// gRPC port's number with the thread that serves it, and the liveness ticker, in that order of
+// construction.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -13,7 +15,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/notification.h"
 #include "common/clock.h"
-#include "common/executor.h"
+#include "common/thread_pool.h"
 #include "common/transport.h"
 #include "common/udp.h"
 #include "controller/groups/group_manager.h"
@@ -30,10 +32,25 @@ namespace fleet::controller {
 class ClusterCa;
 class ControllerService;
 class DiscoveryProber;
-class GrpcAgentClient;
 class RendezvousService;
 class SqliteStore;
 class TokenManager;
+
+// Threads of the pools that keep blocking work off the gRPC reactors. Each kind of work has its
+// own, so a slow kind never holds up another: a stuck apply never delays `fleet logs`.
+struct ControllerThreads {
+  // Store writes, certificate signing, events read back, logs fetched from agents.
+  int rpc = 4;
+  // Discovery, `fleet node probe` and `fleet preflight` (a first model hash takes minutes).
+  int probes = 4;
+  // Applies and stops (one application at a time each, several applications at once), stale
+  // shards stopped, launch checks.
+  int groups = 8;
+};
+
+// Makes the client the controller calls agents with; the gRPC one unless a test injects a fake.
+using AgentClientFactory =
+    std::function<std::unique_ptr<AgentClient>(std::shared_ptr<TransportCredentials>)>;
 
 struct ControllerOptions {
   // Created if missing; holds fleet.db, controller.addr and pki/ (the cluster CA).
@@ -56,6 +73,8 @@ struct ControllerOptions {
   bool auto_adopt_fabric = false;
   std::vector<std::string> static_nodes;  // unicast discovery targets (IPv4)
   const Clock* clock = RealClock::Get();
+  ControllerThreads threads;
+  AgentClientFactory agent_client_factory;  // empty: GrpcAgentClient
 };
 
 // Example:
@@ -90,10 +109,11 @@ class ControllerServer {
   std::unique_ptr<NodeRegistry> registry_;
   std::unique_ptr<HeartbeatSessions> heartbeats_;
   std::unique_ptr<TokenManager> tokens_;
-  std::unique_ptr<GrpcAgentClient> agents_;
+  std::unique_ptr<AgentClient> agents_;
   std::unique_ptr<DiscoveryProber> prober_;
-  std::unique_ptr<Executor> executor_;
-  std::unique_ptr<Executor> group_executor_;
+  std::unique_ptr<ThreadPool> rpc_pool_;
+  std::unique_ptr<ThreadPool> probe_pool_;
+  std::unique_ptr<ThreadPool> group_pool_;
   std::unique_ptr<RendezvousStore> rendezvous_;
   std::unique_ptr<GroupManager> groups_;
   std::unique_ptr<ControllerService> service_;

@@ -37,10 +37,13 @@ grpc::ServerUnaryReactor* AgentService::Describe(grpc::CallbackServerContext* co
                      "), not ", request->node_id(), "; check the agents' --advertise addresses")));
     return reactor;
   }
-  *response->mutable_identity() = identity_;
-  response->set_agent_version(kVersion);
-  *response->mutable_facts() = ReadNodeFacts(root_);
-  reactor->Finish(grpc::Status::OK);
+  // The facts are read from /proc and /sys.
+  executors_.reads->Post([this, reactor, response] {
+    *response->mutable_identity() = identity_;
+    response->set_agent_version(kVersion);
+    *response->mutable_facts() = ReadNodeFacts(root_);
+    reactor->Finish(grpc::Status::OK);
+  });
   return reactor;
 }
 
@@ -50,7 +53,7 @@ grpc::ServerUnaryReactor* AgentService::StartShard(grpc::CallbackServerContext* 
   if (absl::Status st = RequireController(context); !st.ok()) return Finish(context, st);
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   // A start first stops older generations of the group, which waits for their grace period.
-  executor_->Post([this, reactor, request, response] {
+  shard_orders_.Post(request->spec().group(), [this, reactor, request, response] {
     absl::StatusOr<v1::ShardStatus> status =
         supervisor_->Start(WithControllerAccess(request->spec(), controller_));
     if (status.ok()) *response->mutable_status() = *std::move(status);
@@ -67,7 +70,7 @@ grpc::ServerUnaryReactor* AgentService::StopShards(grpc::CallbackServerContext* 
     return Finish(context, absl::InvalidArgumentError("StopShards needs a group name"));
   }
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  executor_->Post([this, reactor, request, response] {
+  shard_orders_.Post(request->group(), [this, reactor, request, response] {
     absl::StatusOr<std::vector<v1::ShardStatus>> stopped =
         supervisor_->Stop(request->group(), request->up_to_generation());
     if (stopped.ok()) {
@@ -90,19 +93,23 @@ grpc::ServerUnaryReactor* AgentService::ReadShardLog(grpc::CallbackServerContext
                                                      const v1::ReadShardLogRequest* request,
                                                      v1::ReadShardLogResponse* response) {
   if (absl::Status st = RequireController(context); !st.ok()) return Finish(context, st);
-  constexpr uint32_t kDefaultMaxBytes = 1 << 20;
-  absl::StatusOr<LogChunk> chunk = supervisor_->ReadLog(
-      request->group(), request->rank(),
-      request->has_offset() ? std::optional<uint64_t>(request->offset()) : std::nullopt,
-      static_cast<int>(request->tail_lines()),
-      request->max_bytes() == 0 ? kDefaultMaxBytes : std::min(request->max_bytes(), 4u << 20));
-  if (chunk.ok()) {
-    response->set_data(std::move(chunk->data));
-    response->set_start_offset(chunk->start_offset);
-    response->set_next_offset(chunk->next_offset);
-    response->set_truncated(chunk->truncated);
-  }
-  return Finish(context, chunk.status());
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  executors_.reads->Post([this, reactor, request, response] {
+    constexpr uint32_t kDefaultMaxBytes = 1 << 20;
+    absl::StatusOr<LogChunk> chunk = supervisor_->ReadLog(
+        request->group(), request->rank(),
+        request->has_offset() ? std::optional<uint64_t>(request->offset()) : std::nullopt,
+        static_cast<int>(request->tail_lines()),
+        request->max_bytes() == 0 ? kDefaultMaxBytes : std::min(request->max_bytes(), 4u << 20));
+    if (chunk.ok()) {
+      response->set_data(std::move(chunk->data));
+      response->set_start_offset(chunk->start_offset);
+      response->set_next_offset(chunk->next_offset);
+      response->set_truncated(chunk->truncated);
+    }
+    reactor->Finish(ToGrpc(chunk.status()));
+  });
+  return reactor;
 }
 
 grpc::ServerUnaryReactor* AgentService::Probe(grpc::CallbackServerContext* context,
@@ -110,7 +117,7 @@ grpc::ServerUnaryReactor* AgentService::Probe(grpc::CallbackServerContext* conte
                                               v1::NodeProbe* response) {
   if (absl::Status st = RequireController(context); !st.ok()) return Finish(context, st);
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  probe_executor_->Post([this, reactor, request, response] {
+  executors_.probes->Post([this, reactor, request, response] {
     *response = RunProbes({.root = root_,
                            .live = root_ == "/",
                            .node_name = identity_.name(),

@@ -5,26 +5,35 @@
 
 #include "agent/shards/supervisor.h"
 #include "common/executor.h"
+#include "common/serial_queue.h"
 #include "fleet/v1/agent.grpc.pb.h"
 
 namespace fleet::agent {
 
+// Where the service's blocking work runs; a reactor thread only reads memory.
+struct AgentExecutors {
+  // Shard orders (a stop waits for grace periods), one group's in order, groups in parallel.
+  Executor* shards;
+  // Probes (a first model hash takes minutes).
+  Executor* probes;
+  // Files: node facts from /proc and /sys on Describe, shard logs (up to 4 MiB a call).
+  Executor* reads;
+};
+
 // Every call needs the controller's certificate.
 class AgentService final : public v1::Agent::CallbackService {
  public:
-  // `facts` are re-read on every Describe from `root`. Shard orders go to `supervisor`;
-  // the ones that may block (a stop waits for grace periods) run on `executor`.
-  // Probes run on `probe_executor` (a first model hash takes minutes) and cache model hashes
-  // in `probe_cache_dir`. Every shard started gets `controller` in its environment
-  // (WithControllerAccess), so fleet-engine ranks can reach the rendezvous store.
+  // `facts` are re-read on every Describe from `root`. Shard orders go to `supervisor`.
+  // Probes cache model hashes in `probe_cache_dir`. Every shard started gets `controller` in
+  // its environment (WithControllerAccess), so fleet-engine ranks can reach the rendezvous
+  // store.
   AgentService(v1::NodeIdentity identity, std::string root, Supervisor* supervisor,
-               Executor* executor, Executor* probe_executor, std::string probe_cache_dir,
-               ControllerAccess controller)
+               AgentExecutors executors, std::string probe_cache_dir, ControllerAccess controller)
       : identity_(std::move(identity)),
         root_(std::move(root)),
         supervisor_(supervisor),
-        executor_(executor),
-        probe_executor_(probe_executor),
+        executors_(executors),
+        shard_orders_(executors.shards),
         probe_cache_dir_(std::move(probe_cache_dir)),
         controller_(std::move(controller)) {}
 
@@ -51,8 +60,8 @@ class AgentService final : public v1::Agent::CallbackService {
   const v1::NodeIdentity identity_;
   const std::string root_;
   Supervisor* const supervisor_;
-  Executor* const executor_;
-  Executor* const probe_executor_;
+  const AgentExecutors executors_;
+  SerialQueue shard_orders_;  // keyed by group
   const std::string probe_cache_dir_;
   const ControllerAccess controller_;
 };

@@ -1,7 +1,9 @@
-// An AgentClient for unit tests: answers from a table of addresses, synchronously.
+// An AgentClient for tests: answers from a table of addresses, synchronously. Probes can be
+// held (HoldProbes) to stand for an agent hashing a model for minutes.
 #pragma once
 
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -70,12 +72,45 @@ class FakeAgentClient final : public AgentClient {
   }
 
   // Probes answer with what SetProbe gave for the address (an empty probe otherwise).
+  // While probes are held, a probe waits until ReleaseProbes or its deadline, whichever comes
+  // first (then it fails with DeadlineExceeded, as the gRPC client would).
   absl::StatusOr<v1::NodeProbe> Probe(const std::string& address, const std::string&,
-                                      const v1::ProbeRequest& request, absl::Duration) override {
+                                      const v1::ProbeRequest& request,
+                                      absl::Duration deadline) override {
     absl::MutexLock lock(&mu_);
     probes_asked_.push_back({address, request});
+    auto released = [this, &address]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return !hold_all_probes_ && !held_probes_.count(address);
+    };
+    if (!released()) {
+      ++probes_waiting_;
+      bool in_time = mu_.AwaitWithTimeout(absl::Condition(&released), deadline);
+      --probes_waiting_;
+      if (!in_time) return absl::DeadlineExceededError(absl::StrCat("probe of ", address));
+    }
     auto it = probes_.find(address);
     return it == probes_.end() ? v1::NodeProbe() : it->second;
+  }
+  // Holds the probes of the agents at `addresses`, or of every agent when it is empty.
+  void HoldProbes(const std::vector<std::string>& addresses = {}) {
+    absl::MutexLock lock(&mu_);
+    if (addresses.empty()) hold_all_probes_ = true;
+    held_probes_.insert(addresses.begin(), addresses.end());
+  }
+  void ReleaseProbes() {
+    absl::MutexLock lock(&mu_);
+    hold_all_probes_ = false;
+    held_probes_.clear();
+  }
+  // Waits up to `timeout` until at least `n` probes are held; returns whether they are.
+  bool AwaitHeldProbes(int n, absl::Duration timeout) {
+    absl::MutexLock lock(&mu_);
+    auto enough = [this, n]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return probes_waiting_ >= n; };
+    return mu_.AwaitWithTimeout(absl::Condition(&enough), timeout);
+  }
+  int probes_waiting() const {
+    absl::MutexLock lock(&mu_);
+    return probes_waiting_;
   }
   void SetProbe(const std::string& address, v1::NodeProbe probe) {
     absl::MutexLock lock(&mu_);
@@ -115,6 +150,9 @@ class FakeAgentClient final : public AgentClient {
   std::map<std::string, absl::Status> stop_errors_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, v1::NodeProbe> probes_ ABSL_GUARDED_BY(mu_);
   std::vector<Call<v1::ProbeRequest>> probes_asked_ ABSL_GUARDED_BY(mu_);
+  bool hold_all_probes_ ABSL_GUARDED_BY(mu_) = false;
+  std::set<std::string> held_probes_ ABSL_GUARDED_BY(mu_);
+  int probes_waiting_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace fleet::controller

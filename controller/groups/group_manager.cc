@@ -2,9 +2,11 @@
 #include "controller/groups/group_manager.h"
 
 #include <algorithm>
+#include <map>
 #include <set>
 #include <thread>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -12,11 +14,11 @@
 #include "common/pki.h"
 #include "common/proto_time.h"
 #include "common/status_macros.h"
-#include "launch/placement.h"
 #include "controller/preflight/preflight.h"
+#include "google/protobuf/util/time_util.h"
+#include "launch/placement.h"
 #include "launch/plan.h"
 #include "launch/recipe.h"
-#include "google/protobuf/util/time_util.h"
 
 namespace fleet::controller {
 namespace {
@@ -192,16 +194,21 @@ absl::StatusOr<GroupManager::Prepared> GroupManager::Prepare(const v1::ApplyRequ
     for (const std::string& name : NamesOf(p.app)) p.previous.push_back(groups_.at(name));
     for (const std::string& name : p.names) {
       auto it = groups_.find(name);
-      if (it != groups_.end() && it->second.group().application() != p.app) {
-        return absl::AlreadyExistsError(
-            absl::StrCat("a group named ", name, " already exists from another apply (",
-                         it->second.group().application(), "); choose another name with --name"));
+      std::string other = it != groups_.end() ? it->second.group().application() : "";
+      if (auto r = reserved_names_.find(name); r != reserved_names_.end()) other = r->second;
+      if (!other.empty() && other != p.app) {
+        return absl::AlreadyExistsError(absl::StrCat("a group named ", name,
+                                                     " already exists from another apply (", other,
+                                                     "); choose another name with --name"));
       }
     }
     std::map<std::string, std::string> holder;  // node id → group
     for (const auto& [name, stored] : groups_) {
       if (!Active(stored.group().state()) || stored.group().application() == p.app) continue;
       for (const v1::GroupRank& rank : stored.group().ranks()) holder[rank.node_id()] = name;
+    }
+    for (const auto& [node_id, app] : reserved_nodes_) {
+      if (app != p.app) holder[node_id] = absl::StrCat(app, ", being applied");
     }
     for (const v1::StoredGroup& g : p.previous) {
       for (const v1::GroupRank& rank : g.group().ranks()) preferred.push_back(rank.node_name());
@@ -324,9 +331,50 @@ absl::StatusOr<v1::PreflightResponse> GroupManager::Preflight(const v1::ApplyReq
   return response;
 }
 
-absl::StatusOr<v1::ApplyResponse> GroupManager::Apply(const v1::ApplyRequest& request) {
-  absl::MutexLock change(&change_mu_);
+std::string GroupManager::SerialKey(absl::string_view name) const {
+  absl::ReaderMutexLock lock(&mu_);
+  auto it = groups_.find(name);
+  return it == groups_.end() ? std::string(name) : it->second.group().application();
+}
+
+void GroupManager::ApplyAsync(v1::ApplyRequest request, Done<v1::ApplyResponse> done) {
+  // A name that is not usable fails in Apply, under a key of its own.
+  absl::StatusOr<std::string> app = ApplicationName(request);
+  serial_.Post(app.ok() ? *app : request.name(),
+               [this, request = std::move(request), done = std::move(done)]() mutable {
+                 std::move(done)(Apply(request));
+               });
+}
+
+void GroupManager::StopAsync(std::string name, Done<std::vector<v1::Group>> done) {
+  std::string key = SerialKey(name);
+  serial_.Post(key, [this, name = std::move(name), done = std::move(done)]() mutable {
+    std::move(done)(Stop(name));
+  });
+}
+
+absl::StatusOr<GroupManager::Prepared> GroupManager::PrepareAndReserve(
+    const v1::ApplyRequest& request) {
+  absl::MutexLock placing(&placement_mu_);
   ASSIGN_OR_RETURN(Prepared p, Prepare(request));
+  absl::MutexLock lock(&mu_);
+  for (const std::vector<engine::NodeView>& nodes : p.nodes) {
+    for (const engine::NodeView& node : nodes) reserved_nodes_[node.node_id] = p.app;
+  }
+  for (const std::string& name : p.names) reserved_names_[name] = p.app;
+  return p;
+}
+
+void GroupManager::Unreserve(const std::string& app) {
+  absl::MutexLock lock(&mu_);
+  std::erase_if(reserved_nodes_, [&](const auto& entry) { return entry.second == app; });
+  std::erase_if(reserved_names_, [&](const auto& entry) { return entry.second == app; });
+}
+
+absl::StatusOr<v1::ApplyResponse> GroupManager::Apply(const v1::ApplyRequest& request) {
+  ASSIGN_OR_RETURN(Prepared p, PrepareAndReserve(request));
+  // Once Apply returns, the groups it stored (or none) say which nodes the application holds.
+  absl::Cleanup unreserve = [this, app = p.app] { Unreserve(app); };
   const bool same_recipe =
       !p.previous.empty() && p.previous.size() == p.names.size() &&
       std::all_of(p.previous.begin(), p.previous.end(), [&](const v1::StoredGroup& g) {
@@ -629,7 +677,7 @@ void GroupManager::ReportShards(absl::string_view node_id,
     }
     Log(LogLevel::kInfo, "groups", "stopping a shard that should not run",
         {{"group", s.group}, {"generation", absl::StrCat(s.generation)}, {"node", node_id}});
-    post_([this, address, node = std::string(node_id), s] {
+    executor_->Post([this, address, node = std::string(node_id), s] {
       v1::StopShardsRequest request;
       request.set_group(s.group);
       request.set_up_to_generation(s.generation);
@@ -687,7 +735,7 @@ void GroupManager::Refresh(v1::StoredGroup& stored) {
   // The engine's own word on NCCL (its version banner, IB or socket transport) is in its log
   // once it runs; vLLM and fleet-engine print it, an exec command need not.
   if (first_ready && (group.engine() == "vllm" || group.engine() == "native")) {
-    post_([this, snapshot = group] { CheckLaunch(snapshot); });
+    executor_->Post([this, snapshot = group] { CheckLaunch(snapshot); });
   }
   Persist(stored);
   if (state != before) {
@@ -761,7 +809,6 @@ absl::StatusOr<v1::GetGroupResponse> GroupManager::Get(absl::string_view name) c
 }
 
 absl::StatusOr<std::vector<v1::Group>> GroupManager::Stop(absl::string_view name) {
-  absl::MutexLock change(&change_mu_);
   std::vector<v1::Group> groups;
   {
     absl::ReaderMutexLock lock(&mu_);

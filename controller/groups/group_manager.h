@@ -2,7 +2,9 @@
 // applied recipe, stores it with a new generation, orders each rank to start in the engine's
 // launch order, folds the shard states that agents report into the group's state, stops
 // groups (confirmed on every node), and fetches logs. Plain class: the Controller service
-// translates RPCs into these calls, on the controller's group executor for the slow ones.
+// translates RPCs into these calls, off its reactors. Applies and stops of one application run
+// one at a time, in order (ApplyAsync, StopAsync); those of different applications run in
+// parallel, and only choosing and reserving nodes is serialized across them.
 #pragma once
 
 #include <map>
@@ -17,15 +19,17 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/clock.h"
+#include "common/executor.h"
+#include "common/serial_queue.h"
 #include "controller/groups/agent_client.h"
-#include "controller/registry/node_registry.h"
 #include "controller/preflight/preflight.h"
+#include "controller/registry/node_registry.h"
 #include "controller/rendezvous/rendezvous_store.h"
 #include "controller/store/store.h"
-#include "launch/plan.h"
-#include "launch/recipe.h"
 #include "fleet/v1/controller.pb.h"
 #include "fleet/v1/state.pb.h"
+#include "launch/plan.h"
+#include "launch/recipe.h"
 
 namespace fleet::controller {
 
@@ -44,42 +48,49 @@ struct GroupManagerConfig {
 };
 
 // Example:
-//   GroupManager groups(config, &clock, &store, &registry, &agents, &rendezvous,
-//                       post_to_executor);
+//   GroupManager groups(config, &clock, &store, &registry, &agents, &rendezvous, &pool);
 //   RETURN_IF_ERROR(groups.Load());
-//   ASSIGN_OR_RETURN(v1::ApplyResponse r, groups.Apply(request));  // on an executor
-//   groups.ReportShards(node_id, heartbeat.shards());             // on every heartbeat
+//   groups.ApplyAsync(request, [reactor](absl::StatusOr<v1::ApplyResponse> r) { ... });
+//   groups.ReportShards(node_id, heartbeat.shards());  // on every heartbeat
 class GroupManager {
  public:
-  // `post` runs background work (stopping a rank that should not run) off the caller's
-  // thread; the controller passes its group executor.
-  using Post = absl::AnyInvocable<void(absl::AnyInvocable<void() &&>)>;
+  template <typename T>
+  using Done = absl::AnyInvocable<void(absl::StatusOr<T>) &&>;
 
   // `rendezvous` gets a scope for each running generation of a `native` group: opened with a
   // new random token when the generation starts, closed when it ends (stopped, replaced,
   // failed). The ranks get the token as FLEET_RENDEZVOUS_TOKEN in their start orders; every
   // view of the group (List, Get, Apply's and Stop's answers, the stored `group`) shows it as
   // "<secret>".
+  // `executor` runs applies, stops and background work (stopping a rank that should not run,
+  // checking a launch's log); the controller passes a pool of its own for group work.
   GroupManager(GroupManagerConfig config, const Clock* clock, Store* store, NodeRegistry* registry,
-               AgentClient* agents, RendezvousStore* rendezvous, Post post)
+               AgentClient* agents, RendezvousStore* rendezvous, Executor* executor)
       : config_(config),
         clock_(clock),
         store_(store),
         registry_(registry),
         agents_(agents),
         rendezvous_(rendezvous),
-        post_(std::move(post)) {}
+        executor_(executor),
+        serial_(executor) {}
 
   // Reads the stored groups, and reopens the rendezvous scopes of the running ones with their
   // stored tokens. Their ranks keep running on the agents; the agents' next reports bring the
   // states up to date.
   absl::Status Load();
 
-  // Blocking (agent calls): parse, place, store, order starts. InvalidArgument for a bad
-  // recipe or override, FailedPrecondition when nodes are missing or a node refuses its rank
-  // (the ranks already started are stopped again, and the group is Failed with that reason).
-  // Preflight runs first: a failure stops the apply before anything changes, unless
-  // request.force (failures then become warnings in the response).
+  // Apply and Stop on the executor, behind every earlier ApplyAsync and StopAsync of the same
+  // application and beside those of others; `done` runs there with the result.
+  void ApplyAsync(v1::ApplyRequest request, Done<v1::ApplyResponse> done);
+  void StopAsync(std::string name, Done<std::vector<v1::Group>> done);
+
+  // Blocking (agent calls): parse, place, store, order starts. The caller must not run it at
+  // once with another Apply or Stop of the same application (ApplyAsync makes sure of that).
+  // InvalidArgument for a bad recipe or override, FailedPrecondition when nodes are missing or a
+  // node refuses its rank (the ranks already started are stopped again, and the group is Failed
+  // with that reason). Preflight runs first: a failure stops the apply before anything changes,
+  // unless request.force (failures then become warnings in the response).
   absl::StatusOr<v1::ApplyResponse> Apply(const v1::ApplyRequest& request);
 
   // Blocking (agent probes): places the recipe as Apply would, probes the chosen nodes and
@@ -102,7 +113,8 @@ class GroupManager {
   // NotFound names the groups that exist.
   absl::StatusOr<v1::GetGroupResponse> Get(absl::string_view name) const;
   // Blocking: every rank of the group (or of every replica of an application) stopped and
-  // confirmed gone. Unavailable, naming the node, when an agent cannot confirm it.
+  // confirmed gone. The same rule as for Apply holds (StopAsync). Unavailable, naming the node,
+  // when an agent cannot confirm it.
   absl::StatusOr<std::vector<v1::Group>> Stop(absl::string_view name);
   // Blocking: one rank's output from its node.
   absl::StatusOr<v1::GroupLogsResponse> Logs(const v1::GroupLogsRequest& request);
@@ -120,7 +132,14 @@ class GroupManager {
     std::vector<v1::StoredGroup> previous;             // this application's groups
     std::map<std::string, std::string> addresses;      // node id → agent address
   };
+  // Nodes held by another application's active group or in-flight apply are not candidates.
   absl::StatusOr<Prepared> Prepare(const v1::ApplyRequest& request);
+  // Prepare, and the chosen nodes and group names reserved for the application until
+  // Unreserve: two applies in flight never place onto one node.
+  absl::StatusOr<Prepared> PrepareAndReserve(const v1::ApplyRequest& request);
+  void Unreserve(const std::string& app);
+  // The application whose work `name` (a group or an application) is serialized under.
+  std::string SerialKey(absl::string_view name) const;
   // Probes every placed node and runs the preflight checks; `nccl_by_rank` gets the NCCL
   // version each rank's node showed, in rank order across replicas.
   std::vector<CheckRow> Judge(const Prepared& prepared, std::vector<std::string>* nccl_by_rank);
@@ -149,10 +168,14 @@ class GroupManager {
   NodeRegistry* const registry_;
   AgentClient* const agents_;
   RendezvousStore* const rendezvous_;
-  Post post_;
-  // Serializes Apply and Stop, which call agents without holding mu_.
-  absl::Mutex change_mu_ ABSL_ACQUIRED_BEFORE(mu_);
+  Executor* const executor_;
+  SerialQueue serial_;  // applies and stops, keyed by application
+  // Held from choosing nodes to reserving them, never across an agent call.
+  absl::Mutex placement_mu_ ABSL_ACQUIRED_BEFORE(mu_);
   mutable absl::Mutex mu_;
+  // Nodes (by id) and group names of applies in flight, each with its application.
+  std::map<std::string, std::string> reserved_nodes_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::string> reserved_names_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, v1::StoredGroup, std::less<>> groups_ ABSL_GUARDED_BY(mu_);
   // Ids of the Lost nodes, as of the last Tick().
   absl::flat_hash_set<std::string> lost_nodes_ ABSL_GUARDED_BY(mu_);

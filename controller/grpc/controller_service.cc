@@ -8,6 +8,7 @@
 #include "common/peer.h"
 #include "common/pki.h"
 #include "common/proto_time.h"
+#include "common/status_macros.h"
 #include "google/protobuf/util/time_util.h"
 
 namespace fleet::controller {
@@ -23,6 +24,17 @@ grpc::ServerUnaryReactor* Finish(grpc::CallbackServerContext* context, const abs
 
 absl::Status RequireAdmin(grpc::CallbackServerContext* context) {
   return RequireRole(PeerFromAuthContext(*context->auth_context()), Peer::Role::kAdmin);
+}
+
+// Runs `work` (returning an absl::Status) on `executor` and finishes the call with it. The
+// request and response stay valid until Finish.
+template <typename Work>
+grpc::ServerUnaryReactor* FinishOn(grpc::CallbackServerContext* context, Executor* executor,
+                                   Work work) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  executor->Post(
+      [reactor, work = std::move(work)]() mutable { reactor->Finish(ToGrpc(std::move(work)())); });
+  return reactor;
 }
 
 }  // namespace
@@ -70,27 +82,32 @@ grpc::ServerUnaryReactor* ControllerService::Register(grpc::CallbackServerContex
   if (heartbeat_port == 0) {
     return Finish(context, absl::UnavailableError("the controller is starting; retry"));
   }
-  absl::Status st = d_.registry->Register(*request);
-  if (!st.ok()) return Finish(context, st);
-  const HeartbeatSession session = d_.heartbeats->Open(node_id, request->shards_version());
-  d_.groups->ReportShards(node_id, request->shards());
-  response->set_heartbeat_period_ms(
-      static_cast<uint32_t>(absl::ToInt64Milliseconds(d_.registry->config().heartbeat_period)));
-  response->set_controller_id(d_.controller_id);
-  response->set_heartbeat_port(heartbeat_port);
-  response->set_heartbeat_session(session.id);
-  response->set_heartbeat_key(session.key);
-  {
-    absl::MutexLock lock(&mu_);
-    ++agent_calls_;
-  }
-  d_.agents->Describe(request->advertise_address(), node_id,
-                      [this, node_id](absl::StatusOr<v1::DescribeResponse> result) {
-                        d_.registry->SetReachability(node_id, result.status());
-                        absl::MutexLock lock(&mu_);
-                        --agent_calls_;
-                      });
-  return Finish(context, absl::OkStatus());
+  // Registering writes the store; the shards it reports may too.
+  return FinishOn(context, d_.rpc_executor, [this, request, response, node_id, heartbeat_port] {
+    RETURN_IF_ERROR(d_.registry->Register(*request));
+    const HeartbeatSession session = d_.heartbeats->Open(node_id, request->shards_version());
+    d_.groups->ReportShards(node_id, request->shards());
+    response->set_heartbeat_period_ms(
+        static_cast<uint32_t>(absl::ToInt64Milliseconds(d_.registry->config().heartbeat_period)));
+    response->set_controller_id(d_.controller_id);
+    response->set_heartbeat_port(heartbeat_port);
+    response->set_heartbeat_session(session.id);
+    response->set_heartbeat_key(session.key);
+    {
+      absl::MutexLock lock(&mu_);
+      ++agent_calls_;
+    }
+    // The answer arrives on a gRPC thread; recording it may write the store.
+    d_.agents->Describe(request->advertise_address(), node_id,
+                        [this, node_id](absl::StatusOr<v1::DescribeResponse> result) {
+                          d_.rpc_executor->Post([this, node_id, status = result.status()] {
+                            d_.registry->SetReachability(node_id, status);
+                            absl::MutexLock lock(&mu_);
+                            --agent_calls_;
+                          });
+                        });
+    return absl::OkStatus();
+  });
 }
 
 grpc::ServerUnaryReactor* ControllerService::ReportShards(grpc::CallbackServerContext* context,
@@ -99,16 +116,19 @@ grpc::ServerUnaryReactor* ControllerService::ReportShards(grpc::CallbackServerCo
   if (absl::Status st = AuthorizeNode(context, request->node_id()); !st.ok()) {
     return Finish(context, st);
   }
-  absl::Status st = d_.registry->Heartbeat(request->node_id());
-  if (absl::IsNotFound(st)) {
-    response->set_reregister(true);
-    return Finish(context, absl::OkStatus());
-  }
-  if (st.ok()) {
-    d_.groups->ReportShards(request->node_id(), request->shards());
-    d_.heartbeats->Reported(request->node_id(), request->shards_version());
-  }
-  return Finish(context, st);
+  // Folding the shards into groups may persist them.
+  return FinishOn(context, d_.rpc_executor, [this, request, response] {
+    absl::Status st = d_.registry->Heartbeat(request->node_id());
+    if (absl::IsNotFound(st)) {
+      response->set_reregister(true);
+      return absl::OkStatus();
+    }
+    if (st.ok()) {
+      d_.groups->ReportShards(request->node_id(), request->shards());
+      d_.heartbeats->Reported(request->node_id(), request->shards_version());
+    }
+    return st;
+  });
 }
 
 grpc::ServerUnaryReactor* ControllerService::ListNodes(grpc::CallbackServerContext* context,
@@ -147,14 +167,14 @@ grpc::ServerUnaryReactor* ControllerService::Join(grpc::CallbackServerContext* c
                                             " was removed from this cluster; delete the agent's "
                                             "state directory so it joins as a new node")));
   }
-  if (absl::Status st = d_.tokens->Admit(request->token_id(), request->token_secret()); !st.ok()) {
-    return Finish(context, st);
-  }
-  absl::StatusOr<std::string> cert = d_.ca->IssueNodeCertificate(request->csr_pem(), node_id);
-  if (!cert.ok()) return Finish(context, cert.status());
-  response->set_certificate_pem(*std::move(cert));
-  response->set_ca_pem(d_.ca->ca_pem());
-  return Finish(context, absl::OkStatus());
+  // Admitting the token writes its use count; then a certificate is signed.
+  return FinishOn(context, d_.rpc_executor, [this, request, response, node_id] {
+    RETURN_IF_ERROR(d_.tokens->Admit(request->token_id(), request->token_secret()));
+    ASSIGN_OR_RETURN(std::string cert, d_.ca->IssueNodeCertificate(request->csr_pem(), node_id));
+    response->set_certificate_pem(std::move(cert));
+    response->set_ca_pem(d_.ca->ca_pem());
+    return absl::OkStatus();
+  });
 }
 
 grpc::ServerUnaryReactor* ControllerService::RenewCertificate(
@@ -162,10 +182,11 @@ grpc::ServerUnaryReactor* ControllerService::RenewCertificate(
     v1::RenewCertificateResponse* response) {
   Peer peer = PeerFromAuthContext(*context->auth_context());
   if (absl::Status st = AuthorizeNode(context, peer.name); !st.ok()) return Finish(context, st);
-  absl::StatusOr<std::string> cert = d_.ca->IssueNodeCertificate(request->csr_pem(), peer.name);
-  if (!cert.ok()) return Finish(context, cert.status());
-  response->set_certificate_pem(*std::move(cert));
-  return Finish(context, absl::OkStatus());
+  return FinishOn(context, d_.rpc_executor, [this, request, response, node = peer.name] {
+    ASSIGN_OR_RETURN(std::string cert, d_.ca->IssueNodeCertificate(request->csr_pem(), node));
+    response->set_certificate_pem(std::move(cert));
+    return absl::OkStatus();
+  });
 }
 
 grpc::ServerUnaryReactor* ControllerService::CreateToken(grpc::CallbackServerContext* context,
@@ -175,13 +196,15 @@ grpc::ServerUnaryReactor* ControllerService::CreateToken(grpc::CallbackServerCon
   absl::Duration ttl = request->has_ttl()
                            ? absl::Nanoseconds(TimeUtil::DurationToNanoseconds(request->ttl()))
                            : absl::InfiniteDuration();
-  absl::StatusOr<JoinToken> token = d_.tokens->Create(ttl, request->uses(), request->description());
-  if (!token.ok()) return Finish(context, token.status());
-  response->set_token(token->ToString());
-  for (const v1::StoredToken& t : d_.tokens->List()) {
-    if (t.id() == token->id) *response->mutable_info() = TokenView(t, d_.clock->Now());
-  }
-  return Finish(context, absl::OkStatus());
+  return FinishOn(context, d_.rpc_executor, [this, request, response, ttl] {
+    ASSIGN_OR_RETURN(JoinToken token,
+                     d_.tokens->Create(ttl, request->uses(), request->description()));
+    response->set_token(token.ToString());
+    for (const v1::StoredToken& t : d_.tokens->List()) {
+      if (t.id() == token.id) *response->mutable_info() = TokenView(t, d_.clock->Now());
+    }
+    return absl::OkStatus();
+  });
 }
 
 grpc::ServerUnaryReactor* ControllerService::ListTokens(grpc::CallbackServerContext* context,
@@ -198,31 +221,30 @@ grpc::ServerUnaryReactor* ControllerService::RevokeToken(grpc::CallbackServerCon
                                                          const v1::RevokeTokenRequest* request,
                                                          v1::RevokeTokenResponse*) {
   if (absl::Status st = RequireAdmin(context); !st.ok()) return Finish(context, st);
-  return Finish(context, d_.tokens->Revoke(request->id()));
+  return FinishOn(context, d_.rpc_executor,
+                  [this, request] { return d_.tokens->Revoke(request->id()); });
 }
 
 grpc::ServerUnaryReactor* ControllerService::RemoveNode(grpc::CallbackServerContext* context,
                                                         const v1::RemoveNodeRequest* request,
                                                         v1::RemoveNodeResponse* response) {
   if (absl::Status st = RequireAdmin(context); !st.ok()) return Finish(context, st);
-  absl::StatusOr<std::string> id = d_.registry->Remove(request->name());
-  if (!id.ok()) return Finish(context, id.status());
-  response->set_node_id(*id);
-  return Finish(context, absl::OkStatus());
+  return FinishOn(context, d_.rpc_executor, [this, request, response] {
+    ASSIGN_OR_RETURN(std::string id, d_.registry->Remove(request->name()));
+    response->set_node_id(std::move(id));
+    return absl::OkStatus();
+  });
 }
 
 grpc::ServerUnaryReactor* ControllerService::Discover(grpc::CallbackServerContext* context,
                                                       const v1::DiscoverRequest* request,
                                                       v1::DiscoverResponse* response) {
   if (absl::Status st = RequireAdmin(context); !st.ok()) return Finish(context, st);
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  // A probe listens for seconds: it runs on the executor, which finishes the reactor.
-  d_.executor->Post([this, reactor, request, response] {
-    absl::StatusOr<v1::DiscoverResponse> result = d_.prober->Run(*request);
-    if (result.ok()) *response = *std::move(result);
-    reactor->Finish(ToGrpc(result.status()));
+  // A probe listens for seconds.
+  return FinishOn(context, d_.probe_executor, [this, request, response] {
+    ASSIGN_OR_RETURN(*response, d_.prober->Run(*request));
+    return absl::OkStatus();
   });
-  return reactor;
 }
 
 grpc::ServerUnaryReactor* ControllerService::Apply(grpc::CallbackServerContext* context,
@@ -230,8 +252,7 @@ grpc::ServerUnaryReactor* ControllerService::Apply(grpc::CallbackServerContext* 
                                                    v1::ApplyResponse* response) {
   if (absl::Status st = RequireAdmin(context); !st.ok()) return Finish(context, st);
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  d_.group_executor->Post([this, reactor, request, response] {
-    absl::StatusOr<v1::ApplyResponse> result = d_.groups->Apply(*request);
+  d_.groups->ApplyAsync(*request, [reactor, response](absl::StatusOr<v1::ApplyResponse> result) {
     if (result.ok()) *response = *std::move(result);
     reactor->Finish(ToGrpc(result.status()));
   });
@@ -251,9 +272,11 @@ grpc::ServerUnaryReactor* ControllerService::GetGroup(grpc::CallbackServerContex
                                                       const v1::GetGroupRequest* request,
                                                       v1::GetGroupResponse* response) {
   if (absl::Status st = RequireAdmin(context); !st.ok()) return Finish(context, st);
-  absl::StatusOr<v1::GetGroupResponse> result = d_.groups->Get(request->name());
-  if (result.ok()) *response = *std::move(result);
-  return Finish(context, result.status());
+  // The group's events are read back from the store.
+  return FinishOn(context, d_.rpc_executor, [this, request, response] {
+    ASSIGN_OR_RETURN(*response, d_.groups->Get(request->name()));
+    return absl::OkStatus();
+  });
 }
 
 grpc::ServerUnaryReactor* ControllerService::StopGroup(grpc::CallbackServerContext* context,
@@ -261,11 +284,13 @@ grpc::ServerUnaryReactor* ControllerService::StopGroup(grpc::CallbackServerConte
                                                        v1::StopGroupResponse* response) {
   if (absl::Status st = RequireAdmin(context); !st.ok()) return Finish(context, st);
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  d_.group_executor->Post([this, reactor, request, response] {
-    absl::StatusOr<std::vector<v1::Group>> result = d_.groups->Stop(request->name());
-    if (result.ok() && !result->empty()) *response->mutable_group() = result->front();
-    reactor->Finish(ToGrpc(result.status()));
-  });
+  d_.groups->StopAsync(request->name(),
+                       [reactor, response](absl::StatusOr<std::vector<v1::Group>> result) {
+                         if (result.ok() && !result->empty()) {
+                           *response->mutable_group() = result->front();
+                         }
+                         reactor->Finish(ToGrpc(result.status()));
+                       });
   return reactor;
 }
 
@@ -273,39 +298,30 @@ grpc::ServerUnaryReactor* ControllerService::GroupLogs(grpc::CallbackServerConte
                                                        const v1::GroupLogsRequest* request,
                                                        v1::GroupLogsResponse* response) {
   if (absl::Status st = RequireAdmin(context); !st.ok()) return Finish(context, st);
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  d_.executor->Post([this, reactor, request, response] {
-    absl::StatusOr<v1::GroupLogsResponse> result = d_.groups->Logs(*request);
-    if (result.ok()) *response = *std::move(result);
-    reactor->Finish(ToGrpc(result.status()));
+  return FinishOn(context, d_.rpc_executor, [this, request, response] {
+    ASSIGN_OR_RETURN(*response, d_.groups->Logs(*request));
+    return absl::OkStatus();
   });
-  return reactor;
 }
 
 grpc::ServerUnaryReactor* ControllerService::ProbeNode(grpc::CallbackServerContext* context,
                                                        const v1::ProbeNodeRequest* request,
                                                        v1::ProbeNodeResponse* response) {
   if (absl::Status st = RequireAdmin(context); !st.ok()) return Finish(context, st);
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  d_.executor->Post([this, reactor, request, response] {
-    absl::StatusOr<v1::ProbeNodeResponse> result = d_.groups->ProbeNode(request->name());
-    if (result.ok()) *response = *std::move(result);
-    reactor->Finish(ToGrpc(result.status()));
+  return FinishOn(context, d_.probe_executor, [this, request, response] {
+    ASSIGN_OR_RETURN(*response, d_.groups->ProbeNode(request->name()));
+    return absl::OkStatus();
   });
-  return reactor;
 }
 
 grpc::ServerUnaryReactor* ControllerService::Preflight(grpc::CallbackServerContext* context,
                                                        const v1::ApplyRequest* request,
                                                        v1::PreflightResponse* response) {
   if (absl::Status st = RequireAdmin(context); !st.ok()) return Finish(context, st);
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  d_.executor->Post([this, reactor, request, response] {
-    absl::StatusOr<v1::PreflightResponse> result = d_.groups->Preflight(*request);
-    if (result.ok()) *response = *std::move(result);
-    reactor->Finish(ToGrpc(result.status()));
+  return FinishOn(context, d_.probe_executor, [this, request, response] {
+    ASSIGN_OR_RETURN(*response, d_.groups->Preflight(*request));
+    return absl::OkStatus();
   });
-  return reactor;
 }
 
 void ControllerService::WaitForAgentCalls() {

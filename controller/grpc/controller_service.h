@@ -2,6 +2,11 @@
 // NodeRegistry, HeartbeatSessions, TokenManager, ClusterCa and the discovery prober, and
 // nothing more.
 //
+// A reactor thread only reads memory: whatever writes the store, signs, reads files or waits for
+// an agent runs on an executor the composition root owns (`rpc_executor` for short work,
+// `probe_executor` for probes that take seconds to minutes), and GroupManager runs applies and
+// stops on its own.
+//
 // Who may call what:
 //   GetClusterInfo, Join        anyone (Join proves a join token)
 //   Register, ReportShards,     a node certificate, for its own node id, not revoked
@@ -16,12 +21,12 @@
 #include "absl/synchronization/mutex.h"
 #include "common/clock.h"
 #include "common/executor.h"
-#include "controller/groups/agent_client.h"
-#include "controller/trust/cluster_ca.h"
 #include "controller/discovery/discovery_prober.h"
+#include "controller/groups/agent_client.h"
 #include "controller/groups/group_manager.h"
 #include "controller/registry/heartbeat_sessions.h"
 #include "controller/registry/node_registry.h"
+#include "controller/trust/cluster_ca.h"
 #include "controller/trust/tokens.h"
 #include "fleet/v1/controller.grpc.pb.h"
 
@@ -37,9 +42,11 @@ class ControllerService final : public v1::Controller::CallbackService {
     const ClusterCa* ca;
     AgentClient* agents;
     DiscoveryProber* prober;
-    Executor* executor;  // long work (discovery, logs) runs here, never on a reactor
+    // Store writes, certificate signing, events read back, logs fetched from an agent.
+    Executor* rpc_executor;
+    // Discovery (listens for seconds), node probes and preflights (may hash a model).
+    Executor* probe_executor;
     GroupManager* groups;
-    Executor* group_executor;  // apply and stop, which wait for agents
     std::string controller_id;
   };
   explicit ControllerService(Deps deps) : d_(std::move(deps)) {}

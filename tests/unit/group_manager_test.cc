@@ -1,13 +1,16 @@
 // GroupManager with a real NodeRegistry, a fake store, a fake agent client and a fake clock:
 // placement, start orders and their order, re-apply, replacement, reports folded into group
-// state, stop, stale shards, lost nodes, start timeout and a controller restart.
+// state, stop, stale shards, lost nodes, start timeout, a controller restart, and applies and
+// stops of one application in order while other applications go ahead.
 #include "controller/groups/group_manager.h"
 
 #include <optional>
 #include <set>
+#include <thread>
 
 #include "absl/strings/match.h"
 #include "common/fake_clock.h"
+#include "common/fake_executor.h"
 #include "controller/groups/fake_agent_client.h"
 #include "controller/store/fake_store.h"
 #include "gmock/gmock.h"
@@ -113,15 +116,9 @@ class GroupManagerTest : public ::testing::Test {
   NodeRegistry registry_{RegistryConfig{}, &clock_, &store_};
   FakeAgentClient agents_;
   RendezvousStore rendezvous_{&clock_};
-  std::vector<absl::AnyInvocable<void() &&>> posted_;
-  GroupManager groups_{
-      GroupManagerConfig{},
-      &clock_,
-      &store_,
-      &registry_,
-      &agents_,
-      &rendezvous_,
-      [this](absl::AnyInvocable<void() &&> task) { posted_.push_back(std::move(task)); }};
+  FakeExecutor executor_;
+  GroupManager groups_{GroupManagerConfig{}, &clock_,   &store_, &registry_, &agents_,
+                       &rendezvous_,         &executor_};
 };
 
 TEST_F(GroupManagerTest, ApplyPlacesOrdersHeadFirstAndStores) {
@@ -256,8 +253,8 @@ TEST_F(GroupManagerTest, StopConfirmsEveryNodeAndKeepsTheRecord) {
   EXPECT_EQ(Get().state(), v1::GROUP_STATE_STOPPED);
   // A shard of a stopped group that a node still reports is ordered to stop.
   Report("id1", 1, 0, v1::SHARD_STATE_RUNNING);
-  ASSERT_EQ(posted_.size(), 1u);
-  std::move(posted_[0])();
+  ASSERT_EQ(executor_.pending(), 1u);
+  executor_.RunNext();
   EXPECT_EQ(agents_.stops().size(), 3u);
   EXPECT_EQ(agents_.stops().back().request.up_to_generation(), 1u);
 }
@@ -277,8 +274,8 @@ TEST_F(GroupManagerTest, OlderGenerationReportedAfterAReplaceIsStopped) {
   ASSERT_TRUE(Apply({"port=9000"}).ok());
   size_t stops = agents_.stops().size();
   Report("id2", 1, 1, v1::SHARD_STATE_RUNNING);
-  ASSERT_EQ(posted_.size(), 1u);
-  std::move(posted_[0])();
+  ASSERT_EQ(executor_.pending(), 1u);
+  executor_.RunNext();
   ASSERT_EQ(agents_.stops().size(), stops + 1);
   EXPECT_EQ(agents_.stops().back().address, "10.0.0.2:7101");
   EXPECT_EQ(agents_.stops().back().request.up_to_generation(), 1u);
@@ -315,7 +312,7 @@ TEST_F(GroupManagerTest, GroupNotReadyWithinItsStartTimeoutFails) {
 TEST_F(GroupManagerTest, RestartedControllerKnowsItsGroups) {
   ASSERT_TRUE(Apply().ok());
   GroupManager restarted(GroupManagerConfig{}, &clock_, &store_, &registry_, &agents_, &rendezvous_,
-                         [](absl::AnyInvocable<void() &&> task) { std::move(task)(); });
+                         &executor_);
   ASSERT_TRUE(restarted.Load().ok());
   ASSERT_EQ(restarted.List().size(), 1u);
   google::protobuf::RepeatedPtrField<v1::ShardStatus> shards;
@@ -505,7 +502,7 @@ TEST_F(GroupManagerTest, TokenSurvivesAControllerRestart) {
   // A new controller process: a new, empty store, and the groups read back from the database.
   RendezvousStore reopened(&clock_);
   GroupManager restarted(GroupManagerConfig{}, &clock_, &store_, &registry_, &agents_, &reopened,
-                         [](absl::AnyInvocable<void() &&> task) { std::move(task)(); });
+                         &executor_);
   ASSERT_TRUE(restarted.Load().ok());
   EXPECT_TRUE(SetKey(reopened, 1, token).ok());
   EXPECT_TRUE(absl::IsPermissionDenied(SetKey(reopened, 1, std::string(64, 'f'))));
@@ -513,9 +510,105 @@ TEST_F(GroupManagerTest, TokenSurvivesAControllerRestart) {
   ASSERT_TRUE(restarted.Stop("echo").ok());
   RendezvousStore again(&clock_);
   GroupManager restarted_again(GroupManagerConfig{}, &clock_, &store_, &registry_, &agents_, &again,
-                               [](absl::AnyInvocable<void() &&> task) { std::move(task)(); });
+                               &executor_);
   ASSERT_TRUE(restarted_again.Load().ok());
   EXPECT_TRUE(absl::IsNotFound(SetKey(again, 1, token)));
+}
+
+// kRecipe on `nodes` nodes.
+std::string RecipeOnNodes(int nodes) {
+  std::string yaml = kRecipe;
+  yaml.replace(yaml.find("nodes: 2"), 8, absl::StrCat("nodes: ", nodes));
+  return yaml;
+}
+
+v1::ApplyRequest ApplyRequestFor(const std::string& name, int nodes) {
+  v1::ApplyRequest request;
+  request.set_recipe_path("recipes/echo.yaml");
+  request.set_recipe_yaml(RecipeOnNodes(nodes));
+  request.set_name(name);
+  return request;
+}
+
+TEST_F(GroupManagerTest, OneApplicationsWorkStaysInOrderWhileAnotherGoesAhead) {
+  std::vector<std::string> finished;
+  groups_.ApplyAsync(ApplyRequestFor("alpha", 1), [&](absl::StatusOr<v1::ApplyResponse> r) {
+    EXPECT_TRUE(r.ok()) << r.status();
+    finished.push_back("apply alpha");
+  });
+  groups_.StopAsync("alpha", [&](absl::StatusOr<std::vector<v1::Group>> r) {
+    // Behind the apply: there is a group to stop.
+    EXPECT_TRUE(r.ok()) << r.status();
+    finished.push_back("stop alpha");
+  });
+  groups_.ApplyAsync(ApplyRequestFor("beta", 1), [&](absl::StatusOr<v1::ApplyResponse> r) {
+    EXPECT_TRUE(r.ok()) << r.status();
+    finished.push_back("apply beta");
+  });
+  // alpha's apply and beta's may run at once; alpha's stop waits for alpha's apply.
+  ASSERT_EQ(executor_.pending(), 2u);
+  ASSERT_TRUE(executor_.Run(1));
+  EXPECT_THAT(finished, ::testing::ElementsAre("apply beta"));
+  ASSERT_EQ(executor_.pending(), 1u);
+  ASSERT_TRUE(executor_.RunNext());
+  // The apply's end hands the stop to the executor.
+  ASSERT_EQ(executor_.pending(), 1u);
+  ASSERT_TRUE(executor_.RunNext());
+  EXPECT_THAT(finished, ::testing::ElementsAre("apply beta", "apply alpha", "stop alpha"));
+  EXPECT_EQ(Get("alpha").state(), v1::GROUP_STATE_STOPPED);
+  EXPECT_EQ(Get("beta").state(), v1::GROUP_STATE_STARTING);
+}
+
+TEST_F(GroupManagerTest, StopOfAReplicaWaitsBehindItsApplicationsApply) {
+  std::string yaml = RecipeOnNodes(1);
+  yaml += "replicas: 2\n";
+  v1::ApplyRequest request = ApplyRequestFor("app", 1);
+  request.set_recipe_yaml(yaml);
+  ASSERT_TRUE(groups_.Apply(request).ok());
+  std::vector<std::string> finished;
+  groups_.ApplyAsync(request, [&](absl::StatusOr<v1::ApplyResponse> r) {
+    EXPECT_TRUE(r.ok()) << r.status();
+    finished.push_back("apply app");
+  });
+  // "app-1" is a replica of "app": its stop is queued under the application.
+  groups_.StopAsync("app-1", [&](absl::StatusOr<std::vector<v1::Group>> r) {
+    EXPECT_TRUE(r.ok()) << r.status();
+    finished.push_back("stop app-1");
+  });
+  ASSERT_EQ(executor_.pending(), 1u);
+  EXPECT_EQ(executor_.RunAll(), 2);
+  EXPECT_THAT(finished, ::testing::ElementsAre("apply app", "stop app-1"));
+}
+
+// Real threads: an apply held in preflight (its agents hashing a model) keeps its nodes from
+// other applies, and holds up no other application's apply or stop.
+TEST_F(GroupManagerTest, ApplyHeldInPreflightReservesItsNodesAndBlocksNoOtherGroup) {
+  agents_.HoldProbes({"10.0.0.1:7101", "10.0.0.2:7101"});
+  absl::StatusOr<v1::ApplyResponse> held;
+  std::thread apply([&] { held = groups_.Apply(ApplyRequestFor("held", 2)); });
+  ASSERT_TRUE(agents_.AwaitHeldProbes(2, absl::Seconds(10)));
+
+  // Its two nodes are taken: a 2-node apply finds one free node and says who holds the rest.
+  absl::StatusOr<v1::ApplyResponse> crowded = groups_.Apply(ApplyRequestFor("crowded", 2));
+  EXPECT_FALSE(crowded.ok());
+  EXPECT_THAT(crowded.status().message(), HasSubstr("held, being applied"));
+  // A 1-node apply, and its stop, complete on the third node meanwhile.
+  absl::StatusOr<v1::ApplyResponse> small = groups_.Apply(ApplyRequestFor("small", 1));
+  ASSERT_TRUE(small.ok()) << small.status();
+  ASSERT_EQ(small->groups_size(), 1);
+  EXPECT_EQ(small->groups(0).ranks(0).node_name(), "spark-3");
+  EXPECT_TRUE(groups_.Stop("small").ok());
+  EXPECT_EQ(agents_.probes_waiting(), 2);
+
+  agents_.ReleaseProbes();
+  apply.join();
+  ASSERT_TRUE(held.ok()) << held.status();
+  EXPECT_EQ(held->groups(0).ranks(0).node_name(), "spark-1");
+  EXPECT_EQ(held->groups(0).ranks(1).node_name(), "spark-2");
+  // Once applied, the group itself holds the nodes; the reservation is gone.
+  absl::StatusOr<v1::ApplyResponse> again = groups_.Apply(ApplyRequestFor("crowded", 2));
+  EXPECT_THAT(again.status().message(), HasSubstr("held"));
+  EXPECT_THAT(again.status().message(), Not(HasSubstr("being applied")));
 }
 
 }  // namespace
