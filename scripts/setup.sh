@@ -12,6 +12,7 @@ packages="
   clang libclang-rt-14-dev
   iproute2 busybox-static procps
   libcurl4-openssl-dev curl docker.io
+  libboost1.81-dev
 "
 
 missing=""
