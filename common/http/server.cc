@@ -66,6 +66,7 @@ class HttpServer::Impl {
   void Run();
   void Stop();
   int Drain(absl::Time deadline);
+  void StopAccepting();
   int port() const { return port_; }
   int running_handlers() const {
     absl::MutexLock lock(&mu_);
@@ -402,8 +403,8 @@ void HttpServer::Impl::Run() {
   }
 }
 
-int HttpServer::Impl::Drain(absl::Time deadline) {
-  draining_ = true;
+void HttpServer::Impl::StopAccepting() {
+  if (draining_.exchange(true)) return;
   std::promise<void> closed;
   asio::post(acceptor_.get_executor(), [this, &closed] {
     error_code ignored;
@@ -412,6 +413,10 @@ int HttpServer::Impl::Drain(absl::Time deadline) {
     closed.set_value();
   });
   closed.get_future().wait();
+}
+
+int HttpServer::Impl::Drain(absl::Time deadline) {
+  StopAccepting();
   absl::MutexLock lock(&mu_);
   auto idle = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return running_ == 0; };
   mu_.AwaitWithDeadline(absl::Condition(&idle), deadline);
@@ -456,6 +461,7 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(HttpServerOptions 
 
 int HttpServer::port() const { return impl_->port(); }
 int HttpServer::Drain(absl::Time deadline) { return impl_->Drain(deadline); }
+void HttpServer::StopAccepting() { impl_->StopAccepting(); }
 int HttpServer::running_handlers() const { return impl_->running_handlers(); }
 
 absl::StatusOr<uint64_t> RaiseOpenFileLimit() {

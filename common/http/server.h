@@ -106,6 +106,8 @@ class HttpServer {
   // on the workers has returned (running streams finish) or `deadline` passes. Returns how many
   // handlers still run.
   int Drain(absl::Time deadline);
+  // Drain's first half: returns once the listener is closed and new requests are refused.
+  void StopAccepting();
 
   // Handlers running on the workers now (streams included).
   int running_handlers() const;

@@ -206,6 +206,7 @@ TEST(HttpServerTest, DrainLetsARunningStreamFinishAndRefusesNewRequests) {
   stream.Send(bhttp::verb::get, "/stream");
   ASSERT_TRUE(streaming.WaitForNotificationWithTimeout(kBound));
 
+  server->StopAccepting();
   int left = -1;
   std::thread drain([&] { left = server->Drain(absl::Now() + kBound); });
   // A request on an open connection during the drain is refused and the connection closed.
