@@ -158,7 +158,7 @@ class Session : public std::enable_shared_from_this<Session> {
     if (ec == bhttp::error::body_limit) return RejectBody();
     if (ec) return Close();
     bhttp::request<bhttp::string_body> message = parser_->release();
-    keep_alive_ = message.keep_alive();
+    keep_alive_ = message.keep_alive() && server_->options().keep_alive;
     beast::string_view target = message.target();
     HttpRequest request{
         .method = std::string(message.method_string()),

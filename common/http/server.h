@@ -83,6 +83,9 @@ struct HttpServerOptions {
   // One write (an answer, or one streamed piece) to a client that stopped reading.
   absl::Duration write_timeout = absl::Seconds(30);
   int retry_after_s = 1;  // Retry-After of the server's own 429
+  // False: every answer says "Connection: close" and the connection ends after it, for peers
+  // that read an answer until the server closes.
+  bool keep_alive = true;
 };
 
 class HttpServer {

@@ -121,7 +121,12 @@ int RunHead(const Flags& flags, const RankEnv& env, const Hello& self) {
   static EchoApi api(*hellos);
   // Kept for the life of the process: only Exit() ends it.
   absl::StatusOr<std::unique_ptr<http::HttpServer>> server =
-      http::HttpServer::Start({.host = flags.host, .port = flags.port, .inline_paths = {"/health"}},
+      // One request per connection, as the echo engine always answered: its tests' client
+      // reads each answer until the connection closes.
+      http::HttpServer::Start({.host = flags.host,
+                               .port = flags.port,
+                               .inline_paths = {"/health"},
+                               .keep_alive = false},
                               [](const http::HttpRequest& r) { return api.Handle(r); });
   if (!server.ok()) {
     Log(LogLevel::kError, kComponent, "cannot open the HTTP port",

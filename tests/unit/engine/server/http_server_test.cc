@@ -97,6 +97,16 @@ TEST(HttpServerTest, KeepsTheConnectionForTheNextRequest) {
   EXPECT_TRUE(second.keep_alive());
 }
 
+TEST(HttpServerTest, WithoutKeepAliveClosesAfterEachAnswer) {
+  auto server = StartOrDie({.keep_alive = false}, Echo);
+  ASSERT_NE(server, nullptr);
+  Client client(server->port());
+  auto answer = client.Get("/x");
+  EXPECT_EQ(answer.body(), "GET /x ");
+  EXPECT_FALSE(answer.keep_alive());
+  EXPECT_TRUE(client.ClosedByServer());
+}
+
 TEST(HttpServerTest, InlineRoutesAnswerWhileEveryWorkerIsBusyAndTheNextGets429) {
   absl::Notification release;
   absl::Notification entered;
