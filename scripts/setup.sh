@@ -15,6 +15,7 @@ packages="
   slurm-wlm
   lintian
   systemd
+  libboost1.81-dev
 "
 
 missing=""

@@ -26,7 +26,14 @@ int HttpStatusOf(const absl::Status& status) {
   }
 }
 
+// A client told to come back after this many seconds when the queue is full: a few decode steps
+// of the CPU demo free slots, and vLLM's clients retry on the order of a second.
+constexpr int kRetryAfterSeconds = 1;
+
 http::HttpResponse ErrorResponse(const absl::Status& status) {
+  if (absl::IsResourceExhausted(status)) {
+    return http::TooManyRequests(status.message(), kRetryAfterSeconds);
+  }
   return http::JsonError(HttpStatusOf(status), status.message());
 }
 
@@ -98,10 +105,22 @@ absl::StatusOr<EngineApi::Parsed> EngineApi::ParseCommon(const nlohmann::json& b
   Parsed parsed{.prompt = std::move(prompt), .max_tokens = options_.default_max_tokens};
   for (const char* key : {"max_tokens", max_tokens_key}) {
     if (!body.contains(key) || body[key].is_null()) continue;
-    if (!body[key].is_number_integer()) {
-      return absl::InvalidArgumentError(absl::StrCat("\"", key, "\" must be an integer"));
+    const nlohmann::json& value = body[key];
+    // Range-checked in the JSON's own width before narrowing to int: 1000000000000 must be
+    // refused as itself, not as its low 32 bits.
+    bool in_range = false;
+    if (value.is_number_unsigned()) {
+      in_range = value.get<uint64_t>() >= 1 &&
+                 value.get<uint64_t>() <= static_cast<uint64_t>(options_.max_seq_len);
+    } else if (value.is_number_integer()) {
+      in_range = value.get<int64_t>() >= 1 && value.get<int64_t>() <= options_.max_seq_len;
     }
-    parsed.max_tokens = body[key].get<int>();
+    if (!in_range) {
+      return absl::InvalidArgumentError(absl::StrCat("\"", key, "\" must be an integer from 1 to ",
+                                                     options_.max_seq_len,
+                                                     " (the model's context), not ", value.dump()));
+    }
+    parsed.max_tokens = static_cast<int>(value.get<int64_t>());
   }
   if (body.contains("n") && body["n"] != 1) {
     return absl::InvalidArgumentError("\"n\" must be 1: this engine returns one choice");
@@ -237,6 +256,10 @@ http::HttpResponse EngineApi::Generate(const Parsed& parsed, bool chat) {
     write("data: [DONE]\n\n");
   };
   return response;
+}
+
+std::vector<std::string> EngineApi::InlinePaths() {
+  return {"/health", "/metrics", "/engine", "/v1/models"};
 }
 
 http::HttpResponse EngineApi::Handle(const http::HttpRequest& request) {

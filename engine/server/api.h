@@ -11,8 +11,12 @@
 //   GET  /metrics                 Prometheus text (metrics.h)
 //   GET  /engine                  the group: world size, collectives, shape, reference check
 //
+// /health, /metrics, /engine and /v1/models never block (kInlinePaths); completions wait on the
+// scheduler. A full scheduler queue is 429 with Retry-After.
+//
 // Example: EngineApi api(&scheduler, &metrics, options, engine_info);
-//          http::ServeHttp(listener.get(), [&](const auto& r) { return api.Handle(r); });
+//          http::HttpServer::Start({.inline_paths = EngineApi::InlinePaths(), ...},
+//                                  [&](const auto& r) { return api.Handle(r); });
 #pragma once
 
 #include <atomic>
@@ -22,7 +26,7 @@
 
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
-#include "common/http/http.h"
+#include "common/http/server.h"
 #include "engine/server/metrics.h"
 #include "engine/server/scheduler.h"
 #include "nlohmann/json.hpp"
@@ -50,8 +54,11 @@ class EngineApi {
   // `engine_info` is served as is at GET /engine.
   EngineApi(Scheduler* scheduler, Metrics* metrics, ApiOptions options, nlohmann::json engine_info);
 
-  // Thread-safe; called from one thread per connection.
+  // Thread-safe; called from the server's I/O threads (inline paths) and workers (the rest).
   http::HttpResponse Handle(const http::HttpRequest& request);
+
+  // The routes whose answer never waits on the scheduler.
+  static std::vector<std::string> InlinePaths();
 
  private:
   struct Parsed {

@@ -33,10 +33,9 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "common/http/server.h"
 #include "common/log.h"
 #include "common/status_macros.h"
-#include "common/http/http.h"
-#include "common/http/net.h"
 #include "engine/collectives/gloo_collectives.h"
 #include "engine/model/model.h"
 #include "engine/rendezvous/kv_store.h"
@@ -68,6 +67,10 @@ struct CommonFlags {
 struct ServeFlags {
   std::string host = "0.0.0.0";
   int port = 8000;
+  double shutdown_grace_s = 30;
+  double http_idle_timeout_s = 60;
+  double http_request_timeout_s = 30;
+  int max_request_kib = 1024;
   std::string model_name = "fleet-engine-synthetic";
   int verify_steps = 0;
   ModelShape shape;
@@ -82,8 +85,14 @@ struct Place {
   bool in_group = false;  // started by an agent, with the FLEET_* variables
 };
 
-// Rank 0's scheduler once it serves; the signal thread stops it instead of exiting.
-std::atomic<Scheduler*> leader{nullptr};
+// Rank 0 once it serves: the signal thread drains its HTTP server, then stops its scheduler,
+// instead of exiting.
+struct Leader {
+  Scheduler* scheduler;
+  http::HttpServer* server;
+  absl::Duration grace;
+};
+std::atomic<Leader*> leader{nullptr};
 
 [[noreturn]] void Exit(int code) {
   std::fflush(stdout);
@@ -280,10 +289,10 @@ int Serve(const CommonFlags& flags, const ServeFlags& serve) {
   std::fflush(stdout);
 
   Metrics metrics(serve.model_name);
-  Scheduler scheduler(model->get(), collectives->get(), &metrics,
-                      {.max_num_seqs = serve.shape.max_num_seqs,
-                       .max_seq_len = serve.shape.max_seq_len,
-                       .vocab_size = serve.shape.vocab_size});
+  const SchedulerOptions scheduler_options{.max_num_seqs = serve.shape.max_num_seqs,
+                                           .max_seq_len = serve.shape.max_seq_len,
+                                           .vocab_size = serve.shape.vocab_size};
+  Scheduler scheduler(model->get(), collectives->get(), &metrics, scheduler_options);
   if (place->rank != 0) {
     absl::Status followed = scheduler.RunFollower();
     if (!followed.ok()) Fail("the group broke", followed);
@@ -324,23 +333,34 @@ int Serve(const CommonFlags& flags, const ServeFlags& serve) {
                            {"max_num_seqs", shape.max_num_seqs},
                            {"seed", shape.seed},
                            {"parameters", sizes.total_params}}}};
-  // Static: connection threads are detached and only end with the process.
-  static EngineApi api(&scheduler, &metrics,
-                       {.model_name = serve.model_name,
-                        .max_seq_len = shape.max_seq_len,
-                        .vocab_size = shape.vocab_size},
-                       info);
-  absl::StatusOr<UniqueFd> listener = http::ListenTcp(serve.host, serve.port, 128);
-  if (!listener.ok()) Fail("cannot open the HTTP port", listener.status());
-  std::thread([fd = listener->get()] {
-    absl::Status served =
-        http::ServeHttp(fd, [](const http::HttpRequest& r) { return api.Handle(r); });
-    Fail("the HTTP server stopped", served);
-  }).detach();
-  // From now on SIGTERM/SIGINT end the loop: followers are told to exit, requests fail.
-  leader.store(&scheduler);
-  std::printf("serving %s on http://%s:%d with %d rank(s)\n", serve.model_name.c_str(),
-              serve.host.c_str(), serve.port, place->world_size);
+  EngineApi api(&scheduler, &metrics,
+                {.model_name = serve.model_name,
+                 .max_seq_len = shape.max_seq_len,
+                 .vocab_size = shape.vocab_size},
+                info);
+  absl::StatusOr<uint64_t> open_files = http::RaiseOpenFileLimit();
+  if (!open_files.ok()) Fail("cannot raise the open-file limit", open_files.status());
+  absl::StatusOr<std::unique_ptr<http::HttpServer>> server = http::HttpServer::Start(
+      {.host = serve.host,
+       .port = serve.port,
+       // Every sequence the scheduler can hold (running + waiting) has a worker, plus room for
+       // the ones writing their last chunks, so the scheduler's own 429 is what a client meets
+       // when the queue is full, and vllm:num_requests_waiting counts every waiting client.
+       .max_handlers = 2 * shape.max_num_seqs + scheduler_options.max_waiting,
+       .inline_paths = EngineApi::InlinePaths(),
+       .max_body_bytes = static_cast<size_t>(serve.max_request_kib) * 1024,
+       .idle_timeout = absl::Seconds(serve.http_idle_timeout_s),
+       .request_timeout = absl::Seconds(serve.http_request_timeout_s)},
+      [&api](const http::HttpRequest& r) { return api.Handle(r); });
+  if (!server.ok()) Fail("cannot open the HTTP port", server.status());
+  // From now on SIGTERM/SIGINT drain the server, then end the loop: followers are told to exit.
+  Leader self{.scheduler = &scheduler,
+              .server = server->get(),
+              .grace = absl::Seconds(serve.shutdown_grace_s)};
+  leader.store(&self);
+  std::printf("serving %s on http://%s:%d with %d rank(s); open-file limit %llu\n",
+              serve.model_name.c_str(), serve.host.c_str(), (*server)->port(), place->world_size,
+              static_cast<unsigned long long>(*open_files));
   std::fflush(stdout);
   absl::Status led = scheduler.RunLeader();
   if (!led.ok()) Fail("the group broke", led);
@@ -471,6 +491,26 @@ int Main(int argc, char** argv) {
   serve_command->add_option("--served-model-name", serve.model_name, "the model id served")
       ->capture_default_str();
   serve_command
+      ->add_option("--shutdown-grace", serve.shutdown_grace_s,
+                   "seconds running requests get to finish after SIGTERM (new ones are refused)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  serve_command
+      ->add_option("--http-idle-timeout", serve.http_idle_timeout_s,
+                   "seconds a keep-alive connection may wait for its next request")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  serve_command
+      ->add_option("--http-request-timeout", serve.http_request_timeout_s,
+                   "seconds a request body may take to arrive after its head")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  serve_command
+      ->add_option("--max-request-kib", serve.max_request_kib,
+                   "largest request body in KiB; larger ones are answered 413")
+      ->check(CLI::Range(1, 1 << 20))
+      ->capture_default_str();
+  serve_command
       ->add_option("--verify-steps", serve.verify_steps,
                    "before serving, check this many steps of the group against a single-rank "
                    "model on rank 0 (0: no check)")
@@ -531,9 +571,14 @@ int Main(int argc, char** argv) {
     for (;;) {
       if (sigwait(&stop_signals, &signo) != 0) continue;
       Log(LogLevel::kInfo, kComponent, "stopping", {{"signal", strsignal(signo)}});
-      Scheduler* serving = leader.exchange(nullptr);
+      Leader* serving = leader.exchange(nullptr);
       if (serving == nullptr) Exit(0);
-      serving->Stop();
+      // New connections are refused at once; running streams get the grace period to finish
+      // before the scheduler stops and fails whatever still runs.
+      const int left = serving->server->Drain(absl::Now() + serving->grace);
+      Log(LogLevel::kInfo, kComponent, "HTTP drained; stopping the group",
+          {{"unfinished_requests", absl::StrCat(left)}});
+      serving->scheduler->Stop();
     }
   }).detach();
 

@@ -28,7 +28,9 @@ std::string Truncate(const std::string& text, size_t max_bytes) {
 // max_tokens (or chat's max_completion_tokens) from a request, or an error to answer.
 absl::StatusOr<size_t> MaxTokens(const nlohmann::json& body, const char* field) {
   if (!body.contains(field) || body[field].is_null()) return kDefaultMaxTokens;
-  if (!body[field].is_number_integer() || body[field].get<int64_t>() < 1) {
+  // Unsigned JSON numbers above INT64_MAX are positive too; reading them as int64_t would wrap.
+  const nlohmann::json& value = body[field];
+  if (!value.is_number_integer() || (!value.is_number_unsigned() && value.get<int64_t>() < 1)) {
     return absl::InvalidArgumentError(absl::StrCat(field, " must be a positive integer"));
   }
   return body[field].get<size_t>();

@@ -15,9 +15,9 @@
 #include <cstdint>
 #include <vector>
 
-#include "tests/support/echo_engine/rendezvous.h"
-#include "common/http/http.h"
+#include "common/http/server.h"
 #include "nlohmann/json.hpp"
+#include "tests/support/echo_engine/rendezvous.h"
 
 namespace fleet::echo {
 

@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <thread>
 #include <vector>
@@ -18,11 +19,11 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "common/http/server.h"
 #include "common/log.h"
 #include "tests/support/echo_engine/echo_api.h"
+#include "tests/support/echo_engine/net.h"
 #include "tests/support/echo_engine/rendezvous.h"
-#include "common/http/http.h"
-#include "common/http/net.h"
 
 extern char** environ;
 
@@ -99,7 +100,7 @@ std::string Hostname() {
 }
 
 int RunHead(const Flags& flags, const RankEnv& env, const Hello& self) {
-  absl::StatusOr<UniqueFd> master = http::ListenTcp(env.master_addr, env.master_port, 64);
+  absl::StatusOr<UniqueFd> master = ListenTcp(env.master_addr, env.master_port, 64);
   if (!master.ok()) {
     Log(LogLevel::kError, kComponent, "cannot open the master port",
         {{"error", master.status().message()}});
@@ -117,20 +118,21 @@ int RunHead(const Flags& flags, const RankEnv& env, const Hello& self) {
   }
   // HTTP opens only once every rank is in, as a vLLM head's API does: readiness means the
   // whole group is up.
-  absl::StatusOr<UniqueFd> http = http::ListenTcp(flags.host, flags.port, 128);
-  if (!http.ok()) {
+  static EchoApi api(*hellos);
+  // Kept for the life of the process: only Exit() ends it.
+  absl::StatusOr<std::unique_ptr<http::HttpServer>> server =
+      // One request per connection, as the echo engine always answered: its tests' client
+      // reads each answer until the connection closes.
+      http::HttpServer::Start({.host = flags.host,
+                               .port = flags.port,
+                               .inline_paths = {"/health"},
+                               .keep_alive = false},
+                              [](const http::HttpRequest& r) { return api.Handle(r); });
+  if (!server.ok()) {
     Log(LogLevel::kError, kComponent, "cannot open the HTTP port",
-        {{"error", http.status().message()}});
+        {{"error", server.status().message()}});
     return 1;
   }
-  // Static: the connection threads are detached and only end with the process.
-  static EchoApi api(*hellos);
-  std::thread([fd = http->get()] {
-    absl::Status served =
-        http::ServeHttp(fd, [](const http::HttpRequest& r) { return api.Handle(r); });
-    Log(LogLevel::kError, kComponent, "HTTP server stopped", {{"error", served.message()}});
-    Exit(1);
-  }).detach();
   std::printf("rank 0 rendezvous complete: %d rank(s); serving http://%s:%d\n", env.world_size,
               flags.host.c_str(), flags.port);
   std::fflush(stdout);
@@ -140,9 +142,8 @@ int RunHead(const Flags& flags, const RankEnv& env, const Hello& self) {
 }
 
 int RunWorker(const Flags& flags, const RankEnv& env, const Hello& self) {
-  absl::StatusOr<UniqueFd> head =
-      JoinHead(env.master_addr, env.master_port, self,
-               absl::Now() + absl::Seconds(flags.rendezvous_timeout_s));
+  absl::StatusOr<UniqueFd> head = JoinHead(env.master_addr, env.master_port, self,
+                                           absl::Now() + absl::Seconds(flags.rendezvous_timeout_s));
   if (!head.ok()) {
     Log(LogLevel::kError, kComponent, "rendezvous failed",
         {{"rank", absl::StrCat(env.rank)}, {"error", head.status().message()}});

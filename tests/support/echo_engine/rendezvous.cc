@@ -97,7 +97,7 @@ Head::Head(UniqueFd listener, Hello self, int world_size)
 void Head::Refuse(int fd, absl::string_view why) {
   Log(LogLevel::kWarning, kComponent, "hello refused", {{"why", why}});
   // Best effort: the peer may be gone already, and it is dropped either way.
-  (void)http::SendAll(fd, absl::StrCat("refused: ", why, "\n"));
+  (void)SendAll(fd, absl::StrCat("refused: ", why, "\n"));
 }
 
 void Head::AcceptOne(std::vector<Pending>& pending) {
@@ -149,7 +149,7 @@ bool Head::ReadHello(Pending& conn) {
            absl::StrCat("rank ", hello->rank, " already joined from host ", it->second.hostname));
     return false;
   }
-  if (!http::SendAll(conn.fd.get(), "welcome\n").ok()) return false;
+  if (!SendAll(conn.fd.get(), "welcome\n").ok()) return false;
   std::printf("%s hello from rank %d generation %llu host %s env %s\n", RankPrefix(0).c_str(),
               hello->rank, static_cast<unsigned long long>(hello->generation),
               hello->hostname.c_str(), FormatEnv(hello->env).c_str());
@@ -182,7 +182,7 @@ absl::StatusOr<std::vector<Hello>> Head::AwaitWorkers(absl::Time deadline) {
       joined.push_back(rank);
       fds.push_back({.fd = fd.get(), .events = POLLIN});
     }
-    if (::poll(fds.data(), fds.size(), http::PollTimeoutMs(wake)) < 0 && errno != EINTR) {
+    if (::poll(fds.data(), fds.size(), PollTimeoutMs(wake)) < 0 && errno != EINTR) {
       return ErrnoStatus("poll on the master port");
     }
     // A welcomed worker sends nothing more, so any event is its connection ending. Forgetting
@@ -210,7 +210,7 @@ absl::StatusOr<std::vector<Hello>> Head::AwaitWorkers(absl::Time deadline) {
 
 absl::Status Head::WatchWorkers() {
   for (auto& [rank, fd] : workers_) {
-    if (!http::SendAll(fd.get(), "ready\n").ok()) {
+    if (!SendAll(fd.get(), "ready\n").ok()) {
       return absl::UnavailableError(absl::StrCat("worker rank ", rank, " disconnected"));
     }
   }
@@ -236,30 +236,30 @@ absl::Status Head::WatchWorkers() {
       if (fd >= 0) {
         UniqueFd late(fd);
         // Quietly: agents check that the master port accepts TCP before starting a worker.
-        (void)http::SendAll(fd, absl::StrCat("refused: rendezvous of generation ", self_.generation,
-                                             " is complete\n"));
+        (void)SendAll(fd, absl::StrCat("refused: rendezvous of generation ", self_.generation,
+                                       " is complete\n"));
       }
     }
   }
 }
 
 absl::StatusOr<UniqueFd> JoinHead(const std::string& master_addr, int master_port,
-                                        const Hello& hello, absl::Time deadline) {
+                                  const Hello& hello, absl::Time deadline) {
   const std::string line = HelloToJson(hello).dump() + "\n";
   std::string last_error;
   while (absl::Now() < deadline) {
-    absl::StatusOr<UniqueFd> fd = http::ConnectTcp(master_addr, master_port, deadline);
+    absl::StatusOr<UniqueFd> fd = ConnectTcp(master_addr, master_port, deadline);
     if (fd.ok()) {
-      absl::Status sent = http::SendAll(fd->get(), line);
+      absl::Status sent = SendAll(fd->get(), line);
       absl::StatusOr<std::string> answer =
-          sent.ok() ? http::ReadLine(fd->get(), deadline, kMaxLineBytes) : sent;
+          sent.ok() ? ReadLine(fd->get(), deadline, kMaxLineBytes) : sent;
       if (answer.ok() && absl::StartsWith(*answer, "refused: ")) {
         return absl::AbortedError(absl::StrCat("rendezvous refused by ", master_addr, ":",
                                                master_port, ": ", answer->substr(9)));
       }
       if (answer.ok() && *answer == "welcome") {
         Log(LogLevel::kInfo, kComponent, "welcomed by the head; waiting for the other ranks");
-        absl::StatusOr<std::string> ready = http::ReadLine(fd->get(), deadline, kMaxLineBytes);
+        absl::StatusOr<std::string> ready = ReadLine(fd->get(), deadline, kMaxLineBytes);
         if (ready.ok() && *ready == "ready") return *std::move(fd);
         if (absl::IsOutOfRange(ready.status())) {
           return absl::UnavailableError("head connection lost before every rank arrived");

@@ -19,8 +19,8 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
-#include "common/http/net.h"
 #include "nlohmann/json.hpp"
+#include "tests/support/echo_engine/net.h"
 
 namespace fleet::echo {
 
@@ -80,7 +80,7 @@ class Head {
   UniqueFd listener_;
   const Hello self_;
   const int world_size_;
-  std::map<int, Hello> hellos_;            // rank -> hello, workers only
+  std::map<int, Hello> hellos_;      // rank -> hello, workers only
   std::map<int, UniqueFd> workers_;  // rank -> its connection
 };
 
@@ -89,7 +89,7 @@ class Head {
 // keeps open. Aborted when the head refused the hello (another generation: retrying cannot
 // help), DeadlineExceeded naming the master address when the deadline passed.
 absl::StatusOr<UniqueFd> JoinHead(const std::string& master_addr, int master_port,
-                                        const Hello& hello, absl::Time deadline);
+                                  const Hello& hello, absl::Time deadline);
 
 // Blocks until the head closes `head_connection` (or it fails).
 void AwaitClose(int head_connection);

@@ -184,6 +184,47 @@ TEST_F(ApiTest, BadRequestsNameTheProblem) {
   EXPECT_EQ(Get("/nowhere").status, 404);
 }
 
+TEST_F(ApiTest, MaxTokensIsRangeCheckedBeforeNarrowing) {
+  // 1000000000000 wraps to -727379968 as an int; the error must name the number sent.
+  for (const nlohmann::json& value :
+       {nlohmann::json(1000000000000), nlohmann::json(0), nlohmann::json(-1),
+        nlohmann::json(UINT64_MAX), nlohmann::json(65), nlohmann::json(2.5)}) {
+    http::HttpResponse response = Post("/v1/completions", {{"prompt", "x"}, {"max_tokens", value}});
+    EXPECT_EQ(response.status, 400) << value;
+    EXPECT_THAT(response.body, HasSubstr("must be an integer from 1 to 64"));
+    EXPECT_THAT(response.body, HasSubstr("not " + value.dump()));
+  }
+  EXPECT_EQ(Post("/v1/chat/completions", {{"messages", {{{"role", "user"}, {"content", "x"}}}},
+                                          {"max_completion_tokens", 1000000000000}})
+                .status,
+            400);
+}
+
+// The scheduler's full queue reaches the client as 429 with Retry-After. No leader runs, so the
+// first request stays queued.
+TEST(ApiQueueTest, FullQueueIs429WithRetryAfter) {
+  const ModelShape shape = SmallShape();
+  std::vector<testing::TestRank> group = MakeGroup(1, shape);
+  Metrics metrics("m");
+  Scheduler scheduler(group[0].model.get(), group[0].collectives.get(), &metrics,
+                      {.max_num_seqs = shape.max_num_seqs,
+                       .max_seq_len = shape.max_seq_len,
+                       .vocab_size = shape.vocab_size,
+                       .max_waiting = 1});
+  EngineApi api(&scheduler, &metrics, {.model_name = "m", .max_seq_len = shape.max_seq_len},
+                nlohmann::json::object());
+  const std::string body = R"({"prompt":"x","max_tokens":2,"stream":true})";
+  http::HttpResponse queued =
+      api.Handle({.method = "POST", .path = "/v1/completions", .body = body});
+  EXPECT_EQ(queued.status, 200);
+  http::HttpResponse refused =
+      api.Handle({.method = "POST", .path = "/v1/completions", .body = body});
+  EXPECT_EQ(refused.status, 429);
+  EXPECT_THAT(refused.headers,
+              ::testing::Contains(std::pair<std::string, std::string>("Retry-After", "1")));
+  EXPECT_THAT(refused.body, HasSubstr("already waiting"));
+}
+
 TEST_F(ApiTest, MetricsMoveUnderLoad) {
   EXPECT_EQ(Metric("vllm:generation_tokens_total"), 0);
   std::vector<std::thread> clients;

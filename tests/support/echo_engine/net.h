@@ -1,5 +1,6 @@
-// TCP plumbing of SparkFleet's engines: an owned file descriptor, listening and connecting with a
-// deadline (host names resolved, IPv4 or IPv6), and whole writes and line reads on sockets.
+// TCP plumbing of the echo engine's rank rendezvous (test code; the engines' HTTP serving is
+// common/http/server.h): an owned file descriptor, listening and connecting with a deadline (host
+// names resolved, IPv4 or IPv6), and whole writes and line reads on sockets.
 #pragma once
 
 #include <string>
@@ -10,7 +11,7 @@
 #include "absl/time/time.h"
 #include "common/unique_fd.h"
 
-namespace fleet::http {
+namespace fleet::echo {
 
 // A listening TCP socket on `host` ("0.0.0.0", "::", an address or a name) and `port`, with
 // SO_REUSEADDR so a restarted rank can listen again while old connections linger in TIME_WAIT.
@@ -31,4 +32,4 @@ absl::StatusOr<std::string> ReadLine(int fd, absl::Time deadline, size_t max_byt
 // Milliseconds until `deadline` for poll(), at least 0.
 int PollTimeoutMs(absl::Time deadline);
 
-}  // namespace fleet::http
+}  // namespace fleet::echo

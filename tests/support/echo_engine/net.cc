@@ -1,5 +1,5 @@
-// TCP plumbing of SparkFleet's engines (see net.h).
-#include "common/http/net.h"
+// TCP plumbing of the echo engine's rank rendezvous (see net.h).
+#include "tests/support/echo_engine/net.h"
 
 #include <fcntl.h>
 #include <netdb.h>
@@ -14,7 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 
-namespace fleet::http {
+namespace fleet::echo {
 namespace {
 
 struct AddrinfoDeleter {
@@ -123,4 +123,4 @@ absl::StatusOr<std::string> ReadLine(int fd, absl::Time deadline, size_t max_byt
   }
 }
 
-}  // namespace fleet::http
+}  // namespace fleet::echo
