@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
+#include "common/host_port.h"
 #include "common/status_macros.h"
 
 namespace fleet::engine {
@@ -55,11 +56,6 @@ const std::string* FindValue(const EnvList& values, absl::string_view key) {
 }
 
 // "HOST:PORT", with an IPv6 host in brackets.
-std::string HostPort(absl::string_view host, uint32_t port) {
-  if (absl::StrContains(host, ':')) return absl::StrCat("[", host, "]:", port);
-  return absl::StrCat(host, ":", port);
-}
-
 google::protobuf::Duration ToProto(absl::Duration duration) {
   absl::Duration remainder;
   const int64_t seconds = absl::IDivDuration(duration, absl::Seconds(1), &remainder);
@@ -253,7 +249,7 @@ absl::StatusOr<GroupPlan> PlanGroup(const Recipe& recipe, const std::vector<Over
   const NodeView& head = group.nodes.front();
   const std::string& head_host = head.fabric_address.empty() ? head.address : head.fabric_address;
   if (port.has_value()) {
-    plan.endpoint = absl::StrCat("http://", HostPort(head_host, *port));
+    plan.endpoint = absl::StrCat("http://", JoinHostPort(head_host, static_cast<uint16_t>(*port)));
   } else {
     plan.notes.push_back(
         "the head serves no known port (no health.port, no numeric defaults.port): no "
@@ -307,7 +303,8 @@ absl::StatusOr<GroupPlan> PlanGroup(const Recipe& recipe, const std::vector<Over
       spec.set_memlock_bytes(*recipe.requirements.memlock_bytes);
     }
     if (plan.launch_order == LaunchOrder::kHeadFirst && rank > 0) {
-      spec.set_wait_for_tcp(HostPort(group.master_addr, group.master_port));
+      spec.set_wait_for_tcp(
+          JoinHostPort(group.master_addr, static_cast<uint16_t>(group.master_port)));
       *spec.mutable_wait_timeout() = ToProto(recipe.health.start_timeout);
     }
     if (rank == 0 && port.has_value()) {
