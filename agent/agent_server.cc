@@ -7,44 +7,31 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "agent/discovery/discovery_responder.h"
 #include "agent/grpc/agent_service.h"
+#include "agent/probes/node_facts.h"
+#include "agent/probes/probe_all.h"
 #include "agent/session/controller_client_impl.h"
 #include "agent/session/controller_session.h"
-#include "agent/discovery/discovery_responder.h"
 #include "agent/session/identity.h"
 #include "agent/session/joiner.h"
 #include "agent/session/node_credentials.h"
-#include "agent/probes/node_facts.h"
-#include "agent/probes/probe_all.h"
-#include "common/wire/discovery_wire.h"
 #include "common/files.h"
+#include "common/host_port.h"
 #include "common/identity_names.h"
 #include "common/log.h"
 #include "common/pki.h"
 #include "common/status_macros.h"
 #include "common/version.h"
+#include "common/wire/discovery_wire.h"
 #include "grpcpp/server.h"
 #include "grpcpp/server_builder.h"
 
 namespace fleet::agent {
 namespace {
 
-// Splits "HOST:PORT" (or "[V6]:PORT") into host and port text; port is empty when absent.
-std::pair<std::string, std::string> SplitHostPort(const std::string& address) {
-  if (!address.empty() && address.front() == '[') {
-    size_t close = address.find(']');
-    if (close != std::string::npos && close + 1 < address.size() && address[close + 1] == ':') {
-      return {address.substr(0, close + 1), address.substr(close + 2)};
-    }
-    return {address, ""};
-  }
-  size_t colon = address.rfind(':');
-  if (colon == std::string::npos || address.find(':') != colon) return {address, ""};
-  return {address.substr(0, colon), address.substr(colon + 1)};
-}
-
 bool IsWildcard(const std::string& host) {
-  return host.empty() || host == "0.0.0.0" || host == "[::]" || host == "::";
+  return host.empty() || host == "0.0.0.0" || host == "::";
 }
 
 // Errors a later attempt may not see: the controller is away or slow.
@@ -63,8 +50,15 @@ absl::StatusOr<std::unique_ptr<AgentServer>> AgentServer::Start(AgentOptions opt
 }
 
 absl::Status AgentServer::Init() {
-  auto [listen_host, listen_port] = SplitHostPort(options_.listen);
-  auto [adv_host, adv_port] = SplitHostPort(options_.advertise);
+  absl::StatusOr<HostPort> listen = ParseHostOptionalPort(options_.listen);
+  if (!listen.ok())
+    return absl::InvalidArgumentError(absl::StrCat("--listen ", listen.status().message()));
+  absl::StatusOr<HostPort> advertise = ParseHostOptionalPort(options_.advertise);
+  if (!advertise.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("--advertise ", advertise.status().message()));
+  }
+  std::string listen_host = listen->host;
+  std::string adv_host = advertise->host;
   if (adv_host.empty()) {
     if (IsWildcard(listen_host)) {
       return absl::InvalidArgumentError(absl::StrCat(
@@ -79,7 +73,7 @@ absl::Status AgentServer::Init() {
                      " is a wildcard; pass an address the controller can reach"));
   }
   advertise_host_ = adv_host;
-  advertise_port_ = adv_port;
+  advertise_port_ = advertise->port;
   if (!options_.join_token.empty()) {
     ASSIGN_OR_RETURN(token_, ParseJoinToken(options_.join_token));
   }
@@ -116,12 +110,13 @@ absl::Status AgentServer::Init() {
     key = *std::move(stored);
   }
   if (!options_.discovery_listen.empty() && !key.empty()) {
-    auto [udp_host, udp_port_text] = SplitHostPort(options_.discovery_listen);
-    uint32_t udp_port = 0;
-    if (!absl::SimpleAtoi(udp_port_text, &udp_port) || udp_port > 65535) {
+    absl::StatusOr<HostPort> udp = ParseHostPort(options_.discovery_listen);
+    if (!udp.ok()) {
       return absl::InvalidArgumentError(
-          absl::StrCat("--discovery-listen ", options_.discovery_listen, " is not HOST:PORT"));
+          absl::StrCat("--discovery-listen ", udp.status().message()));
     }
+    const std::string& udp_host = udp->host;
+    const uint16_t udp_port = udp->port;
     responder_ = std::make_unique<DiscoveryResponder>(DiscoveryResponderOptions{
         .key = key,
         .bind_ip = udp_host.empty() ? "0.0.0.0" : udp_host,
@@ -251,8 +246,8 @@ absl::Status AgentServer::Serve(const std::string& controller_address) {
         absl::StrCat("cannot listen on ", options_.listen,
                      ": address in use or not on this node; pass a free --listen HOST:PORT"));
   }
-  std::string advertise = absl::StrCat(
-      advertise_host_, ":", advertise_port_.empty() ? absl::StrCat(port) : advertise_port_);
+  std::string advertise = JoinHostPort(
+      advertise_host_, advertise_port_ == 0 ? static_cast<uint16_t>(port) : advertise_port_);
   {
     absl::MutexLock lock(&mu_);
     joined_ = true;

@@ -77,7 +77,8 @@ class AgentServer {
 
   AgentOptions options_;
   v1::NodeIdentity identity_;
-  std::string advertise_host_, advertise_port_;
+  std::string advertise_host_;   // without brackets
+  uint16_t advertise_port_ = 0;  // 0: the port it listens on
   std::optional<JoinToken> token_;
   absl::Notification stop_;
 

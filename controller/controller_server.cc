@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/files.h"
+#include "common/host_port.h"
 #include "common/log.h"
 #include "common/status_macros.h"
 #include "controller/grpc/agent_client_impl.h"
@@ -28,14 +29,8 @@ namespace {
 // within 200 ms of `lost_after` at the default 1 s period.
 absl::Duration TickPeriod(const RegistryConfig& config) { return config.heartbeat_period / 5; }
 
-// Splits "HOST:PORT" at the last colon ("[::1]:7100" keeps its brackets in HOST).
-std::string HostOf(const std::string& address) {
-  size_t colon = address.rfind(':');
-  return colon == std::string::npos ? address : address.substr(0, colon);
-}
-
 bool IsWildcardHost(const std::string& host) {
-  return host.empty() || host == "0.0.0.0" || host == "[::]";
+  return host.empty() || host == "0.0.0.0" || host == "::";
 }
 
 // The heartbeat socket: on every interface for a wildcard listen host, else on the host's IPv4
@@ -136,7 +131,7 @@ absl::Status ControllerServer::Init() {
         "cannot listen on ", options_.listen,
         ": address in use or not local; pass a free --listen HOST:PORT (port 0 picks one)"));
   }
-  address_ = absl::StrCat(host, ":", port);
+  address_ = JoinHostPort(host, static_cast<uint16_t>(port));
   RETURN_IF_ERROR(ServeHeartbeats(host, port));
   // With port 0 the advertised address is known only now.
   if (options_.advertise.empty() && !IsWildcardHost(host)) prober_->SetAdvertise(address_);

@@ -9,19 +9,10 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/host_port.h"
 
 namespace fleet::controller {
 namespace {
-
-// "10.0.0.2:7101" → "10.0.0.2"; "[fe80::1]:7101" → "fe80::1".
-std::string HostOf(const std::string& address) {
-  if (!address.empty() && address.front() == '[') {
-    size_t end = address.find(']');
-    return end == std::string::npos ? address : address.substr(1, end - 1);
-  }
-  size_t colon = address.rfind(':');
-  return colon == std::string::npos ? address : address.substr(0, colon);
-}
 
 // Whether IPv4 `ip` lies in "ADDR/PREFIX".
 bool InSubnet(const std::string& ip, const std::string& cidr) {

@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
+#include "common/host_port.h"
 #include "common/status_macros.h"
 
 namespace fleet::engine {
@@ -55,11 +56,6 @@ const std::string* FindValue(const EnvList& values, absl::string_view key) {
 }
 
 // "HOST:PORT", with an IPv6 host in brackets.
-std::string HostPort(absl::string_view host, uint32_t port) {
-  if (absl::StrContains(host, ':')) return absl::StrCat("[", host, "]:", port);
-  return absl::StrCat(host, ":", port);
-}
-
 google::protobuf::Duration ToProto(absl::Duration duration) {
   absl::Duration remainder;
   const int64_t seconds = absl::IDivDuration(duration, absl::Seconds(1), &remainder);
@@ -221,11 +217,11 @@ absl::StatusOr<GroupPlan> PlanGroup(const Recipe& recipe, const std::vector<Over
   GroupContext placed = group;
   if (fixed_port->has_value() && **fixed_port != group.master_port) {
     placed.master_port = **fixed_port;
-    plan.notes.push_back(absl::StrCat("the script listens on master port ", placed.master_port,
-                                      " itself: MASTER_PORT is ", placed.master_port,
-                                      " and workers wait for ",
-                                      HostPort(placed.master_addr, placed.master_port),
-                                      " (placement had chosen ", group.master_port, ")"));
+    plan.notes.push_back(
+        absl::StrCat("the script listens on master port ", placed.master_port,
+                     " itself: MASTER_PORT is ", placed.master_port, " and workers wait for ",
+                     JoinHostPort(placed.master_addr, static_cast<uint16_t>(placed.master_port)),
+                     " (placement had chosen ", group.master_port, ")"));
   }
   plan.group = group.group;
   plan.generation = group.generation;
@@ -268,7 +264,7 @@ absl::StatusOr<GroupPlan> PlanGroup(const Recipe& recipe, const std::vector<Over
   const NodeView& head = group.nodes.front();
   const std::string& head_host = head.fabric_address.empty() ? head.address : head.fabric_address;
   if (port.has_value()) {
-    plan.endpoint = absl::StrCat("http://", HostPort(head_host, *port));
+    plan.endpoint = absl::StrCat("http://", JoinHostPort(head_host, static_cast<uint16_t>(*port)));
   } else {
     plan.notes.push_back(
         "the head serves no known port (no health.port, no numeric defaults.port): no "
@@ -329,12 +325,14 @@ absl::StatusOr<GroupPlan> PlanGroup(const Recipe& recipe, const std::vector<Over
       out->set_hard(limit.hard);
     }
     if (plan.launch_order == LaunchOrder::kHeadFirst && rank > 0) {
-      spec.set_wait_for_tcp(HostPort(placed.master_addr, placed.master_port));
+      spec.set_wait_for_tcp(
+          JoinHostPort(placed.master_addr, static_cast<uint16_t>(placed.master_port)));
       *spec.mutable_wait_timeout() = ToProto(recipe.health.start_timeout);
     }
     if (plan.launch_order == LaunchOrder::kWorkersFirst && rank == 0 && world > 1) {
       for (int k = 1; k < world; ++k) {
-        std::string worker = HostPort(placed.nodes[k].fabric_address, placed.master_port);
+        std::string worker =
+            JoinHostPort(placed.nodes[k].fabric_address, static_cast<uint16_t>(placed.master_port));
         if (k == 1) {
           spec.set_wait_for_tcp(std::move(worker));
         } else {

@@ -25,8 +25,8 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "common/files.h"
+#include "common/process/process_runner_impl.h"
 #include "common/status_macros.h"
-#include "common/subprocess.h"
 #include "nlohmann/json.hpp"
 #include "openssl/evp.h"
 
@@ -354,26 +354,14 @@ void ProbeModel(const ProbeContext& ctx, const std::string& spec, v1::NodeProbe*
 absl::StatusOr<ProbeCommandResult> RunProbeCommand(const std::vector<std::string>& argv,
                                                    const std::vector<std::string>& env,
                                                    absl::Duration timeout) {
-  const char* tmp = std::getenv("TMPDIR");
-  std::string path =
-      absl::StrCat(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp", "/fleet-probe-XXXXXX");
-  int fd = ::mkstemp(path.data());
-  if (fd < 0) return ErrnoStatus(absl::StrCat("mkstemp ", path));
-  ::close(fd);
-  absl::StatusOr<ProbeCommandResult> result = [&]() -> absl::StatusOr<ProbeCommandResult> {
-    ASSIGN_OR_RETURN(Process process,
-                     Process::Start({.argv = argv, .env = env, .output_path = path}));
-    absl::StatusOr<int> status = process.Wait(timeout);
-    if (!status.ok()) {
-      process.Stop(absl::Seconds(1)).IgnoreError();
-      return absl::DeadlineExceededError(absl::StrCat(argv[0], " did not finish within ",
-                                                      absl::FormatDuration(timeout), "; killed"));
-    }
-    ASSIGN_OR_RETURN(std::string output, ReadFileToString(path));
-    return ProbeCommandResult{.wait_status = *status, .output = std::move(output)};
-  }();
-  ::unlink(path.c_str());
-  return result;
+  absl::StatusOr<RunResult> run = DefaultProcessRunner()->Run(
+      {.argv = argv, .env = env, .stderr_to = OutputTo::kStdout}, timeout);
+  if (absl::IsDeadlineExceeded(run.status())) {
+    return absl::DeadlineExceededError(absl::StrCat(argv[0], " did not finish within ",
+                                                    absl::FormatDuration(timeout), "; killed"));
+  }
+  if (!run.ok()) return run.status();
+  return ProbeCommandResult{.wait_status = run->wait_status, .output = std::move(run->out)};
 }
 
 void ProbeArtifacts(const ProbeContext& ctx, v1::NodeProbe* out) {

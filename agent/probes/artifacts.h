@@ -40,8 +40,8 @@ struct ProbeCommandResult {
   std::string output;
 };
 
-// Runs `argv` with `env` ("KEY=VALUE" entries over the inherited environment) and collects its
-// output through a temporary file. DeadlineExceeded (the process killed) past `timeout`; the
+// Runs `argv` with `env` ("KEY=VALUE" entries over the inherited environment) through the
+// process runner and collects its output. DeadlineExceeded (the process killed) past `timeout`; the
 // error of exec (NotFound for a missing program) when it cannot start. Shared by the device
 // probes, which run docker and fleet-nccl-probe.
 absl::StatusOr<ProbeCommandResult> RunProbeCommand(const std::vector<std::string>& argv,

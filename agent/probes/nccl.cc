@@ -19,7 +19,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "agent/probes/artifacts.h"
-#include "common/subprocess.h"
+#include "common/process/process_runner.h"
 
 namespace fleet::agent {
 namespace {

@@ -1,9 +1,11 @@
 // ControllerClient over gRPC, with heartbeats over UDP.
 #include "agent/session/controller_client_impl.h"
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/grpc_status.h"
+#include "common/host_port.h"
 #include "common/wire/heartbeat_wire.h"
 #include "common/identity_names.h"
 
@@ -12,7 +14,7 @@ namespace fleet::agent {
 GrpcControllerClient::GrpcControllerClient(const std::string& address,
                                            const TransportCredentials& transport,
                                            absl::Duration deadline, bool own_connection)
-    : host_(address.substr(0, address.rfind(':'))),
+    : host_(HostOf(address)),
       stub_(v1::Controller::NewStub(
           MakeChannel(address, transport,
                       {.server_name = kControllerServerName, .own_connection = own_connection}))),
@@ -41,7 +43,7 @@ absl::StatusOr<v1::ReportShardsResponse> GrpcControllerClient::ReportShards(
 
 absl::Status GrpcControllerClient::PrepareHeartbeats() {
   if (controller_ip_.empty()) {
-    if (host_.empty() || host_.front() == '[') {
+    if (host_.empty() || absl::StrContains(host_, ':')) {
       return absl::InvalidArgumentError(
           absl::StrCat("heartbeats are IPv4 datagrams, and the controller address has no IPv4 "
                        "host (\"",

@@ -1,4 +1,5 @@
-// Shards as containers of the node's Docker engine, driven through the docker CLI:
+// Shards as containers of the node's Docker engine, driven through the docker CLI (started by
+// the process runner, so tests may put a fake there):
 // `docker image inspect` before a start, `docker run --detach` (launch/docker_run.h renders
 // it), `docker wait NAME` as a child process whose pidfd tells the Supervisor's monitor the
 // container ended (event driven, one process per shard, instead of an inspect every 200 ms),
@@ -13,6 +14,7 @@
 #include <string>
 
 #include "agent/shards/shard_runtime.h"
+#include "common/process/process_runner.h"
 #include "launch/docker_run.h"
 
 namespace fleet::agent {
@@ -22,11 +24,13 @@ struct DockerRuntimeOptions {
   std::string node_name;          // for messages
   std::string state_dir;          // env files go to STATE_DIR/shards, beside the records
   std::string cache_root;         // STATE_DIR/cache; a group's caches live in cache_root/GROUP
+  // Runs the docker CLI; DefaultProcessRunner() when null. Must outlive the runtime.
+  ProcessRunner* runner = nullptr;
 };
 
 class DockerRuntime final : public ShardRuntime {
  public:
-  explicit DockerRuntime(DockerRuntimeOptions options) : options_(std::move(options)) {}
+  explicit DockerRuntime(DockerRuntimeOptions options);
 
   // Also InvalidArgument when the environment cannot go through an env file (RenderEnvFile).
   absl::Status Check(const v1::ShardSpec& spec) override;
@@ -42,6 +46,7 @@ class DockerRuntime final : public ShardRuntime {
 
  private:
   const DockerRuntimeOptions options_;
+  ProcessRunner* const runner_;
 };
 
 }  // namespace fleet::agent

@@ -1,7 +1,6 @@
 // The Supervisor's policy: generations, states, records, re-adoption (supervisor_impl.h).
 #include "agent/shards/supervisor_impl.h"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <netdb.h>
 #include <poll.h>
@@ -12,6 +11,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <map>
 #include <utility>
 
@@ -21,8 +21,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "common/files.h"
+#include "common/host_port.h"
 #include "common/log.h"
 #include "common/status_macros.h"
+#include "common/unique_fd.h"
 
 namespace fleet::agent {
 namespace {
@@ -48,19 +50,13 @@ void SetTime(google::protobuf::Timestamp* out, absl::Time t) {
   out->set_nanos(static_cast<int32_t>(ts.tv_nsec));
 }
 
-// Splits "HOST:PORT" or "[V6]:PORT".
-bool SplitHostPort(absl::string_view host_port, std::string* host, std::string* port) {
-  size_t colon = host_port.rfind(':');
-  if (colon == absl::string_view::npos || colon == 0 || colon + 1 == host_port.size()) return false;
-  absl::string_view h = host_port.substr(0, colon);
-  if (absl::ConsumePrefix(&h, "[") && !absl::ConsumeSuffix(&h, "]")) return false;
-  uint32_t number = 0;
-  if (!absl::SimpleAtoi(host_port.substr(colon + 1), &number) || number == 0 || number > 65535) {
-    return false;
+// "HOST:PORT" or "[V6]:PORT" with a host: a TCP endpoint a shard may wait for.
+absl::StatusOr<HostPort> ParseEndpoint(absl::string_view host_port) {
+  absl::StatusOr<HostPort> parsed = ParseHostPort(host_port);
+  if (parsed.ok() && parsed->host.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("'", host_port, "' names no host"));
   }
-  *host = std::string(h);
-  *port = std::string(host_port.substr(colon + 1));
-  return true;
+  return parsed;
 }
 
 bool ValidName(absl::string_view name) {
@@ -92,8 +88,7 @@ absl::Status Validate(const v1::ShardSpec& spec) {
     default:
       return absl::InvalidArgumentError("shard runtime must be process or docker");
   }
-  std::string host, port;
-  if (!spec.wait_for_tcp().empty() && !SplitHostPort(spec.wait_for_tcp(), &host, &port)) {
+  if (!spec.wait_for_tcp().empty() && !ParseEndpoint(spec.wait_for_tcp()).ok()) {
     return absl::InvalidArgumentError(
         absl::StrCat("wait_for_tcp '", spec.wait_for_tcp(), "' is not HOST:PORT"));
   }
@@ -139,32 +134,34 @@ struct SupervisorImpl::Entry {
 };
 
 absl::Status DialTcp(const std::string& host_port, absl::Duration timeout) {
-  std::string host, port;
-  if (!SplitHostPort(host_port, &host, &port)) {
+  absl::StatusOr<HostPort> endpoint = ParseEndpoint(host_port);
+  if (!endpoint.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("'", host_port, "' is not HOST:PORT"));
   }
   struct addrinfo hints = {};
   hints.ai_socktype = SOCK_STREAM;
   struct addrinfo* addrs = nullptr;
-  if (int rc = ::getaddrinfo(host.c_str(), port.c_str(), &hints, &addrs); rc != 0) {
+  if (int rc = ::getaddrinfo(endpoint->host.c_str(), absl::StrCat(endpoint->port).c_str(), &hints,
+                             &addrs);
+      rc != 0) {
     return absl::UnavailableError(absl::StrCat(host_port, ": ", ::gai_strerror(rc)));
   }
   std::string error = "no address";
   for (struct addrinfo* a = addrs; a != nullptr; a = a->ai_next) {
-    int fd = ::socket(a->ai_family, a->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) continue;
-    int rc = ::connect(fd, a->ai_addr, a->ai_addrlen);
+    UniqueFd fd(::socket(a->ai_family, a->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+    if (!fd.valid()) continue;
+    int rc = ::connect(fd.get(), a->ai_addr, a->ai_addrlen);
     int err = rc == 0 ? 0 : errno;
     if (err == EINPROGRESS) {
-      struct pollfd p = {.fd = fd, .events = POLLOUT, .revents = 0};
+      struct pollfd p = {.fd = fd.get(), .events = POLLOUT, .revents = 0};
       if (::poll(&p, 1, static_cast<int>(absl::ToInt64Milliseconds(timeout))) <= 0) {
         err = ETIMEDOUT;
       } else {
         socklen_t len = sizeof err;
-        ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
+        ::getsockopt(fd.get(), SOL_SOCKET, SO_ERROR, &err, &len);
       }
     }
-    ::close(fd);
+    fd.reset();
     if (err == 0) {
       ::freeaddrinfo(addrs);
       return absl::OkStatus();
@@ -278,13 +275,15 @@ void SupervisorImpl::Wake() {
 
 absl::Status SupervisorImpl::Adopt() {
   std::string dir = absl::StrCat(options_.state_dir, "/shards");
-  DIR* d = ::opendir(dir.c_str());
-  if (d == nullptr) return ErrnoStatus(absl::StrCat("open ", dir));
+  std::error_code error;
   std::vector<std::string> paths;
-  while (struct dirent* de = ::readdir(d)) {
-    if (absl::EndsWith(de->d_name, ".record")) paths.push_back(absl::StrCat(dir, "/", de->d_name));
+  for (std::filesystem::directory_iterator it(dir, error), end; !error && it != end;
+       it.increment(error)) {
+    if (absl::EndsWith(it->path().filename().string(), ".record")) {
+      paths.push_back(it->path().string());
+    }
   }
-  ::closedir(d);
+  if (error) return ErrnoStatus(absl::StrCat("open ", dir), error.value());
   std::sort(paths.begin(), paths.end());
 
   std::vector<std::shared_ptr<Entry>> adopted;

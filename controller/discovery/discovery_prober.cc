@@ -3,6 +3,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "common/host_port.h"
 #include "common/log.h"
 #include "controller/discovery/discoverer.h"
 #include "google/protobuf/util/time_util.h"
@@ -11,10 +12,8 @@ namespace fleet::controller {
 namespace {
 
 uint16_t PortOf(const std::string& address) {
-  uint32_t port = 0;
-  size_t colon = address.rfind(':');
-  if (colon == std::string::npos || !absl::SimpleAtoi(address.substr(colon + 1), &port)) return 0;
-  return static_cast<uint16_t>(port);
+  absl::StatusOr<HostPort> parsed = ParseHostPort(address);
+  return parsed.ok() ? parsed->port : 0;
 }
 
 }  // namespace

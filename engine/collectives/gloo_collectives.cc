@@ -19,6 +19,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "common/host_port.h"
 #include "common/status_macros.h"
 #include "gloo/allgather.h"
 #include "gloo/allreduce.h"
@@ -130,9 +131,6 @@ class MeshContext final : public gloo::rendezvous::Context {
     return text.substr(0, text.find('$'));
   }
 };
-
-// "[10.0.0.2]" of "[10.0.0.2]:41234".
-std::string HostOf(const std::string& address) { return address.substr(0, address.rfind(':')); }
 
 void IgnoreSigpipeUnlessHandled() {
   struct sigaction current {};
@@ -359,7 +357,8 @@ std::string GlooCollectives::PeerIn(const std::string& message) const {
   }
   int found = -1;
   for (const auto& [address, peer_rank] : peer_ranks_) {
-    if (absl::StrContains(message, HostOf(address) + ":")) {
+    // Gloo prints every address bracketed: "[10.0.0.2]:41234".
+    if (absl::StrContains(message, absl::StrCat("[", HostOf(address), "]:"))) {
       if (found >= 0 && found != peer_rank) return "a peer";
       found = peer_rank;
     }

@@ -4,11 +4,9 @@
 // heartbeat latency and the time of `fleet nodes -o json`, each beside a reference measured in
 // the same run. Run by hand (README.md); exits 0 only when every target is met and every
 // correctness check passes.
-#include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/resource.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -44,7 +42,7 @@
 #include "absl/time/time.h"
 #include "agent/session/controller_client_impl.h"
 #include "common/files.h"
-#include "common/wire/heartbeat_wire.h"
+#include "common/host_port.h"
 #include "common/identity_names.h"
 #include "common/join_token.h"
 #include "common/pki.h"
@@ -53,6 +51,7 @@
 #include "common/table.h"
 #include "common/transport.h"
 #include "common/udp.h"
+#include "common/wire/heartbeat_wire.h"
 #include "fleet/v1/agent.grpc.pb.h"
 #include "fleet/v1/controller.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
@@ -176,29 +175,11 @@ int ServeRaw(const std::string& dir) {
 // ---------------------------------------------------------------------------------------------
 // What the kernel says about a process.
 
-// Fields 3.. of /proc/PID/stat (fields[0] is field 3, the state).
-absl::StatusOr<std::vector<std::string>> StatFields(pid_t pid) {
-  ASSIGN_OR_RETURN(std::string stat, ReadFileToString(absl::StrCat("/proc/", pid, "/stat")));
-  // The command name (field 2) may hold spaces: fields resume after the last ')'.
-  size_t close = stat.rfind(')');
-  if (close == std::string::npos || close + 2 > stat.size()) {
-    return absl::InternalError(absl::StrCat("malformed /proc/", pid, "/stat"));
-  }
-  return std::vector<std::string>(
-      absl::StrSplit(absl::string_view(stat).substr(close + 2), ' ', absl::SkipEmpty()));
-}
-
 // utime + stime of every thread of `pid`, in seconds.
 absl::StatusOr<double> CpuSeconds(pid_t pid) {
-  ASSIGN_OR_RETURN(std::vector<std::string> fields, StatFields(pid));
-  uint64_t utime = 0;
-  uint64_t stime = 0;
-  // utime and stime are fields 14 and 15, in clock ticks.
-  if (fields.size() < 13 || !absl::SimpleAtoi(fields[11], &utime) ||
-      !absl::SimpleAtoi(fields[12], &stime)) {
-    return absl::InternalError(absl::StrCat("malformed /proc/", pid, "/stat"));
-  }
-  return static_cast<double>(utime + stime) / static_cast<double>(::sysconf(_SC_CLK_TCK));
+  ASSIGN_OR_RETURN(ProcStat stat, ReadProcStat(pid));
+  return static_cast<double>(stat.user_ticks + stat.system_ticks) /
+         static_cast<double>(::sysconf(_SC_CLK_TCK));
 }
 
 // The machine's CPU time from the first line of /proc/stat, in clock ticks summed over CPUs.
@@ -280,7 +261,8 @@ absl::StatusOr<ServerProcess> StartServer(std::vector<std::string> argv,
 }
 
 // Runs `argv` to completion (stdout and stderr to `output_path`) and returns its wall time,
-// from before fork to the moment the kernel reports the exit (pidfd, no polling interval).
+// from before fork to the moment the kernel reports the exit (Process::Wait polls the child's
+// pidfd: no polling interval).
 absl::StatusOr<absl::Duration> TimeCommand(const std::vector<std::string>& argv,
                                            const std::string& output_path,
                                            std::vector<std::string> env = {}) {
@@ -290,18 +272,8 @@ absl::StatusOr<absl::Duration> TimeCommand(const std::vector<std::string>& argv,
   options.env = std::move(env);
   absl::Time start = absl::Now();
   ASSIGN_OR_RETURN(Process process, Process::Start(options));
-  int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, process.pid(), 0));
-  if (pidfd >= 0) {
-    pollfd pfd{pidfd, POLLIN, 0};
-    int timeout_ms = static_cast<int>(absl::ToInt64Milliseconds(kRpcDeadline * 2));
-    while (::poll(&pfd, 1, timeout_ms) < 0 && errno == EINTR) {
-    }
-    ::close(pidfd);
-  }
-  absl::Time end = absl::Now();
-  // Reaps at once when pidfd reported the exit; otherwise waits (5 ms polling).
   ASSIGN_OR_RETURN(int wait_status, process.Wait(kRpcDeadline * 2));
-  if (pidfd < 0) end = absl::Now();
+  absl::Time end = absl::Now();
   if (!WIFEXITED(wait_status) || WEXITSTATUS(wait_status) != 0) {
     absl::StatusOr<std::string> output = ReadFileToString(output_path);
     return absl::InternalError(absl::StrCat(absl::StrJoin(argv, " "), " ",
@@ -680,8 +652,9 @@ absl::StatusOr<PhaseResult> RunPhase(const BenchFlags& flags, const ServerProces
   PhaseResult result;
   const bool controller = expected == v1::HEARTBEAT_VERDICT_OK;
   int port = 0;
-  if (!absl::SimpleAtoi(absl::string_view(server.address).substr(server.address.rfind(':') + 1),
-                        &port)) {
+  if (absl::StatusOr<HostPort> parsed = ParseHostPort(server.address); parsed.ok()) {
+    port = parsed->port;
+  } else {
     return absl::InternalError(absl::StrCat("no port in the server address ", server.address));
   }
   SimulatedFleet fleet(server.address, identities, ca_pem, flags.driver_threads, expected,
