@@ -9,6 +9,7 @@
 #include <climits>
 #include <cstdint>
 #include <cstdlib>
+#include <map>
 #include <optional>
 #include <string>
 #include <utility>
@@ -145,6 +146,40 @@ class ProcessShard final : public RunningShard {
   std::optional<std::string> exit_ ABSL_GUARDED_BY(mu_);
 };
 
+// The recipe's runtime.ulimits (other than memlock) as setrlimit(2) resources, by docker's names.
+absl::StatusOr<std::vector<ResourceLimit>> SpecLimits(const v1::ShardSpec& spec) {
+  static const auto* const kResources =
+      new std::map<std::string, int>{{"core", RLIMIT_CORE},
+                                     {"cpu", RLIMIT_CPU},
+                                     {"data", RLIMIT_DATA},
+                                     {"fsize", RLIMIT_FSIZE},
+                                     {"locks", RLIMIT_LOCKS},
+                                     {"msgqueue", RLIMIT_MSGQUEUE},
+                                     {"nice", RLIMIT_NICE},
+                                     {"nofile", RLIMIT_NOFILE},
+                                     {"nproc", RLIMIT_NPROC},
+                                     {"rss", RLIMIT_RSS},
+                                     {"rtprio", RLIMIT_RTPRIO},
+                                     {"rttime", RLIMIT_RTTIME},
+                                     {"sigpending", RLIMIT_SIGPENDING},
+                                     {"stack", RLIMIT_STACK}};
+  std::vector<ResourceLimit> limits;
+  for (const v1::Ulimit& limit : spec.ulimits()) {
+    auto found = kResources->find(limit.name());
+    if (found == kResources->end()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "ulimit \"", limit.name(),
+          "\" is not a resource this agent knows; use one of core, cpu, "
+          "data, fsize, locks, msgqueue, nice, nofile, nproc, rss, rtprio, rttime, sigpending, "
+          "stack (memlock has its own setting)"));
+    }
+    auto value = [](uint64_t v) { return v == UINT64_MAX ? RLIM_INFINITY : v; };
+    limits.push_back(
+        {.resource = found->second, .soft = value(limit.soft()), .hard = value(limit.hard())});
+  }
+  return limits;
+}
+
 }  // namespace
 
 ProcessRuntime::ProcessRuntime(std::string node_name, ProcessRunner* runner)
@@ -180,6 +215,7 @@ absl::StatusOr<std::string> ResolveProgram(const std::string& program,
 absl::Status ProcessRuntime::Check(const v1::ShardSpec& spec) {
   if (spec.argv().empty()) return absl::InvalidArgumentError("the shard's argv is empty");
   RETURN_IF_ERROR(ResolveProgram(spec.argv(0), ShardPath(spec)).status());
+  RETURN_IF_ERROR(SpecLimits(spec).status());
   return PlanMemlock(spec, node_name_).status();
 }
 
@@ -188,6 +224,8 @@ absl::StatusOr<std::unique_ptr<RunningShard>> ProcessRuntime::Launch(const v1::S
   if (spec.argv().empty()) return absl::InvalidArgumentError("the shard's argv is empty");
   ASSIGN_OR_RETURN(std::string program, ResolveProgram(spec.argv(0), ShardPath(spec)));
   ASSIGN_OR_RETURN(MemlockPlan memlock, PlanMemlock(spec, node_name_));
+  ASSIGN_OR_RETURN(std::vector<ResourceLimit> limits, SpecLimits(spec));
+  limits.push_back(memlock.limit);
   SpawnOptions options{
       .argv = {spec.argv().begin(), spec.argv().end()},
       .env = SpecEnvironment(spec),
@@ -195,7 +233,7 @@ absl::StatusOr<std::unique_ptr<RunningShard>> ProcessRuntime::Launch(const v1::S
       // Its own session, so its own process group: Stop reaches the workers an engine forks.
       .new_session = true,
       .program = program,
-      .limits = {memlock.limit},
+      .limits = std::move(limits),
       .limits_context = absl::StrCat("shard ", spec.group(), "/", spec.rank(), " on ", node_name_),
   };
   ASSIGN_OR_RETURN(std::unique_ptr<ChildProcess> process, runner_->Start(options));

@@ -92,6 +92,12 @@ absl::Status Validate(const v1::ShardSpec& spec) {
     return absl::InvalidArgumentError(
         absl::StrCat("wait_for_tcp '", spec.wait_for_tcp(), "' is not HOST:PORT"));
   }
+  for (const std::string& also : spec.also_wait_for_tcp()) {
+    if (spec.wait_for_tcp().empty() || !ParseEndpoint(also).ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("also_wait_for_tcp '", also, "' needs wait_for_tcp and must be HOST:PORT"));
+    }
+  }
   return absl::OkStatus();
 }
 
@@ -427,14 +433,18 @@ void SupervisorImpl::Lifecycle(std::shared_ptr<Entry> entry,
     return;
   }
   const v1::ShardSpec& spec = entry->spec;
-  if (!spec.wait_for_tcp().empty()) {
+  // wait_for_tcp, then each of also_wait_for_tcp (llama.cpp's head waits for every rpc-server).
+  std::vector<std::string> waits;
+  if (!spec.wait_for_tcp().empty()) waits.push_back(spec.wait_for_tcp());
+  waits.insert(waits.end(), spec.also_wait_for_tcp().begin(), spec.also_wait_for_tcp().end());
+  for (const std::string& address : waits) {
     {
       absl::MutexLock lock(&mu_);
       SetState(*entry, v1::SHARD_STATE_STARTING,
-               absl::StrCat("waiting for ", spec.wait_for_tcp(), " to accept connections"));
+               absl::StrCat("waiting for ", address, " to accept connections"));
     }
     Notify();
-    if (!WaitForTcp(*entry)) return;
+    if (!WaitForTcp(*entry, address)) return;
   }
   ShardLogOptions log_options = LogOptions(spec);
   absl::Status prepared =
@@ -485,21 +495,26 @@ void SupervisorImpl::Lifecycle(std::shared_ptr<Entry> entry,
   if (running.ok()) ProbeUntilReady(*entry);
 }
 
-bool SupervisorImpl::WaitForTcp(Entry& entry) {
+bool SupervisorImpl::WaitForTcp(Entry& entry, const std::string& address) {
   const v1::ShardSpec& spec = entry.spec;
   absl::Duration timeout = DurationOf(spec.wait_timeout(), kDefaultWaitTimeout);
   for (;;) {
-    if (deps_.dial(spec.wait_for_tcp(), kTcpConnectTimeout).ok()) return true;
+    if (deps_.dial(address, kTcpConnectTimeout).ok()) return true;
     if (deps_.clock->Now() >= entry.wait_deadline) {
       {
         absl::MutexLock lock(&mu_);
         if (entry.stop_requested || shutdown_) return false;
         entry.ended = true;
-        SetState(entry, v1::SHARD_STATE_FAILED,
-                 absl::StrCat(spec.wait_for_tcp(), " did not accept connections within ",
-                              absl::FormatDuration(timeout),
-                              ": the head's master port never opened: see `fleet logs ",
-                              spec.group(), " --rank 0`"));
+        SetState(
+            entry, v1::SHARD_STATE_FAILED,
+            absl::StrCat(
+                address, " did not accept connections within ", absl::FormatDuration(timeout),
+                address == spec.wait_for_tcp() && spec.rank() > 0
+                    ? absl::StrCat(": the head's master port never opened: see "
+                                   "`fleet logs ",
+                                   spec.group(), " --rank 0`")
+                    : absl::StrCat(": a rank of group ", spec.group(),
+                                   " never opened its port: see `fleet logs ", spec.group(), "`")));
         entry.cv.SignalAll();
       }
       Notify();

@@ -68,7 +68,7 @@ class SupervisorImpl final : public Supervisor {
 
   void Lifecycle(std::shared_ptr<Entry> entry, std::vector<std::shared_ptr<Entry>> older,
                  bool launch);
-  bool WaitForTcp(Entry& entry);
+  bool WaitForTcp(Entry& entry, const std::string& address);
   void ProbeUntilReady(Entry& entry);
   // Stops one shard and waits until it is gone; concurrent callers wait for the first.
   void StopEntry(const std::shared_ptr<Entry>& entry);

@@ -441,8 +441,7 @@ absl::StatusOr<v1::ApplyResponse> GroupManager::Apply(const v1::ApplyRequest& re
     group.set_message("ordering ranks to start");
     group.set_endpoint(plan.endpoint);
     group.set_fingerprint(p.fingerprint);
-    group.set_launch_order(plan.launch_order == engine::LaunchOrder::kHeadFirst ? "head-first"
-                                                                                : "all-at-once");
+    group.set_launch_order(std::string(engine::LaunchOrderName(plan.launch_order)));
     *group.mutable_started_at() = ToProtoTime(now);
     *group.mutable_updated_at() = ToProtoTime(now);
     group.clear_ready_at();

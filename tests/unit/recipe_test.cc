@@ -486,7 +486,7 @@ TEST(ParseErrors, DuplicateKeys) {
 TEST(ParseErrors, EngineAndRuntime) {
   EXPECT_EQ(ParseError(absl::StrCat(kV2, "command: run\nengine: vlm\n")),
             "x.yaml:4:9: unknown engine \"vlm\"; did you mean \"vllm\"? (engines: vllm, exec, "
-            "native)");
+            "native, llamacpp)");
   EXPECT_EQ(ParseError(absl::StrCat(kV2, "command: run\nruntime: dokcer\ncontainer: i\n")),
             "x.yaml:4:10: \"runtime\" must be docker or process, found \"dokcer\"; did you mean "
             "\"docker\"?");

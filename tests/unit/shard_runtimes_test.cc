@@ -73,6 +73,25 @@ TEST(ProcessRuntimeTest, LaunchStartsTheResolvedProgramInItsOwnSessionWithMemloc
   EXPECT_EQ((*shard)->pid(), runner.started()[0]->pid());
 }
 
+TEST(ProcessRuntimeTest, RecipeUlimitsReachTheRunnerBesideMemlock) {
+  FakeProcessRunner runner;
+  ProcessRuntime runtime("spark-1", &runner);
+  v1::ShardSpec spec = ProcessSpec();
+  v1::Ulimit* stack = spec.add_ulimits();
+  stack->set_name("stack");
+  stack->set_soft(67108864);
+  stack->set_hard(UINT64_MAX);
+  ASSERT_TRUE(runtime.Launch(spec, "/var/log/x.log").ok());
+  const SpawnOptions& options = runner.started()[0]->options();
+  ASSERT_EQ(options.limits.size(), 2u);
+  EXPECT_EQ(options.limits[0].resource, RLIMIT_STACK);
+  EXPECT_EQ(options.limits[0].soft, 67108864u);
+  EXPECT_EQ(options.limits[0].hard, RLIM_INFINITY);
+  EXPECT_EQ(options.limits[1].resource, RLIMIT_MEMLOCK);
+  stack->set_name("wings");
+  EXPECT_THAT(std::string(runtime.Check(spec).message()), HasSubstr("ulimit \"wings\""));
+}
+
 TEST(ProcessRuntimeTest, ExitIsReportedOnceTheGroupIsKilledAndTheLeaderReaped) {
   FakeProcessRunner runner;
   ProcessRuntime runtime("spark-1", &runner);

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -25,9 +26,9 @@
 #include "common/fake_clock.h"
 #include "common/files.h"
 #include "common/subprocess.h"
-#include "launch/docker_run.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "launch/docker_run.h"
 #include "tests/support/eventually.h"
 #include "tests/unit/fake_shard_runtime.h"
 
@@ -98,7 +99,7 @@ class FakeRuntimeTest : public ::testing::Test {
         .clock = &clock_,
         .process_runtime = std::move(runtime),
         .probe = [this](const v1::ReadinessProbe&) { return probe_result(); },
-        .dial = [this](const std::string&, absl::Duration) { return dial_result(); },
+        .dial = [this](const std::string& address, absl::Duration) { return dial_result(address); },
     };
     auto s =
         SupervisorImpl::Create({.state_dir = state_dir_, .node_name = "spark-1"}, std::move(deps));
@@ -111,8 +112,9 @@ class FakeRuntimeTest : public ::testing::Test {
     absl::MutexLock lock(&mu_);
     return probe_;
   }
-  absl::Status dial_result() {
+  absl::Status dial_result(const std::string& address) {
     absl::MutexLock lock(&mu_);
+    if (refused_.contains(address)) return absl::UnavailableError("connection refused");
     return dial_;
   }
 
@@ -121,6 +123,7 @@ class FakeRuntimeTest : public ::testing::Test {
   absl::Mutex mu_;
   absl::Status probe_ ABSL_GUARDED_BY(mu_);
   absl::Status dial_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_set<std::string> refused_ ABSL_GUARDED_BY(mu_);
   std::atomic<int> changes_ = 0;
   FakeShardRuntime* runtime_ = nullptr;
   std::unique_ptr<SupervisorImpl> supervisor_;
@@ -225,6 +228,33 @@ TEST_F(FakeRuntimeTest, WaitForTcpFailsPastItsTimeout) {
               HasSubstr("10.0.0.1:29500 did not accept connections within 10m: the head's master "
                         "port never opened: see `fleet logs ds4 --rank 0`"));
   EXPECT_EQ(runtime_->launches(), 0);
+}
+
+TEST_F(FakeRuntimeTest, HeadWaitsForEveryAddressBeforeLaunching) {
+  {
+    absl::MutexLock lock(&mu_);
+    refused_ = {"10.0.0.3:50052"};
+  }
+  v1::ShardSpec spec = Spec("gguf", 1, 0);
+  spec.set_wait_for_tcp("10.0.0.2:50052");
+  spec.add_also_wait_for_tcp("10.0.0.3:50052");
+  ASSERT_TRUE(supervisor_->Start(spec).ok());
+  ASSERT_TRUE(Eventually(kDeadline, [&] {
+    std::optional<v1::ShardStatus> status = Find(*supervisor_, "gguf", 1, 0);
+    return status && status->message() == "waiting for 10.0.0.3:50052 to accept connections";
+  }));
+  EXPECT_EQ(runtime_->launches(), 0);
+  {
+    absl::MutexLock lock(&mu_);
+    refused_.clear();
+  }
+  ASSERT_TRUE(Eventually(kDeadline, [&] {
+    clock_.Advance(absl::Seconds(1));
+    return runtime_->launches() == 1;
+  }));
+  v1::ShardSpec lone = Spec("gguf", 2, 0);
+  lone.add_also_wait_for_tcp("10.0.0.3:50052");
+  EXPECT_TRUE(absl::IsInvalidArgument(supervisor_->Start(lone).status()));
 }
 
 TEST_F(FakeRuntimeTest, StopWhileWaitingNeverLaunches) {
