@@ -31,12 +31,6 @@ constexpr absl::string_view kHfCacheSource = "~/.cache/huggingface";
 constexpr absl::string_view kHfCacheTarget = "/root/.cache/huggingface";
 
 // Every rank may add the same note; each is kept once.
-void AddNote(std::vector<std::string>* notes, std::string note) {
-  if (std::find(notes->begin(), notes->end(), note) == notes->end()) {
-    notes->push_back(std::move(note));
-  }
-}
-
 // Sets `name` in place when present (one entry per name), else appends it.
 void SetEnv(EnvList* env, absl::string_view name, std::string value) {
   for (auto& [existing, old_value] : *env) {

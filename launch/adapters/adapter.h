@@ -85,6 +85,10 @@ class EngineAdapter {
   }
 };
 
+// Appends `note` to `notes` (when not null) unless it is there already: every rank renders the
+// same notes, and each is kept once.
+void AddNote(std::vector<std::string>* notes, std::string note);
+
 // The adapter for `engine:`; NotFound (naming the known ones) for an unknown name.
 absl::StatusOr<const EngineAdapter*> FindAdapter(absl::string_view engine);
 

@@ -7,24 +7,9 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/host_port.h"
 
 namespace fleet::engine {
-namespace {
-
-void AddNote(std::vector<std::string>* notes, std::string note) {
-  if (notes == nullptr) return;
-  if (std::find(notes->begin(), notes->end(), note) == notes->end()) {
-    notes->push_back(std::move(note));
-  }
-}
-
-// "HOST:PORT" with IPv6 hosts in brackets, as llama.cpp's --rpc parses them.
-std::string Endpoint(const std::string& host, int port) {
-  return absl::StrContains(host, ':') ? absl::StrCat("[", host, "]:", port)
-                                      : absl::StrCat(host, ":", port);
-}
-
-}  // namespace
 
 absl::StatusOr<RankCommand> LlamaCppAdapter::RenderRank(const Recipe& recipe,
                                                         const std::vector<std::string>& command,
@@ -77,7 +62,9 @@ absl::StatusOr<RankCommand> LlamaCppAdapter::RenderRank(const Recipe& recipe,
   if (world > 1) {
     std::vector<std::string> servers;
     for (size_t k = 1; k < world; ++k) {
-      servers.push_back(Endpoint(group.nodes[k].fabric_address, group.master_port));
+      // IPv6 hosts in brackets, as llama.cpp's --rpc parses them.
+      servers.push_back(
+          JoinHostPort(group.nodes[k].fabric_address, static_cast<uint16_t>(group.master_port)));
     }
     out.argv.insert(out.argv.end(), {"--rpc", absl::StrJoin(servers, ",")});
     if (replaced_rpc) {

@@ -1,5 +1,7 @@
 // The table of engine adapters: `engine:` names to the adapter that renders them.
+#include <algorithm>
 #include <array>
+#include <utility>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -29,6 +31,13 @@ absl::StatusOr<const EngineAdapter*> FindAdapter(absl::string_view engine) {
   return absl::NotFoundError(absl::StrCat("unknown engine \"", engine,
                                           "\": the engines SparkFleet knows are ",
                                           absl::StrJoin(AdapterNames(), ", ")));
+}
+
+void AddNote(std::vector<std::string>* notes, std::string note) {
+  if (notes == nullptr) return;
+  if (std::find(notes->begin(), notes->end(), note) == notes->end()) {
+    notes->push_back(std::move(note));
+  }
 }
 
 absl::string_view LaunchOrderName(LaunchOrder order) {

@@ -46,14 +46,6 @@ bool IsRankFlag(absl::string_view name) {
          name == kHeadless;
 }
 
-// Every rank renders the same notes; each is kept once.
-void AddNote(std::vector<std::string>* notes, std::string note) {
-  if (notes == nullptr) return;
-  if (std::find(notes->begin(), notes->end(), note) == notes->end()) {
-    notes->push_back(std::move(note));
-  }
-}
-
 // The executor backend a group of `world` nodes runs with when the command asks for `backend`.
 absl::StatusOr<std::string> Backend(const Recipe& recipe, const std::string& backend, int world,
                                     std::vector<std::string>* notes) {

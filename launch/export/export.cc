@@ -12,8 +12,21 @@
 
 namespace fleet::engine {
 
-absl::StatusOr<GroupPlan> PlanForExport(const Recipe& recipe, const ExportOptions& options,
-                                        int size) {
+absl::StatusOr<GroupPlan> PlanForExport(const Recipe& recipe, const ExportOptions& options) {
+  ASSIGN_OR_RETURN(const auto values, EffectiveValues(recipe, options.overrides));
+  absl::StatusOr<int> recipe_size = GroupSize(recipe, values);
+  int size = 0;
+  if (options.nodes.has_value()) {
+    size = *options.nodes;
+  } else {
+    ASSIGN_OR_RETURN(size, recipe_size);
+  }
+  if (recipe.engine == "llamacpp" && size > 1) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        Where(recipe, "engine"), "engine llamacpp across ", size,
+        " nodes starts the rpc-servers before the llama-server that connects to them, an order "
+        "neither export renders yet; export it with --nodes 1 (llama-server alone)"));
+  }
   if (recipe.engine == "native" && size > 1) {
     return absl::FailedPreconditionError(absl::StrCat(
         Where(recipe, "engine"), "engine native runs fleet-engine, whose ", size,
@@ -21,8 +34,6 @@ absl::StatusOr<GroupPlan> PlanForExport(const Recipe& recipe, const ExportOption
         "scheduler does not run; export it with --nodes 1, or serve with an engine that "
         "rendezvouses by itself (vllm, exec)"));
   }
-  ASSIGN_OR_RETURN(const auto values, EffectiveValues(recipe, options.overrides));
-  absl::StatusOr<int> recipe_size = GroupSize(recipe, values);
   std::vector<std::string> size_notes;
   if (recipe_size.ok() && *recipe_size != size) {
     size_notes.push_back(absl::StrCat(

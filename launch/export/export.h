@@ -60,11 +60,11 @@ struct Export {
 // The plan of one group as a scheduler will run it: rank addresses are unknown until the job
 // runs, so rank 0's address is kHeadAddress and each rank's own address kSelfAddress, both
 // replaced by each renderer with the scheduler's variables; "~/" in mount sources is kHome.
-// Errors: those of PlanGroup; FailedPrecondition for a `native` group of more than one rank
-// (fleet-engine's ranks rendezvous through the SparkFleet controller, which the schedulers do
-// not run).
-absl::StatusOr<GroupPlan> PlanForExport(const Recipe& recipe, const ExportOptions& options,
-                                        int size);
+// The group has `options.nodes` ranks, else the recipe's GroupSize. Errors: those of
+// PlanGroup; FailedPrecondition for a `native` group of more than one rank (fleet-engine's
+// ranks rendezvous through the SparkFleet controller, which the schedulers do not run) and for
+// a `llamacpp` group of more than one (its workers-first order is not rendered).
+absl::StatusOr<GroupPlan> PlanForExport(const Recipe& recipe, const ExportOptions& options);
 
 inline constexpr char kHeadAddress[] = "fleet-head-address.invalid";
 inline constexpr char kSelfAddress[] = "fleet-self-address.invalid";

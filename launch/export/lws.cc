@@ -218,13 +218,6 @@ OrderedJson PodSpec(const v1::ShardSpec& spec, const Launch& launch, const Recip
 }  // namespace
 
 absl::StatusOr<Export> ExportLeaderWorkerSet(const Recipe& recipe, const ExportOptions& options) {
-  ASSIGN_OR_RETURN(const auto values, EffectiveValues(recipe, options.overrides));
-  int size = 0;
-  if (options.nodes.has_value()) {
-    size = *options.nodes;
-  } else {
-    ASSIGN_OR_RETURN(size, GroupSize(recipe, values));
-  }
   std::string image = recipe.runtime == RuntimeKind::kDocker ? recipe.container : options.image;
   if (image.empty()) {
     return absl::FailedPreconditionError(absl::StrCat(
@@ -233,7 +226,8 @@ absl::StatusOr<Export> ExportLeaderWorkerSet(const Recipe& recipe, const ExportO
         "pass --image IMAGE, an image holding `",
         recipe.engine == "native" ? "fleet-engine" : "the engine", "`"));
   }
-  ASSIGN_OR_RETURN(GroupPlan plan, PlanForExport(recipe, options, size));
+  ASSIGN_OR_RETURN(GroupPlan plan, PlanForExport(recipe, options));
+  const int size = static_cast<int>(plan.ranks.size());
   Export out;
   out.notes = plan.notes;
   if (recipe.runtime == RuntimeKind::kProcess) {
@@ -242,7 +236,9 @@ absl::StatusOr<Export> ExportLeaderWorkerSet(const Recipe& recipe, const ExportO
   const bool head_first = plan.launch_order == LaunchOrder::kHeadFirst && size > 1;
   Launch worker = LaunchOf(plan.ranks.front());
   if (size > 1) {
-    ASSIGN_OR_RETURN(GroupPlan larger, PlanForExport(recipe, options, size + 1));
+    ExportOptions one_more = options;
+    one_more.nodes = size + 1;
+    ASSIGN_OR_RETURN(GroupPlan larger, PlanForExport(recipe, one_more));
     ASSIGN_OR_RETURN(worker, WorkerLaunch(plan.ranks[1], larger.ranks[1], larger.ranks[2]));
   }
   if (!recipe.placement.empty()) {

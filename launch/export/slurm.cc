@@ -69,14 +69,8 @@ std::string RankBody(const v1::ShardSpec& spec) {
 }  // namespace
 
 absl::StatusOr<Export> ExportSlurm(const Recipe& recipe, const ExportOptions& options) {
-  ASSIGN_OR_RETURN(const auto values, EffectiveValues(recipe, options.overrides));
-  int size = 0;
-  if (options.nodes.has_value()) {
-    size = *options.nodes;
-  } else {
-    ASSIGN_OR_RETURN(size, GroupSize(recipe, values));
-  }
-  ASSIGN_OR_RETURN(GroupPlan plan, PlanForExport(recipe, options, size));
+  ASSIGN_OR_RETURN(GroupPlan plan, PlanForExport(recipe, options));
+  const int size = static_cast<int>(plan.ranks.size());
   Export out;
   out.notes = plan.notes;
   const v1::ShardSpec& head = plan.ranks.front();
