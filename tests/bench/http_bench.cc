@@ -55,6 +55,9 @@ struct Options {
   int stream_tokens = 64;
   int overhead_rounds = 20;
   int overhead_tokens = 256;
+  // Measure a running group's rank 0 (e.g. `fleet up`'s demo group) instead of starting one
+  // fleet-engine: its pid (for its threads' CPU time) and its port on 127.0.0.1.
+  int attach_pid = 0;
 };
 
 // The demo recipe's shape (recipes/local-demo.yaml defaults).
@@ -242,17 +245,26 @@ int Run(const Options& options) {
   }
   std::printf("load before start: %s\n", LoadAverage().c_str());
   const std::string log_path = absl::StrCat("/tmp/http_bench_engine_", options.port, ".log");
-  absl::StatusOr<Process> engine = Process::Start(
-      {.argv = EngineArgv(options), .output_path = log_path, .die_with_parent = true});
-  if (!engine.ok()) {
-    std::fprintf(stderr, "http_bench: cannot start %s: %s\n", options.engine.c_str(),
-                 engine.status().ToString().c_str());
-    return 1;
+  std::optional<Process> engine;
+  pid_t engine_pid = options.attach_pid;
+  if (engine_pid == 0) {
+    absl::StatusOr<Process> started = Process::Start(
+        {.argv = EngineArgv(options), .output_path = log_path, .die_with_parent = true});
+    if (!started.ok()) {
+      std::fprintf(stderr, "http_bench: cannot start %s: %s\n", options.engine.c_str(),
+                   started.status().ToString().c_str());
+      return 1;
+    }
+    engine = std::move(*started);
+    engine_pid = engine->pid();
+  } else {
+    std::printf("measuring the running rank 0, pid %d, on 127.0.0.1:%d\n", engine_pid,
+                options.port);
   }
   asio::io_context io;
   const absl::Time ready_by = absl::Now() + absl::Seconds(60);
   while (!TimedGet(io, options.port, "/health").ok()) {
-    if (absl::Now() > ready_by || !engine->Running()) {
+    if (absl::Now() > ready_by || (engine && !engine->Running())) {
       std::fprintf(stderr, "http_bench: fleet-engine did not become healthy; see %s\n",
                    log_path.c_str());
       return 1;
@@ -367,7 +379,7 @@ int Run(const Options& options) {
   // (c) Overhead per streamed token: max_num_seqs (8) streams at a time, so every step is full
   // and nothing queues.
   absl::StatusOr<std::string> before = Scrape(io, options.port);
-  const uint64_t http_ns_before = ThreadCpuNs(engine->pid(), "http-");
+  const uint64_t http_ns_before = ThreadCpuNs(engine_pid, "http-");
   for (int round = 0; round < options.overhead_rounds; ++round) {
     std::vector<std::thread> clients;
     for (int i = 0; i < 8; ++i) {
@@ -388,7 +400,7 @@ int Run(const Options& options) {
     }
     for (std::thread& client : clients) client.join();
   }
-  const uint64_t http_ns = ThreadCpuNs(engine->pid(), "http-") - http_ns_before;
+  const uint64_t http_ns = ThreadCpuNs(engine_pid, "http-") - http_ns_before;
   absl::StatusOr<std::string> after = Scrape(io, options.port);
   if (!before.ok() || !after.ok()) {
     std::fprintf(stderr, "http_bench: /metrics scrape failed\n");
@@ -416,9 +428,11 @@ int Run(const Options& options) {
       ratio < 0.05 ? "met" : "MISSED", LoadAverage().c_str());
   if (ratio >= 0.05) ++failures;
 
-  absl::StatusOr<int> stopped = engine->Stop(absl::Seconds(30));
-  std::printf("fleet-engine stopped: %s\n", stopped.ok() ? DescribeWaitStatus(*stopped).c_str()
-                                                         : stopped.status().ToString().c_str());
+  if (engine) {
+    absl::StatusOr<int> stopped = engine->Stop(absl::Seconds(30));
+    std::printf("fleet-engine stopped: %s\n", stopped.ok() ? DescribeWaitStatus(*stopped).c_str()
+                                                           : stopped.status().ToString().c_str());
+  }
   return failures == 0 ? 0 : 1;
 }
 
@@ -442,6 +456,9 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--overhead-tokens", options.overhead_tokens, "tokens per stream in (c)")
       ->capture_default_str();
+  app.add_option("--attach-pid", options.attach_pid,
+                 "measure this running fleet-engine rank 0 (e.g. fleet up's demo group, with "
+                 "--port its port) instead of starting one");
   CLI11_PARSE(app, argc, argv);
   return fleet::bench::Run(options);
 }
