@@ -5,8 +5,11 @@
 #include <signal.h>
 #include <sys/wait.h>
 
+#include "absl/strings/str_cat.h"
+#include "common/files.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/support/eventually.h"
 
 namespace fleet {
 namespace {
@@ -32,7 +35,11 @@ TEST(ProcessTest, MissingProgramIsNotFound) {
 TEST(ProcessTest, StopEscalatesToSigkill) {
   auto p = Process::Start({.argv = {"sh", "-c", "trap '' TERM; exec sleep 30"}});
   ASSERT_TRUE(p.ok());
-  absl::SleepFor(absl::Milliseconds(100));  // let the shell set SIGTERM ignored and exec
+  // Once the shell has exec'd sleep, SIGTERM is ignored (the disposition survives exec).
+  ASSERT_TRUE(fleet::testing::Eventually(absl::Seconds(5), [&] {
+    absl::StatusOr<std::string> comm = ReadFileToString(absl::StrCat("/proc/", p->pid(), "/comm"));
+    return comm.ok() && *comm == "sleep\n";
+  }));
   auto st = p->Stop(absl::Milliseconds(200));
   ASSERT_TRUE(st.ok());
   EXPECT_TRUE(WIFSIGNALED(*st));

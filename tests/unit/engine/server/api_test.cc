@@ -11,6 +11,7 @@
 #include "absl/strings/string_view.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/support/eventually.h"
 #include "tests/unit/engine/server/test_group.h"
 
 namespace fleet::native {
@@ -90,10 +91,8 @@ class ApiTest : public ::testing::Test {
 
 TEST_F(ApiTest, HealthAndModels) {
   // The loop may not have started yet; health turns 200 once it runs.
-  const absl::Time deadline = absl::Now() + absl::Seconds(5);
-  while (Get("/health").status != 200 && absl::Now() < deadline)
-    absl::SleepFor(absl::Milliseconds(5));
-  EXPECT_EQ(Get("/health").status, 200);
+  EXPECT_TRUE(
+      fleet::testing::Eventually(absl::Seconds(5), [&] { return Get("/health").status == 200; }));
   nlohmann::json models = nlohmann::json::parse(Get("/v1/models").body);
   EXPECT_EQ(models["data"][0]["id"], "m");
   EXPECT_EQ(models["data"][0]["max_model_len"], 64);
