@@ -69,8 +69,7 @@ namespace {
 
 // Engines that have an adapter (launch/adapters/registry.cc); the one list the parser checks.
 const std::vector<std::string>& KnownEngines() {
-  static const auto* engines =
-      new std::vector<std::string>{"vllm", "exec", "native", "llamacpp"};
+  static const auto* engines = new std::vector<std::string>{"vllm", "exec", "native", "llamacpp"};
   return *engines;
 }
 

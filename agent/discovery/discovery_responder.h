@@ -19,8 +19,8 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
-#include "common/wire/discovery_wire.h"
 #include "common/udp.h"
+#include "common/wire/discovery_wire.h"
 
 namespace fleet::agent {
 

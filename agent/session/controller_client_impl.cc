@@ -6,8 +6,8 @@
 #include "absl/time/clock.h"
 #include "common/grpc_status.h"
 #include "common/host_port.h"
-#include "common/wire/heartbeat_wire.h"
 #include "common/identity_names.h"
+#include "common/wire/heartbeat_wire.h"
 
 namespace fleet::agent {
 

@@ -2,8 +2,8 @@
 #include "agent/session/controller_session.h"
 
 #include "absl/strings/str_cat.h"
-#include "common/wire/heartbeat_wire.h"
 #include "common/log.h"
+#include "common/wire/heartbeat_wire.h"
 
 namespace fleet::agent {
 

@@ -8,10 +8,10 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-#include "launch/adapters/adapter.h"
-#include "launch/recipe.h"
 #include "fleet/v1/probe.pb.h"
 #include "fleet/v1/shard.pb.h"
+#include "launch/adapters/adapter.h"
+#include "launch/recipe.h"
 
 namespace fleet::controller {
 

@@ -4,9 +4,9 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
-#include "common/wire/heartbeat_wire.h"
 #include "common/log.h"
 #include "common/pki.h"
+#include "common/wire/heartbeat_wire.h"
 
 namespace fleet::controller {
 namespace {

@@ -4,9 +4,9 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "common/wire/discovery_wire.h"
 #include "common/pki.h"
 #include "common/proto_time.h"
+#include "common/wire/discovery_wire.h"
 #include "google/protobuf/util/time_util.h"
 
 namespace fleet::controller {

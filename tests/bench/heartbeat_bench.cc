@@ -350,8 +350,8 @@ struct AgentIdentity {
   std::string cert_pem;
 };
 
-// One Controller.Join, as agent/session/joiner.cc does it after the CA check: a new key, a CSR for it,
-// and the token's id and secret. Checks that the certificate it gets is issued by the CA.
+// One Controller.Join, as agent/session/joiner.cc does it after the CA check: a new key, a CSR for
+// it, and the token's id and secret. Checks that the certificate it gets is issued by the CA.
 absl::Status JoinOne(v1::Controller::Stub& stub, const JoinToken& token, const std::string& ca_pem,
                      AgentIdentity& agent) {
   ASSIGN_OR_RETURN(agent.key_pem, pki::GeneratePrivateKey());

@@ -16,9 +16,9 @@
 #include "absl/strings/str_cat.h"
 #include "agent/shards/supervisor_impl.h"
 #include "common/files.h"
-#include "launch/docker_run.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "launch/docker_run.h"
 #include "tests/support/docker_test_image.h"
 #include "tests/support/eventually.h"
 

@@ -2,8 +2,8 @@
 #include <cstdlib>
 #include <filesystem>
 
-#include "agent/session/identity.h"
 #include "agent/probes/node_facts.h"
+#include "agent/session/identity.h"
 #include "common/files.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"

@@ -11,10 +11,10 @@
 #include "absl/strings/str_cat.h"
 #include "agent/session/controller_client_impl.h"
 #include "common/fake_clock.h"
-#include "common/wire/heartbeat_wire.h"
 #include "common/udp.h"
-#include "controller/store/fake_store.h"
+#include "common/wire/heartbeat_wire.h"
 #include "controller/registry/heartbeat_sessions.h"
+#include "controller/store/fake_store.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 

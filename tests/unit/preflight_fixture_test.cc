@@ -12,12 +12,12 @@
 #include "agent/probes/limits.h"
 #include "agent/probes/network.h"
 #include "agent/probes/rdma.h"
-#include "launch/placement.h"
 #include "controller/preflight/preflight.h"
-#include "launch/plan.h"
-#include "launch/recipe.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "launch/placement.h"
+#include "launch/plan.h"
+#include "launch/recipe.h"
 
 namespace fleet::controller {
 namespace {
