@@ -689,7 +689,7 @@ class Parser {
                                   "; the limits are ", absl::StrJoin(*kNames, ", ")));
       }
       UlimitSpec limit{.name = name};
-      const YAML::Node& value = it->second;
+      const YAML::Node value = it->second;  // a copy, as in Requires()
       if (value.IsMap()) {
         if (!value["soft"] || !value["hard"] || value.size() != 2) {
           return Error(value, absl::StrCat("\"", where, "\" as a map is {soft: N, hard: N}, found ",
