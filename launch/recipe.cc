@@ -28,6 +28,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
 #include "common/files.h"
+#include "common/process/rlimits.h"
 #include "common/status_macros.h"
 #include "common/utf8.h"
 #include "launch/internal/recipe_internal.h"
@@ -676,17 +677,14 @@ class Parser {
                                       Found(node)));
     }
     // docker run --ulimit's names, which are setrlimit(2)'s resources.
-    static const auto* kNames = new std::vector<std::string>{
-        "core",   "cpu",   "data", "fsize",  "locks",  "memlock",    "msgqueue", "nice",
-        "nofile", "nproc", "rss",  "rtprio", "rttime", "sigpending", "stack"};
+    const std::vector<std::string> names = ResourceNames();
     for (auto it = node.begin(); it != node.end(); ++it) {
       const std::string name = it->first.IsScalar() ? it->first.Scalar() : "";
       key_mark_ = it->first.Mark();
       const std::string where = absl::StrCat("runtime.ulimits.", name);
-      if (!Contains(*kNames, name)) {
-        return Error(it->first,
-                     absl::StrCat("unknown limit \"", where, "\"", Suggest(name, *kNames),
-                                  "; the limits are ", absl::StrJoin(*kNames, ", ")));
+      if (!ResourceByName(name).has_value()) {
+        return Error(it->first, absl::StrCat("unknown limit \"", where, "\"", Suggest(name, names),
+                                             "; the limits are ", absl::StrJoin(names, ", ")));
       }
       UlimitSpec limit{.name = name};
       const YAML::Node value = it->second;  // a copy, as in Requires()

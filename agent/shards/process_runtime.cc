@@ -9,7 +9,6 @@
 #include <climits>
 #include <cstdint>
 #include <cstdlib>
-#include <map>
 #include <optional>
 #include <string>
 #include <utility>
@@ -18,11 +17,13 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "absl/synchronization/mutex.h"
 #include "common/files.h"
 #include "common/process/process_runner_impl.h"
+#include "common/process/rlimits.h"
 #include "common/status_macros.h"
 
 namespace fleet::agent {
@@ -148,34 +149,18 @@ class ProcessShard final : public RunningShard {
 
 // The recipe's runtime.ulimits (other than memlock) as setrlimit(2) resources, by docker's names.
 absl::StatusOr<std::vector<ResourceLimit>> SpecLimits(const v1::ShardSpec& spec) {
-  static const auto* const kResources =
-      new std::map<std::string, int>{{"core", RLIMIT_CORE},
-                                     {"cpu", RLIMIT_CPU},
-                                     {"data", RLIMIT_DATA},
-                                     {"fsize", RLIMIT_FSIZE},
-                                     {"locks", RLIMIT_LOCKS},
-                                     {"msgqueue", RLIMIT_MSGQUEUE},
-                                     {"nice", RLIMIT_NICE},
-                                     {"nofile", RLIMIT_NOFILE},
-                                     {"nproc", RLIMIT_NPROC},
-                                     {"rss", RLIMIT_RSS},
-                                     {"rtprio", RLIMIT_RTPRIO},
-                                     {"rttime", RLIMIT_RTTIME},
-                                     {"sigpending", RLIMIT_SIGPENDING},
-                                     {"stack", RLIMIT_STACK}};
   std::vector<ResourceLimit> limits;
   for (const v1::Ulimit& limit : spec.ulimits()) {
-    auto found = kResources->find(limit.name());
-    if (found == kResources->end()) {
+    // memlock travels as memlock_bytes, never here.
+    std::optional<int> resource = ResourceByName(limit.name());
+    if (!resource.has_value() || *resource == RLIMIT_MEMLOCK) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "ulimit \"", limit.name(),
-          "\" is not a resource this agent knows; use one of core, cpu, "
-          "data, fsize, locks, msgqueue, nice, nofile, nproc, rss, rtprio, rttime, sigpending, "
-          "stack (memlock has its own setting)"));
+          "ulimit \"", limit.name(), "\" is not a resource this agent knows; use one of ",
+          absl::StrJoin(ResourceNames(), ", "), " (memlock has its own setting)"));
     }
     auto value = [](uint64_t v) { return v == UINT64_MAX ? RLIM_INFINITY : v; };
     limits.push_back(
-        {.resource = found->second, .soft = value(limit.soft()), .hard = value(limit.hard())});
+        {.resource = *resource, .soft = value(limit.soft()), .hard = value(limit.hard())});
   }
   return limits;
 }

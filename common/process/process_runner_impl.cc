@@ -23,6 +23,7 @@
 #include "absl/time/clock.h"
 #include "common/process/pidfd.h"
 #include "common/process/proc_stat.h"
+#include "common/process/rlimits.h"
 #include "common/status_macros.h"
 
 extern char** environ;
@@ -63,25 +64,10 @@ std::vector<std::string> MergedEnvironment(const std::vector<std::string>& extra
   return env;
 }
 
-const char* LimitName(int resource) {
-  switch (resource) {
-    case RLIMIT_MEMLOCK:
-      return "memlock";
-    case RLIMIT_NOFILE:
-      return "nofile";
-    case RLIMIT_CORE:
-      return "core";
-    case RLIMIT_STACK:
-      return "stack";
-    default:
-      return "rlimit";
-  }
-}
-
 absl::Status LimitError(const SpawnOptions& options, const ResourceLimit& limit, int err) {
   std::string what =
       absl::StrCat(options.limits_context.empty() ? options.argv[0] : options.limits_context, ": ",
-                   LimitName(limit.resource), " ", FormatMemlock(limit.hard), " cannot be set (",
+                   ResourceName(limit.resource), " ", FormatMemlock(limit.hard), " cannot be set (",
                    std::strerror(err), ")");
   if (err != EPERM) {
     return absl::InvalidArgumentError(absl::StrCat(

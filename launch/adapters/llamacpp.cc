@@ -34,8 +34,9 @@ absl::StatusOr<RankCommand> LlamaCppAdapter::RenderRank(const Recipe& recipe,
                                 absl::StrCat(group.master_port)}};
   }
   absl::string_view program = command.front();
-  program =
-      program.substr(program.rfind('/') == absl::string_view::npos ? 0 : program.rfind('/') + 1);
+  if (size_t slash = program.rfind('/'); slash != absl::string_view::npos) {
+    program.remove_prefix(slash + 1);
+  }
   if (program != "llama-server") {
     return absl::InvalidArgumentError(absl::StrCat(
         Where(recipe, "command"), "the llamacpp engine runs llama-server, and the command runs \"",

@@ -28,8 +28,8 @@ std::optional<std::string> ShellScriptOf(const std::vector<std::string>& command
 std::vector<std::pair<std::string, std::string>> ScriptRankEnv(const GroupContext& group,
                                                                int rank) {
   return {
-      {"NODE_RANK", absl::StrCat(rank)},  {"NNODES", absl::StrCat(group.nodes.size())},
-      {"MASTER_ADDR", group.master_addr}, {"MASTER_PORT", absl::StrCat(group.master_port)},
+      {"NODE_RANK", absl::StrCat(rank)},
+      {"NNODES", absl::StrCat(group.nodes.size())},
       {"HEADLESS", rank > 0 ? "1" : ""},
   };
 }

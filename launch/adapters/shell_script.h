@@ -18,8 +18,9 @@ namespace fleet::engine {
 // other command.
 std::optional<std::string> ShellScriptOf(const std::vector<std::string>& command);
 
-// What a script's rank reads: NODE_RANK, NNODES, MASTER_ADDR, MASTER_PORT, and HEADLESS ("1" on
-// ranks > 0, empty on the head, so `${HEADLESS:+--headless}` expands on workers only).
+// What a script's rank reads beside MASTER_ADDR and MASTER_PORT, which every plan sets:
+// NODE_RANK, NNODES and HEADLESS ("1" on ranks > 0, empty on the head, so
+// `${HEADLESS:+--headless}` expands on workers only).
 std::vector<std::pair<std::string, std::string>> ScriptRankEnv(const GroupContext& group, int rank);
 
 // The master port a script fixes itself (`--master-port 25000`, `--master-port=25000`), or
