@@ -80,8 +80,12 @@ absl::Status AgentServer::Init() {
   ASSIGN_OR_RETURN(identity_, LoadOrCreateIdentity(options_.state_dir, options_.name));
   // Shards first: the ones a previous agent started are re-adopted before anything else, so
   // they are reported at registration and never started twice.
+  paths_.set_home(HomeDirectory());
+  paths_.set_state_dir(options_.state_dir);
+  paths_.set_cache_root(absl::StrCat(options_.state_dir, "/cache"));
   ASSIGN_OR_RETURN(supervisor_, Supervisor::Create({.state_dir = options_.state_dir,
-                                                    .node_name = identity_.name()}));
+                                                    .node_name = identity_.name(),
+                                                    .home = paths_.home()}));
   supervisor_->SetOnChange([this] {
     absl::MutexLock lock(&wake_mu_);
     shards_changed_ = true;
@@ -233,7 +237,7 @@ absl::Status AgentServer::Serve(const std::string& controller_address) {
       AgentExecutors{.shards = shard_executor_.get(),
                      .probes = probe_executor_.get(),
                      .reads = read_executor_.get()},
-      absl::StrCat(options_.state_dir, "/probe-cache"),
+      absl::StrCat(options_.state_dir, "/probe-cache"), paths_,
       ControllerAccess{.address = controller_address,
                        .ca_path = ec ? paths.ca : ca_path.lexically_normal().string()});
   grpc::ServerBuilder builder;
@@ -258,8 +262,10 @@ absl::Status AgentServer::Serve(const std::string& controller_address) {
   registration.set_advertise_address(advertise);
   registration.set_agent_version(kVersion);
   *registration.mutable_facts() = ReadNodeFacts(options_.root);
-  *registration.mutable_probe() = RunProbes(
-      {.root = options_.root, .live = options_.root == "/", .node_name = identity_.name()});
+  *registration.mutable_probe() = RunProbes({.root = options_.root,
+                                             .live = options_.root == "/",
+                                             .node_name = identity_.name(),
+                                             .agent = paths_});
   for (const std::string& missing : registration.facts().unavailable()) {
     Log(LogLevel::kInfo, "agent", "fact unavailable", {{"detail", missing}});
   }

@@ -17,6 +17,7 @@
 #include "common/join_token.h"
 #include "common/thread_pool.h"
 #include "common/transport.h"
+#include "fleet/v1/probe.pb.h"
 #include "fleet/v1/types.pb.h"
 
 namespace grpc {
@@ -77,6 +78,7 @@ class AgentServer {
 
   AgentOptions options_;
   v1::NodeIdentity identity_;
+  v1::AgentPaths paths_;         // home, state and cache directories, as docker shards use them
   std::string advertise_host_;   // without brackets
   uint16_t advertise_port_ = 0;  // 0: the port it listens on
   std::optional<JoinToken> token_;

@@ -116,9 +116,11 @@ absl::StatusOr<v1::GroupLogsResponse> AdminClient::GroupLogs(const v1::GroupLogs
 }
 
 absl::StatusOr<v1::ProbeNodeResponse> AdminClient::ProbeNode(const std::string& name,
-                                                             absl::Duration extra) {
+                                                             absl::Duration extra,
+                                                             const v1::ProbeRequest& what) {
   v1::ProbeNodeRequest request;
   request.set_name(name);
+  *request.mutable_request() = what;
   return Call<v1::ProbeNodeRequest, v1::ProbeNodeResponse>(&v1::Controller::Stub::ProbeNode,
                                                            request, extra);
 }

@@ -36,7 +36,8 @@ class AdminClient {
   absl::StatusOr<v1::StopGroupResponse> StopGroup(const std::string& name, absl::Duration extra);
   absl::StatusOr<v1::GroupLogsResponse> GroupLogs(const v1::GroupLogsRequest& request);
   // Probes may hash a model the first time: they get up to `extra` more.
-  absl::StatusOr<v1::ProbeNodeResponse> ProbeNode(const std::string& name, absl::Duration extra);
+  absl::StatusOr<v1::ProbeNodeResponse> ProbeNode(const std::string& name, absl::Duration extra,
+                                                  const v1::ProbeRequest& what = {});
   absl::StatusOr<v1::PreflightResponse> Preflight(const v1::ApplyRequest& request,
                                                   absl::Duration extra);
 

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <iostream>
 #include <map>
+#include <optional>
 #include <set>
 #include <thread>
 
@@ -57,9 +58,76 @@ int ReadyRanks(const v1::Group& group) {
       [](const v1::GroupRank& r) { return r.status().state() == v1::SHARD_STATE_READY; }));
 }
 
+// What `fleet plan` knows of the agent that runs a docker rank: its directories and the image
+// as the node's Docker engine has it (nullopt: not seen).
+struct DockerFacts {
+  v1::AgentPaths agent;
+  std::optional<engine::ImageInfo> image;
+};
+
+// The agent's defaults, for a node that could not be asked.
+DockerFacts AssumedDockerFacts() {
+  DockerFacts facts;
+  facts.agent.set_state_dir(engine::kAgentDefaultStateDir);
+  facts.agent.set_cache_root(absl::StrCat(engine::kAgentDefaultStateDir, "/cache"));
+  return facts;
+}
+
+// What an assumed docker line may get wrong, and how to check before pasting it.
+std::string AssumptionNote(absl::string_view who, const std::string& image, bool paths_known) {
+  return absl::StrCat(
+      who,
+      paths_known ? ""
+                  : absl::StrCat(": a mount under ~ is the agent's $HOME (left bare for your "
+                                 "shell), env files and caches are under ",
+                                 engine::kAgentDefaultStateDir, " (the agent's --state-dir)"),
+      "; the ENTRYPOINT of ", image,
+      " is not known, so the whole command follows the image. The agent drops the command's "
+      "first words when the ENTRYPOINT already runs them (vllm/vllm-openai's is [\"vllm\", "
+      "\"serve\"]): check `docker image inspect --format '{{json .Config.Entrypoint}}' ",
+      image,
+      "` and drop them too before pasting, or vLLM fails with `unrecognized arguments: "
+      "serve`");
+}
+
+// Asks each node's agent for its directories and `image` (live plans), so the docker lines are
+// the ones the agents will run; a node that cannot say gets the defaults and a note.
+std::map<std::string, DockerFacts> ProbeDockerFacts(AdminClient& client,
+                                                    const std::set<std::string>& nodes,
+                                                    const std::string& image,
+                                                    std::vector<std::string>* notes) {
+  std::map<std::string, DockerFacts> facts;
+  v1::ProbeRequest request;
+  request.set_image(image);
+  for (const std::string& node : nodes) {
+    DockerFacts& f = facts[node] = AssumedDockerFacts();
+    absl::StatusOr<v1::ProbeNodeResponse> probed =
+        client.ProbeNode(node, absl::Minutes(1), request);
+    if (!probed.ok()) {
+      notes->push_back(AssumptionNote(
+          absl::StrCat(node, " could not be probed (", probed.status().message(), ")"), image,
+          false));
+      continue;
+    }
+    const bool paths_known = !probed->probe().agent().state_dir().empty();
+    if (paths_known) f.agent = probed->probe().agent();
+    for (const v1::ImageProbe& seen : probed->probe().images()) {
+      if (seen.image() == image) f.image = engine::ImageInfoFromProbe(seen);
+    }
+    if (f.image.has_value() && paths_known) continue;
+    std::string why = "its agent does not report its directories (an older agent)";
+    for (const v1::ImageProbe& seen : probed->probe().images()) {
+      if (seen.image() == image && !seen.present()) why = seen.error();
+    }
+    notes->push_back(AssumptionNote(absl::StrCat(node, ": ", why), image, paths_known));
+  }
+  return facts;
+}
+
 // Prints a human summary of one planned group.
 void PrintPlan(const engine::Recipe& recipe, const engine::GroupPlan& plan,
-               const std::vector<engine::NodeView>& nodes, std::ostream& out) {
+               const std::vector<engine::NodeView>& nodes,
+               const std::vector<std::vector<std::string>>& docker_lines, std::ostream& out) {
   out << "group " << plan.group << ": recipe \"" << recipe.name << "\", engine " << recipe.engine
       << ", runtime " << (recipe.runtime == engine::RuntimeKind::kDocker ? "docker" : "process")
       << ", " << plan.ranks.size() << " rank" << (plan.ranks.size() == 1 ? "" : "s")
@@ -83,10 +151,7 @@ void PrintPlan(const engine::Recipe& recipe, const engine::GroupPlan& plan,
     const v1::ShardSpec& spec = plan.ranks[k];
     out << "\nrank " << k << " on " << nodes[k].name << " (" << nodes[k].address << ")"
         << (k == 0 ? ", head" : "") << "\n";
-    std::vector<std::string> argv(spec.argv().begin(), spec.argv().end());
-    std::vector<std::string> quoted;
-    for (const std::string& a : argv) quoted.push_back(ShellQuote(a));
-    out << "  command: " << absl::StrJoin(quoted, " ") << "\n";
+    out << "  command: " << engine::ShellLine({spec.argv().begin(), spec.argv().end()}) << "\n";
     out << "  env:\n";
     for (const v1::EnvVar& e : spec.env()) {
       const bool secret = e.name() == controller::kRendezvousTokenEnv;
@@ -106,14 +171,7 @@ void PrintPlan(const engine::Recipe& recipe, const engine::GroupPlan& plan,
           << (r.check_models() ? ", GET /v1/models" : "")
           << (r.check_completion() ? ", a one-token completion" : "") << "\n";
     }
-    if (spec.runtime() == v1::SHARD_RUNTIME_DOCKER) {
-      std::vector<std::string> run =
-          engine::RenderDockerRun(spec, absl::StrCat("AGENT_STATE_DIR/cache/", plan.group),
-                                  engine::EnvFilePath("AGENT_STATE_DIR", spec), std::nullopt);
-      std::vector<std::string> q;
-      for (const std::string& a : run) q.push_back(ShellQuote(a));
-      out << "  docker: " << absl::StrJoin(q, " ") << "\n";
-    }
+    if (!docker_lines[k].empty()) out << "  docker: " << engine::ShellLine(docker_lines[k]) << "\n";
   }
 }
 
@@ -191,24 +249,6 @@ int FollowGroup(AdminClient& client, const std::string& name, absl::Time started
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
-}
-
-std::string ShellQuote(const std::string& arg) {
-  if (!arg.empty() && std::all_of(arg.begin(), arg.end(), [](char c) {
-        return absl::ascii_isalnum(c) ||
-               std::string_view("-_./:=,@%+").find(c) != std::string_view::npos;
-      })) {
-    return arg;
-  }
-  std::string out = "'";
-  for (char c : arg) {
-    if (c == '\'') {
-      out += "'\\''";
-    } else {
-      out += c;
-    }
-  }
-  return out + "'";
 }
 
 absl::Status SplitOutputFlags(const std::vector<std::string>& o, std::string* format,
@@ -317,16 +357,18 @@ int Plan(const Globals& g, const RecipeFlags& flags, const std::string& nodes_fl
   if (!size.ok()) return Fail(std::string(size.status().message()));
 
   std::vector<engine::NodeView> candidates;
+  std::optional<AdminClient> client;
   if (!inventory.empty()) {
     absl::StatusOr<std::vector<engine::NodeView>> loaded = LoadInventory(inventory);
     if (!loaded.ok()) return Fail(std::string(loaded.status().message()));
     candidates = *std::move(loaded);
   } else {
-    absl::StatusOr<AdminClient> client = Connect(g);
-    if (!client.ok()) {
+    absl::StatusOr<AdminClient> connected = Connect(g);
+    if (!connected.ok()) {
       return Fail(
-          absl::StrCat(client.status().message(), " (or plan offline with --inventory FILE)"));
+          absl::StrCat(connected.status().message(), " (or plan offline with --inventory FILE)"));
     }
+    client.emplace(*std::move(connected));
     absl::StatusOr<v1::ListNodesResponse> listed = client->ListNodes();
     if (!listed.ok()) {
       return Fail(
@@ -349,6 +391,20 @@ int Plan(const Globals& g, const RecipeFlags& flags, const std::string& nodes_fl
     std::string base = flags.recipe.substr(flags.recipe.rfind('/') + 1);
     app = base.substr(0, base.find('.'));
   }
+  std::map<std::string, DockerFacts> docker_facts;
+  std::vector<std::string> docker_notes;
+  if (recipe->runtime == engine::RuntimeKind::kDocker) {
+    std::set<std::string> names;
+    for (const std::vector<engine::NodeView>& nodes : *placed) {
+      for (const engine::NodeView& node : nodes) names.insert(node.name);
+    }
+    if (client.has_value()) {
+      docker_facts = ProbeDockerFacts(*client, names, recipe->container, &docker_notes);
+    } else {
+      for (const std::string& name : names) docker_facts[name] = AssumedDockerFacts();
+      docker_notes.push_back(AssumptionNote("offline plan", recipe->container, false));
+    }
+  }
   Json doc = Json::object();
   doc["apiVersion"] = "fleet/v1";
   doc["kind"] = "Plan";
@@ -364,6 +420,13 @@ int Plan(const Globals& g, const RecipeFlags& flags, const std::string& nodes_fl
     context.nodes = nodes;
     absl::StatusOr<engine::GroupPlan> plan = engine::PlanGroup(*recipe, overrides, context);
     if (!plan.ok()) return Fail(std::string(plan.status().message()));
+    plan->notes.insert(plan->notes.end(), docker_notes.begin(), docker_notes.end());
+    std::vector<std::vector<std::string>> docker_lines(plan->ranks.size());
+    for (size_t k = 0; k < plan->ranks.size(); ++k) {
+      if (plan->ranks[k].runtime() != v1::SHARD_RUNTIME_DOCKER) continue;
+      const DockerFacts& facts = docker_facts[nodes[k].name];
+      docker_lines[k] = engine::RenderDockerRunOn(plan->ranks[k], facts.agent, facts.image);
+    }
     if (format == "json" || format == "yaml") {
       Json group = {{"name", plan->group},
                     {"launchOrder", engine::LaunchOrderName(plan->launch_order)},
@@ -372,17 +435,13 @@ int Plan(const Globals& g, const RecipeFlags& flags, const std::string& nodes_fl
       Json& ranks = group["ranks"] = Json::array();
       for (size_t k = 0; k < plan->ranks.size(); ++k) {
         Json rank = {{"rank", k}, {"node", nodes[k].name}, {"spec", ProtoToJson(plan->ranks[k])}};
-        if (plan->ranks[k].runtime() == v1::SHARD_RUNTIME_DOCKER) {
-          rank["dockerRun"] = engine::RenderDockerRun(
-              plan->ranks[k], absl::StrCat("AGENT_STATE_DIR/cache/", plan->group),
-              engine::EnvFilePath("AGENT_STATE_DIR", plan->ranks[k]), std::nullopt);
-        }
+        if (!docker_lines[k].empty()) rank["dockerRun"] = docker_lines[k];
         ranks.push_back(std::move(rank));
       }
       groups.push_back(std::move(group));
     } else {
       if (r > 0) std::cout << "\n";
-      PrintPlan(*recipe, *plan, nodes, std::cout);
+      PrintPlan(*recipe, *plan, nodes, docker_lines, std::cout);
     }
   }
   if (format == "json" || format == "yaml") std::cout << PrintDocument(doc, format);

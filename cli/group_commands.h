@@ -62,7 +62,4 @@ absl::StatusOr<std::vector<engine::NodeView>> LoadInventory(const std::string& p
 absl::Status SplitOutputFlags(const std::vector<std::string>& o, std::string* format,
                               std::vector<std::string>* overrides);
 
-// POSIX shell quoting, for printing argv so it can be pasted into a shell.
-std::string ShellQuote(const std::string& arg);
-
 }  // namespace fleet::cli

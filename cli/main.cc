@@ -27,6 +27,7 @@
 #include "common/version.h"
 #include "controller/controller_server.h"
 #include "grpc/support/log.h"
+#include "launch/docker_run.h"
 #include "yaml-cpp/yaml.h"
 
 namespace fleet::cli {
@@ -218,7 +219,7 @@ int Main(int argc, char** argv) {
       ->capture_default_str();
 
   agent::AgentOptions aopts;
-  aopts.state_dir = "/var/lib/fleet-agent";
+  aopts.state_dir = engine::kAgentDefaultStateDir;
   std::string join_file;
   CLI::App* agent = app.add_subcommand("agent", "run the node agent daemon");
   agent->add_option("--controller", aopts.controller,

@@ -21,4 +21,8 @@ absl::Status WriteFileAtomically(const std::string& path, absl::string_view cont
 // mkdir -p with `mode` for the directories it creates.
 absl::Status MakeDirectories(const std::string& path, mode_t mode = 0755);
 
+// This process's home directory: $HOME, else the password database's entry for its user; ""
+// when neither names one.
+std::string HomeDirectory();
+
 }  // namespace fleet

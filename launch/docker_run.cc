@@ -14,25 +14,6 @@
 namespace fleet::engine {
 namespace {
 
-// A word as a POSIX shell reads it back unchanged: bare when it holds only characters no shell
-// treats specially, else in single quotes (a quote inside becomes '\'').
-std::string ShellQuote(absl::string_view word) {
-  const bool plain = !word.empty() && std::all_of(word.begin(), word.end(), [](char c) {
-    return absl::ascii_isalnum(static_cast<unsigned char>(c)) || absl::StrContains("@%+=:,./_-", c);
-  });
-  if (plain) return std::string(word);
-  std::string quoted = "'";
-  for (char c : word) {
-    if (c == '\'') {
-      quoted += "'\\''";
-    } else {
-      quoted += c;
-    }
-  }
-  quoted += "'";
-  return quoted;
-}
-
 bool IsShell(absl::string_view program) {
   absl::string_view base = program.substr(program.rfind('/') + 1);
   return base == "sh" || base == "bash" || base == "dash" || base == "ash" || base == "zsh";
@@ -72,6 +53,44 @@ std::string CacheDirName(absl::string_view path) {
 }
 
 }  // namespace
+
+std::string ShellQuote(absl::string_view word) {
+  const bool plain = !word.empty() && std::all_of(word.begin(), word.end(), [](char c) {
+    return absl::ascii_isalnum(static_cast<unsigned char>(c)) || absl::StrContains("@%+=:,./_-", c);
+  });
+  if (plain) return std::string(word);
+  std::string quoted = "'";
+  for (char c : word) {
+    if (c == '\'') {
+      quoted += "'\\''";
+    } else {
+      quoted += c;
+    }
+  }
+  quoted += "'";
+  return quoted;
+}
+
+std::string ShellLine(const std::vector<std::string>& words) {
+  std::vector<std::string> quoted;
+  quoted.reserve(words.size());
+  for (const std::string& word : words) {
+    absl::string_view rest = word;
+    // A leading "~/" stays bare: the shell that pastes the line expands it to its HOME.
+    if (absl::ConsumePrefix(&rest, "~/")) {
+      quoted.push_back(rest.empty() ? "~/" : absl::StrCat("~/", ShellQuote(rest)));
+    } else {
+      quoted.push_back(ShellQuote(word));
+    }
+  }
+  return absl::StrJoin(quoted, " ");
+}
+
+std::optional<ImageInfo> ImageInfoFromProbe(const v1::ImageProbe& probe) {
+  if (!probe.present()) return std::nullopt;
+  return ImageInfo{.entrypoint = {probe.entrypoint().begin(), probe.entrypoint().end()},
+                   .id = probe.id()};
+}
 
 std::string ContainerName(const v1::ShardSpec& spec) {
   return absl::StrCat("fleet-", spec.group(), "-g", spec.generation(), "-r", spec.rank());
@@ -133,6 +152,19 @@ std::vector<std::string> RenderDockerRun(const v1::ShardSpec& spec, const std::s
   std::vector<std::string> args(spec.argv().begin(), spec.argv().end());
   for (std::string& arg : ImageArgs(args, image)) run.push_back(std::move(arg));
   return run;
+}
+
+std::vector<std::string> RenderDockerRunOn(const v1::ShardSpec& spec, const v1::AgentPaths& agent,
+                                           const std::optional<ImageInfo>& image) {
+  v1::ShardSpec expanded = spec;
+  if (!agent.home().empty()) {
+    for (v1::Mount& mount : *expanded.mutable_mounts()) {
+      mount.set_source(ExpandHome(mount.source(), agent.home()));
+    }
+  }
+  return RenderDockerRun(
+      expanded, absl::StrCat(absl::StripSuffix(agent.cache_root(), "/"), "/", spec.group()),
+      EnvFilePath(agent.state_dir(), spec), image);
 }
 
 absl::StatusOr<std::string> RenderEnvFile(const v1::ShardSpec& spec) {

@@ -8,15 +8,32 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "fleet/v1/probe.pb.h"
 #include "fleet/v1/shard.pb.h"
 
 namespace fleet::engine {
+
+// `fleet agent --state-dir`'s default; an offline `fleet plan` assumes it.
+inline constexpr char kAgentDefaultStateDir[] = "/var/lib/fleet-agent";
 
 // What the node's Docker engine says about the image (`docker image inspect`).
 struct ImageInfo {
   std::vector<std::string> entrypoint;  // Config.Entrypoint; empty when none
   std::string id;                       // "sha256:..."
 };
+
+// A word as a POSIX shell reads it back unchanged: bare when it holds only characters no shell
+// treats specially, else in single quotes (a quote inside becomes '\'').
+// Example: ShellQuote("it's") == R"('it'\''s')", ShellQuote("--port") == "--port".
+std::string ShellQuote(absl::string_view word);
+
+// `words` as one line to paste into a shell: each word ShellQuote'd, except that a leading "~/"
+// stays bare so the shell expands it (`-v ~/.cache/hf:/root/.cache/hf`).
+std::string ShellLine(const std::vector<std::string>& words);
+
+// The ImageInfo of an image probe (`docker image inspect` on the node, through its agent);
+// nullopt when the probe could not see the image.
+std::optional<ImageInfo> ImageInfoFromProbe(const v1::ImageProbe& probe);
 
 // Name of the container of one rank: "fleet-GROUP-gGENERATION-rRANK".
 std::string ContainerName(const v1::ShardSpec& spec);
@@ -29,7 +46,7 @@ std::string ContainerName(const v1::ShardSpec& spec);
 // secret in it (HF_TOKEN) does not show in `ps` or in a log of the command line.
 // When `image` is known and its ENTRYPOINT already is the command's first words (e.g.
 // ["vllm", "serve"]), those words are dropped from ARGS so `vllm serve` is never doubled;
-// when it is unknown (`fleet plan`), ARGS is the command as is. Other ENTRYPOINTs:
+// when it is unknown (an offline `fleet plan`), ARGS is the command as is. Other ENTRYPOINTs:
 //   - a shell with -c (["/bin/bash", "-c"], ["sh", "-c"]): ARGS is one word, "exec " and the
 //     shell-quoted command, since `sh -c` runs only its first argument;
 //   - anything else (NVIDIA's ["/opt/nvidia/nvidia_entrypoint.sh"]) is taken for a wrapper
@@ -38,6 +55,16 @@ std::string ContainerName(const v1::ShardSpec& spec);
 std::vector<std::string> RenderDockerRun(const v1::ShardSpec& spec, const std::string& cache_root,
                                          const std::string& env_file,
                                          const std::optional<ImageInfo>& image);
+
+// The line the agent whose paths are `agent` runs for `spec`: RenderDockerRun with each mount
+// source's leading "~" replaced by agent.home (ExpandHome), the caches under
+// agent.cache_root/GROUP and the env file at EnvFilePath(agent.state_dir, spec). The agent's
+// docker runtime runs exactly this (with its docker CLI's path as word 0), and `fleet plan`
+// shows it from the node's probe, so a pasted plan line is the line that ran.
+// A mount under "~" stays as written when agent.home is empty (an offline plan: the shell that
+// pastes the line expands it).
+std::vector<std::string> RenderDockerRunOn(const v1::ShardSpec& spec, const v1::AgentPaths& agent,
+                                           const std::optional<ImageInfo>& image);
 
 // The shard's environment in docker's --env-file format: one NAME=VALUE line per variable, in
 // the spec's order, values verbatim (no quoting), so a later duplicate wins as it would with
@@ -48,7 +75,7 @@ std::vector<std::string> RenderDockerRun(const v1::ShardSpec& spec, const std::s
 absl::StatusOr<std::string> RenderEnvFile(const v1::ShardSpec& spec);
 
 // Where the agent writes a shard's env file: STATE_DIR/shards/GROUP.rRANK.gGENERATION.env,
-// beside its record. `fleet plan` passes "AGENT_STATE_DIR" for `state_dir`.
+// beside its record.
 std::string EnvFilePath(absl::string_view state_dir, const v1::ShardSpec& spec);
 
 // `path` with a leading "~" or "~/" replaced by `home` (the agent's $HOME); other paths as they

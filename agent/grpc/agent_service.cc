@@ -122,7 +122,8 @@ grpc::ServerUnaryReactor* AgentService::Probe(grpc::CallbackServerContext* conte
                            .live = root_ == "/",
                            .node_name = identity_.name(),
                            .cache_dir = probe_cache_dir_,
-                           .request = *request});
+                           .request = *request,
+                           .agent = paths_});
     reactor->Finish(grpc::Status::OK);
   });
   return reactor;

@@ -24,17 +24,19 @@ struct AgentExecutors {
 class AgentService final : public v1::Agent::CallbackService {
  public:
   // `facts` are re-read on every Describe from `root`. Shard orders go to `supervisor`.
-  // Probes cache model hashes in `probe_cache_dir`. Every shard started gets `controller` in
-  // its environment (WithControllerAccess), so fleet-engine ranks can reach the rendezvous
-  // store.
+  // Probes cache model hashes in `probe_cache_dir` and report `paths`. Every shard started gets
+  // `controller` in its environment (WithControllerAccess), so fleet-engine ranks can reach the
+  // rendezvous store.
   AgentService(v1::NodeIdentity identity, std::string root, Supervisor* supervisor,
-               AgentExecutors executors, std::string probe_cache_dir, ControllerAccess controller)
+               AgentExecutors executors, std::string probe_cache_dir, v1::AgentPaths paths,
+               ControllerAccess controller)
       : identity_(std::move(identity)),
         root_(std::move(root)),
         supervisor_(supervisor),
         executors_(executors),
         shard_orders_(executors.shards),
         probe_cache_dir_(std::move(probe_cache_dir)),
+        paths_(std::move(paths)),
         controller_(std::move(controller)) {}
 
   grpc::ServerUnaryReactor* Describe(grpc::CallbackServerContext* context,
@@ -63,6 +65,7 @@ class AgentService final : public v1::Agent::CallbackService {
   const AgentExecutors executors_;
   SerialQueue shard_orders_;  // keyed by group
   const std::string probe_cache_dir_;
+  const v1::AgentPaths paths_;  // reported with every probe
   const ControllerAccess controller_;
 };
 

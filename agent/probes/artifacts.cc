@@ -89,6 +89,13 @@ void ProbeImage(const ProbeContext& ctx, v1::NodeProbe* out) {
       if (digest.is_string()) probe->add_repo_digests(digest.get<std::string>());
     }
   }
+  if (auto config = inspect.find("Config"); config != inspect.end() && config->is_object()) {
+    if (auto entry = config->find("Entrypoint"); entry != config->end() && entry->is_array()) {
+      for (const nlohmann::json& word : *entry) {
+        if (word.is_string()) probe->add_entrypoint(word.get<std::string>());
+      }
+    }
+  }
 }
 
 // Where a model path of the request lives on this node (see ProbeArtifacts), or why it has no

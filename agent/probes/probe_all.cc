@@ -20,6 +20,7 @@ v1::NodeProbe RunProbes(const ProbeContext& ctx) {
   ProbeGpu(ctx, &probe);
   ProbeNccl(ctx, &probe);
   ProbeArtifacts(ctx, &probe);
+  *probe.mutable_agent() = ctx.agent;
   *probe.mutable_taken_at() =
       google::protobuf::util::TimeUtil::NanosecondsToTimestamp(absl::ToUnixNanos(absl::Now()));
   return probe;

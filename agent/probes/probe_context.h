@@ -20,6 +20,8 @@ struct ProbeContext {
   // Where cached model hashes are kept (STATE_DIR/probe-cache); empty: no cache.
   std::string cache_dir;
   v1::ProbeRequest request;
+  // Reported as NodeProbe.agent: where this agent puts a docker shard's files.
+  v1::AgentPaths agent;
 };
 
 }  // namespace fleet::agent

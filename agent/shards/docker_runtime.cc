@@ -200,6 +200,13 @@ absl::StatusOr<engine::ImageInfo> DockerRuntime::InspectImage(const std::string&
 
 absl::Status DockerRuntime::Check(const v1::ShardSpec& spec) {
   RETURN_IF_ERROR(engine::RenderEnvFile(spec).status());
+  for (const v1::Mount& mount : spec.mounts()) {
+    if (options_.home.empty() && absl::StartsWith(mount.source(), "~")) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "mount ", mount.source(), " is under ~, but the agent on ", options_.node_name,
+          " has no HOME; set HOME in the agent's environment or write an absolute path"));
+    }
+  }
   return InspectImage(spec.image()).status();
 }
 
@@ -214,7 +221,11 @@ absl::StatusOr<std::unique_ptr<RunningShard>> DockerRuntime::Launch(const v1::Sh
   std::string cache_root = absl::StrCat(options_.cache_root, "/", spec.group());
   ASSIGN_OR_RETURN(std::string env, engine::RenderEnvFile(spec));
   std::string env_file = engine::EnvFilePath(options_.state_dir, spec);
-  std::vector<std::string> argv = engine::RenderDockerRun(spec, cache_root, env_file, image);
+  v1::AgentPaths paths;
+  paths.set_home(options_.home);
+  paths.set_state_dir(options_.state_dir);
+  paths.set_cache_root(options_.cache_root);
+  std::vector<std::string> argv = engine::RenderDockerRunOn(spec, paths, image);
   argv[0] = options_.docker;
   // Docker would create missing bind-mount sources owned by root; create the caches first.
   for (size_t i = 0; i + 1 < argv.size(); ++i) {

@@ -24,6 +24,7 @@ struct DockerRuntimeOptions {
   std::string node_name;          // for messages
   std::string state_dir;          // env files go to STATE_DIR/shards, beside the records
   std::string cache_root;         // STATE_DIR/cache; a group's caches live in cache_root/GROUP
+  std::string home;               // the agent's $HOME: a mount source "~/x" is HOME/x
   // Runs the docker CLI; DefaultProcessRunner() when null. Must outlive the runtime.
   ProcessRunner* runner = nullptr;
 };
@@ -32,7 +33,8 @@ class DockerRuntime final : public ShardRuntime {
  public:
   explicit DockerRuntime(DockerRuntimeOptions options);
 
-  // Also InvalidArgument when the environment cannot go through an env file (RenderEnvFile).
+  // Also InvalidArgument when the environment cannot go through an env file (RenderEnvFile),
+  // or a mount source under "~" when the agent has no home to put it in.
   absl::Status Check(const v1::ShardSpec& spec) override;
   void PrepareRecord(ShardRecord& record) override;
   absl::StatusOr<std::unique_ptr<RunningShard>> Launch(const v1::ShardSpec& spec,

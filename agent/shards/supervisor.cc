@@ -16,7 +16,8 @@ absl::StatusOr<std::unique_ptr<Supervisor>> Supervisor::Create(SupervisorOptions
           DockerRuntimeOptions{.docker = options.docker,
                                .node_name = options.node_name,
                                .state_dir = options.state_dir,
-                               .cache_root = options.state_dir + "/cache"}),
+                               .cache_root = options.state_dir + "/cache",
+                               .home = options.home}),
       .probe = ProbeReadiness,
       .dial = DialTcp,
   };

@@ -26,6 +26,7 @@ struct SupervisorOptions {
   std::string state_dir;
   std::string node_name;              // for messages: "no Docker engine on NODE"
   std::string docker = "docker";      // docker CLI, looked up in PATH
+  std::string home;                   // the agent's $HOME, for docker mounts under "~"
   uint64_t log_max_bytes = 16 << 20;  // per file; the current file rotates to .1 when full
   int log_files_kept = 2;             // rotated files kept besides the current one
 };

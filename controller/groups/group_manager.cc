@@ -506,12 +506,12 @@ absl::StatusOr<v1::ApplyResponse> GroupManager::Apply(const v1::ApplyRequest& re
   return response;
 }
 
-absl::StatusOr<v1::ProbeNodeResponse> GroupManager::ProbeNode(absl::string_view name) {
+absl::StatusOr<v1::ProbeNodeResponse> GroupManager::ProbeNode(absl::string_view name,
+                                                              const v1::ProbeRequest& request) {
   for (const v1::Node& node : registry_->List()) {
     if (node.identity().name() != name && node.identity().node_id() != name) continue;
-    ASSIGN_OR_RETURN(v1::NodeProbe probe,
-                     agents_->Probe(node.address(), node.identity().node_id(), v1::ProbeRequest(),
-                                    config_.probe_deadline));
+    ASSIGN_OR_RETURN(v1::NodeProbe probe, agents_->Probe(node.address(), node.identity().node_id(),
+                                                         request, config_.probe_deadline));
     v1::ProbeNodeResponse response;
     response.set_node_name(node.identity().name());
     *response.mutable_probe() = std::move(probe);
@@ -531,11 +531,16 @@ void GroupManager::CheckLaunch(const v1::Group& group) {
         agents_->ReadShardLog(rank.node_address(), rank.node_id(), read, config_.log_call_deadline);
     if (!log.ok()) continue;
     bool rdma = false;
-    for (const v1::EnvVar& e : rank.spec().env()) rdma |= e.name() == "NCCL_IB_HCA";
+    std::string debug_file;
+    for (const v1::EnvVar& e : rank.spec().env()) {
+      rdma |= e.name() == "NCCL_IB_HCA";
+      if (e.name() == "NCCL_DEBUG_FILE") debug_file = e.value();
+    }
     std::string expected = rank.rank() < static_cast<uint32_t>(group.expected_nccl_size())
                                ? group.expected_nccl(rank.rank())
                                : "";
-    for (const CheckRow& row : CheckEngineLog(rank.node_name(), log->data(), expected, rdma)) {
+    for (const CheckRow& row :
+         CheckEngineLog(rank.node_name(), log->data(), expected, rdma, debug_file)) {
       rows.push_back(ToRow(row));
       if (row.verdict != Verdict::kPass) {
         Event(group.name(), absl::StrCat("launch-check-", VerdictName(row.verdict)),

@@ -97,8 +97,10 @@ class GroupManager {
   // judges them. No side effects.
   absl::StatusOr<v1::PreflightResponse> Preflight(const v1::ApplyRequest& request);
 
-  // Blocking: probes one node now through its agent. NotFound names the fix.
-  absl::StatusOr<v1::ProbeNodeResponse> ProbeNode(absl::string_view name);
+  // Blocking: probes one node now through its agent, with what `request` adds (an image).
+  // NotFound names the fix.
+  absl::StatusOr<v1::ProbeNodeResponse> ProbeNode(absl::string_view name,
+                                                  const v1::ProbeRequest& request);
 
   // The shards a node holds, from its registration or heartbeat. Updates the ranks of known
   // groups; a shard of an older generation, or of a stopped group, is ordered to stop.

@@ -309,7 +309,7 @@ grpc::ServerUnaryReactor* ControllerService::ProbeNode(grpc::CallbackServerConte
                                                        v1::ProbeNodeResponse* response) {
   if (absl::Status st = RequireAdmin(context); !st.ok()) return Finish(context, st);
   return FinishOn(context, d_.probe_executor, [this, request, response] {
-    ASSIGN_OR_RETURN(*response, d_.groups->ProbeNode(request->name()));
+    ASSIGN_OR_RETURN(*response, d_.groups->ProbeNode(request->name(), request->request()));
     return absl::OkStatus();
   });
 }

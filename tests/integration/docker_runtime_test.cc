@@ -14,6 +14,8 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "agent/probes/probe_all.h"
 #include "agent/shards/supervisor_impl.h"
 #include "common/files.h"
 #include "gmock/gmock.h"
@@ -60,13 +62,15 @@ class DockerRuntimeTest : public ::testing::Test {
     }
   }
 
-  std::unique_ptr<SupervisorImpl> NewSupervisor(const std::string& docker = "docker") {
+  std::unique_ptr<SupervisorImpl> NewSupervisor(const std::string& docker = "docker",
+                                                const std::string& home = "") {
     SupervisorDeps deps = {
         .docker_runtime = std::make_unique<DockerRuntime>(
             DockerRuntimeOptions{.docker = docker,
                                  .node_name = "spark-1",
                                  .state_dir = state_dir_,
-                                 .cache_root = state_dir_ + "/cache"}),
+                                 .cache_root = state_dir_ + "/cache",
+                                 .home = home}),
         .dial = DialTcp,
     };
     auto s =
@@ -201,6 +205,61 @@ TEST_F(DockerRuntimeTest, EnvironmentReachesTheContainerThroughAnEnvFileNeverArg
   EXPECT_EQ(ReadFileToString(state_dir_ + "/env-mode").value_or(""), "600\n");
   // The log shows the container runs, so `docker run` has returned and the file is gone.
   EXPECT_NE(::access(env_file.c_str(), F_OK), 0) << env_file << " outlived `docker run`";
+}
+
+// `fleet plan` renders a node's docker line from what the node's agent reports (its home,
+// state and cache directories, the image's ENTRYPOINT); the runtime runs its own render. The
+// two are the same words, so a pasted plan line is the line that ran.
+TEST_F(DockerRuntimeTest, PlanLineIsByteForByteWhatTheAgentRuns) {
+  // An image whose ENTRYPOINT already runs the command's first words, as vllm/vllm-openai's
+  // runs `vllm serve`: the agent drops them, and so must the plan.
+  const std::string image = absl::StrCat(image_, "-entry");
+  ASSERT_TRUE(Shell(absl::StrCat("printf 'FROM ", image_,
+                                 "\\nENTRYPOINT [\"/bin/sh\", \"-c\"]\\n' | "
+                                 "DOCKER_BUILDKIT=0 docker build -q -t ",
+                                 image, " - >/dev/null")))
+      << "cannot build " << image;
+  const std::string home = state_dir_ + "/home";
+  ASSERT_TRUE(MakeDirectories(home + "/models").ok());
+  v1::ShardSpec spec = Spec(8 << 20);
+  spec.set_image(image);
+  v1::Mount* mount = spec.add_mounts();
+  mount->set_source("~/models");
+  mount->set_target("/models");
+  mount->set_read_only(true);
+
+  v1::AgentPaths paths;
+  paths.set_home(home);
+  paths.set_state_dir(state_dir_);
+  paths.set_cache_root(state_dir_ + "/cache");
+  ProbeContext ctx{.node_name = "spark-1", .agent = paths};
+  ctx.request.set_image(image);
+  const v1::NodeProbe probe = RunProbes(ctx);
+  ASSERT_EQ(probe.images_size(), 1);
+  EXPECT_THAT(probe.images(0).entrypoint(), ::testing::ElementsAre("/bin/sh", "-c"));
+  std::vector<std::string> planned =
+      engine::RenderDockerRunOn(spec, probe.agent(), engine::ImageInfoFromProbe(probe.images(0)));
+
+  auto s = NewSupervisor(RecordingDocker(), home);
+  ASSERT_TRUE(s->Start(spec).ok());
+  ASSERT_TRUE(Eventually(
+      kDockerWait,
+      [&] {
+        auto log = s->ReadLog(group_, 0, 0, 0, 0);
+        return log.ok() && absl::StrContains(log->data, "hello from the container\n");
+      },
+      kDockerPoll))
+      << Status(*s)->DebugString();
+  absl::StatusOr<std::string> ran = ReadFileToString(state_dir_ + "/run-argv");
+  ASSERT_TRUE(ran.ok()) << ran.status();
+  // Word 0 is the docker CLI's path, the recording script's here.
+  planned.erase(planned.begin());
+  EXPECT_EQ(*ran, absl::StrCat(absl::StrJoin(planned, "\n"), "\n"));
+  EXPECT_THAT(*ran, HasSubstr(absl::StrCat("\n-v\n", home, "/models:/models:ro\n")));
+  EXPECT_THAT(*ran, HasSubstr(absl::StrCat("\n", image, "\necho hello")));
+  Shell(absl::StrCat("docker ps -aq --filter label=fleet.group=", group_,
+                     " | xargs -r docker rm -f >/dev/null 2>&1; docker rmi -f ", image,
+                     " >/dev/null 2>&1"));
 }
 
 TEST_F(DockerRuntimeTest, EnvValueWithANewlineIsRefusedAtStart) {

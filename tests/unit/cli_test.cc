@@ -1,6 +1,8 @@
 // The CLI's config resolution and output formats.
 #include <cstdlib>
 #include <filesystem>
+#include <iostream>
+#include <sstream>
 
 #include "cli/config.h"
 #include "cli/group_commands.h"
@@ -9,6 +11,7 @@
 #include "common/table.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "launch/docker_run.h"
 #include "nlohmann/json.hpp"
 
 namespace fleet::cli {
@@ -208,13 +211,6 @@ TEST(PlanFlags, OutputFormatAndOverridesShareDashO) {
               ::testing::HasSubstr("neither an output format (json, yaml) nor an override"));
 }
 
-TEST(PlanFlags, ShellQuotingRoundTripsThroughAShell) {
-  EXPECT_EQ(ShellQuote("--port"), "--port");
-  EXPECT_EQ(ShellQuote(R"({"a":1})"), R"('{"a":1}')");
-  EXPECT_EQ(ShellQuote("it's"), R"('it'\''s')");
-  EXPECT_EQ(ShellQuote(""), "''");
-}
-
 TEST(PlanFlags, InventoryNamesItsErrorsAndDefaultsTheFabricAddress) {
   std::string dir = ::testing::TempDir();
   std::string good = dir + "/inventory.yaml";
@@ -241,6 +237,32 @@ TEST(PlanFlags, InventoryNamesItsErrorsAndDefaultsTheFabricAddress) {
   EXPECT_THAT(std::string(bad.status().message()),
               ::testing::HasSubstr("typo.yaml:3:5: unknown key \"adress\""));
   EXPECT_FALSE(LoadInventory(dir + "/missing.yaml").ok());
+}
+
+// An offline plan cannot ask the nodes' agents: its docker lines use the agent's defaults, leave
+// "~/" for the pasting shell, and a note says what may differ and how to check before pasting.
+TEST(PlanCommand, OfflineDockerLineSaysWhatItAssumes) {
+  const std::string root = FLEET_SOURCE_DIR;
+  std::ostringstream captured;
+  std::streambuf* old = std::cout.rdbuf(captured.rdbuf());
+  const int code = Plan(Globals{.output = "json"},
+                        RecipeFlags{.recipe = root + "/recipes/deepseek-v4-flash-2x.yaml"}, "",
+                        root + "/tests/fixtures/inventory/two-sparks.yaml");
+  std::cout.rdbuf(old);
+  ASSERT_EQ(code, 0) << captured.str();
+  const nlohmann::json doc = nlohmann::json::parse(captured.str());
+  const nlohmann::json& group = doc["groups"][0];
+  EXPECT_THAT(group["notes"].dump(),
+              HasSubstr("offline plan: a mount under ~ is the agent's $HOME"));
+  EXPECT_THAT(group["notes"].dump(), HasSubstr("unrecognized arguments: serve"));
+  const std::vector<std::string> line = group["ranks"][1]["dockerRun"];
+  EXPECT_THAT(line, ::testing::Contains("--env-file"));
+  EXPECT_THAT(line,
+              ::testing::Contains("/var/lib/fleet-agent/shards/deepseek-v4-flash-2x.r1.g1.env"));
+  EXPECT_THAT(line, ::testing::Contains("~/.cache/huggingface:/root/.cache/huggingface"));
+  EXPECT_THAT(engine::ShellLine(line),
+              HasSubstr(" -v ~/.cache/huggingface:/root/.cache/huggingface "));
+  EXPECT_THAT(captured.str(), ::testing::Not(HasSubstr("AGENT_STATE_DIR")));
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_join.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -236,6 +237,55 @@ TEST(DockerRunTest, ExpandHomeReplacesOnlyALeadingTilde) {
   EXPECT_EQ(ExpandHome("/srv/~/models", "/root"), "/srv/~/models");
   EXPECT_EQ(ExpandHome("~other/models", "/root"), "~other/models");
   EXPECT_THAT(ExpandHome("~/m", "/root"), Not(HasSubstr("~")));
+}
+
+TEST(DockerRunTest, ShellQuotingKeepsWordsAsTheyAre) {
+  EXPECT_EQ(ShellQuote("--port"), "--port");
+  EXPECT_EQ(ShellQuote(R"({"a":1})"), R"('{"a":1}')");
+  EXPECT_EQ(ShellQuote("it's"), R"('it'\''s')");
+  EXPECT_EQ(ShellQuote(""), "''");
+}
+
+TEST(DockerRunTest, ShellLineLeavesALeadingTildeForTheShellToExpand) {
+  EXPECT_EQ(ShellLine({"-v", "~/.cache/hf:/root/.cache/hf", "~/a b", "x~/y", "~"}),
+            "-v ~/.cache/hf:/root/.cache/hf ~/'a b' 'x~/y' '~'");
+}
+
+TEST(DockerRunTest, RenderOnAnAgentExpandsHomeAndUsesItsDirectories) {
+  v1::ShardSpec spec = WorkerSpec();
+  v1::Mount* mount = spec.add_mounts();
+  mount->set_source("~/.cache/huggingface");
+  mount->set_target("/root/.cache/huggingface");
+  spec.add_cache_dirs("/root/.cache/vllm");
+  v1::AgentPaths agent;
+  agent.set_home("/home/op");
+  agent.set_state_dir("/srv/fleet");
+  agent.set_cache_root("/srv/fleet/cache/");
+  const std::vector<std::string> run =
+      RenderDockerRunOn(spec, agent, ImageInfo{.entrypoint = {"vllm", "serve"}});
+  const std::string line = absl::StrJoin(run, " ");
+  EXPECT_THAT(line, HasSubstr("-v /home/op/.cache/huggingface:/root/.cache/huggingface"));
+  EXPECT_THAT(line, HasSubstr("-v /srv/fleet/cache/ds4/root_.cache_vllm:/root/.cache/vllm"));
+  EXPECT_THAT(line, HasSubstr("--env-file /srv/fleet/shards/ds4.r1.g7.env"));
+  EXPECT_THAT(ArgsAfterImage(run, spec.image()),
+              ElementsAre("deepseek-ai/DeepSeek-V4-Flash", "--headless"));
+  // Without a home (an offline plan) the mount stays under "~" for the pasting shell.
+  agent.clear_home();
+  EXPECT_THAT(absl::StrJoin(RenderDockerRunOn(spec, agent, std::nullopt), " "),
+              HasSubstr("-v ~/.cache/huggingface:/root/.cache/huggingface"));
+}
+
+TEST(DockerRunTest, ImageInfoComesFromAPresentImageOnly) {
+  v1::ImageProbe probe;
+  probe.set_id("sha256:abc");
+  probe.add_entrypoint("vllm");
+  probe.add_entrypoint("serve");
+  EXPECT_FALSE(ImageInfoFromProbe(probe).has_value());
+  probe.set_present(true);
+  std::optional<ImageInfo> info = ImageInfoFromProbe(probe);
+  ASSERT_TRUE(info.has_value());
+  EXPECT_THAT(info->entrypoint, ElementsAre("vllm", "serve"));
+  EXPECT_EQ(info->id, "sha256:abc");
 }
 
 }  // namespace
