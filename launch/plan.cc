@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "absl/status/status.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -30,7 +31,6 @@ constexpr absl::string_view kVllmCacheDirs[] = {"/root/.cache/vllm", "/root/.tri
 constexpr absl::string_view kHfCacheSource = "~/.cache/huggingface";
 constexpr absl::string_view kHfCacheTarget = "/root/.cache/huggingface";
 
-// Every rank may add the same note; each is kept once.
 // Sets `name` in place when present (one entry per name), else appends it.
 void SetEnv(EnvList* env, absl::string_view name, std::string value) {
   for (auto& [existing, old_value] : *env) {
@@ -49,7 +49,6 @@ const std::string* FindValue(const EnvList& values, absl::string_view key) {
   return nullptr;
 }
 
-// "HOST:PORT", with an IPv6 host in brackets.
 google::protobuf::Duration ToProto(absl::Duration duration) {
   absl::Duration remainder;
   const int64_t seconds = absl::IDivDuration(duration, absl::Seconds(1), &remainder);
@@ -130,6 +129,36 @@ std::optional<uint32_t> ServingPort(const Recipe& recipe, const EnvList& values)
     return number;
   }
   return std::nullopt;
+}
+
+// The launch checks (controller/preflight CheckEngineLog) read NCCL's version banner and the
+// transport it chose ("NET/IB : Using ...") from each rank's log, and NCCL prints those only at
+// NCCL_DEBUG=INFO. Below INFO, INFO is turned on for the INIT and NET subsystems alone: a few
+// dozen lines a communicator, with every warning still printed. A recipe that chose the
+// subsystems, or sends NCCL's output to a file (NCCL_DEBUG_FILE), keeps its choice; the
+// checks then say what they could not see.
+void ShowNcclSetup(EnvList* env, std::vector<std::string>* notes) {
+  if (FindValue(*env, "NCCL_DEBUG_SUBSYS") != nullptr) return;
+  if (const std::string* file = FindValue(*env, "NCCL_DEBUG_FILE"); file != nullptr) {
+    AddNote(notes, absl::StrCat("NCCL_DEBUG_FILE=", *file,
+                                " sends NCCL's lines to that file, which the agent does not read: "
+                                "the launch checks report the NCCL version and transport as not "
+                                "checked"));
+    return;
+  }
+  const std::string* level = FindValue(*env, "NCCL_DEBUG");
+  const std::string upper = level == nullptr ? "" : absl::AsciiStrToUpper(*level);
+  if (upper == "INFO" || upper == "TRACE") return;
+  AddNote(notes,
+          absl::StrCat(
+              "NCCL_DEBUG=INFO with NCCL_DEBUG_SUBSYS=INIT,NET",
+              level == nullptr ? "" : absl::StrCat(" (the recipe had NCCL_DEBUG=", *level, ")"),
+              ": the launch checks read NCCL's version banner and its NET/IB or "
+              "NET/Socket line, which NCCL logs only at INFO; INIT and NET add a "
+              "few dozen lines a communicator and every warning is still logged. "
+              "Set NCCL_DEBUG_SUBSYS in the recipe's env to choose otherwise"));
+  SetEnv(env, "NCCL_DEBUG", "INFO");
+  SetEnv(env, "NCCL_DEBUG_SUBSYS", "INIT,NET");
 }
 
 // The fabric variables of one node, then MASTER_ADDR/MASTER_PORT (see plan.h for the order).
@@ -280,6 +309,8 @@ absl::StatusOr<GroupPlan> PlanGroup(const Recipe& recipe, const std::vector<Over
       }
       SetEnv(&env, name, value);
     }
+    // vLLM logs NCCL's setup only through NCCL itself (fleet-engine prints its own banner).
+    if (world > 1 && vllm) ShowNcclSetup(&env, &plan.notes);
 
     v1::ShardSpec& spec = plan.ranks.emplace_back();
     spec.set_group(group.group);

@@ -1104,8 +1104,25 @@ bool AnyFailure(const std::vector<CheckRow>& rows) {
                      [](const CheckRow& row) { return row.verdict == Verdict::kFail; });
 }
 
+// A transport row that could not be judged yet says so rather than being left out.
+constexpr char kNoTransportLine[] = "not checked yet: no NET/IB or NET/Socket line in the log";
+constexpr absl::string_view kTransportLineFix =
+    "NCCL logs its transport once a communicator is set up, at NCCL_DEBUG=INFO with the NET "
+    "subsystem (the plan sets NCCL_DEBUG_SUBSYS=INIT,NET unless the recipe chose otherwise); "
+    "wait for the first request, or add NET to the recipe's NCCL_DEBUG_SUBSYS";
+
 std::vector<CheckRow> CheckEngineLog(const std::string& node, const std::string& log,
-                                     const std::string& expected_nccl, bool rdma_expected) {
+                                     const std::string& expected_nccl, bool rdma_expected,
+                                     const std::string& nccl_debug_file) {
+  if (!nccl_debug_file.empty()) {
+    const std::string observed =
+        absl::StrCat("not checked: NCCL_DEBUG_FILE=", nccl_debug_file,
+                     " sends NCCL's lines to a file the agent does not read");
+    const std::string fix =
+        "remove NCCL_DEBUG_FILE from the recipe's env so NCCL logs to the shard's log";
+    return {{node, "engine-nccl", Verdict::kWarn, observed, "an NCCL banner", fix, -1},
+            {node, "engine-transport", Verdict::kWarn, observed, "NCCL's transport line", fix, -1}};
+  }
   std::vector<std::string> banners;
   std::string ib;      // "NET/IB : Using ..." or init.cc's "Using network IB"
   std::string socket;  // "NET/Socket : Using ..." or "Using network Socket"
@@ -1143,8 +1160,8 @@ std::vector<CheckRow> CheckEngineLog(const std::string& node, const std::string&
                                           : absl::StrCat(expected_nccl, " (what preflight saw)");
   if (banners.empty()) {
     add("engine-nccl", Verdict::kWarn, "no NCCL banner in the log yet", expected_banner,
-        "wait for the engine to set up NCCL; if it has, add NCCL_DEBUG=INFO to the recipe's env "
-        "so the banner and the transport are logged");
+        "wait for the engine to set up NCCL; if it has, the recipe's NCCL_DEBUG is below INFO or "
+        "its NCCL_DEBUG_SUBSYS hides INIT: remove them so the plan turns INIT and NET on");
   }
   for (const std::string& banner : banners) {
     const std::string observed = absl::StrCat("NCCL ", banner);
@@ -1168,10 +1185,16 @@ std::vector<CheckRow> CheckEngineLog(const std::string& node, const std::string&
           "NCCL_IB_DISABLE is not 1");
     } else if (!ib.empty()) {
       add("engine-transport", Verdict::kPass, ib, std::string(kExpected), "");
+    } else {
+      add("engine-transport", Verdict::kWarn, kNoTransportLine, std::string(kExpected),
+          std::string(kTransportLineFix));
     }
   } else if (!ib.empty() || !socket.empty()) {
     add("engine-transport", Verdict::kPass, !ib.empty() ? ib : socket,
         "any transport (no NCCL_IB_HCA)", "");
+  } else {
+    add("engine-transport", Verdict::kWarn, kNoTransportLine, "any transport (no NCCL_IB_HCA)",
+        std::string(kTransportLineFix));
   }
   return rows;
 }

@@ -75,9 +75,12 @@ bool AnyFailure(const std::vector<CheckRow>& rows);
 // vLLM's "vLLM is using nccl==2.30.4") against `expected_nccl`, the version preflight saw ("":
 // not compared), and for the transport NCCL chose ("NET/IB : Using [0]rocep1s0f1:1/RoCE ..."
 // against "NET/Socket : Using [0]enp1s0f1np1:..."), which must be IB when `rdma_expected`.
-// A log without a banner yet gives one warn; transport rows come only for what the log shows.
+// A log without a banner yet gives one warn, and one without a transport line another ("not
+// checked yet"): every check has a row. With `nccl_debug_file` (the rank's NCCL_DEBUG_FILE)
+// NCCL writes elsewhere, and both rows say "not checked" and why.
 std::vector<CheckRow> CheckEngineLog(const std::string& node, const std::string& log,
-                                     const std::string& expected_nccl, bool rdma_expected);
+                                     const std::string& expected_nccl, bool rdma_expected,
+                                     const std::string& nccl_debug_file = "");
 
 // "pass", "warn", "fail".
 absl::string_view VerdictName(Verdict v);

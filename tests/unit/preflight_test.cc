@@ -689,14 +689,37 @@ TEST(CheckEngineLogTest, SocketsAreFineWithoutRdma) {
   EXPECT_EQ(rows[1].observed, "NET/Socket : Using [0]enp1s0f1np1:192.168.100.12<0>");
 }
 
-TEST(CheckEngineLogTest, LogWithoutNcclLinesWarnsOnce) {
+TEST(CheckEngineLogTest, LogWithoutNcclLinesSaysWhatIsNotCheckedYet) {
   const std::vector<CheckRow> rows = CheckEngineLog(
       "spark-a", "INFO 05-01 12:00:00 [api_server.py:1] vLLM API server\n", "2.30.4", true);
-  ASSERT_EQ(rows.size(), 1u);
+  ASSERT_EQ(rows.size(), 2u);
+  EXPECT_EQ(rows[0].check, "engine-nccl");
   EXPECT_EQ(rows[0].verdict, Verdict::kWarn);
   EXPECT_EQ(rows[0].observed, "no NCCL banner in the log yet");
-  EXPECT_THAT(rows[0].fix, HasSubstr("NCCL_DEBUG=INFO"));
+  EXPECT_THAT(rows[0].fix, HasSubstr("NCCL_DEBUG_SUBSYS"));
   EXPECT_EQ(rows[0].node, "spark-a");
+  EXPECT_EQ(rows[1].check, "engine-transport");
+  EXPECT_EQ(rows[1].verdict, Verdict::kWarn);
+  EXPECT_THAT(rows[1].observed, HasSubstr("not checked yet"));
+  EXPECT_THAT(rows[1].fix, HasSubstr("NCCL_DEBUG_SUBSYS"));
+  // Without RDMA the transport is still reported as unseen rather than left out.
+  const std::vector<CheckRow> tcp = CheckEngineLog("spark-a", "", "", false);
+  ASSERT_EQ(tcp.size(), 2u);
+  EXPECT_EQ(tcp[1].check, "engine-transport");
+  EXPECT_THAT(tcp[1].observed, HasSubstr("not checked yet"));
+}
+
+TEST(CheckEngineLogTest, NcclDebugFileMeansNotCheckedWithTheReason) {
+  const std::vector<CheckRow> rows =
+      CheckEngineLog("spark-a", kIbLog, "2.30.4", true, "/tmp/nccl.%h.%p");
+  ASSERT_EQ(rows.size(), 2u);
+  for (const CheckRow& row : rows) {
+    EXPECT_EQ(row.verdict, Verdict::kWarn);
+    EXPECT_THAT(row.observed, HasSubstr("not checked: NCCL_DEBUG_FILE=/tmp/nccl.%h.%p"));
+    EXPECT_THAT(row.fix, HasSubstr("remove NCCL_DEBUG_FILE"));
+  }
+  EXPECT_EQ(rows[0].check, "engine-nccl");
+  EXPECT_EQ(rows[1].check, "engine-transport");
 }
 
 TEST(NcclSatisfiesTest, Table) {
