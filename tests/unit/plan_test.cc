@@ -2,7 +2,9 @@
 // rank, the errors a recipe or a placement can cause, and golden plans of the repo's recipes.
 #include "launch/plan.h"
 
+#include <algorithm>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -14,17 +16,20 @@
 #include "common/files.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "launch/adapters/adapter.h"
 #include "launch/adapters/shell_script.h"
 #include "launch/docker_run.h"
 
 namespace fleet::engine {
 namespace {
 
+using ::testing::_;
 using ::testing::Contains;
 using ::testing::ElementsAre;
 using ::testing::ElementsAreArray;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
+using ::testing::IsSupersetOf;
 using ::testing::Not;
 using ::testing::Pair;
 
@@ -188,9 +193,40 @@ TEST(PlanVllmTest, EnvironmentIsFabricThenMasterThenRecipeWithOneEntryPerName) {
                   Pair("TP_SOCKET_IFNAME", "enp1s0f1np1"),
                   Pair("NCCL_IB_HCA", "=rocep1s0f1,roceP2p1s0f1"), Pair("NCCL_IB_DISABLE", "0"),
                   Pair("VLLM_HOST_IP", "192.168.100.12"), Pair("MASTER_ADDR", "192.168.100.11"),
-                  Pair("MASTER_PORT", "29501"), Pair("NCCL_DEBUG", "WARN")));
+                  Pair("MASTER_PORT", "29501"), Pair("NCCL_DEBUG", "INFO"),
+                  Pair("NCCL_DEBUG_SUBSYS", "INIT,NET")));
   EXPECT_THAT(plan->notes, Contains("recipe env GLOO_SOCKET_IFNAME=eth0 replaces enp1s0f1np1 on "
                                     "spark-2"));
+}
+
+TEST(PlanVllmTest, NcclLogsItsSetupSoLaunchChecksSeeIt) {
+  auto env_of = [](std::vector<std::pair<std::string, std::string>> env, int nodes) {
+    Recipe recipe = VllmRecipe();
+    recipe.env = std::move(env);
+    recipe.defaults = {
+        {"port", "8000"}, {"host", "0.0.0.0"}, {"tensor_parallel", absl::StrCat(nodes)}};
+    absl::StatusOr<GroupPlan> plan = PlanGroup(recipe, {}, Sparks(nodes));
+    EXPECT_TRUE(plan.ok()) << plan.status();
+    return plan.ok() ? std::make_pair(Env(plan->ranks[0]), plan->notes)
+                     : std::make_pair(std::vector<std::pair<std::string, std::string>>{},
+                                      std::vector<std::string>{});
+  };
+  auto [warn, warn_notes] = env_of({{"NCCL_DEBUG", "WARN"}}, 2);
+  EXPECT_THAT(warn,
+              IsSupersetOf({Pair("NCCL_DEBUG", "INFO"), Pair("NCCL_DEBUG_SUBSYS", "INIT,NET")}));
+  EXPECT_THAT(warn_notes, Contains(HasSubstr("the recipe had NCCL_DEBUG=WARN")));
+  // A recipe that chose its subsystems, logs at INFO already, or writes to a file keeps it.
+  auto [subsys, subsys_notes] = env_of({{"NCCL_DEBUG", "WARN"}, {"NCCL_DEBUG_SUBSYS", "NET"}}, 2);
+  EXPECT_THAT(subsys, IsSupersetOf({Pair("NCCL_DEBUG", "WARN"), Pair("NCCL_DEBUG_SUBSYS", "NET")}));
+  auto [info, info_notes] = env_of({{"NCCL_DEBUG", "info"}}, 2);
+  EXPECT_THAT(info, Not(Contains(Pair("NCCL_DEBUG_SUBSYS", _))));
+  auto [file, file_notes] = env_of({{"NCCL_DEBUG_FILE", "/tmp/nccl.%h"}}, 2);
+  EXPECT_THAT(file, Not(Contains(Pair("NCCL_DEBUG", _))));
+  EXPECT_THAT(file_notes,
+              Contains(HasSubstr("report the NCCL version and transport as not checked")));
+  // One node: no NCCL between nodes to check.
+  auto [solo, solo_notes] = env_of({{"NCCL_DEBUG", "WARN"}}, 1);
+  EXPECT_THAT(solo, Contains(Pair("NCCL_DEBUG", "WARN")));
 }
 
 TEST(PlanVllmTest, NodeWithoutFabricFactsGetsNoGuessesAndANote) {
@@ -200,7 +236,8 @@ TEST(PlanVllmTest, NodeWithoutFabricFactsGetsNoGuessesAndANote) {
   group.nodes[1].rdma_devices.clear();
   absl::StatusOr<GroupPlan> plan = PlanGroup(VllmRecipe(), {}, group);
   ASSERT_TRUE(plan.ok()) << plan.status();
-  EXPECT_THAT(EnvNames(plan->ranks[1]), ElementsAre("MASTER_ADDR", "MASTER_PORT", "NCCL_DEBUG"));
+  EXPECT_THAT(EnvNames(plan->ranks[1]),
+              ElementsAre("MASTER_ADDR", "MASTER_PORT", "NCCL_DEBUG", "NCCL_DEBUG_SUBSYS"));
   EXPECT_THAT(plan->notes, Contains(HasSubstr("spark-2 has no RDMA device")));
   EXPECT_THAT(plan->notes, Contains(HasSubstr("spark-2's fabric interface is unknown")));
   EXPECT_THAT(plan->notes, Contains(HasSubstr("spark-2's fabric address is unknown")));
@@ -570,9 +607,9 @@ std::string Describe(const GroupPlan& plan, const GroupContext& group, const std
   out << "# Plan of " << path << " on " << group.nodes.size()
       << (group.nodes.size() == 1 ? " Spark" : " Sparks")
       << ", written by plan_test (FLEET_UPDATE_GOLDEN=1 rewrites it).\n";
-  out << "group: " << plan.group << "\ngeneration: " << plan.generation << "\nlaunch order: "
-      << (plan.launch_order == LaunchOrder::kHeadFirst ? "head first" : "all at once")
-      << "\nendpoint: " << plan.endpoint << "\nnotes:\n";
+  out << "group: " << plan.group << "\ngeneration: " << plan.generation
+      << "\nlaunch order: " << LaunchOrderName(plan.launch_order) << "\nendpoint: " << plan.endpoint
+      << "\nnotes:\n";
   for (const std::string& note : plan.notes) out << "  - " << note << "\n";
   for (const v1::ShardSpec& spec : plan.ranks) {
     out << "\nrank " << spec.rank() << " of " << spec.world_size() << " on "
@@ -588,6 +625,7 @@ std::string Describe(const GroupPlan& plan, const GroupContext& group, const std
     }
     out << "  cache_dirs: " << absl::StrJoin(spec.cache_dirs(), " ") << "\n";
     out << "  wait_for_tcp: " << spec.wait_for_tcp();
+    for (const std::string& also : spec.also_wait_for_tcp()) out << " " << also;
     if (spec.has_wait_timeout()) out << " (up to " << spec.wait_timeout().seconds() << " s)";
     out << "\n  readiness: ";
     if (spec.has_readiness()) {
@@ -602,11 +640,14 @@ std::string Describe(const GroupPlan& plan, const GroupContext& group, const std
       out << "  runtime: process\n";
       continue;
     }
-    // With the image not inspected, the words after IMAGE are the argv above (checked here).
+    // An agent with the default state directory and HOME /root. With the image not inspected,
+    // the words after IMAGE are the argv above (checked here).
     out << "  docker run, up to the image:\n";
-    const std::vector<std::string> run =
-        RenderDockerRun(spec, absl::StrCat("/var/lib/fleet/cache/", plan.group),
-                        EnvFilePath("/var/lib/fleet", spec), std::nullopt);
+    v1::AgentPaths agent;
+    agent.set_home("/root");
+    agent.set_state_dir(kAgentDefaultStateDir);
+    agent.set_cache_root(absl::StrCat(kAgentDefaultStateDir, "/cache"));
+    const std::vector<std::string> run = RenderDockerRunOn(spec, agent, std::nullopt);
     const size_t args = run.size() - static_cast<size_t>(spec.argv_size());
     EXPECT_THAT(
         std::vector<std::string>(run.begin() + static_cast<std::ptrdiff_t>(args), run.end()),
@@ -661,12 +702,28 @@ std::string GoldenName(const ::testing::TestParamInfo<GoldenCase>& info) {
   return name;
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    RepoRecipes, GoldenPlanTest,
-    ::testing::Values(GoldenCase{"recipes/deepseek-v4-flash-2x.yaml", "deepseek-v4-flash-2x"},
-                      GoldenCase{"recipes/deepseek-v4-flash-4x.yaml", "deepseek-v4-flash-4x"},
-                      GoldenCase{"recipes/local-demo.yaml", "local-demo"}),
-    GoldenName);
+// Every recipe shipped in recipes/: a new one without a golden fails until its plan is reviewed.
+std::vector<GoldenCase> RepoRecipes() {
+  std::vector<GoldenCase> cases;
+  for (const auto& entry :
+       std::filesystem::directory_iterator(absl::StrCat(FLEET_SOURCE_DIR, "/recipes"))) {
+    if (entry.path().extension() != ".yaml") continue;
+    const std::string stem = entry.path().stem().string();
+    cases.push_back({absl::StrCat("recipes/", stem, ".yaml"), stem});
+  }
+  std::sort(cases.begin(), cases.end(),
+            [](const GoldenCase& a, const GoldenCase& b) { return a.golden < b.golden; });
+  return cases;
+}
+
+INSTANTIATE_TEST_SUITE_P(RepoRecipes, GoldenPlanTest, ::testing::ValuesIn(RepoRecipes()),
+                         GoldenName);
+
+// llama.cpp over several nodes (the single-node case is recipes/deepseek-v4-flash-gguf.yaml).
+INSTANTIATE_TEST_SUITE_P(LlamaCppRpc, GoldenPlanTest,
+                         ::testing::Values(GoldenCase{"tests/fixtures/recipes/llamacpp-rpc.yaml",
+                                                      "llamacpp-rpc"}),
+                         GoldenName);
 
 INSTANTIATE_TEST_SUITE_P(
     VersionOneFixtures, GoldenPlanTest,
