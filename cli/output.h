@@ -5,6 +5,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "cli/document.h"
 #include "fleet/v1/controller.pb.h"
 #include "nlohmann/json.hpp"
 
@@ -21,15 +22,6 @@ nlohmann::ordered_json ProtoToJson(const google::protobuf::Message& message);
 // SHARD_STATE_RUNNING → "Running"; an UNSPECIFIED value → "Unknown". ProtoToJson uses it for
 // every enum field, so -o json|yaml and the tables say the same.
 std::string EnumWord(const google::protobuf::EnumValueDescriptor& value);
-// `doc` as indented JSON and a newline; strings that are not UTF-8 are printed with U+FFFD.
-std::string DumpJson(const nlohmann::ordered_json& doc);
-
-// `doc` as "json" (indented) or "yaml", with a final newline.
-std::string PrintDocument(const nlohmann::ordered_json& doc, const std::string& format);
-
-// The same document in YAML (block style, keys in the JSON's order).
-std::string JsonToYaml(const nlohmann::ordered_json& doc);
-
 // "0.4s", "12s", "3m", "5h", "2d": kubectl's age style, with a decimal below ten seconds.
 std::string FormatAge(double seconds);
 
