@@ -92,12 +92,17 @@ std::string RenderProbe(const v1::NodeProbe& probe) {
     }
     absl::StrAppend(&out, Indent(t.Render()));
   }
-  absl::StrAppend(&out, "NCCL: ",
-                  probe.nccl().version().empty()
-                      ? "-"
-                      : absl::StrCat(probe.nccl().version(), " (", probe.nccl().library(), "; ",
-                                     probe.nccl().how(), ")"),
-                  "\n");
+  const v1::NcclProbe& nccl = probe.nccl();
+  std::string nccl_text = "-";
+  if (!nccl.error().empty()) {
+    nccl_text = absl::StrCat("error: ", nccl.error());
+  } else if (!nccl.version().empty()) {
+    nccl_text = absl::StrCat(nccl.version(), " (", nccl.library(), "; ", nccl.how(), ")");
+  } else if (!nccl.library().empty()) {
+    nccl_text = absl::StrCat("version unknown (", nccl.library(), "; ", nccl.how(),
+                             "): ", nccl.version_unknown());
+  }
+  absl::StrAppend(&out, "NCCL: ", nccl_text, "\n");
   const v1::LimitsProbe& l = probe.limits();
   absl::StrAppend(&out, "Limits: memlock ", Bytes(l.memlock_soft()), " soft / ",
                   Bytes(l.memlock_hard()), " hard", l.can_raise_memlock() ? " (may raise)" : "",

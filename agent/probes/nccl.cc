@@ -20,6 +20,7 @@
 #include "absl/strings/strip.h"
 #include "agent/probes/artifacts.h"
 #include "common/process/process_runner.h"
+#include "common/process/process_runner_impl.h"
 
 namespace fleet::agent {
 namespace {
@@ -27,6 +28,24 @@ namespace {
 // dlopen of a 200 MB libnccl takes well under a second; docker run of a local image a few.
 constexpr absl::Duration kHelperTimeout = absl::Seconds(20);
 constexpr absl::Duration kDockerTimeout = absl::Seconds(60);
+
+// Where the helper is mounted (read-only) in a throw-away container of the shard's image.
+constexpr char kHelperInImage[] = "/fleet-nccl-probe";
+
+// RunProbeCommand (artifacts.h) through an injected runner, so the probe's decisions can be
+// tested with a FakeProcessRunner.
+absl::StatusOr<ProbeCommandResult> Run(ProcessRunner& runner, const std::vector<std::string>& argv,
+                                       const std::vector<std::string>& env,
+                                       absl::Duration timeout) {
+  absl::StatusOr<RunResult> run =
+      runner.Run({.argv = argv, .env = env, .stderr_to = OutputTo::kStdout}, timeout);
+  if (absl::IsDeadlineExceeded(run.status())) {
+    return absl::DeadlineExceededError(absl::StrCat(argv[0], " did not finish within ",
+                                                    absl::FormatDuration(timeout), "; killed"));
+  }
+  if (!run.ok()) return run.status();
+  return ProbeCommandResult{.wait_status = run->wait_status, .output = std::move(run->out)};
+}
 
 // The value the shard gets for `name`: its own env entry, else (process runtime, which
 // inherits the agent's environment) the agent's.
@@ -46,6 +65,46 @@ std::string Describe(const std::optional<std::string>& value) { return value ? *
 std::string LoaderEnv(const ProbeContext& ctx, bool inherit) {
   return absl::StrCat("LD_LIBRARY_PATH=", Describe(ShardEnv(ctx, "LD_LIBRARY_PATH", inherit)),
                       " LD_PRELOAD=", Describe(ShardEnv(ctx, "LD_PRELOAD", inherit)));
+}
+
+// The shard's loader variables as "NAME=VALUE" (its own env entries only: the helper inherits
+// the rest). Only these go to the helper, in a container too: the shard's env may hold secrets
+// (HF_TOKEN) that must not show on a docker command line.
+std::vector<std::string> LoaderVariables(const ProbeContext& ctx) {
+  std::vector<std::string> env;
+  for (const char* name : {"LD_LIBRARY_PATH", "LD_PRELOAD"}) {
+    if (std::optional<std::string> value = ShardEnv(ctx, name, /*inherit=*/false)) {
+      env.push_back(absl::StrCat(name, "=", *value));
+    }
+  }
+  return env;
+}
+
+// VLLM_NCCL_SO_PATH as vLLM reads it (an empty value counts as unset) and where it came from.
+struct VllmNcclPath {
+  std::string value;
+  std::string source;  // "the shard's env", ...
+};
+
+// The process runtime's: the shard's env, else the agent's, which the shard inherits.
+std::optional<VllmNcclPath> ProcessVllmNcclPath(const ProbeContext& ctx) {
+  std::optional<std::string> own = ShardEnv(ctx, "VLLM_NCCL_SO_PATH", /*inherit=*/false);
+  if (own) {
+    if (own->empty()) return std::nullopt;
+    return VllmNcclPath{*own, "the shard's env"};
+  }
+  std::optional<std::string> inherited = ShardEnv(ctx, "VLLM_NCCL_SO_PATH", /*inherit=*/true);
+  if (!inherited || inherited->empty()) return std::nullopt;
+  return VllmNcclPath{*inherited, "the agent's env, which the shard inherits"};
+}
+
+std::string VllmFix(absl::string_view where) {
+  return absl::StrCat(
+      "vLLM fails to start when it cannot load it: point VLLM_NCCL_SO_PATH in "
+      "the recipe's env at the libnccl.so.2 ",
+      where,
+      " the shard should use (e.g. the file LD_PRELOAD pins), or remove it so "
+      "vLLM loads libnccl.so.2 as the loader finds it");
 }
 
 std::string HelperBesideSelf() {
@@ -68,115 +127,245 @@ std::string OtherLines(absl::string_view output, absl::string_view answer) {
   return absl::StrJoin(lines, "; ");
 }
 
-void ProbeWithHelper(const ProbeContext& ctx, const std::string& helper, v1::NodeProbe* out) {
+// What fleet-nccl-probe printed (nccl_probe_main.cc).
+struct HelperAnswer {
+  enum class Kind { kOk, kError, kNone } kind = Kind::kNone;
+  int code = 0;         // kOk: ncclGetVersion's integer
+  std::string library;  // kOk: the file it came from
+  std::string error;    // kError: the helper's message
+  std::string loader;   // every other line: the loader's complaints, docker's errors
+};
+
+HelperAnswer ParseHelperOutput(const ProbeCommandResult& run) {
+  constexpr absl::string_view kPrefix = "fleet-nccl-probe: ";
+  absl::string_view line;
+  for (absl::string_view each : absl::StrSplit(run.output, '\n')) {
+    if (absl::StartsWith(each, kPrefix)) line = each;
+  }
+  HelperAnswer answer;
+  answer.loader = OtherLines(run.output, line);
+  absl::string_view rest = absl::StripPrefix(line, kPrefix);
+  if (absl::ConsumePrefix(&rest, "ok ")) {
+    std::pair<absl::string_view, absl::string_view> parts =
+        absl::StrSplit(rest, absl::MaxSplits(' ', 1));
+    if (Exited0(run.wait_status) && absl::SimpleAtoi(parts.first, &answer.code) &&
+        !parts.second.empty()) {
+      answer.kind = HelperAnswer::Kind::kOk;
+      answer.library = std::string(parts.second);
+    }
+  } else if (absl::ConsumePrefix(&rest, "error ")) {
+    answer.kind = HelperAnswer::Kind::kError;
+    answer.error = std::string(rest);
+  }
+  return answer;
+}
+
+std::string LoaderNote(const HelperAnswer& answer) {
+  return answer.loader.empty() ? "" : absl::StrCat(" (loader: ", answer.loader, ")");
+}
+
+void ProbeWithHelper(const ProbeContext& ctx, const std::string& helper, ProcessRunner& runner,
+                     v1::NodeProbe* out) {
   struct stat st {};
   if (::stat(helper.c_str(), &st) != 0) {
     out->add_unavailable(absl::StrCat("nccl: helper ", helper,
                                       " not found: install fleet-nccl-probe beside the agent"));
     return;
   }
-  std::vector<std::string> env;
-  for (const char* name : {"LD_LIBRARY_PATH", "LD_PRELOAD"}) {
-    if (std::optional<std::string> value = ShardEnv(ctx, name, /*inherit=*/false)) {
-      env.push_back(absl::StrCat(name, "=", *value));
-    }
-  }
-  absl::StatusOr<ProbeCommandResult> run = RunProbeCommand({helper}, env, kHelperTimeout);
+  std::optional<VllmNcclPath> vllm = ProcessVllmNcclPath(ctx);
+  std::vector<std::string> argv = {helper};
+  if (vllm) argv.push_back(vllm->value);
+  absl::StatusOr<ProbeCommandResult> run = Run(runner, argv, LoaderVariables(ctx), kHelperTimeout);
   if (!run.ok()) {
     out->add_unavailable(absl::StrCat("nccl: ", helper, ": ", run.status().message()));
     return;
   }
-  constexpr absl::string_view kPrefix = "fleet-nccl-probe: ";
-  absl::string_view answer;
-  for (absl::string_view line : absl::StrSplit(run->output, '\n')) {
-    if (absl::StartsWith(line, kPrefix)) answer = line;
-  }
-  absl::string_view rest = absl::StripPrefix(answer, kPrefix);
-  std::string loader = OtherLines(run->output, answer);
+  HelperAnswer answer = ParseHelperOutput(*run);
   std::string env_text = LoaderEnv(ctx, /*inherit=*/true);
-  if (absl::ConsumePrefix(&rest, "ok ")) {
-    std::pair<absl::string_view, absl::string_view> parts =
-        absl::StrSplit(rest, absl::MaxSplits(' ', 1));
-    int code = 0;
-    if (Exited0(run->wait_status) && absl::SimpleAtoi(parts.first, &code) &&
-        !parts.second.empty()) {
+  std::string loaded = vllm
+                           ? absl::StrCat("followed VLLM_NCCL_SO_PATH=", vllm->value, " (",
+                                          vllm->source, ") as vLLM does: dlopen(", vllm->value, ")")
+                           : "dlopen(libnccl.so.2)";
+  switch (answer.kind) {
+    case HelperAnswer::Kind::kOk: {
       v1::NcclProbe* nccl = out->mutable_nccl();
-      nccl->set_library(std::string(parts.second));
-      nccl->set_version_code(code);
-      nccl->set_version(NcclVersionString(code));
-      nccl->set_how(absl::StrCat("dlopen(libnccl.so.2) with the shard's ", env_text,
-                                 loader.empty() ? "" : absl::StrCat(" (loader: ", loader, ")")));
+      nccl->set_library(answer.library);
+      nccl->set_version_code(answer.code);
+      nccl->set_version(NcclVersionString(answer.code));
+      nccl->set_how(absl::StrCat(loaded, " with the shard's ", env_text, LoaderNote(answer)));
       return;
     }
-  }
-  if (absl::ConsumePrefix(&rest, "error ")) {
-    std::string why = absl::StrContains(rest, "No such file")
-                          ? absl::StrCat("libnccl.so.2 not found with ", env_text)
-                          : absl::StrCat("libnccl.so.2 unusable with ", env_text);
-    out->add_unavailable(absl::StrCat(
-        "nccl: ", why, ": ", rest, loader.empty() ? "" : absl::StrCat(" (loader: ", loader, ")")));
-    return;
+    case HelperAnswer::Kind::kError: {
+      const bool absent = absl::StrContains(answer.error, "No such file");
+      if (vllm) {
+        v1::NcclProbe* nccl = out->mutable_nccl();
+        nccl->set_library(vllm->value);
+        nccl->set_how(absl::StrCat(loaded, " with the shard's ", env_text));
+        nccl->set_error(absl::StrCat("VLLM_NCCL_SO_PATH=", vllm->value, " (", vllm->source, ") ",
+                                     absent ? "names no file the loader finds" : "cannot be loaded",
+                                     " on ", ctx.node_name.empty() ? "this node" : ctx.node_name,
+                                     " with ", env_text, ": ", answer.error, LoaderNote(answer),
+                                     ": ", VllmFix("on this node")));
+        return;
+      }
+      std::string why = absent ? absl::StrCat("libnccl.so.2 not found with ", env_text)
+                               : absl::StrCat("libnccl.so.2 unusable with ", env_text);
+      out->add_unavailable(absl::StrCat("nccl: ", why, ": ", answer.error, LoaderNote(answer)));
+      return;
+    }
+    case HelperAnswer::Kind::kNone:
+      break;
   }
   out->add_unavailable(absl::StrCat("nccl: ", helper, " ", DescribeWaitStatus(run->wait_status),
                                     " without an answer: ", OtherLines(run->output, "")));
 }
 
 // Lists, in the order the dynamic loader (and PyTorch's RUNPATH) would try them, every
-// libnccl.so.2 in the image: one "RULE<TAB>PATH<TAB>REAL_PATH" line each. LD_PRELOAD and
-// LD_LIBRARY_PATH come as FLEET_* variables so they steer only the search, not this sh; when
-// the shard sets none, the image's own values apply, as they would to the shard.
+// libnccl.so.2 in the image: one "found<TAB>RULE<TAB>PATH<TAB>REAL_PATH" line each. A set
+// VLLM_NCCL_SO_PATH comes first as "vllm<TAB>VALUE<TAB>SOURCE" and replaces the search: a
+// path is only checked, a bare name is searched as the loader would (no preload or RUNPATH,
+// which hold libnccl.so.2). LD_PRELOAD, LD_LIBRARY_PATH and VLLM_NCCL_SO_PATH come as FLEET_*
+// variables so they steer only the search, not this sh; when the shard sets none, the image's
+// own values apply, as they would to the shard.
 constexpr char kListScript[] = R"sh(
-found() { [ -e "$2" ] && printf '%s\t%s\t%s\n' "$1" "$2" "$(readlink -f "$2")"; }
+found() { [ -e "$2" ] && printf 'found\t%s\t%s\t%s\n' "$1" "$2" "$(readlink -f "$2")"; }
 preload=${FLEET_LD_PRELOAD-$LD_PRELOAD}
 library_path=${FLEET_LD_LIBRARY_PATH-$LD_LIBRARY_PATH}
-for f in $(echo "$preload" | tr ':' ' '); do
-  case "${f##*/}" in libnccl.so*) found LD_PRELOAD "$f" ;; esac
-done
+if [ -n "${FLEET_VLLM_NCCL_SO_PATH+set}" ]; then
+  vllm=$FLEET_VLLM_NCCL_SO_PATH from="the shard's env"
+else
+  vllm=$VLLM_NCCL_SO_PATH from="the image's env"
+fi
+name=libnccl.so.2
+if [ -n "$vllm" ]; then
+  printf 'vllm\t%s\t%s\n' "$vllm" "$from"
+  case "$vllm" in */*) found VLLM_NCCL_SO_PATH "$vllm"; exit 0 ;; esac
+  name=$vllm
+fi
+if [ "$name" = libnccl.so.2 ]; then
+  for f in $(echo "$preload" | tr ':' ' '); do
+    case "${f##*/}" in libnccl.so*) found LD_PRELOAD "$f" ;; esac
+  done
+fi
 IFS=:
-for d in $library_path; do [ -n "$d" ] && found LD_LIBRARY_PATH "$d/libnccl.so.2"; done
+for d in $library_path; do [ -n "$d" ] && found LD_LIBRARY_PATH "$d/$name"; done
 unset IFS
-for f in /usr/local/lib/python3*/dist-packages/nvidia/nccl/lib/libnccl.so.2 \
-         /usr/local/lib/python3*/site-packages/nvidia/nccl/lib/libnccl.so.2 \
-         /usr/lib/python3/dist-packages/nvidia/nccl/lib/libnccl.so.2 \
-         /opt/conda/lib/python3*/site-packages/nvidia/nccl/lib/libnccl.so.2; do
-  found "PyTorch's RUNPATH (pip nvidia-nccl)" "$f"
-done
+if [ "$name" = libnccl.so.2 ]; then
+  for f in /usr/local/lib/python3*/dist-packages/nvidia/nccl/lib/libnccl.so.2 \
+           /usr/local/lib/python3*/site-packages/nvidia/nccl/lib/libnccl.so.2 \
+           /usr/lib/python3/dist-packages/nvidia/nccl/lib/libnccl.so.2 \
+           /opt/conda/lib/python3*/site-packages/nvidia/nccl/lib/libnccl.so.2; do
+    found "PyTorch's RUNPATH (pip nvidia-nccl)" "$f"
+  done
+fi
 if command -v ldconfig >/dev/null 2>&1; then
-  for f in $(ldconfig -p 2>/dev/null | awk '$1 == "libnccl.so.2" { print $NF }'); do
+  for f in $(ldconfig -p 2>/dev/null | awk -v n="$name" '$1 == n { print $NF }'); do
     found "ldconfig cache" "$f"
   done
 fi
 for d in /lib/x86_64-linux-gnu /usr/lib/x86_64-linux-gnu /lib/aarch64-linux-gnu \
          /usr/lib/aarch64-linux-gnu /lib64 /usr/lib64 /lib /usr/lib /usr/local/cuda/lib64 \
          /usr/local/lib; do
-  found "default path" "$d/libnccl.so.2"
+  found "default path" "$d/$name"
 done
 exit 0
 )sh";
 
-void ProbeInImage(const ProbeContext& ctx, v1::NodeProbe* out) {
+// `docker run --rm` of the shard's image that never pulls (a missing image is the operator's
+// to stage) and has no network; `options` go before the image, `args` after it. A container
+// that outlives `kDockerTimeout` is removed by name.
+absl::StatusOr<ProbeCommandResult> RunInImage(const ProbeContext& ctx, ProcessRunner& runner,
+                                              const std::vector<std::string>& options,
+                                              const std::vector<std::string>& args) {
+  static std::atomic<int> sequence = 0;
+  std::string name = absl::StrCat("fleet-probe-nccl-", ::getpid(), "-", sequence++);
+  std::vector<std::string> argv = {ctx.docker, "run", "--rm", "--name", name};
+  argv.insert(argv.end(), {"--pull", "never", "--network", "none"});
+  argv.insert(argv.end(), options.begin(), options.end());
+  argv.push_back(ctx.request.image());
+  argv.insert(argv.end(), args.begin(), args.end());
+  absl::StatusOr<ProbeCommandResult> run = Run(runner, argv, {}, kDockerTimeout);
+  if (absl::IsDeadlineExceeded(run.status())) {
+    Run(runner, {ctx.docker, "rm", "-f", name}, {}, absl::Seconds(10)).IgnoreError();
+  }
+  return run;
+}
+
+// Why the helper did not answer in the image, from what docker and the loader printed.
+std::string WhyHelperCannotRun(absl::string_view output) {
+  if (absl::StrContains(output, "exec format error")) {
+    return "it is built for another CPU architecture than the image's";
+  }
+  if (absl::StrContains(output, "GLIBC_") && absl::StrContains(output, "not found")) {
+    return "the image's glibc is older than the one it was built against";
+  }
+  if (absl::StrContains(output, absl::StrCat("exec ", kHelperInImage)) &&
+      absl::StrContains(output, "no such file or directory")) {
+    return "the image has no glibc dynamic loader for it (a static or musl image)";
+  }
+  return "it gave no answer";
+}
+
+// The version of `library` in the image from ncclGetVersion: fleet-nccl-probe, mounted
+// read-only, run as the entrypoint of a throw-away container with the shard's loader variables.
+// Sets version and version_code, or version_unknown with the reason; never fails the node.
+void AskInImage(const ProbeContext& ctx, const std::string& helper, ProcessRunner& runner,
+                const std::string& library, v1::NcclProbe* nccl) {
+  const std::string& image = ctx.request.image();
+  struct stat st {};
+  if (::stat(helper.c_str(), &st) != 0) {
+    nccl->set_version_unknown(absl::StrCat("not checked: helper ", helper,
+                                           " not found (install fleet-nccl-probe beside the agent)"
+                                           " to ask ",
+                                           library, " in image ", image, " with ncclGetVersion"));
+    return;
+  }
+  std::vector<std::string> options = {"-v", absl::StrCat(helper, ":", kHelperInImage, ":ro"),
+                                      "--entrypoint", kHelperInImage};
+  for (const std::string& var : LoaderVariables(ctx)) options.insert(options.end(), {"-e", var});
+  absl::StatusOr<ProbeCommandResult> run = RunInImage(ctx, runner, options, {library});
+  if (!run.ok()) {
+    nccl->set_version_unknown(absl::StrCat("not checked: docker CLI ", ctx.docker,
+                                           " running fleet-nccl-probe in image ", image, ": ",
+                                           run.status().message()));
+    return;
+  }
+  HelperAnswer answer = ParseHelperOutput(*run);
+  if (answer.kind == HelperAnswer::Kind::kOk) {
+    nccl->set_version_code(answer.code);
+    nccl->set_version(NcclVersionString(answer.code));
+    absl::StrAppend(nccl->mutable_how(),
+                    "; version from ncclGetVersion (fleet-nccl-probe run in the image)");
+    return;
+  }
+  if (answer.kind == HelperAnswer::Kind::kError) {
+    nccl->set_version_unknown(absl::StrCat("not checked: fleet-nccl-probe could not load ", library,
+                                           " in image ", image, ": ", answer.error,
+                                           LoaderNote(answer)));
+    return;
+  }
+  std::string output(absl::StripAsciiWhitespace(run->output));
+  nccl->set_version_unknown(absl::StrCat("not checked: fleet-nccl-probe cannot run in image ",
+                                         image, " (", WhyHelperCannotRun(output), "; ",
+                                         DescribeWaitStatus(run->wait_status), ": ", output,
+                                         "), so the version of ", library, " is unknown"));
+}
+
+void ProbeInImage(const ProbeContext& ctx, const std::string& helper, ProcessRunner& runner,
+                  v1::NodeProbe* out) {
   const std::string& image = ctx.request.image();
   if (image.empty()) {
     out->add_unavailable("nccl: the docker runtime is requested but no image is named");
     return;
   }
-  static std::atomic<int> sequence = 0;
-  std::string name = absl::StrCat("fleet-probe-nccl-", ::getpid(), "-", sequence++);
-  // Never pull (a missing image is the operator's to stage) and no network: it only lists files.
-  std::vector<std::string> argv = {ctx.docker, "run", "--rm", "--name", name};
-  argv.insert(argv.end(), {"--pull", "never", "--network", "none", "--entrypoint", "sh"});
-  for (const char* var : {"LD_LIBRARY_PATH", "LD_PRELOAD"}) {
+  std::vector<std::string> options = {"--entrypoint", "sh"};
+  for (const char* var : {"LD_LIBRARY_PATH", "LD_PRELOAD", "VLLM_NCCL_SO_PATH"}) {
     if (std::optional<std::string> value = ShardEnv(ctx, var, /*inherit=*/false)) {
-      argv.push_back("-e");
-      argv.push_back(absl::StrCat("FLEET_", var, "=", *value));
+      options.insert(options.end(), {"-e", absl::StrCat("FLEET_", var, "=", *value)});
     }
   }
-  argv.insert(argv.end(), {image, "-c", kListScript});
-  absl::StatusOr<ProbeCommandResult> run = RunProbeCommand(argv, {}, kDockerTimeout);
+  absl::StatusOr<ProbeCommandResult> run = RunInImage(ctx, runner, options, {"-c", kListScript});
   if (!run.ok()) {
-    if (absl::IsDeadlineExceeded(run.status())) {
-      RunProbeCommand({ctx.docker, "rm", "-f", name}, {}, absl::Seconds(10)).IgnoreError();
-    }
     out->add_unavailable(
         absl::StrCat("nccl: docker CLI ", ctx.docker, ": ", run.status().message()));
     return;
@@ -196,22 +385,39 @@ void ProbeInImage(const ProbeContext& ctx, v1::NodeProbe* out) {
     out->add_unavailable(absl::StrCat("nccl: ", why));
     return;
   }
+  std::optional<VllmNcclPath> vllm;
   for (absl::string_view line : absl::StrSplit(output, '\n', absl::SkipWhitespace())) {
     std::vector<absl::string_view> fields = absl::StrSplit(line, '\t');
-    if (fields.size() != 3) continue;
-    absl::string_view rule = fields[0], path = fields[1], real = fields[2];
+    if (fields.size() == 3 && fields[0] == "vllm" && !vllm) {
+      vllm = VllmNcclPath{std::string(fields[1]), std::string(fields[2])};
+      continue;
+    }
+    if (fields.size() != 4 || fields[0] != "found") continue;
+    absl::string_view rule = fields[1], path = fields[2], real = fields[3];
     v1::NcclProbe* nccl = out->mutable_nccl();
     nccl->set_library(std::string(path));
     std::string file = path == real ? std::string(path) : absl::StrCat(path, " -> ", real);
+    nccl->set_how(absl::StrCat("image ", image, ": ", file, " found by ", rule,
+                               vllm ? absl::StrCat(" (followed VLLM_NCCL_SO_PATH=", vllm->value,
+                                                   " from ", vllm->source, ", as vLLM does)")
+                                    : ""));
     if (std::optional<std::string> version = NcclVersionFromFileName(real)) {
       nccl->set_version(*version);
-      nccl->set_how(absl::StrCat("image ", image, ": ", file, " found by ", rule,
-                                 "; version from the file name"));
+      absl::StrAppend(nccl->mutable_how(), "; version from the file name");
     } else {
-      nccl->set_how(absl::StrCat("image ", image, ": ", file, " found by ", rule));
-      out->add_unavailable(absl::StrCat("nccl: version: image ", image, ": ", file,
-                                        " carries no version in its file name"));
+      AskInImage(ctx, helper, runner, std::string(path), nccl);
     }
+    return;
+  }
+  if (vllm) {
+    v1::NcclProbe* nccl = out->mutable_nccl();
+    nccl->set_library(vllm->value);
+    nccl->set_how(absl::StrCat("image ", image, ": followed VLLM_NCCL_SO_PATH=", vllm->value,
+                               " from ", vllm->source, ", as vLLM does"));
+    nccl->set_error(absl::StrCat("VLLM_NCCL_SO_PATH=", vllm->value, " (", vllm->source,
+                                 ") names no file in image ", image, " with ",
+                                 LoaderEnv(ctx, /*inherit=*/false), ": ",
+                                 VllmFix(absl::StrCat("inside ", image))));
     return;
   }
   out->add_unavailable(absl::StrCat("nccl: libnccl.so.2 not found in image ", image, " with ",
@@ -239,13 +445,14 @@ std::optional<std::string> NcclVersionFromFileName(absl::string_view name) {
   return std::string(name);
 }
 
-void ProbeNcclWithHelper(const ProbeContext& ctx, const std::string& helper, v1::NodeProbe* out) {
+void ProbeNcclWith(const ProbeContext& ctx, const std::string& helper, ProcessRunner& runner,
+                   v1::NodeProbe* out) {
   if (ctx.request.runtime() == v1::SHARD_RUNTIME_DOCKER) {
     if (!ctx.live) {
       out->add_unavailable("nccl: not probed: docker runs only on the live node");
       return;
     }
-    ProbeInImage(ctx, out);
+    ProbeInImage(ctx, helper, runner, out);
     return;
   }
   if (!ctx.live) {
@@ -254,7 +461,11 @@ void ProbeNcclWithHelper(const ProbeContext& ctx, const std::string& helper, v1:
                                       "loader can say which libnccl.so.2 it picks"));
     return;
   }
-  ProbeWithHelper(ctx, helper, out);
+  ProbeWithHelper(ctx, helper, runner, out);
+}
+
+void ProbeNcclWithHelper(const ProbeContext& ctx, const std::string& helper, v1::NodeProbe* out) {
+  ProbeNcclWith(ctx, helper, *DefaultProcessRunner(), out);
 }
 
 void ProbeNccl(const ProbeContext& ctx, v1::NodeProbe* out) {

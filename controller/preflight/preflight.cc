@@ -17,6 +17,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "launch/docker_run.h"
 
 namespace fleet::controller {
 namespace {
@@ -29,9 +30,9 @@ constexpr absl::string_view kGoodNccl = "2.30.4";
 
 // Rows come in this order, then by rank.
 constexpr absl::string_view kCheckOrder[] = {
-    "nccl",     "nccl-same", "nccl-2.28", "memlock", "shm",       "rdma-port",
-    "rdma-gid", "rdma-rate", "mtu",       "subnet",  "gpu",       "gpu-driver",
-    "gpu-cuda", "image",     "model",     "disk",    "cache-dirs"};
+    "nccl",       "nccl-same", "nccl-2.28", "memlock", "shm",    "rdma-device",
+    "rdma-port",  "rdma-gid",  "rdma-rate", "mtu",     "subnet", "gpu",
+    "gpu-driver", "gpu-cuda",  "image",     "model",   "disk",   "cache-dirs"};
 
 int CheckIndex(absl::string_view check) {
   for (size_t i = 0; i < std::size(kCheckOrder); ++i) {
@@ -363,6 +364,7 @@ class Checker {
     for (int r = 0; r < Size(); ++r) {
       CheckMemlock(r);
       CheckShm(r);
+      CheckRdmaDevice(r);
       CheckRdma(r);
       CheckMtu(r);
       CheckGpu(r);
@@ -461,6 +463,24 @@ class Checker {
       const std::string expected = req_.nccl.empty() ? "any version" : req_.nccl;
       if (!Probed(r, Section::kNccl, "nccl", !req_.nccl.empty(), expected)) continue;
       const v1::NcclProbe& nccl = nodes_[r].probe.nccl();
+      if (!nccl.error().empty()) {
+        Add(r, "nccl", Verdict::kFail, nccl.error(), expected,
+            "point VLLM_NCCL_SO_PATH in the recipe's env at a libnccl.so.2 that exists where the "
+            "shard runs, or remove it");
+        continue;
+      }
+      // The library is there and only its version unread: judging it would block a launch
+      // that may well work, so the operator is told how to make the version visible.
+      if (nccl.version().empty() && !nccl.version_unknown().empty()) {
+        Add(r, "nccl", Verdict::kWarn,
+            absl::StrCat(nccl.library(), ": version ", nccl.version_unknown()), expected,
+            absl::StrCat("name the NCCL by a file that carries its version (LD_PRELOAD=/path/"
+                         "libnccl.so.",
+                         kGoodNccl,
+                         " in the recipe's env), or use an image with glibc where "
+                         "fleet-nccl-probe can ask it"));
+        continue;
+      }
       if (nccl.version().empty()) {
         Add(r, "nccl", req_.nccl.empty() ? Verdict::kWarn : Verdict::kFail,
             "not probed: the agent found no NCCL", expected,
@@ -598,6 +618,62 @@ class Checker {
       return;
     }
     Add(rank, "memlock", Verdict::kPass, observed, expected);
+  }
+
+  // A container reaches the node's RDMA devices only through `--device /dev/infiniband` (the
+  // verbs and rdma_cm device files). Without it NCCL finds no IB device in the container and
+  // quietly runs over TCP sockets, many times slower; the launch "works" and nobody is told.
+  // The plan adds the device where the node reported /dev/infiniband with its facts
+  // (NodeView::has_infiniband, ShardSpec::infiniband); no recipe key sets it.
+  void CheckRdmaDevice(int rank) {
+    const PreflightNode& node = nodes_[rank];
+    if (!Docker(rank) || node.probe.rdma().empty()) return;
+    std::vector<std::string> names;
+    for (const v1::RdmaDevice& device : node.probe.rdma()) names.push_back(device.name());
+    const std::string devices = absl::StrJoin(names, ", ");
+    constexpr absl::string_view kExpected = "--device /dev/infiniband in the docker line";
+    if (Env(node.spec, "NCCL_IB_DISABLE") == "1") {
+      Add(rank, "rdma-device", Verdict::kPass,
+          absl::StrCat("not needed: NCCL_IB_DISABLE=1 leaves ", devices, " unused"),
+          std::string(kExpected));
+      return;
+    }
+    const std::vector<std::string> line =
+        engine::RenderDockerRun(node.spec, "CACHE_ROOT", "ENV_FILE", std::nullopt);
+    bool passed = false;
+    for (size_t i = 0; i < line.size(); ++i) {
+      const absl::string_view word = line[i];
+      const absl::string_view next = i + 1 < line.size() ? line[i + 1] : "";
+      passed |= (word == "--device" && absl::StartsWith(next, "/dev/infiniband")) ||
+                absl::StartsWith(word, "--device=/dev/infiniband");
+    }
+    if (passed) {
+      Add(rank, "rdma-device", Verdict::kPass,
+          absl::StrCat("--device /dev/infiniband for ", devices), std::string(kExpected));
+      return;
+    }
+    const std::string name = Name(rank);
+    const std::string fix =
+        node.view.has_infiniband
+            ? absl::StrCat(name,
+                           " reports /dev/infiniband now but this plan was made without it: "
+                           "plan the group again (`fleet apply` the recipe again)")
+            : absl::StrCat(
+                  "the plan passes /dev/infiniband only where the node reports it (no "
+                  "recipe key sets it): load the verbs modules on ",
+                  name,
+                  " (`modprobe ib_uverbs rdma_ucm`, listed in /etc/modules-load.d/ to "
+                  "keep them) until /dev/infiniband exists, then restart fleet-agent "
+                  "there so it registers it (with `fleet plan --inventory`, set "
+                  "`infiniband: true` for ",
+                  name,
+                  "); or set NCCL_IB_DISABLE=1 in the recipe's env to run NCCL over TCP "
+                  "on purpose");
+    Add(rank, "rdma-device", Verdict::kFail,
+        absl::StrCat(name, " has RDMA devices ", devices,
+                     " but its docker line lacks --device /dev/infiniband (NCCL would fall back "
+                     "to TCP sockets)"),
+        std::string(kExpected), fix);
   }
 
   // Both runtimes use the host's /dev/shm: docker runs the shard with --ipc host (NCCL's

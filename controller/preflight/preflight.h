@@ -29,11 +29,13 @@ struct CheckRow {
 };
 
 // Check names, in the order RunPreflight's rows come (then by rank, then by device or path).
-//   nccl        the version meets requires.nccl
+//   nccl        the version meets requires.nccl; fails when VLLM_NCCL_SO_PATH names nothing
+//               loadable, warns when the library's version could not be read
 //   nccl-same   the same NCCL on every node
 //   nccl-2.28   NCCL 2.28.x with 4 or more ranks (wedges long generations)
 //   memlock     the shard's RLIMIT_MEMLOCK is enough for RDMA memory registration
 //   shm         /dev/shm is at least requires.shm
+//   rdma-device a docker rank on a node with RDMA devices gets --device /dev/infiniband
 //   rdma-port   each device of NCCL_IB_HCA exists, its port ACTIVE and LinkUp
 //   rdma-gid    each used RoCE port has a RoCE v2 GID with an IPv4 address
 //   rdma-rate   paired devices run at the same rate on every node

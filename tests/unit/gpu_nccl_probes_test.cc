@@ -1,14 +1,17 @@
 // The GPU, NCCL, image and model probes on a machine without a GPU: the GPU probe says why it
 // sees nothing; the NCCL probe loads fake libnccl.so.2 builds (2.28.9, 2.30.4) through the
-// shard's LD_LIBRARY_PATH and LD_PRELOAD; models are hashed and cached in temporary trees; and
-// the image and in-image NCCL cases run against a real Docker engine (scripts/dockerd.sh starts
-// one) with an image imported from a busybox rootfs, skipped, saying why, where none answers.
+// shard's LD_LIBRARY_PATH, LD_PRELOAD and VLLM_NCCL_SO_PATH, and its decisions (which library,
+// where its version comes from) are checked with a fake process runner; models are hashed and
+// cached in temporary trees; and the image and in-image NCCL cases run against a real Docker
+// engine (scripts/dockerd.sh starts one) with images imported from a busybox rootfs (one also
+// holding glibc, so fleet-nccl-probe runs inside it), skipped, saying why, where none answers.
 #include <dlfcn.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <optional>
@@ -24,6 +27,7 @@
 #include "agent/probes/nccl.h"
 #include "common/files.h"
 #include "common/pki.h"
+#include "common/process/fake_process_runner.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/support/docker_test_image.h"
@@ -31,9 +35,12 @@
 namespace fleet::agent {
 namespace {
 
+using ::testing::AllOf;
 using ::testing::Contains;
+using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
+using ::testing::Not;
 using ::testing::StartsWith;
 
 std::string Dir(const std::string& file) { return file.substr(0, file.rfind('/')); }
@@ -203,6 +210,223 @@ TEST(NcclProbeTest, MissingHelperOrRecordedTreeSaysWhy) {
   EXPECT_THAT(recorded.unavailable(), Contains(StartsWith("nccl: not probed: /fixtures")));
 }
 
+TEST(NcclProbeTest, PipWheelsPlainLibncclSo2IsAskedForItsVersion) {
+  TempDir wheel;
+  std::string lib = wheel.path() + "/nvidia/nccl/lib";
+  ASSERT_TRUE(MakeDirectories(lib).ok());
+  std::filesystem::copy_file(FAKE_NCCL_23004, lib + "/libnccl.so.2");
+  ASSERT_EQ(NcclVersionFromFileName(lib + "/libnccl.so.2"), std::nullopt);
+  ProbeContext ctx{.node_name = "spark-1"};
+  AddEnv(ctx, "LD_LIBRARY_PATH", lib);
+  v1::NodeProbe probe;
+  ProbeNcclWithHelper(ctx, NCCL_PROBE_HELPER, &probe);
+  EXPECT_THAT(probe.unavailable(), IsEmpty());
+  EXPECT_EQ(probe.nccl().library(), lib + "/libnccl.so.2");
+  EXPECT_EQ(probe.nccl().version(), "2.30.4");
+  EXPECT_EQ(probe.nccl().version_code(), 23004);
+}
+
+// vLLM dlopen()s VLLM_NCCL_SO_PATH instead of libnccl.so.2: the probe judges that file even
+// where the loader would pick another.
+TEST(NcclProbeTest, VllmNcclSoPathIsTheLibraryJudged) {
+  ProbeContext ctx{.node_name = "spark-1"};
+  AddEnv(ctx, "LD_LIBRARY_PATH", Dir(FAKE_NCCL_23004));
+  AddEnv(ctx, "VLLM_NCCL_SO_PATH", FAKE_NCCL_22809);
+  v1::NodeProbe probe;
+  ProbeNcclWithHelper(ctx, NCCL_PROBE_HELPER, &probe);
+  EXPECT_THAT(probe.unavailable(), IsEmpty());
+  EXPECT_EQ(probe.nccl().library(), FAKE_NCCL_22809);
+  EXPECT_EQ(probe.nccl().version(), "2.28.9");
+  EXPECT_THAT(probe.nccl().how(),
+              HasSubstr(absl::StrCat("followed VLLM_NCCL_SO_PATH=", FAKE_NCCL_22809,
+                                     " (the shard's env) as vLLM does")));
+}
+
+// A VLLM_NCCL_SO_PATH naming no file is an error with the fix, never another library in its
+// place (the libnccl.so.2 of LD_LIBRARY_PATH is right there).
+TEST(NcclProbeTest, VllmNcclSoPathNamingNoFileIsAnError) {
+  ProbeContext ctx{.node_name = "spark-1"};
+  AddEnv(ctx, "LD_LIBRARY_PATH", Dir(FAKE_NCCL_23004));
+  AddEnv(ctx, "VLLM_NCCL_SO_PATH", "/opt/absent/libnccl.so.2");
+  v1::NodeProbe probe;
+  ProbeNcclWithHelper(ctx, NCCL_PROBE_HELPER, &probe);
+  EXPECT_THAT(probe.unavailable(), IsEmpty());
+  EXPECT_EQ(probe.nccl().version(), "");
+  EXPECT_EQ(probe.nccl().library(), "/opt/absent/libnccl.so.2");
+  EXPECT_THAT(probe.nccl().error(),
+              AllOf(StartsWith("VLLM_NCCL_SO_PATH=/opt/absent/libnccl.so.2 (the shard's env) "
+                               "names no file the loader finds on spark-1"),
+                    HasSubstr("No such file"),
+                    HasSubstr("point VLLM_NCCL_SO_PATH in the recipe's env at the libnccl.so.2"),
+                    HasSubstr("or remove it")));
+}
+
+// ---- The NCCL probe's decisions, with docker and the helper faked ----
+
+constexpr char kImage[] = "vllm-node:latest";
+constexpr char kWheel[] = "/usr/local/lib/python3.12/dist-packages/nvidia/nccl/lib/libnccl.so.2";
+
+RunResult Answer(const std::string& out, int exit_status = 0) {
+  return RunResult{.wait_status = exit_status << 8, .out = out};
+}
+
+bool Has(const std::vector<std::string>& argv, const std::string& word) {
+  return std::find(argv.begin(), argv.end(), word) != argv.end();
+}
+
+// Docker answers the listing script with `listing` and the helper's run with `helper`.
+class NcclDecisionTest : public ::testing::Test {
+ protected:
+  NcclDecisionTest() {
+    ctx_.request.set_runtime(v1::SHARD_RUNTIME_DOCKER);
+    ctx_.request.set_image(kImage);
+    AddEnv(ctx_, "HF_TOKEN", "hf_secret");
+    runner_.set_run_handler([this](const SpawnOptions& options) -> absl::StatusOr<RunResult> {
+      return Has(options.argv, "-c") ? listing_ : helper_;
+    });
+  }
+
+  v1::NodeProbe Probe() {
+    v1::NodeProbe probe;
+    ProbeNcclWith(ctx_, NCCL_PROBE_HELPER, runner_, &probe);
+    return probe;
+  }
+
+  ProbeContext ctx_{.node_name = "spark-1"};
+  FakeProcessRunner runner_;
+  RunResult listing_;
+  RunResult helper_ = Answer("fleet-nccl-probe: ok 23004 " + std::string(kWheel));
+};
+
+TEST_F(NcclDecisionTest, VersionInTheFileNameNeedsNoHelper) {
+  listing_ = Answer("found\tdefault path\t/usr/lib/libnccl.so.2\t/usr/lib/libnccl.so.2.30.4\n");
+  v1::NodeProbe probe = Probe();
+  EXPECT_EQ(probe.nccl().version(), "2.30.4");
+  EXPECT_EQ(probe.nccl().version_code(), 0);
+  EXPECT_EQ(runner_.runs().size(), 1u);
+}
+
+TEST_F(NcclDecisionTest, PlainLibncclSo2IsAskedInTheImageWithTheShardsLoaderEnv) {
+  AddEnv(ctx_, "LD_LIBRARY_PATH", "/opt/extra");
+  listing_ = Answer(
+      absl::StrCat("found\tPyTorch's RUNPATH (pip nvidia-nccl)\t", kWheel, "\t", kWheel, "\n"));
+  v1::NodeProbe probe = Probe();
+  EXPECT_THAT(probe.unavailable(), IsEmpty());
+  EXPECT_EQ(probe.nccl().library(), kWheel);
+  EXPECT_EQ(probe.nccl().version(), "2.30.4");
+  EXPECT_EQ(probe.nccl().version_code(), 23004);
+  EXPECT_EQ(probe.nccl().version_unknown(), "");
+  EXPECT_THAT(probe.nccl().how(), HasSubstr("version from ncclGetVersion (fleet-nccl-probe run in "
+                                            "the image)"));
+
+  ASSERT_EQ(runner_.runs().size(), 2u);
+  const std::vector<std::string> run = runner_.runs()[1].argv;
+  EXPECT_EQ(run[1], "run");
+  for (const std::string& word :
+       {std::string("--rm"), absl::StrCat(NCCL_PROBE_HELPER, ":/fleet-nccl-probe:ro"),
+        std::string("/fleet-nccl-probe"), std::string("LD_LIBRARY_PATH=/opt/extra"),
+        std::string(kImage)}) {
+    EXPECT_TRUE(Has(run, word)) << word << " in " << absl::StrJoin(run, " ");
+  }
+  EXPECT_EQ(run.back(), kWheel);
+  // The shard's other variables may be secrets: they stay off the command line.
+  for (const SpawnOptions& each : runner_.runs()) {
+    EXPECT_THAT(absl::StrJoin(each.argv, " "), Not(HasSubstr("hf_secret")));
+  }
+}
+
+TEST_F(NcclDecisionTest, HelperThatCannotRunInTheImageLeavesTheVersionUnknown) {
+  listing_ = Answer(absl::StrCat("found\tLD_LIBRARY_PATH\t", kWheel, "\t", kWheel, "\n"));
+  struct Case {
+    std::string output;
+    int exit_status;
+    std::string reason;
+  };
+  for (const Case& c : {
+           Case{"exec /fleet-nccl-probe: no such file or directory", 1,
+                "(the image has no glibc dynamic loader for it (a static or musl image); exited "
+                "with status 1: exec /fleet-nccl-probe: no such file or directory)"},
+           Case{"exec /fleet-nccl-probe: exec format error", 1,
+                "(it is built for another CPU architecture than the image's; "},
+           Case{"/fleet-nccl-probe: /lib/aarch64-linux-gnu/libc.so.6: version `GLIBC_2.34' not "
+                "found (required by /fleet-nccl-probe)",
+                1, "(the image's glibc is older than the one it was built against; "},
+       }) {
+    helper_ = Answer(c.output, c.exit_status);
+    v1::NodeProbe probe = Probe();
+    EXPECT_THAT(probe.unavailable(), IsEmpty()) << c.output;
+    EXPECT_EQ(probe.nccl().library(), kWheel);
+    EXPECT_EQ(probe.nccl().version(), "") << c.output;
+    EXPECT_EQ(probe.nccl().version_code(), 0);
+    EXPECT_EQ(probe.nccl().error(), "");
+    EXPECT_THAT(probe.nccl().version_unknown(),
+                AllOf(StartsWith("not checked: fleet-nccl-probe cannot run in image "
+                                 "vllm-node:latest "),
+                      HasSubstr(c.reason)));
+  }
+
+  helper_ = Answer("fleet-nccl-probe: error libcuda.so.1: cannot open shared object file", 1);
+  EXPECT_EQ(Probe().nccl().version_unknown(),
+            absl::StrCat("not checked: fleet-nccl-probe could not load ", kWheel,
+                         " in image vllm-node:latest: libcuda.so.1: cannot open shared object "
+                         "file"));
+}
+
+TEST_F(NcclDecisionTest, MissingHelperLeavesTheVersionUnknown) {
+  listing_ = Answer(absl::StrCat("found\tLD_LIBRARY_PATH\t", kWheel, "\t", kWheel, "\n"));
+  v1::NodeProbe probe;
+  ProbeNcclWith(ctx_, "/nonexistent/fleet-nccl-probe", runner_, &probe);
+  EXPECT_THAT(probe.unavailable(), IsEmpty());
+  EXPECT_EQ(probe.nccl().version(), "");
+  EXPECT_THAT(probe.nccl().version_unknown(),
+              StartsWith("not checked: helper /nonexistent/fleet-nccl-probe not found"));
+  EXPECT_EQ(runner_.runs().size(), 1u);
+}
+
+TEST_F(NcclDecisionTest, VllmNcclSoPathIsFollowedInTheImage) {
+  AddEnv(ctx_, "VLLM_NCCL_SO_PATH", "/opt/nccl/libnccl.so.2.28.9");
+  listing_ = Answer(
+      "vllm\t/opt/nccl/libnccl.so.2.28.9\tthe shard's env\n"
+      "found\tVLLM_NCCL_SO_PATH\t/opt/nccl/libnccl.so.2.28.9\t/opt/nccl/libnccl.so.2.28.9\n");
+  v1::NodeProbe probe = Probe();
+  EXPECT_TRUE(Has(runner_.runs()[0].argv, "FLEET_VLLM_NCCL_SO_PATH=/opt/nccl/libnccl.so.2.28.9"));
+  EXPECT_EQ(probe.nccl().library(), "/opt/nccl/libnccl.so.2.28.9");
+  EXPECT_EQ(probe.nccl().version(), "2.28.9");
+  EXPECT_THAT(probe.nccl().how(),
+              HasSubstr("found by VLLM_NCCL_SO_PATH (followed VLLM_NCCL_SO_PATH=/opt/nccl/"
+                        "libnccl.so.2.28.9 from the shard's env, as vLLM does)"));
+}
+
+TEST_F(NcclDecisionTest, VllmNcclSoPathNamingNothingInTheImageIsAnError) {
+  listing_ = Answer("vllm\t/opt/absent/libnccl.so.2\tthe image's env\n");
+  v1::NodeProbe probe = Probe();
+  EXPECT_THAT(probe.unavailable(), IsEmpty());
+  EXPECT_EQ(probe.nccl().version(), "");
+  EXPECT_EQ(probe.nccl().library(), "/opt/absent/libnccl.so.2");
+  EXPECT_THAT(probe.nccl().error(),
+              AllOf(StartsWith("VLLM_NCCL_SO_PATH=/opt/absent/libnccl.so.2 (the image's env) "
+                               "names no file in image vllm-node:latest"),
+                    HasSubstr("point VLLM_NCCL_SO_PATH in the recipe's env at the libnccl.so.2 "
+                              "inside vllm-node:latest")));
+  EXPECT_EQ(runner_.runs().size(), 1u);
+}
+
+TEST_F(NcclDecisionTest, ProcessRuntimeHandsVllmNcclSoPathToTheHelper) {
+  ctx_.request.set_runtime(v1::SHARD_RUNTIME_PROCESS);
+  AddEnv(ctx_, "VLLM_NCCL_SO_PATH", "/opt/nccl/libnccl.so.2.30.4");
+  helper_ = Answer("fleet-nccl-probe: ok 23004 /opt/nccl/libnccl.so.2.30.4");
+  v1::NodeProbe probe = Probe();
+  ASSERT_EQ(runner_.runs().size(), 1u);
+  EXPECT_THAT(runner_.runs()[0].argv,
+              ElementsAre(NCCL_PROBE_HELPER, "/opt/nccl/libnccl.so.2.30.4"));
+  EXPECT_EQ(probe.nccl().version(), "2.30.4");
+
+  // Empty, as vLLM reads it, is unset: libnccl.so.2 as the loader finds it.
+  AddEnv(ctx_, "VLLM_NCCL_SO_PATH", "");
+  Probe();
+  EXPECT_THAT(runner_.runs()[1].argv, ElementsAre(NCCL_PROBE_HELPER));
+}
+
 TEST(ImageProbeTest, NoDockerCliSaysWhy) {
   ProbeContext ctx{.node_name = "spark-1", .docker = "/nonexistent/docker"};
   ctx.request.set_image("vllm/vllm-openai:v0.11.0");
@@ -345,23 +569,39 @@ TEST_F(ModelProbeTest, RecordedTreeIsReadBeneathItsRoot) {
   EXPECT_EQ(probe.models(0).file_count(), 1u);
 }
 
-// Image ID and in-image NCCL against a real Docker engine. The image holds busybox, a fake
-// /usr/lib/libnccl.so.2.30.4 (+ libnccl.so.2 link) and /opt/nccl/lib/libnccl.so.2.28.9.
+// Image ID and in-image NCCL against a real Docker engine. The image holds busybox (static: no
+// glibc), a fake /usr/lib/libnccl.so.2.30.4 (+ libnccl.so.2 link),
+// /opt/nccl/lib/libnccl.so.2.28.9 (+ link) and a plain /opt/wheel/nvidia/nccl/lib/libnccl.so.2
+// (2.28.9). glibc_image_ adds the host's glibc (what fleet-nccl-probe needs) and a plain
+// libnccl.so.2 (2.30.4) where a pip wheel puts it.
 class DockerProbeTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     image_ = absl::StrCat("fleet-test-nccl:", ::getpid());
-    skip_reason_ =
-        ImportBusyboxImage(FLEET_SOURCE_DIR, image_,
-                           absl::StrCat("mkdir -p $ROOT/usr/lib $ROOT/opt/nccl/lib; cp ",
-                                        FAKE_NCCL_23004, " $ROOT/usr/lib/libnccl.so.2.30.4; ",
-                                        "ln -s libnccl.so.2.30.4 $ROOT/usr/lib/libnccl.so.2; cp ",
-                                        FAKE_NCCL_22809, " $ROOT/opt/nccl/lib/libnccl.so.2.28.9; ",
-                                        "ln -s libnccl.so.2.28.9 $ROOT/opt/nccl/lib/libnccl.so.2"));
-    if (!skip_reason_.empty()) image_.clear();
+    skip_reason_ = ImportBusyboxImage(
+        FLEET_SOURCE_DIR, image_,
+        absl::StrCat("mkdir -p $ROOT/usr/lib $ROOT/opt/nccl/lib $ROOT/opt/wheel/nvidia/nccl/lib; ",
+                     "cp ", FAKE_NCCL_23004, " $ROOT/usr/lib/libnccl.so.2.30.4; ",
+                     "ln -s libnccl.so.2.30.4 $ROOT/usr/lib/libnccl.so.2; cp ", FAKE_NCCL_22809,
+                     " $ROOT/opt/nccl/lib/libnccl.so.2.28.9; ",
+                     "ln -s libnccl.so.2.28.9 $ROOT/opt/nccl/lib/libnccl.so.2; cp ",
+                     FAKE_NCCL_22809, " $ROOT/opt/wheel/nvidia/nccl/lib/libnccl.so.2"));
+    if (!skip_reason_.empty()) {
+      image_.clear();
+      return;
+    }
+    glibc_image_ = absl::StrCat("fleet-test-nccl-glibc:", ::getpid());
+    skip_reason_ = ImportBusyboxImage(
+        FLEET_SOURCE_DIR, glibc_image_,
+        absl::StrCat("for f in $(ldd ", NCCL_PROBE_HELPER, " | grep -o '/[^ ]*'); do ",
+                     "mkdir -p $ROOT$(dirname $f); cp -L $f $ROOT$f; done; ", "w=$ROOT",
+                     Dir(kWheel), "; mkdir -p $w; cp ", FAKE_NCCL_23004, " $w/libnccl.so.2"));
+    if (!skip_reason_.empty()) glibc_image_.clear();
   }
   static void TearDownTestSuite() {
-    if (!image_.empty()) Shell(absl::StrCat("docker rmi -f ", image_, " >/dev/null 2>&1"));
+    for (const std::string& image : {image_, glibc_image_}) {
+      if (!image.empty()) Shell(absl::StrCat("docker rmi -f ", image, " >/dev/null 2>&1"));
+    }
   }
   void SetUp() override {
     if (!skip_reason_.empty()) GTEST_SKIP() << skip_reason_;
@@ -376,10 +616,12 @@ class DockerProbeTest : public ::testing::Test {
 
   static std::string skip_reason_;
   static std::string image_;
+  static std::string glibc_image_;
 };
 
 std::string DockerProbeTest::skip_reason_;
 std::string DockerProbeTest::image_;
+std::string DockerProbeTest::glibc_image_;
 
 TEST_F(DockerProbeTest, MissingImageNamesTheFix) {
   ProbeContext ctx = Context("fleet-test-absent:none");
@@ -424,6 +666,69 @@ TEST_F(DockerProbeTest, NcclVersionComesFromTheFileTheImageWouldLoad) {
   EXPECT_EQ(steered.nccl().library(), "/opt/nccl/lib/libnccl.so.2");
   EXPECT_EQ(steered.nccl().version(), "2.28.9");
   EXPECT_THAT(steered.nccl().how(), HasSubstr("LD_LIBRARY_PATH"));
+}
+
+TEST_F(DockerProbeTest, VllmNcclSoPathIsFollowedInTheImage) {
+  ProbeContext ctx = Context(image_);
+  AddEnv(ctx, "VLLM_NCCL_SO_PATH", "/opt/nccl/lib/libnccl.so.2.28.9");
+  v1::NodeProbe probe;
+  ProbeNcclWithHelper(ctx, NCCL_PROBE_HELPER, &probe);
+  EXPECT_THAT(probe.unavailable(), IsEmpty());
+  EXPECT_EQ(probe.nccl().library(), "/opt/nccl/lib/libnccl.so.2.28.9");
+  EXPECT_EQ(probe.nccl().version(), "2.28.9");
+  EXPECT_THAT(probe.nccl().how(),
+              HasSubstr("followed VLLM_NCCL_SO_PATH=/opt/nccl/lib/libnccl.so.2.28.9 from the "
+                        "shard's env"));
+
+  // A bare name is searched as the loader would, LD_LIBRARY_PATH first.
+  ProbeContext bare = Context(image_);
+  AddEnv(bare, "VLLM_NCCL_SO_PATH", "libnccl.so.2.28.9");
+  AddEnv(bare, "LD_LIBRARY_PATH", "/opt/nccl/lib");
+  v1::NodeProbe searched;
+  ProbeNcclWithHelper(bare, NCCL_PROBE_HELPER, &searched);
+  EXPECT_EQ(searched.nccl().library(), "/opt/nccl/lib/libnccl.so.2.28.9");
+  EXPECT_EQ(searched.nccl().version(), "2.28.9");
+
+  // Naming nothing: an error, not the image's /usr/lib/libnccl.so.2 in its place.
+  ProbeContext absent = Context(image_);
+  AddEnv(absent, "VLLM_NCCL_SO_PATH", "/opt/absent/libnccl.so.2");
+  v1::NodeProbe missing;
+  ProbeNcclWithHelper(absent, NCCL_PROBE_HELPER, &missing);
+  EXPECT_THAT(missing.unavailable(), IsEmpty());
+  EXPECT_EQ(missing.nccl().version(), "");
+  EXPECT_EQ(missing.nccl().library(), "/opt/absent/libnccl.so.2");
+  EXPECT_THAT(missing.nccl().error(),
+              StartsWith(absl::StrCat("VLLM_NCCL_SO_PATH=/opt/absent/libnccl.so.2 (the shard's "
+                                      "env) names no file in image ",
+                                      image_)));
+}
+
+// busybox-static has no glibc dynamic loader, so the helper cannot run there: the version is
+// "not checked", with the reason, and nothing is counted unavailable.
+TEST_F(DockerProbeTest, PlainLibncclSo2InAnImageWithoutGlibcIsNotChecked) {
+  ProbeContext ctx = Context(image_);
+  AddEnv(ctx, "LD_LIBRARY_PATH", "/opt/wheel/nvidia/nccl/lib");
+  v1::NodeProbe probe;
+  ProbeNcclWithHelper(ctx, NCCL_PROBE_HELPER, &probe);
+  EXPECT_THAT(probe.unavailable(), IsEmpty());
+  EXPECT_EQ(probe.nccl().library(), "/opt/wheel/nvidia/nccl/lib/libnccl.so.2");
+  EXPECT_EQ(probe.nccl().version(), "");
+  EXPECT_THAT(probe.nccl().version_unknown(),
+              AllOf(StartsWith(absl::StrCat("not checked: fleet-nccl-probe cannot run in image ",
+                                            image_, " (the image has no glibc dynamic loader")),
+                    HasSubstr("/opt/wheel/nvidia/nccl/lib/libnccl.so.2 is unknown")));
+}
+
+TEST_F(DockerProbeTest, PlainLibncclSo2IsAskedForItsVersionInTheImage) {
+  v1::NodeProbe probe;
+  ProbeNcclWithHelper(Context(glibc_image_), NCCL_PROBE_HELPER, &probe);
+  EXPECT_THAT(probe.unavailable(), IsEmpty());
+  EXPECT_EQ(probe.nccl().library(), kWheel);
+  EXPECT_EQ(probe.nccl().version(), "2.30.4") << probe.nccl().version_unknown();
+  EXPECT_EQ(probe.nccl().version_code(), 23004);
+  EXPECT_THAT(probe.nccl().how(),
+              AllOf(HasSubstr("found by PyTorch's RUNPATH (pip nvidia-nccl)"),
+                    HasSubstr("version from ncclGetVersion (fleet-nccl-probe run in the image)")));
 }
 
 }  // namespace

@@ -1,7 +1,8 @@
 // Preflight end to end over recorded DGX Spark trees (tests/fixtures/nodes): the real RDMA,
 // network and limits probes read each tree, placement derives each rank's fabric interface
 // and RDMA devices from them, the repo's 2-Spark recipe is planned, and preflight judges the
-// pair. The library-backed sections (GPU through NVML, NCCL through dlopen, the image and the
+// pair. The node facts each agent registers with (/dev/infiniband among them) are read from the
+// same trees. The library-backed sections (GPU through NVML, NCCL through dlopen, the image and the
 // model) need a live node, so the test fills them as those probes report them on a Spark.
 #include <filesystem>
 #include <fstream>
@@ -11,6 +12,7 @@
 #include "absl/strings/match.h"
 #include "agent/probes/limits.h"
 #include "agent/probes/network.h"
+#include "agent/probes/node_facts.h"
 #include "agent/probes/rdma.h"
 #include "controller/preflight/preflight.h"
 #include "gmock/gmock.h"
@@ -39,6 +41,8 @@ class Tree {
   void Write(const std::string& path, const std::string& content) const {
     std::ofstream(root_ + "/" + path, std::ios::trunc) << content << "\n";
   }
+  void Remove(const std::string& path) const { std::filesystem::remove_all(root_ + "/" + path); }
+  v1::NodeFacts Facts() const { return agent::ReadNodeFacts(root_); }
   v1::NodeProbe Probe() const {
     agent::ProbeContext ctx{.root = root_, .live = false};
     v1::NodeProbe probe;
@@ -71,13 +75,13 @@ class Tree {
   std::string nccl_ = "2.30.4";
 };
 
-v1::Node Registered(const std::string& name, const std::string& address,
-                    const v1::NodeProbe& probe) {
+v1::Node Registered(const std::string& name, const std::string& address, const Tree& tree) {
   v1::Node node;
   node.mutable_identity()->set_name(name);
   node.mutable_identity()->set_node_id(name);
   node.set_address(address + ":7101");
-  *node.mutable_probe() = probe;
+  *node.mutable_probe() = tree.Probe();
+  *node.mutable_facts() = tree.Facts();
   return node;
 }
 
@@ -90,17 +94,18 @@ std::string Env(const v1::ShardSpec& spec, const std::string& name) {
 
 class PreflightFixtureTest : public ::testing::Test {
  protected:
-  // Plans the 2-Spark recipe on the pair as registered (healthy), then judges it with what the
-  // probes see now in `a` and `b`.
-  std::vector<CheckRow> Judge(const Tree& a, const Tree& b) {
+  // Plans the 2-Spark recipe on the pair as registered (healthy, or spark-b as
+  // `registered_b` is), then judges it with what the probes see now in `a` and `b`.
+  std::vector<CheckRow> Judge(const Tree& a, const Tree& b, const Tree* registered_b = nullptr) {
     absl::StatusOr<engine::Recipe> recipe =
         engine::LoadRecipe(Source("recipes/deepseek-v4-flash-2x.yaml"));
     EXPECT_TRUE(recipe.ok()) << recipe.status();
     Tree healthy_a("spark-a"), healthy_b("spark-b");
     engine::GroupContext group;
     group.group = "ds4";
-    group.nodes = {ToNodeView(Registered("spark-a", "192.168.100.10", healthy_a.Probe())),
-                   ToNodeView(Registered("spark-b", "192.168.100.11", healthy_b.Probe()))};
+    group.nodes = {ToNodeView(Registered("spark-a", "192.168.100.10", healthy_a)),
+                   ToNodeView(Registered("spark-b", "192.168.100.11",
+                                         registered_b != nullptr ? *registered_b : healthy_b))};
     group.master_addr = group.nodes[0].fabric_address;
     group.master_port = 29500;
     absl::StatusOr<engine::GroupPlan> plan = engine::PlanGroup(*recipe, {}, group);
@@ -132,6 +137,7 @@ TEST_F(PreflightFixtureTest, HealthyPairPassesAndNcclUsesBothHalvesOfThePort) {
     EXPECT_EQ(Env(spec, "NCCL_IB_HCA"), "=rocep1s0f1,roceP2p1s0f1");
     EXPECT_EQ(Env(spec, "NCCL_SOCKET_IFNAME"), "enp1s0f1np1");
   }
+  for (const v1::ShardSpec& spec : plan_.ranks) EXPECT_TRUE(spec.infiniband()) << spec.rank();
   EXPECT_EQ(Env(plan_.ranks[0], "VLLM_HOST_IP"), "192.168.100.10");
   EXPECT_EQ(Env(plan_.ranks[1], "VLLM_HOST_IP"), "192.168.100.11");
 }
@@ -178,6 +184,26 @@ TEST_F(PreflightFixtureTest, DifferentNcclVersionsFail) {
   ASSERT_NE(constraint, nullptr);
   EXPECT_EQ(constraint->verdict, Verdict::kFail);
   ASSERT_NE(Find(rows, "spark-b", "nccl-same"), nullptr);
+}
+
+// A Spark whose RDMA driver is loaded (sysfs lists its devices) but not the verbs modules has
+// no /dev/infiniband: it registers without it, the plan's docker line for it lacks the
+// device, and preflight fails that rank before NCCL can fall back to TCP unseen.
+TEST_F(PreflightFixtureTest, DockerRankWithoutDevInfinibandFailsNamingTheDevices) {
+  Tree a("spark-a"), b("spark-b");
+  b.Remove("dev/infiniband");
+  std::vector<CheckRow> rows = Judge(a, b, &b);
+  EXPECT_TRUE(plan_.ranks[0].infiniband());
+  EXPECT_FALSE(plan_.ranks[1].infiniband());
+  EXPECT_EQ(Find(rows, "spark-a", "rdma-device"), nullptr);
+  const CheckRow* row = Find(rows, "spark-b", "rdma-device");
+  ASSERT_NE(row, nullptr);
+  EXPECT_EQ(row->verdict, Verdict::kFail);
+  EXPECT_EQ(row->observed,
+            "spark-b has RDMA devices roceP2p1s0f0, roceP2p1s0f1, rocep1s0f0, rocep1s0f1 but its "
+            "docker line lacks --device /dev/infiniband (NCCL would fall back to TCP sockets)");
+  EXPECT_THAT(row->fix, HasSubstr("modprobe ib_uverbs rdma_ucm"));
+  EXPECT_THAT(row->fix, HasSubstr("`infiniband: true` for spark-b"));
 }
 
 }  // namespace

@@ -237,9 +237,9 @@ TEST(PreflightTest, RowsAreSortedByCheckThenRank) {
   EXPECT_EQ(rows.back().check, "cache-dirs");
   EXPECT_EQ(rows.back().node, "spark-b");
   const std::vector<std::string> order = {
-      "nccl",     "nccl-same", "nccl-2.28", "memlock", "shm",       "rdma-port",
-      "rdma-gid", "rdma-rate", "mtu",       "subnet",  "gpu",       "gpu-driver",
-      "gpu-cuda", "image",     "model",     "disk",    "cache-dirs"};
+      "nccl",       "nccl-same", "nccl-2.28", "memlock", "shm",    "rdma-device",
+      "rdma-port",  "rdma-gid",  "rdma-rate", "mtu",     "subnet", "gpu",
+      "gpu-driver", "gpu-cuda",  "image",     "model",   "disk",   "cache-dirs"};
   auto key = [&](const CheckRow& row) {
     return std::make_pair(std::find(order.begin(), order.end(), row.check) - order.begin(),
                           row.rank);
@@ -582,6 +582,94 @@ TEST(PreflightTest, UnavailableSectionWarnsUnlessTheRecipeNeedsIt) {
   const CheckRow fail = Row(RunPreflight(SparkRecipe(), nodes), "spark-b", "nccl");
   EXPECT_EQ(fail.verdict, Verdict::kFail);
   EXPECT_THAT(fail.fix, HasSubstr("LD_LIBRARY_PATH/LD_PRELOAD"));
+}
+
+// VLLM_NCCL_SO_PATH naming nothing loadable stops vLLM at start whatever requires.nccl says.
+TEST(PreflightTest, VllmNcclSoPathThatLoadsNothingFailsEvenWithoutRequiresNccl) {
+  std::vector<PreflightNode> nodes = Group(2);
+  v1::NcclProbe* nccl = nodes[1].probe.mutable_nccl();
+  nccl->Clear();
+  nccl->set_library("/opt/nccl/libnccl.so.2.30.4");
+  nccl->set_error(
+      "VLLM_NCCL_SO_PATH=/opt/nccl/libnccl.so.2.30.4 (the shard's env) names no file in image "
+      "vllm-node:latest");
+  engine::Recipe any_nccl = SparkRecipe();
+  any_nccl.requirements.nccl.clear();
+
+  for (const engine::Recipe& recipe : {any_nccl, SparkRecipe()}) {
+    const std::vector<CheckRow> rows = RunPreflight(recipe, nodes);
+    const CheckRow row = Row(rows, "spark-b", "nccl");
+    EXPECT_EQ(row.verdict, Verdict::kFail);
+    EXPECT_EQ(row.observed, nccl->error());
+    EXPECT_THAT(row.fix, HasSubstr("point VLLM_NCCL_SO_PATH in the recipe's env"));
+    EXPECT_TRUE(Rows(rows, "spark-b", "nccl-same").empty());
+  }
+}
+
+// A library found whose version could not be read (a pip wheel's plain libnccl.so.2 in an
+// image the helper cannot run in) warns with the way to make it visible; it never fails.
+TEST(PreflightTest, NcclOfUnknownVersionWarnsAndNeverFails) {
+  std::vector<PreflightNode> nodes = Group(4);
+  v1::NcclProbe* nccl = nodes[2].probe.mutable_nccl();
+  nccl->Clear();
+  nccl->set_library("/usr/local/lib/python3.12/dist-packages/nvidia/nccl/lib/libnccl.so.2");
+  nccl->set_version_unknown(
+      "not checked: fleet-nccl-probe cannot run in image vllm-node:latest (it is built for "
+      "another CPU architecture than the image's)");
+
+  const std::vector<CheckRow> rows = RunPreflight(SparkRecipe(), nodes);
+  EXPECT_FALSE(AnyFailure(rows)) << ::testing::PrintToString(NonPassing(rows));
+  const CheckRow row = Row(rows, "spark-c", "nccl");
+  EXPECT_EQ(row.verdict, Verdict::kWarn);
+  EXPECT_EQ(row.observed, absl::StrCat(nccl->library(), ": version ", nccl->version_unknown()));
+  EXPECT_EQ(row.expected, ">=2.30.4");
+  EXPECT_THAT(row.fix, HasSubstr("LD_PRELOAD=/path/libnccl.so.2.30.4"));
+  EXPECT_TRUE(Rows(rows, "spark-c", "nccl-same").empty());
+  EXPECT_EQ(Row(rows, "spark-a", "nccl-same").verdict, Verdict::kPass);
+}
+
+TEST(PreflightTest, DockerRankWithoutDevInfinibandOnAnRdmaNodeFails) {
+  std::vector<PreflightNode> nodes = Group(2);
+  EXPECT_EQ(Row(RunPreflight(SparkRecipe(), nodes), "spark-b", "rdma-device").observed,
+            "--device /dev/infiniband for rocep1s0f1, roceP2p1s0f1");
+  nodes[1].view.has_infiniband = false;  // the node registered without /dev/infiniband
+  nodes[1].spec.set_infiniband(false);   // so the plan left the device out
+
+  std::vector<CheckRow> rows = RunPreflight(SparkRecipe(), nodes);
+  EXPECT_THAT(NonPassing(rows), ::testing::SizeIs(1));
+  CheckRow row = Row(rows, "spark-b", "rdma-device");
+  EXPECT_EQ(row.verdict, Verdict::kFail);
+  EXPECT_EQ(row.observed,
+            "spark-b has RDMA devices rocep1s0f1, roceP2p1s0f1 but its docker line lacks "
+            "--device /dev/infiniband (NCCL would fall back to TCP sockets)");
+  EXPECT_EQ(row.expected, "--device /dev/infiniband in the docker line");
+  EXPECT_THAT(
+      row.fix,
+      AllOf(HasSubstr("no recipe key sets it"), HasSubstr("`modprobe ib_uverbs rdma_ucm`"),
+            HasSubstr("restart fleet-agent there"), HasSubstr("`infiniband: true` for spark-b"),
+            HasSubstr("NCCL_IB_DISABLE=1 in the recipe's env")));
+
+  // The node has the device by now; only the plan is stale.
+  nodes[1].view.has_infiniband = true;
+  row = Row(RunPreflight(SparkRecipe(), nodes), "spark-b", "rdma-device");
+  EXPECT_EQ(row.verdict, Verdict::kFail);
+  EXPECT_THAT(row.fix, HasSubstr("plan the group again"));
+
+  // NCCL told to stay off RDMA needs no device.
+  nodes[1].spec.mutable_env(2)->set_value("1");  // NCCL_IB_DISABLE
+  row = Row(RunPreflight(SparkRecipe(), nodes), "spark-b", "rdma-device");
+  EXPECT_EQ(row.verdict, Verdict::kPass);
+  EXPECT_EQ(row.observed, "not needed: NCCL_IB_DISABLE=1 leaves rocep1s0f1, roceP2p1s0f1 unused");
+}
+
+TEST(PreflightTest, RdmaDeviceIsJudgedOnlyForDockerRanksOnRdmaNodes) {
+  std::vector<PreflightNode> process = Group(2, v1::SHARD_RUNTIME_PROCESS);
+  EXPECT_TRUE(Rows(RunPreflight(SparkRecipe(), process), "spark-a", "rdma-device").empty());
+
+  std::vector<PreflightNode> docker = Group(2);
+  docker[0].probe.clear_rdma();
+  docker[0].spec.set_infiniband(false);
+  EXPECT_TRUE(Rows(RunPreflight(SparkRecipe(), docker), "spark-a", "rdma-device").empty());
 }
 
 TEST(PreflightTest, AgentThatDidNotAnswerFailsWhatTheRecipeNeeds) {
