@@ -55,7 +55,8 @@ void ProbeImage(const ProbeContext& ctx, v1::NodeProbe* out) {
     return;
   }
   absl::StatusOr<ProbeCommandResult> run = RunProbeCommand(
-      {ctx.docker, "image", "inspect", "--format", "{{json .}}", image}, {}, kInspectTimeout);
+      *DefaultProcessRunner(), {ctx.docker, "image", "inspect", "--format", "{{json .}}", image},
+      {}, kInspectTimeout);
   if (!run.ok()) {
     cannot_see(absl::StrCat("docker CLI ", ctx.docker, ": ", run.status().message(),
                             " (install Docker: apt-get install docker.io)"));
@@ -358,11 +359,12 @@ void ProbeModel(const ProbeContext& ctx, const std::string& spec, v1::NodeProbe*
 
 }  // namespace
 
-absl::StatusOr<ProbeCommandResult> RunProbeCommand(const std::vector<std::string>& argv,
+absl::StatusOr<ProbeCommandResult> RunProbeCommand(ProcessRunner& runner,
+                                                   const std::vector<std::string>& argv,
                                                    const std::vector<std::string>& env,
                                                    absl::Duration timeout) {
-  absl::StatusOr<RunResult> run = DefaultProcessRunner()->Run(
-      {.argv = argv, .env = env, .stderr_to = OutputTo::kStdout}, timeout);
+  absl::StatusOr<RunResult> run =
+      runner.Run({.argv = argv, .env = env, .stderr_to = OutputTo::kStdout}, timeout);
   if (absl::IsDeadlineExceeded(run.status())) {
     return absl::DeadlineExceededError(absl::StrCat(argv[0], " did not finish within ",
                                                     absl::FormatDuration(timeout), "; killed"));

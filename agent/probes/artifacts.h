@@ -9,6 +9,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "agent/probes/probe_context.h"
+#include "common/process/process_runner.h"
 #include "fleet/v1/probe.pb.h"
 
 namespace fleet::agent {
@@ -40,11 +41,12 @@ struct ProbeCommandResult {
   std::string output;
 };
 
-// Runs `argv` with `env` ("KEY=VALUE" entries over the inherited environment) through the
-// process runner and collects its output. DeadlineExceeded (the process killed) past `timeout`; the
-// error of exec (NotFound for a missing program) when it cannot start. Shared by the device
-// probes, which run docker and fleet-nccl-probe.
-absl::StatusOr<ProbeCommandResult> RunProbeCommand(const std::vector<std::string>& argv,
+// Runs `argv` with `env` ("KEY=VALUE" entries over the inherited environment) through `runner`
+// (DefaultProcessRunner() on a node, a fake in tests) and collects its output. DeadlineExceeded
+// (the process killed) past `timeout`; the error of exec (NotFound for a missing program) when
+// it cannot start. Shared by the device probes, which run docker and fleet-nccl-probe.
+absl::StatusOr<ProbeCommandResult> RunProbeCommand(ProcessRunner& runner,
+                                                   const std::vector<std::string>& argv,
                                                    const std::vector<std::string>& env,
                                                    absl::Duration timeout);
 

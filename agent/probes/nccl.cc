@@ -32,21 +32,6 @@ constexpr absl::Duration kDockerTimeout = absl::Seconds(60);
 // Where the helper is mounted (read-only) in a throw-away container of the shard's image.
 constexpr char kHelperInImage[] = "/fleet-nccl-probe";
 
-// RunProbeCommand (artifacts.h) through an injected runner, so the probe's decisions can be
-// tested with a FakeProcessRunner.
-absl::StatusOr<ProbeCommandResult> Run(ProcessRunner& runner, const std::vector<std::string>& argv,
-                                       const std::vector<std::string>& env,
-                                       absl::Duration timeout) {
-  absl::StatusOr<RunResult> run =
-      runner.Run({.argv = argv, .env = env, .stderr_to = OutputTo::kStdout}, timeout);
-  if (absl::IsDeadlineExceeded(run.status())) {
-    return absl::DeadlineExceededError(absl::StrCat(argv[0], " did not finish within ",
-                                                    absl::FormatDuration(timeout), "; killed"));
-  }
-  if (!run.ok()) return run.status();
-  return ProbeCommandResult{.wait_status = run->wait_status, .output = std::move(run->out)};
-}
-
 // The value the shard gets for `name`: its own env entry, else (process runtime, which
 // inherits the agent's environment) the agent's.
 std::optional<std::string> ShardEnv(const ProbeContext& ctx, absl::string_view name, bool inherit) {
@@ -175,7 +160,8 @@ void ProbeWithHelper(const ProbeContext& ctx, const std::string& helper, Process
   std::optional<VllmNcclPath> vllm = ProcessVllmNcclPath(ctx);
   std::vector<std::string> argv = {helper};
   if (vllm) argv.push_back(vllm->value);
-  absl::StatusOr<ProbeCommandResult> run = Run(runner, argv, LoaderVariables(ctx), kHelperTimeout);
+  absl::StatusOr<ProbeCommandResult> run =
+      RunProbeCommand(runner, argv, LoaderVariables(ctx), kHelperTimeout);
   if (!run.ok()) {
     out->add_unavailable(absl::StrCat("nccl: ", helper, ": ", run.status().message()));
     return;
@@ -284,9 +270,9 @@ absl::StatusOr<ProbeCommandResult> RunInImage(const ProbeContext& ctx, ProcessRu
   argv.insert(argv.end(), options.begin(), options.end());
   argv.push_back(ctx.request.image());
   argv.insert(argv.end(), args.begin(), args.end());
-  absl::StatusOr<ProbeCommandResult> run = Run(runner, argv, {}, kDockerTimeout);
+  absl::StatusOr<ProbeCommandResult> run = RunProbeCommand(runner, argv, {}, kDockerTimeout);
   if (absl::IsDeadlineExceeded(run.status())) {
-    Run(runner, {ctx.docker, "rm", "-f", name}, {}, absl::Seconds(10)).IgnoreError();
+    RunProbeCommand(runner, {ctx.docker, "rm", "-f", name}, {}, absl::Seconds(10)).IgnoreError();
   }
   return run;
 }
