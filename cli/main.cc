@@ -91,6 +91,7 @@ struct ControllerFlags {
   std::string node_cert_validity = "720h";
   bool auto_adopt = false;
   uint16_t discovery_port = 7109;
+  std::string metrics_listen;
 };
 
 int RunController(const ControllerFlags& flags) {
@@ -101,6 +102,7 @@ int RunController(const ControllerFlags& flags) {
   options.admin_config = flags.admin_config.empty() ? absl::StrCat(flags.state_dir, "/admin.yaml")
                                                     : flags.admin_config;
   options.discovery_port = flags.discovery_port;
+  options.metrics_listen = flags.metrics_listen;
   if (flags.auto_adopt) {
     options.auto_adopt_period = absl::Seconds(2);
     options.auto_adopt_fabric = true;
@@ -216,6 +218,9 @@ int Main(int argc, char** argv) {
                        "probe every 2 s and adopt agents that prove a join token");
   controller->add_option("--discovery-port", cflags.discovery_port, "UDP port agents answer on")
       ->capture_default_str();
+  controller->add_option("--metrics-listen", cflags.metrics_listen,
+                         "HOST:PORT of the read-only Prometheus endpoint, e.g. 0.0.0.0:9100 "
+                         "(port 0: any free; default: off)");
 
   agent::AgentOptions aopts;
   aopts.state_dir = "/var/lib/fleet-agent";
@@ -238,6 +243,9 @@ int Main(int argc, char** argv) {
       ->capture_default_str();
   agent->add_option("--root", aopts.root, "root directory the probes read (for recorded trees)")
       ->capture_default_str();
+  agent->add_option("--metrics-listen", aopts.metrics_listen,
+                    "HOST:PORT of the read-only Prometheus endpoint, e.g. 0.0.0.0:9101 "
+                    "(port 0: any free; default: off)");
 
   CLI::App* nodes = app.add_subcommand("nodes", "list the nodes the controller knows");
   CLI::App* get = app.add_subcommand("get", "list resources (kubectl style)");
