@@ -262,6 +262,8 @@ absl::Status AgentServer::Serve(const std::string& controller_address) {
   shard_executor_ = std::make_unique<ThreadPool>(4);
   probe_executor_ = std::make_unique<ThreadPool>(2);
   read_executor_ = std::make_unique<ThreadPool>(2);
+  // A fabric test's receiver and sender at once (the controller gives a node one test at a time).
+  fabric_executor_ = std::make_unique<ThreadPool>(2);
   // Shards reach the controller as this agent does, and trust the same CA (by absolute path:
   // a container mounts it at that path, a process may run elsewhere).
   std::error_code ec;
@@ -270,7 +272,8 @@ absl::Status AgentServer::Serve(const std::string& controller_address) {
       identity_, options_.root, supervisor_.get(),
       AgentExecutors{.shards = shard_executor_.get(),
                      .probes = probe_executor_.get(),
-                     .reads = read_executor_.get()},
+                     .reads = read_executor_.get(),
+                     .fabric = fabric_executor_.get()},
       absl::StrCat(options_.state_dir, "/probe-cache"),
       ControllerAccess{.address = controller_address,
                        .ca_path = ec ? paths.ca : ca_path.lexically_normal().string()});
@@ -384,6 +387,7 @@ void AgentServer::Shutdown() {
   if (shard_executor_) shard_executor_->Shutdown();
   if (probe_executor_) probe_executor_->Shutdown();
   if (read_executor_) read_executor_->Shutdown();
+  if (fabric_executor_) fabric_executor_->Shutdown();
   // Shards keep running: the next agent re-adopts them.
   Log(LogLevel::kInfo, "agent", "stopped", {{"node", identity_.name()}});
 }

@@ -110,6 +110,7 @@ class AgentServer {
   std::unique_ptr<ThreadPool> shard_executor_;
   std::unique_ptr<ThreadPool> probe_executor_;
   std::unique_ptr<ThreadPool> read_executor_;
+  std::unique_ptr<ThreadPool> fabric_executor_;
   std::unique_ptr<DiscoveryResponder> responder_;
   std::unique_ptr<AgentService> service_;
   std::unique_ptr<grpc::Server> server_;

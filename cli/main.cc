@@ -19,6 +19,7 @@
 #include "cli/commands.h"
 #include "cli/config.h"
 #include "cli/export_commands.h"
+#include "cli/fabric_commands.h"
 #include "cli/group_commands.h"
 #include "cli/local_cluster.h"
 #include "cli/probe_commands.h"
@@ -402,6 +403,25 @@ int Main(int argc, char** argv) {
   export_cmd->add_option("--partition", export_flags.partition, "slurm: partition");
   export_cmd->add_option("--time", export_flags.time_limit, "slurm: time limit, e.g. 24:00:00");
 
+  FabricFlags fabric_flags;
+  CLI::App* fabric = app.add_subcommand("fabric", "measure fabric bandwidth between nodes");
+  fabric->add_option("--nodes", fabric_flags.nodes, "nodes to test: a,b,... (default: every Ready)")
+      ->delimiter(',');
+  fabric->add_option("--tests", fabric_flags.tests, "tcp, rdma, nccl (default: tcp)")
+      ->delimiter(',');
+  fabric->add_flag("--ring", fabric_flags.ring, "test a ring (a>b>c>a) instead of every pair");
+  fabric->add_option("--duration", fabric_flags.duration, "time each test sends")
+      ->capture_default_str();
+  fabric->add_option("--streams", fabric_flags.streams, "TCP streams per test (1..64)")
+      ->capture_default_str();
+  fabric->add_option("--buffer-bytes", fabric_flags.buffer_bytes, "bytes per write (4096..16Mi)")
+      ->capture_default_str();
+  int history_limit = 20;
+  CLI::App* fabric_history =
+      fabric->add_subcommand("history", "stored fabric results per link, oldest first");
+  fabric_history->add_option("--limit", history_limit, "results per link and test")
+      ->capture_default_str();
+
   CLI::App* version = app.add_subcommand("version", "print the version");
 
   try {
@@ -449,6 +469,8 @@ int Main(int argc, char** argv) {
     return st.ok() ? 0 : Fail(std::string(st.message()));
   }
   if (*export_cmd) return Export(export_flags);
+  if (*fabric_history) return FabricHistory(g, history_limit);
+  if (*fabric) return Fabric(g, fabric_flags);
   if (*version) {
     std::cout << "fleet " << kVersion << "\n";
     return 0;

@@ -14,8 +14,10 @@
 #include "common/metrics/metrics_server.h"
 #include "common/status_macros.h"
 #include "controller/discovery/discovery_prober.h"
+#include "controller/fabric/fabric_runner.h"
 #include "controller/grpc/agent_client_impl.h"
 #include "controller/grpc/controller_service.h"
+#include "controller/grpc/fabric_agent_client_impl.h"
 #include "controller/grpc/rendezvous_service.h"
 #include "controller/metrics/controller_metrics.h"
 #include "controller/store/sqlite_store.h"
@@ -99,6 +101,10 @@ absl::Status ControllerServer::Init() {
                                            group_pool_.get());
   groups_->SetListener(metrics_.get());
   RETURN_IF_ERROR(groups_->Load());
+  fabric_agents_ = std::make_unique<GrpcFabricAgentClient>(transport_);
+  fabric_ = std::make_unique<FabricRunner>(
+      options_.clock, store_.get(), fabric_agents_.get(),
+      [this](const v1::FabricResult& r) { metrics_->OnFabricResult(r.test(), r.verdict()); });
 
   grpc::ServerBuilder builder;
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
@@ -125,7 +131,8 @@ absl::Status ControllerServer::Init() {
                               .rpc_executor = rpc_pool_.get(),
                               .probe_executor = probe_pool_.get(),
                               .groups = groups_.get(),
-                              .controller_id = controller_id});
+                              .controller_id = controller_id,
+                              .fabric = fabric_.get()});
   builder.RegisterService(service_.get());
   // fleet-engine ranks call it without a client certificate (the TLS port accepts optional
   // ones); the generation's token is their credential.

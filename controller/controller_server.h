@@ -35,6 +35,8 @@ namespace fleet::controller {
 
 class ClusterCa;
 class ControllerMetrics;
+class FabricAgentClient;
+class FabricRunner;
 class ControllerService;
 class DiscoveryProber;
 class RendezvousService;
@@ -129,6 +131,8 @@ class ControllerServer {
   std::unique_ptr<RendezvousStore> rendezvous_;
   std::unique_ptr<ControllerMetrics> metrics_;  // the group manager reports to it
   std::unique_ptr<GroupManager> groups_;
+  std::unique_ptr<FabricAgentClient> fabric_agents_;
+  std::unique_ptr<FabricRunner> fabric_;
   std::unique_ptr<MetricsServer> metrics_server_;  // reads the registry, sessions and groups
   std::unique_ptr<ControllerService> service_;
   std::unique_ptr<RendezvousService> rendezvous_service_;
