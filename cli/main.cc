@@ -21,6 +21,7 @@
 #include "cli/export_commands.h"
 #include "cli/fabric_commands.h"
 #include "cli/group_commands.h"
+#include "cli/health_commands.h"
 #include "cli/local_cluster.h"
 #include "cli/probe_commands.h"
 #include "common/files.h"
@@ -422,6 +423,9 @@ int Main(int argc, char** argv) {
   fabric_history->add_option("--limit", history_limit, "results per link and test")
       ->capture_default_str();
 
+  CLI::App* health = app.add_subcommand(
+      "health", "nodes, links, limits, fabric results and groups, each with a verdict");
+
   CLI::App* version = app.add_subcommand("version", "print the version");
 
   try {
@@ -471,6 +475,7 @@ int Main(int argc, char** argv) {
   if (*export_cmd) return Export(export_flags);
   if (*fabric_history) return FabricHistory(g, history_limit);
   if (*fabric) return Fabric(g, fabric_flags);
+  if (*health) return Health(g);
   if (*version) {
     std::cout << "fleet " << kVersion << "\n";
     return 0;
