@@ -1,9 +1,12 @@
 // `fleet health`: verdicts from the controller's nodes, groups and fabric history.
 #include "cli/health_commands.h"
 
+#include <unistd.h>
+
 #include <iostream>
 #include <limits>
 #include <map>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -227,22 +230,24 @@ nlohmann::ordered_json HealthJson(const HealthReport& report) {
   return doc;
 }
 
-int Health(const Globals& g) {
-  absl::StatusOr<AdminClient> client = Connect(g);
-  if (!client.ok()) return Fail(std::string(client.status().message()));
-  absl::StatusOr<v1::ListNodesResponse> nodes = client->ListNodes();
-  if (!nodes.ok()) return Fail(std::string(nodes.status().message()));
-  absl::StatusOr<v1::ListGroupsResponse> groups = client->ListGroups();
-  if (!groups.ok()) return Fail(std::string(groups.status().message()));
-  absl::StatusOr<v1::FabricHistoryResponse> history = client->FabricHistory({});
-  if (!history.ok()) return Fail(std::string(history.status().message()));
+namespace {
+
+// One look: fetch, judge, draw. The exit code of that look, or nullopt with the error printed.
+std::optional<int> DrawOnce(const Globals& g, AdminClient& client, std::string& out) {
+  absl::StatusOr<v1::ListNodesResponse> nodes = client.ListNodes();
+  absl::StatusOr<v1::ListGroupsResponse> groups =
+      nodes.ok() ? client.ListGroups() : absl::StatusOr<v1::ListGroupsResponse>(nodes.status());
+  absl::StatusOr<v1::FabricHistoryResponse> history =
+      groups.ok() ? client.FabricHistory({})
+                  : absl::StatusOr<v1::FabricHistoryResponse>(groups.status());
+  if (!history.ok()) {
+    Fail(std::string(history.status().message()));
+    return std::nullopt;
+  }
   HealthReport report =
       JudgeHealth(*nodes, *groups, {history->results().begin(), history->results().end()});
-  if (g.output == "json" || g.output == "yaml") {
-    std::cout << PrintDocument(HealthJson(report), g.output);
-  } else {
-    std::cout << RenderHealth(report);
-  }
+  out = g.output == "json" || g.output == "yaml" ? PrintDocument(HealthJson(report), g.output)
+                                                 : RenderHealth(report);
   for (const NodeHealth& n : report.nodes) {
     if (n.health.verdict != "healthy") return 1;
   }
@@ -250,6 +255,26 @@ int Health(const Globals& g) {
     if (gr.health.verdict != "healthy") return 1;
   }
   return 0;
+}
+
+}  // namespace
+
+int Health(const Globals& g, bool watch, absl::Duration period) {
+  absl::StatusOr<AdminClient> client = Connect(g);
+  if (!client.ok()) return Fail(std::string(client.status().message()));
+  const bool terminal = ::isatty(STDOUT_FILENO) == 1;
+  while (true) {
+    std::string out;
+    std::optional<int> code = DrawOnce(g, *client, out);
+    if (!code) return 1;
+    // On a terminal the view is redrawn in place (cursor home, clear screen); piped, each look
+    // follows the last.
+    if (watch && terminal) std::cout << "\033[H\033[2J";
+    std::cout << out << std::flush;
+    if (!watch) return *code;
+    absl::SleepFor(period);
+    if (!terminal) std::cout << "\n";
+  }
 }
 
 }  // namespace fleet::cli

@@ -53,7 +53,8 @@ HealthReport JudgeHealth(const v1::ListNodesResponse& nodes, const v1::ListGroup
 std::string RenderHealth(const HealthReport& report);
 nlohmann::ordered_json HealthJson(const HealthReport& report);
 
-// Exit code 0 when everything is healthy, 1 otherwise.
-int Health(const Globals& g);
+// Exit code 0 when everything is healthy, 1 otherwise. With `watch` it redraws every `period`
+// (in place on a terminal) until interrupted, or until the controller cannot be reached.
+int Health(const Globals& g, bool watch = false, absl::Duration period = absl::Seconds(2));
 
 }  // namespace fleet::cli

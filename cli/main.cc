@@ -425,6 +425,8 @@ int Main(int argc, char** argv) {
 
   CLI::App* health = app.add_subcommand(
       "health", "nodes, links, limits, fabric results and groups, each with a verdict");
+  bool health_watch = false;
+  health->add_flag("--watch,-w", health_watch, "redraw every 2 s until interrupted");
 
   CLI::App* version = app.add_subcommand("version", "print the version");
 
@@ -475,7 +477,7 @@ int Main(int argc, char** argv) {
   if (*export_cmd) return Export(export_flags);
   if (*fabric_history) return FabricHistory(g, history_limit);
   if (*fabric) return Fabric(g, fabric_flags);
-  if (*health) return Health(g);
+  if (*health) return Health(g, health_watch);
   if (*version) {
     std::cout << "fleet " << kVersion << "\n";
     return 0;
