@@ -9,8 +9,12 @@
 #include "absl/strings/str_cat.h"
 #include "agent/discovery/discovery_responder.h"
 #include "agent/grpc/agent_service.h"
+#include "agent/metrics/agent_metrics.h"
+#include "agent/probes/gpu.h"
+#include "agent/probes/limits.h"
 #include "agent/probes/node_facts.h"
 #include "agent/probes/probe_all.h"
+#include "agent/probes/rdma.h"
 #include "agent/session/controller_client_impl.h"
 #include "agent/session/controller_session.h"
 #include "agent/session/identity.h"
@@ -20,6 +24,7 @@
 #include "common/host_port.h"
 #include "common/identity_names.h"
 #include "common/log.h"
+#include "common/metrics/metrics_server.h"
 #include "common/pki.h"
 #include "common/status_macros.h"
 #include "common/version.h"
@@ -78,6 +83,7 @@ absl::Status AgentServer::Init() {
     ASSIGN_OR_RETURN(token_, ParseJoinToken(options_.join_token));
   }
   ASSIGN_OR_RETURN(identity_, LoadOrCreateIdentity(options_.state_dir, options_.name));
+  metrics_ = std::make_unique<AgentMetrics>();
   // Shards first: the ones a previous agent started are re-adopted before anything else, so
   // they are reported at registration and never started twice.
   paths_.set_home(HomeDirectory());
@@ -155,8 +161,40 @@ absl::Status AgentServer::Init() {
             }});
     RETURN_IF_ERROR(responder_->Start());
   }
+  if (!options_.metrics_listen.empty()) RETURN_IF_ERROR(ServeMetrics());
   main_ = std::thread([this] { Main(); });
   return absl::OkStatus();
+}
+
+absl::Status AgentServer::ServeMetrics() {
+  // The probes of registration that change while a node runs (not the model hashes or NCCL's
+  // helper process); a scrape reads them at most every 15 s.
+  figures_ = std::make_unique<CachedProbe>(RealClock::Get(), absl::Seconds(15), [this] {
+    ProbeContext ctx{
+        .root = options_.root, .live = options_.root == "/", .node_name = identity_.name()};
+    v1::NodeProbe probe;
+    ProbeRdma(ctx, &probe);
+    ProbeLimits(ctx, &probe);
+    ProbeGpu(ctx, &probe);
+    return probe;
+  });
+  auto node = ScrapeTimeCollectable([this] {
+    std::vector<prometheus::MetricFamily> out = NodeFigures(figures_->Get());
+    std::vector<prometheus::MetricFamily> shards = ShardFigures(supervisor_->List());
+    out.insert(out.end(), shards.begin(), shards.end());
+    return out;
+  });
+  ASSIGN_OR_RETURN(metrics_server_,
+                   MetricsServer::Start(options_.metrics_listen, {metrics_->registry(), node}));
+  RETURN_IF_ERROR(WriteFileAtomically(absl::StrCat(options_.state_dir, "/metrics.addr"),
+                                      metrics_server_->address() + "\n"));
+  Log(LogLevel::kInfo, "agent", "serving metrics",
+      {{"address", metrics_server_->address()}, {"path", "/metrics"}});
+  return absl::OkStatus();
+}
+
+std::string AgentServer::metrics_address() const {
+  return metrics_server_ ? metrics_server_->address() : "";
 }
 
 std::string AgentServer::AwaitController() {
@@ -228,6 +266,8 @@ absl::Status AgentServer::Serve(const std::string& controller_address) {
   shard_executor_ = std::make_unique<ThreadPool>(4);
   probe_executor_ = std::make_unique<ThreadPool>(2);
   read_executor_ = std::make_unique<ThreadPool>(2);
+  // A fabric test's receiver and sender at once (the controller gives a node one test at a time).
+  fabric_executor_ = std::make_unique<ThreadPool>(2);
   // Shards reach the controller as this agent does, and trust the same CA (by absolute path:
   // a container mounts it at that path, a process may run elsewhere).
   std::error_code ec;
@@ -236,11 +276,15 @@ absl::Status AgentServer::Serve(const std::string& controller_address) {
       identity_, options_.root, supervisor_.get(),
       AgentExecutors{.shards = shard_executor_.get(),
                      .probes = probe_executor_.get(),
-                     .reads = read_executor_.get()},
+                     .reads = read_executor_.get(),
+                     .fabric = fabric_executor_.get()},
       absl::StrCat(options_.state_dir, "/probe-cache"), paths_,
       ControllerAccess{.address = controller_address,
                        .ca_path = ec ? paths.ca : ca_path.lexically_normal().string()});
   grpc::ServerBuilder builder;
+  std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
+  interceptors.push_back(metrics_->rpc().InterceptorFactory());
+  builder.experimental().SetInterceptorCreators(std::move(interceptors));
   int port = 0;
   builder.AddListeningPort(options_.listen, transport->ForServer(), &port);
   builder.RegisterService(service_.get());
@@ -269,7 +313,8 @@ absl::Status AgentServer::Serve(const std::string& controller_address) {
   for (const std::string& missing : registration.facts().unavailable()) {
     Log(LogLevel::kInfo, "agent", "fact unavailable", {{"detail", missing}});
   }
-  GrpcControllerClient controller(controller_address, *transport, absl::Seconds(2));
+  GrpcControllerClient grpc_controller(controller_address, *transport, absl::Seconds(2));
+  MeasuredControllerClient controller(&grpc_controller, metrics_.get(), RealClock::Get());
   Log(LogLevel::kInfo, "agent", "serving",
       {{"node", identity_.name()},
        {"id", identity_.node_id()},
@@ -342,11 +387,13 @@ void AgentServer::Shutdown() {
     stopping_ = true;
   }
   if (main_.joinable()) main_.join();
+  metrics_server_.reset();
   if (responder_) responder_->Stop();
   if (server_) server_->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(2)));
   if (shard_executor_) shard_executor_->Shutdown();
   if (probe_executor_) probe_executor_->Shutdown();
   if (read_executor_) read_executor_->Shutdown();
+  if (fabric_executor_) fabric_executor_->Shutdown();
   // Shards keep running: the next agent re-adopts them.
   Log(LogLevel::kInfo, "agent", "stopped", {{"node", identity_.name()}});
 }

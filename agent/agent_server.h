@@ -24,9 +24,15 @@ namespace grpc {
 class Server;
 }
 
+namespace fleet {
+class MetricsServer;
+}
+
 namespace fleet::agent {
 
+class AgentMetrics;
 class AgentService;
+class CachedProbe;
 class ControllerClient;
 class DiscoveryResponder;
 
@@ -46,6 +52,9 @@ struct AgentOptions {
   // UDP "HOST:PORT" where discovery probes are answered; empty: no discovery.
   std::string discovery_listen = "0.0.0.0:7109";
   BackoffPolicy backoff;
+  // "HOST:PORT" of the read-only Prometheus endpoint (port 0 picks one; the address is written
+  // to STATE_DIR/metrics.addr); empty: none.
+  std::string metrics_listen;
 };
 
 class AgentServer {
@@ -60,6 +69,8 @@ class AgentServer {
   // pin, the listen address is taken): the daemon prints it and exits non-zero.
   std::optional<absl::Status> fatal_error() const;
   const v1::NodeIdentity& identity() const { return identity_; }
+  // "HOST:PORT" of the metrics endpoint; empty when it is off.
+  std::string metrics_address() const;
   void Shutdown();  // idempotent
 
  private:
@@ -72,6 +83,8 @@ class AgentServer {
   absl::Status Serve(const std::string& controller);
   void RenewIfDue(ControllerClient& controller);
   void Fail(absl::Status status);
+  // Starts the read-only metrics endpoint on options_.metrics_listen.
+  absl::Status ServeMetrics();
   // Waits up to `wait`, less when stopping or (with `report_changes`) when a shard changed
   // state. False when stopping.
   bool WaitForWork(absl::Duration wait, bool report_changes);
@@ -94,13 +107,17 @@ class AgentServer {
   bool stopping_ ABSL_GUARDED_BY(wake_mu_) = false;
   bool shards_changed_ ABSL_GUARDED_BY(wake_mu_) = false;
 
+  std::unique_ptr<AgentMetrics> metrics_;
   std::unique_ptr<Supervisor> supervisor_;
   std::unique_ptr<ThreadPool> shard_executor_;
   std::unique_ptr<ThreadPool> probe_executor_;
   std::unique_ptr<ThreadPool> read_executor_;
+  std::unique_ptr<ThreadPool> fabric_executor_;
   std::unique_ptr<DiscoveryResponder> responder_;
   std::unique_ptr<AgentService> service_;
   std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<CachedProbe> figures_;
+  std::unique_ptr<MetricsServer> metrics_server_;  // reads the supervisor and figures_
   std::thread main_;
   bool shut_down_ = false;
 };

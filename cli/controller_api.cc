@@ -131,4 +131,16 @@ absl::StatusOr<v1::PreflightResponse> AdminClient::Preflight(const v1::ApplyRequ
                                                        extra);
 }
 
+absl::StatusOr<v1::RunFabricResponse> AdminClient::RunFabric(const v1::RunFabricRequest& request,
+                                                             absl::Duration extra) {
+  return Call<v1::RunFabricRequest, v1::RunFabricResponse>(&v1::Controller::Stub::RunFabric,
+                                                           request, extra);
+}
+
+absl::StatusOr<v1::FabricHistoryResponse> AdminClient::FabricHistory(
+    const v1::FabricHistoryRequest& request) {
+  return Call<v1::FabricHistoryRequest, v1::FabricHistoryResponse>(
+      &v1::Controller::Stub::FabricHistory, request, absl::ZeroDuration());
+}
+
 }  // namespace fleet::cli

@@ -40,6 +40,10 @@ class AdminClient {
                                                   const v1::ProbeRequest& what = {});
   absl::StatusOr<v1::PreflightResponse> Preflight(const v1::ApplyRequest& request,
                                                   absl::Duration extra);
+  // A fabric run takes its tests' durations: it gets up to `extra` more.
+  absl::StatusOr<v1::RunFabricResponse> RunFabric(const v1::RunFabricRequest& request,
+                                                  absl::Duration extra);
+  absl::StatusOr<v1::FabricHistoryResponse> FabricHistory(const v1::FabricHistoryRequest& request);
 
  private:
   AdminClient(CliConfig config, std::unique_ptr<v1::Controller::Stub> stub, absl::Duration d)

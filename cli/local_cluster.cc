@@ -183,6 +183,29 @@ absl::StatusOr<std::string> WaitForControllerAddress(const std::string& path,
       absl::StrCat("the controller did not start listening in time; see ", controller.log));
 }
 
+// Where the controller and every agent serve metrics (each wrote STATE_DIR/metrics.addr before
+// it could become Ready), and DIR/prometheus.yml, a scrape config for exactly these targets.
+absl::Status ReportMetrics(const std::string& dir, int nodes, std::ostream& out) {
+  std::vector<std::pair<std::string, std::string>> targets;
+  for (int i = 0; i <= nodes; ++i) {
+    std::string role = i == 0 ? "controller" : absl::StrCat("node-", i);
+    ASSIGN_OR_RETURN(std::string addr,
+                     ReadFileToString(absl::StrCat(dir, "/", role, "/metrics.addr")));
+    targets.emplace_back(role, std::string(absl::StripAsciiWhitespace(addr)));
+  }
+  std::string yaml =
+      absl::StrCat("# Scrape config for the local cluster in ", dir,
+                   ": prometheus --config.file=", dir, "/prometheus.yml\nscrape_configs:\n");
+  out << "  metrics (Prometheus text, GET /metrics; scrape config " << dir << "/prometheus.yml):\n";
+  for (const auto& [role, addr] : targets) {
+    out << "    " << role << "  http://" << addr << "/metrics\n";
+    absl::StrAppend(&yaml, "  - job_name: fleet-", role == "controller" ? "controller" : "agent",
+                    "-", role, "\n    static_configs:\n      - targets: ['", addr,
+                    "']\n        labels: {node: ", role, "}\n");
+  }
+  return WriteFileAtomically(absl::StrCat(dir, "/prometheus.yml"), yaml);
+}
+
 absl::Status WaitReady(AdminClient& client, std::vector<Member>& members, int nodes,
                        absl::Time deadline, v1::ListNodesResponse& last) {
   std::string why = "no answer yet";
@@ -267,6 +290,10 @@ absl::Status RunUp(const UpOptions& options, std::ostream& out) {
   const std::string config_path = absl::StrCat(dir, "/config.yaml");
   ::unlink(addr_file.c_str());
   ::unlink(config_path.c_str());
+  for (int i = 0; i <= options.nodes; ++i) {
+    std::string role = i == 0 ? "controller" : absl::StrCat("node-", i);
+    ::unlink(absl::StrCat(dir, "/", role, "/metrics.addr").c_str());
+  }
 
   std::vector<Member> members;
   auto start = [&](std::string role, std::vector<std::string> args) -> absl::Status {
@@ -281,9 +308,9 @@ absl::Status RunUp(const UpOptions& options, std::ostream& out) {
   };
   absl::Time deadline = absl::Now() + options.timeout;
   absl::Status st = [&]() -> absl::Status {
-    RETURN_IF_ERROR(
-        start("controller", {"controller", "--state-dir", dir + "/controller", "--listen",
-                             "127.0.0.1:0", "--admin-config", config_path}));
+    RETURN_IF_ERROR(start(
+        "controller", {"controller", "--state-dir", dir + "/controller", "--listen", "127.0.0.1:0",
+                       "--admin-config", config_path, "--metrics-listen", "127.0.0.1:0"}));
     ASSIGN_OR_RETURN(std::string controller,
                      WaitForControllerAddress(addr_file, config_path, members.front(), deadline));
     ASSIGN_OR_RETURN(CliConfig config, LoadConfigFile(config_path));
@@ -293,11 +320,11 @@ absl::Status RunUp(const UpOptions& options, std::ostream& out) {
       std::string ip = absl::StrCat("127.0.0.", i + 1);
       // The agents are told where the controller is, so they need no discovery; several local
       // clusters may then run side by side.
-      RETURN_IF_ERROR(
-          start(absl::StrCat("node-", i),
-                {"agent", "--controller", controller, "--join-file", join_file, "--state-dir",
-                 absl::StrCat(dir, "/node-", i), "--name", absl::StrCat("node-", i), "--listen",
-                 ip + ":0", "--advertise", ip, "--discovery-listen", ""}));
+      RETURN_IF_ERROR(start(
+          absl::StrCat("node-", i),
+          {"agent", "--controller", controller, "--join-file", join_file, "--state-dir",
+           absl::StrCat(dir, "/node-", i), "--name", absl::StrCat("node-", i), "--listen",
+           ip + ":0", "--advertise", ip, "--discovery-listen", "", "--metrics-listen", ip + ":0"}));
     }
     RETURN_IF_ERROR(WriteRecord(dir, controller, members));
     RETURN_IF_ERROR(RememberLocalCluster(dir));
@@ -308,6 +335,7 @@ absl::Status RunUp(const UpOptions& options, std::ostream& out) {
         << ".\n"
         << "  FLEET_CONFIG=" << config_path << " fleet nodes   (plain `fleet nodes` works too)\n"
         << "  logs: " << logs << "/\n";
+    RETURN_IF_ERROR(ReportMetrics(dir, options.nodes, out));
     if (!options.no_recipe) RETURN_IF_ERROR(ApplyRecipe(options, client, deadline, out));
     return absl::OkStatus();
   }();

@@ -19,7 +19,9 @@
 #include "cli/commands.h"
 #include "cli/config.h"
 #include "cli/export_commands.h"
+#include "cli/fabric_commands.h"
 #include "cli/group_commands.h"
+#include "cli/health_commands.h"
 #include "cli/local_cluster.h"
 #include "cli/probe_commands.h"
 #include "common/files.h"
@@ -92,6 +94,7 @@ struct ControllerFlags {
   std::string node_cert_validity = "720h";
   bool auto_adopt = false;
   uint16_t discovery_port = 7109;
+  std::string metrics_listen;
 };
 
 int RunController(const ControllerFlags& flags) {
@@ -102,6 +105,7 @@ int RunController(const ControllerFlags& flags) {
   options.admin_config = flags.admin_config.empty() ? absl::StrCat(flags.state_dir, "/admin.yaml")
                                                     : flags.admin_config;
   options.discovery_port = flags.discovery_port;
+  options.metrics_listen = flags.metrics_listen;
   if (flags.auto_adopt) {
     options.auto_adopt_period = absl::Seconds(2);
     options.auto_adopt_fabric = true;
@@ -217,6 +221,9 @@ int Main(int argc, char** argv) {
                        "probe every 2 s and adopt agents that prove a join token");
   controller->add_option("--discovery-port", cflags.discovery_port, "UDP port agents answer on")
       ->capture_default_str();
+  controller->add_option("--metrics-listen", cflags.metrics_listen,
+                         "HOST:PORT of the read-only Prometheus endpoint, e.g. 0.0.0.0:9100 "
+                         "(port 0: any free; default: off)");
 
   agent::AgentOptions aopts;
   aopts.state_dir = engine::kAgentDefaultStateDir;
@@ -239,6 +246,9 @@ int Main(int argc, char** argv) {
       ->capture_default_str();
   agent->add_option("--root", aopts.root, "root directory the probes read (for recorded trees)")
       ->capture_default_str();
+  agent->add_option("--metrics-listen", aopts.metrics_listen,
+                    "HOST:PORT of the read-only Prometheus endpoint, e.g. 0.0.0.0:9101 "
+                    "(port 0: any free; default: off)");
 
   CLI::App* nodes = app.add_subcommand("nodes", "list the nodes the controller knows");
   CLI::App* get = app.add_subcommand("get", "list resources (kubectl style)");
@@ -395,6 +405,30 @@ int Main(int argc, char** argv) {
   export_cmd->add_option("--partition", export_flags.partition, "slurm: partition");
   export_cmd->add_option("--time", export_flags.time_limit, "slurm: time limit, e.g. 24:00:00");
 
+  FabricFlags fabric_flags;
+  CLI::App* fabric = app.add_subcommand("fabric", "measure fabric bandwidth between nodes");
+  fabric->add_option("--nodes", fabric_flags.nodes, "nodes to test: a,b,... (default: every Ready)")
+      ->delimiter(',');
+  fabric->add_option("--tests", fabric_flags.tests, "tcp, rdma, nccl (default: tcp)")
+      ->delimiter(',');
+  fabric->add_flag("--ring", fabric_flags.ring, "test a ring (a>b>c>a) instead of every pair");
+  fabric->add_option("--duration", fabric_flags.duration, "time each test sends")
+      ->capture_default_str();
+  fabric->add_option("--streams", fabric_flags.streams, "TCP streams per test (1..64)")
+      ->capture_default_str();
+  fabric->add_option("--buffer-bytes", fabric_flags.buffer_bytes, "bytes per write (4096..16Mi)")
+      ->capture_default_str();
+  int history_limit = 20;
+  CLI::App* fabric_history =
+      fabric->add_subcommand("history", "stored fabric results per link, oldest first");
+  fabric_history->add_option("--limit", history_limit, "results per link and test")
+      ->capture_default_str();
+
+  CLI::App* health = app.add_subcommand(
+      "health", "nodes, links, limits, fabric results and groups, each with a verdict");
+  bool health_watch = false;
+  health->add_flag("--watch,-w", health_watch, "redraw every 2 s until interrupted");
+
   CLI::App* version = app.add_subcommand("version", "print the version");
 
   try {
@@ -442,6 +476,9 @@ int Main(int argc, char** argv) {
     return st.ok() ? 0 : Fail(std::string(st.message()));
   }
   if (*export_cmd) return Export(export_flags);
+  if (*fabric_history) return FabricHistory(g, history_limit);
+  if (*fabric) return Fabric(g, fabric_flags);
+  if (*health) return Health(g, health_watch);
   if (*version) {
     std::cout << "fleet " << kVersion << "\n";
     return 0;

@@ -11,11 +11,15 @@
 #include "common/files.h"
 #include "common/host_port.h"
 #include "common/log.h"
+#include "common/metrics/metrics_server.h"
 #include "common/status_macros.h"
 #include "controller/discovery/discovery_prober.h"
+#include "controller/fabric/fabric_runner.h"
 #include "controller/grpc/agent_client_impl.h"
 #include "controller/grpc/controller_service.h"
+#include "controller/grpc/fabric_agent_client_impl.h"
 #include "controller/grpc/rendezvous_service.h"
+#include "controller/metrics/controller_metrics.h"
 #include "controller/store/sqlite_store.h"
 #include "controller/trust/cluster_ca.h"
 #include "controller/trust/tokens.h"
@@ -91,12 +95,21 @@ absl::Status ControllerServer::Init() {
   probe_pool_ = std::make_unique<ThreadPool>(options_.threads.probes);
   group_pool_ = std::make_unique<ThreadPool>(options_.threads.groups);
   rendezvous_ = std::make_unique<RendezvousStore>(options_.clock);
+  metrics_ = std::make_unique<ControllerMetrics>();
   groups_ = std::make_unique<GroupManager>(GroupManagerConfig{}, options_.clock, store_.get(),
                                            registry_.get(), agents_.get(), rendezvous_.get(),
                                            group_pool_.get());
+  groups_->SetListener(metrics_.get());
   RETURN_IF_ERROR(groups_->Load());
+  fabric_agents_ = std::make_unique<GrpcFabricAgentClient>(transport_);
+  fabric_ = std::make_unique<FabricRunner>(
+      options_.clock, store_.get(), fabric_agents_.get(),
+      [this](const v1::FabricResult& r) { metrics_->OnFabricResult(r.test(), r.verdict()); });
 
   grpc::ServerBuilder builder;
+  std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
+  interceptors.push_back(metrics_->rpc().InterceptorFactory());
+  builder.experimental().SetInterceptorCreators(std::move(interceptors));
   int port = 0;
   builder.AddListeningPort(options_.listen, transport_->ForServer(), &port);
   std::string host = HostOf(options_.listen);
@@ -118,7 +131,8 @@ absl::Status ControllerServer::Init() {
                               .rpc_executor = rpc_pool_.get(),
                               .probe_executor = probe_pool_.get(),
                               .groups = groups_.get(),
-                              .controller_id = controller_id});
+                              .controller_id = controller_id,
+                              .fabric = fabric_.get()});
   builder.RegisterService(service_.get());
   // fleet-engine ranks call it without a client certificate (the TLS port accepts optional
   // ones); the generation's token is their credential.
@@ -146,6 +160,8 @@ absl::Status ControllerServer::Init() {
     RETURN_IF_ERROR(WriteFileAtomically(options_.admin_config, text, 0600));
   }
 
+  if (!options_.metrics_listen.empty()) RETURN_IF_ERROR(ServeMetrics());
+
   ticker_ = std::thread([this] {
     while (!stop_.WaitForNotificationWithTimeout(TickPeriod(options_.registry))) {
       registry_->Tick();
@@ -169,6 +185,24 @@ absl::Status ControllerServer::Init() {
        {"ca_sha256", ca_->ca_sha256()},
        {"transport", transport_->Describe()}});
   return absl::OkStatus();
+}
+
+absl::Status ControllerServer::ServeMetrics() {
+  auto snapshot = ScrapeTimeCollectable([this] {
+    return ControllerSnapshot(registry_->List(), groups_->List(), heartbeats_->counters(),
+                              options_.clock->Now());
+  });
+  ASSIGN_OR_RETURN(metrics_server_,
+                   MetricsServer::Start(options_.metrics_listen, {metrics_->registry(), snapshot}));
+  RETURN_IF_ERROR(WriteFileAtomically(absl::StrCat(options_.state_dir, "/metrics.addr"),
+                                      metrics_server_->address() + "\n"));
+  Log(LogLevel::kInfo, "controller", "serving metrics",
+      {{"address", metrics_server_->address()}, {"path", "/metrics"}});
+  return absl::OkStatus();
+}
+
+std::string ControllerServer::metrics_address() const {
+  return metrics_server_ ? metrics_server_->address() : "";
 }
 
 absl::Status ControllerServer::ServeHeartbeats(const std::string& host, int port) {
@@ -209,6 +243,7 @@ void ControllerServer::Shutdown() {
   // for them to time out.
   if (rendezvous_) rendezvous_->Shutdown();
   if (server_) server_->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(2)));
+  metrics_server_.reset();
   if (!stop_.HasBeenNotified()) stop_.Notify();
   if (ticker_.joinable()) ticker_.join();
   if (heartbeat_thread_.joinable()) heartbeat_thread_.join();

@@ -27,9 +27,16 @@ namespace grpc {
 class Server;
 }
 
+namespace fleet {
+class MetricsServer;
+}
+
 namespace fleet::controller {
 
 class ClusterCa;
+class ControllerMetrics;
+class FabricAgentClient;
+class FabricRunner;
 class ControllerService;
 class DiscoveryProber;
 class RendezvousService;
@@ -75,6 +82,9 @@ struct ControllerOptions {
   const Clock* clock = RealClock::Get();
   ControllerThreads threads;
   AgentClientFactory agent_client_factory;  // empty: GrpcAgentClient
+  // "HOST:PORT" of the read-only Prometheus endpoint (port 0 picks one; the address is written
+  // to STATE_DIR/metrics.addr); empty: none.
+  std::string metrics_listen;
 };
 
 // Example:
@@ -91,6 +101,8 @@ class ControllerServer {
 
   // "HOST:PORT" actually listened on; also written to STATE_DIR/controller.addr.
   const std::string& address() const { return address_; }
+  // "HOST:PORT" of the metrics endpoint; empty when it is off.
+  std::string metrics_address() const;
   // Stops accepting calls and heartbeats, finishes in-flight calls, stops the ticker.
   // Idempotent.
   void Shutdown();
@@ -100,6 +112,8 @@ class ControllerServer {
   absl::Status Init();
   // Binds the heartbeat socket to the gRPC port's number and starts answering datagrams.
   absl::Status ServeHeartbeats(const std::string& host, int port);
+  // Starts the read-only metrics endpoint on options_.metrics_listen.
+  absl::Status ServeMetrics();
 
   ControllerOptions options_;
   int lock_fd_ = -1;
@@ -115,7 +129,11 @@ class ControllerServer {
   std::unique_ptr<ThreadPool> probe_pool_;
   std::unique_ptr<ThreadPool> group_pool_;
   std::unique_ptr<RendezvousStore> rendezvous_;
+  std::unique_ptr<ControllerMetrics> metrics_;  // the group manager reports to it
   std::unique_ptr<GroupManager> groups_;
+  std::unique_ptr<FabricAgentClient> fabric_agents_;
+  std::unique_ptr<FabricRunner> fabric_;
+  std::unique_ptr<MetricsServer> metrics_server_;  // reads the registry, sessions and groups
   std::unique_ptr<ControllerService> service_;
   std::unique_ptr<RendezvousService> rendezvous_service_;
   std::unique_ptr<grpc::Server> server_;

@@ -129,4 +129,30 @@ grpc::ServerUnaryReactor* AgentService::Probe(grpc::CallbackServerContext* conte
   return reactor;
 }
 
+grpc::ServerUnaryReactor* AgentService::FabricListen(grpc::CallbackServerContext* context,
+                                                     const v1::FabricListenRequest* request,
+                                                     v1::FabricListenResponse* response) {
+  if (absl::Status st = RequireController(context); !st.ok()) return Finish(context, st);
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  executors_.fabric->Post([this, reactor, request, response] {
+    absl::StatusOr<uint16_t> port = fabric_.Listen(*request);
+    if (port.ok()) response->set_port(*port);
+    reactor->Finish(ToGrpc(port.status()));
+  });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* AgentService::FabricSend(grpc::CallbackServerContext* context,
+                                                   const v1::FabricSendRequest* request,
+                                                   v1::FabricSendResponse* response) {
+  if (absl::Status st = RequireController(context); !st.ok()) return Finish(context, st);
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  executors_.fabric->Post([this, reactor, request, response] {
+    absl::StatusOr<v1::FabricSendResponse> sent = fabric_.Send(*request);
+    if (sent.ok()) *response = *std::move(sent);
+    reactor->Finish(ToGrpc(sent.status()));
+  });
+  return reactor;
+}
+
 }  // namespace fleet::agent

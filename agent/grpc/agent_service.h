@@ -3,6 +3,7 @@
 
 #include <string>
 
+#include "agent/fabric/fabric_endpoints.h"
 #include "agent/shards/supervisor.h"
 #include "common/executor.h"
 #include "common/serial_queue.h"
@@ -18,6 +19,8 @@ struct AgentExecutors {
   Executor* probes;
   // Files: node facts from /proc and /sys on Describe, shard logs (up to 4 MiB a call).
   Executor* reads;
+  // Fabric tests (a sender runs for the test's duration).
+  Executor* fabric = nullptr;
 };
 
 // Every call needs the controller's certificate.
@@ -57,6 +60,12 @@ class AgentService final : public v1::Agent::CallbackService {
   grpc::ServerUnaryReactor* Probe(grpc::CallbackServerContext* context,
                                   const v1::ProbeRequest* request,
                                   v1::NodeProbe* response) override;
+  grpc::ServerUnaryReactor* FabricListen(grpc::CallbackServerContext* context,
+                                         const v1::FabricListenRequest* request,
+                                         v1::FabricListenResponse* response) override;
+  grpc::ServerUnaryReactor* FabricSend(grpc::CallbackServerContext* context,
+                                       const v1::FabricSendRequest* request,
+                                       v1::FabricSendResponse* response) override;
 
  private:
   const v1::NodeIdentity identity_;
@@ -67,6 +76,7 @@ class AgentService final : public v1::Agent::CallbackService {
   const std::string probe_cache_dir_;
   const v1::AgentPaths paths_;  // reported with every probe
   const ControllerAccess controller_;
+  FabricEndpoints fabric_;
 };
 
 }  // namespace fleet::agent

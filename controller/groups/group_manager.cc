@@ -118,6 +118,7 @@ std::vector<std::string> GroupManager::NamesOf(absl::string_view name) const {
 void GroupManager::Event(absl::string_view group, absl::string_view kind,
                          absl::string_view message) {
   Log(LogLevel::kInfo, "groups", kind, {{"group", group}, {"message", message}});
+  if (listener_ != nullptr) listener_->OnGroupEvent(group, kind);
   if (absl::Status st = store_->AppendEvent(clock_->Now(), kind, group, message); !st.ok()) {
     Log(LogLevel::kWarning, "groups", "event not stored", {{"error", st.ToString()}});
   }
@@ -292,6 +293,7 @@ std::vector<CheckRow> GroupManager::Judge(const Prepared& p,
     std::vector<CheckRow> rows = RunPreflight(p.recipe, judged);
     out.insert(out.end(), rows.begin(), rows.end());
   }
+  if (listener_ != nullptr) listener_->OnPreflight(out);
   return out;
 }
 

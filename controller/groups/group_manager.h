@@ -22,6 +22,7 @@
 #include "common/executor.h"
 #include "common/serial_queue.h"
 #include "controller/groups/agent_client.h"
+#include "controller/groups/group_listener.h"
 #include "controller/preflight/preflight.h"
 #include "controller/registry/node_registry.h"
 #include "controller/rendezvous/rendezvous_store.h"
@@ -121,6 +122,10 @@ class GroupManager {
   // Blocking: one rank's output from its node.
   absl::StatusOr<v1::GroupLogsResponse> Logs(const v1::GroupLogsRequest& request);
 
+  // Tells `listener` (it must outlive the manager) about events and preflights from now on.
+  // Call it before any other work starts.
+  void SetListener(GroupListener* listener) { listener_ = listener; }
+
  private:
   // An apply, parsed, placed and planned, before anything changes.
   struct Prepared {
@@ -181,6 +186,7 @@ class GroupManager {
   std::map<std::string, v1::StoredGroup, std::less<>> groups_ ABSL_GUARDED_BY(mu_);
   // Ids of the Lost nodes, as of the last Tick().
   absl::flat_hash_set<std::string> lost_nodes_ ABSL_GUARDED_BY(mu_);
+  GroupListener* listener_ = nullptr;
 };
 
 // "Pending", "Starting", "Ready", "Degraded", "Failed", "Stopped".

@@ -324,6 +324,27 @@ grpc::ServerUnaryReactor* ControllerService::Preflight(grpc::CallbackServerConte
   });
 }
 
+grpc::ServerUnaryReactor* ControllerService::RunFabric(grpc::CallbackServerContext* context,
+                                                       const v1::RunFabricRequest* request,
+                                                       v1::RunFabricResponse* response) {
+  if (absl::Status st = RequireAdmin(context); !st.ok()) return Finish(context, st);
+  // Tests take their duration per round: a probe thread, never a reactor.
+  return FinishOn(context, d_.probe_executor, [this, request, response] {
+    ASSIGN_OR_RETURN(*response, d_.fabric->Run(*request, d_.registry->List()));
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* ControllerService::FabricHistory(grpc::CallbackServerContext* context,
+                                                           const v1::FabricHistoryRequest* request,
+                                                           v1::FabricHistoryResponse* response) {
+  if (absl::Status st = RequireAdmin(context); !st.ok()) return Finish(context, st);
+  return FinishOn(context, d_.rpc_executor, [this, request, response] {
+    ASSIGN_OR_RETURN(*response, d_.fabric->History(*request));
+    return absl::OkStatus();
+  });
+}
+
 void ControllerService::WaitForAgentCalls() {
   absl::MutexLock lock(&mu_);
   mu_.Await(absl::Condition(

@@ -22,6 +22,7 @@
 #include "common/clock.h"
 #include "common/executor.h"
 #include "controller/discovery/discovery_prober.h"
+#include "controller/fabric/fabric_runner.h"
 #include "controller/groups/agent_client.h"
 #include "controller/groups/group_manager.h"
 #include "controller/registry/heartbeat_sessions.h"
@@ -48,6 +49,7 @@ class ControllerService final : public v1::Controller::CallbackService {
     Executor* probe_executor;
     GroupManager* groups;
     std::string controller_id;
+    FabricRunner* fabric = nullptr;  // `fleet fabric`
   };
   explicit ControllerService(Deps deps) : d_(std::move(deps)) {}
 
@@ -110,6 +112,12 @@ class ControllerService final : public v1::Controller::CallbackService {
   grpc::ServerUnaryReactor* Preflight(grpc::CallbackServerContext* context,
                                       const v1::ApplyRequest* request,
                                       v1::PreflightResponse* response) override;
+  grpc::ServerUnaryReactor* RunFabric(grpc::CallbackServerContext* context,
+                                      const v1::RunFabricRequest* request,
+                                      v1::RunFabricResponse* response) override;
+  grpc::ServerUnaryReactor* FabricHistory(grpc::CallbackServerContext* context,
+                                          const v1::FabricHistoryRequest* request,
+                                          v1::FabricHistoryResponse* response) override;
 
   // Blocks until every call-back to an agent started by Register has finished (each has a
   // deadline), so the registry can be destroyed safely.

@@ -70,6 +70,7 @@ std::optional<std::string> HeartbeatSessions::Handle(absl::string_view datagram)
                          session.last_sequence));
     return std::nullopt;
   }
+  if (session.last_sequence != 0) counters_.missed += beat->sequence() - session.last_sequence - 1;
   session.last_sequence = beat->sequence();
   if (absl::IsNotFound(registry_->Heartbeat(beat->node_id()))) {
     // Removed while its session was open.

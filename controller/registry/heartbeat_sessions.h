@@ -31,6 +31,8 @@ struct HeartbeatCounters {
   uint64_t malformed = 0;         // dropped: not a heartbeat datagram
   uint64_t unproven = 0;          // dropped: the mac does not verify under the session's key
   uint64_t replayed = 0;          // dropped: a sequence not above the session's last one
+  // Beats of a session that never arrived: the gaps in the sequence numbers of answered ones.
+  uint64_t missed = 0;
 };
 
 // Example:

@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "controller/store/store.h"
 
@@ -93,6 +94,24 @@ class FakeStore final : public Store {
     if (static_cast<int>(out.size()) > limit) out.erase(out.begin(), out.end() - limit);
     return out;
   }
+  absl::Status AppendFabricResult(const v1::FabricResult& result) override {
+    absl::MutexLock lock(&mu_);
+    fabric_results_.push_back(result);
+    return absl::OkStatus();
+  }
+  absl::StatusOr<std::vector<v1::FabricResult>> LoadFabricResults(int limit) override {
+    absl::MutexLock lock(&mu_);
+    std::map<std::string, std::vector<v1::FabricResult>> by_link;
+    for (const v1::FabricResult& r : fabric_results_) {
+      by_link[absl::StrCat(r.test(), " ", r.from(), ">", r.to())].push_back(r);
+    }
+    std::vector<v1::FabricResult> out;
+    for (auto& [link, results] : by_link) {
+      size_t skip = results.size() > static_cast<size_t>(limit) ? results.size() - limit : 0;
+      out.insert(out.end(), results.begin() + static_cast<long>(skip), results.end());
+    }
+    return out;
+  }
 
   void FailWrites(absl::Status status) {
     absl::MutexLock lock(&mu_);
@@ -113,6 +132,7 @@ class FakeStore final : public Store {
   std::map<std::string, v1::StoredToken> tokens_;
   std::map<std::string, v1::StoredGroup> groups_;
   std::map<std::string, v1::RevokedNode> revoked_;
+  std::vector<v1::FabricResult> fabric_results_;
   std::vector<Event> events_;
   absl::Status fail_writes_;
 };

@@ -86,7 +86,10 @@ absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string
       "CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY AUTOINCREMENT,"
       " at_unix_ms INTEGER NOT NULL, kind TEXT NOT NULL, subject TEXT NOT NULL,"
       " message TEXT NOT NULL);"
-      "CREATE INDEX IF NOT EXISTS events_by_subject ON events(subject, id);"));
+      "CREATE INDEX IF NOT EXISTS events_by_subject ON events(subject, id);"
+      "CREATE TABLE IF NOT EXISTS fabric_results (id INTEGER PRIMARY KEY AUTOINCREMENT,"
+      " link TEXT NOT NULL, record BLOB NOT NULL);"
+      "CREATE INDEX IF NOT EXISTS fabric_results_by_link ON fabric_results(link, id);"));
   {
     Statement get(db, "SELECT value FROM meta WHERE key='schema_version'");
     if (!get.ok()) return store->Error("read schema version");
@@ -246,6 +249,45 @@ absl::Status SqliteStore::AppendEvent(absl::Time at, absl::string_view kind,
   put.BindText(4, message);
   if (put.Step() != SQLITE_DONE) return Error("append event");
   return absl::OkStatus();
+}
+
+namespace {
+
+// "tcp spark-1>spark-2": results are kept and read back per test and direction.
+std::string FabricLinkKey(const v1::FabricResult& r) {
+  return absl::StrCat(r.test(), " ", r.from(), ">", r.to());
+}
+
+}  // namespace
+
+absl::Status SqliteStore::AppendFabricResult(const v1::FabricResult& result) {
+  Statement put(db_, "INSERT INTO fabric_results(link, record) VALUES(?, ?)");
+  if (!put.ok()) return Error("append fabric result");
+  put.BindText(1, FabricLinkKey(result));
+  put.BindBlob(2, result.SerializeAsString());
+  if (put.Step() != SQLITE_DONE) return Error("append fabric result");
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<v1::FabricResult>> SqliteStore::LoadFabricResults(int limit) {
+  // The newest `limit` rows of each link, then in link and insertion order.
+  Statement q(db_,
+              "SELECT record FROM fabric_results f WHERE id IN (SELECT id FROM fabric_results g "
+              "WHERE g.link = f.link ORDER BY id DESC LIMIT ?) ORDER BY link, id");
+  if (!q.ok()) return Error("load fabric results");
+  sqlite3_bind_int(q.get(), 1, limit);
+  std::vector<v1::FabricResult> results;
+  int rc;
+  while ((rc = q.Step()) == SQLITE_ROW) {
+    v1::FabricResult r;
+    const void* blob = sqlite3_column_blob(q.get(), 0);
+    if (!r.ParseFromArray(blob, sqlite3_column_bytes(q.get(), 0))) {
+      return absl::DataLossError("a stored fabric result does not parse; the database is damaged");
+    }
+    results.push_back(std::move(r));
+  }
+  if (rc != SQLITE_DONE) return Error("load fabric results");
+  return results;
 }
 
 }  // namespace fleet::controller

@@ -38,6 +38,8 @@ class SqliteStore final : public Store {
                            absl::string_view message) override;
   absl::StatusOr<std::vector<StoredEvent>> LoadEvents(absl::string_view subject,
                                                       int limit) override;
+  absl::Status AppendFabricResult(const v1::FabricResult& result) override;
+  absl::StatusOr<std::vector<v1::FabricResult>> LoadFabricResults(int limit) override;
 
  private:
   // Every record table maps an id to a serialized proto.

@@ -10,6 +10,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "fleet/v1/controller.pb.h"
+#include "fleet/v1/fabric.pb.h"
 #include "fleet/v1/state.pb.h"
 
 namespace fleet::controller {
@@ -46,6 +47,10 @@ class Store {
   // The last `limit` events about `subject` (a node id, a group name), oldest first.
   virtual absl::StatusOr<std::vector<StoredEvent>> LoadEvents(absl::string_view subject,
                                                               int limit) = 0;
+  // Fabric test results (`fleet fabric`), kept so regressions show.
+  virtual absl::Status AppendFabricResult(const v1::FabricResult& result) = 0;
+  // The last `limit` results of each test and link (test, from, to), oldest first per link.
+  virtual absl::StatusOr<std::vector<v1::FabricResult>> LoadFabricResults(int limit) = 0;
 };
 
 }  // namespace fleet::controller

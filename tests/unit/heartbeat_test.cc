@@ -273,5 +273,16 @@ TEST_F(HeartbeatClientTest, ForgedAndMismatchedAcksAreIgnored) {
   EXPECT_EQ(verdict.status().code(), absl::StatusCode::kDeadlineExceeded);
 }
 
+TEST_F(HeartbeatSessionsTest, GapsInTheSequenceAreCountedAsMissedBeats) {
+  EXPECT_EQ(Send(1), v1::HEARTBEAT_VERDICT_OK);
+  EXPECT_EQ(Send(2), v1::HEARTBEAT_VERDICT_OK);
+  EXPECT_EQ(Send(5), v1::HEARTBEAT_VERDICT_OK);  // 3 and 4 were lost on the way
+  EXPECT_EQ(Send(6), v1::HEARTBEAT_VERDICT_OK);
+  EXPECT_EQ(sessions_.counters().missed, 2u);
+  // A replay is dropped, not a gap.
+  EXPECT_EQ(Send(4), v1::HEARTBEAT_VERDICT_UNSPECIFIED);
+  EXPECT_EQ(sessions_.counters().missed, 2u);
+}
+
 }  // namespace
 }  // namespace fleet

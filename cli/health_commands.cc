@@ -1,0 +1,280 @@
+// `fleet health`: verdicts from the controller's nodes, groups and fabric history.
+#include "cli/health_commands.h"
+
+#include <unistd.h>
+
+#include <iostream>
+#include <limits>
+#include <map>
+#include <optional>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "cli/output.h"
+#include "common/proto_time.h"
+#include "common/table.h"
+
+namespace fleet::cli {
+namespace {
+
+constexpr uint64_t kUnlimited = std::numeric_limits<uint64_t>::max();
+// Below this /dev/shm is too small for NCCL's shared-memory transport and vLLM's broadcast
+// buffers on one node (the recipes ask 16 GiB and more).
+constexpr uint64_t kMinShmFree = 1ull << 30;
+
+void Worse(HealthVerdict& v, const std::string& verdict, std::string reason) {
+  if (verdict == "unhealthy" || (verdict == "degraded" && v.verdict == "healthy")) {
+    v.verdict = verdict;
+  }
+  v.reasons.push_back(std::move(reason));
+}
+
+std::string Bytes(uint64_t b) {
+  if (b >= (1ull << 30)) return absl::StrFormat("%.1f GiB", b / double(1ull << 30));
+  return absl::StrFormat("%.0f MiB", b / double(1ull << 20));
+}
+
+std::string Ago(double s) { return s < 0 ? "never" : absl::StrFormat("%.1fs", s); }
+
+}  // namespace
+
+HealthReport JudgeHealth(const v1::ListNodesResponse& nodes, const v1::ListGroupsResponse& groups,
+                         const std::vector<v1::FabricResult>& fabric) {
+  const absl::Time now = FromProtoTime(nodes.now());
+  // The newest result of each test and link, by sender.
+  std::map<std::string, std::map<std::string, const v1::FabricResult*>> last_fabric;
+  for (const v1::FabricResult& r : fabric) {
+    last_fabric[r.from()][absl::StrCat(r.test(), " ", r.to())] = &r;
+  }
+  HealthReport report;
+  for (const v1::Node& node : nodes.nodes()) {
+    NodeHealth h;
+    h.name = node.identity().name();
+    switch (node.state()) {
+      case v1::NODE_STATE_READY:
+        h.state = "Ready";
+        break;
+      case v1::NODE_STATE_SUSPECT:
+        h.state = "Suspect";
+        Worse(h.health, "degraded", "heartbeats are late (Suspect)");
+        break;
+      case v1::NODE_STATE_LOST:
+        h.state = "Lost";
+        Worse(h.health, "unhealthy", "no heartbeat: the node is Lost");
+        break;
+      default:
+        h.state = "Unknown";
+        Worse(h.health, "degraded", "state unknown");
+    }
+    if (node.has_last_heartbeat()) {
+      h.heartbeat_age_s = absl::ToDoubleSeconds(now - FromProtoTime(node.last_heartbeat()));
+    }
+    const v1::NodeProbe& probe = node.probe();
+    if (probe.gpu().gpus_size() > 0) {
+      h.gpu = absl::StrCat(probe.gpu().gpus_size(), " x ", probe.gpu().gpus(0).name());
+    } else {
+      h.gpu = "none";
+      for (const std::string& u : probe.unavailable()) {
+        if (u.rfind("gpu:", 0) == 0) {
+          // "gpu: libnvidia-ml.so.1 not found (no NVIDIA driver)" → "no NVIDIA driver"
+          size_t open = u.rfind('(');
+          h.gpu = open != std::string::npos && u.back() == ')'
+                      ? u.substr(open + 1, u.size() - open - 2)
+                      : u.substr(5);
+        }
+      }
+    }
+    int ports = 0, up = 0;
+    double rate = 0;
+    uint32_t mtu = 0;
+    for (const v1::RdmaDevice& d : probe.rdma()) {
+      for (const v1::RdmaPort& p : d.ports()) {
+        ++ports;
+        if (p.state() == "ACTIVE" && p.phys_state() == "LinkUp") {
+          ++up;
+          rate += p.rate_gbps();
+          mtu = mtu == 0 ? p.active_mtu() : std::min(mtu, p.active_mtu());
+        } else {
+          Worse(h.health, "degraded",
+                absl::StrCat(d.name(), "/", p.port(), " is ", p.state(), "/", p.phys_state()));
+        }
+        if (p.state() == "ACTIVE" && p.active_mtu() > 0 && p.active_mtu() < 4096) {
+          Worse(h.health, "degraded",
+                absl::StrCat(d.name(), "/", p.port(), " MTU ", p.active_mtu(),
+                             ": RoCE wants 4096 (netdev MTU 9000 end to end)"));
+        }
+      }
+    }
+    h.links = ports == 0 ? "no RDMA device"
+                         : absl::StrFormat("%d/%d up, %.0f Gb/s, MTU %u", up, ports, rate, mtu);
+    if (probe.has_limits()) {
+      uint64_t memlock = probe.limits().memlock_soft();
+      h.memlock = memlock == kUnlimited ? "unlimited" : Bytes(memlock);
+      if (memlock != kUnlimited && ports > 0) {
+        Worse(h.health, "degraded",
+              absl::StrCat("memlock ", h.memlock,
+                           ": RDMA needs unlimited (run the agent with LimitMEMLOCK=infinity)"));
+      }
+      h.shm_free = Bytes(probe.limits().shm_free_bytes());
+      if (probe.limits().shm_total_bytes() > 0 && probe.limits().shm_free_bytes() < kMinShmFree) {
+        Worse(h.health, "degraded", absl::StrCat("/dev/shm has only ", h.shm_free, " free"));
+      }
+    }
+    for (const v1::DiskProbe& disk : probe.disks()) {
+      if (disk.present() && disk.total_bytes() > 0 && disk.free_bytes() * 10 < disk.total_bytes()) {
+        Worse(h.health, "degraded",
+              absl::StrCat(disk.path(), " has ", Bytes(disk.free_bytes()), " free (under 10%)"));
+      }
+    }
+    std::vector<std::string> fabric_cells;
+    for (const auto& [key, r] : last_fabric[h.name]) {
+      fabric_cells.push_back(absl::StrCat(
+          key, " ", r->measured() ? absl::StrFormat("%.1f Gb/s", r->bandwidth_gbps()) : "-", " ",
+          r->verdict()));
+      if (r->verdict() == "fail" || r->verdict() == "warn") {
+        Worse(h.health, "degraded",
+              absl::StrCat("fabric ", r->test(), " to ", r->to(), ": ", r->verdict(),
+                           r->reason().empty() ? "" : absl::StrCat(" (", r->reason(), ")")));
+      }
+      if (!r->regression().empty()) {
+        Worse(h.health, "degraded",
+              absl::StrCat("fabric ", r->test(), " to ", r->to(), ": ", r->regression()));
+      }
+    }
+    h.fabric = fabric_cells.empty() ? "-" : absl::StrJoin(fabric_cells, ", ");
+    report.nodes.push_back(std::move(h));
+  }
+  for (const v1::Group& group : groups.groups()) {
+    GroupHealth h;
+    h.name = group.name();
+    h.generation = group.generation();
+    h.endpoint = group.endpoint();
+    int ready = 0;
+    for (const v1::GroupRank& rank : group.ranks()) {
+      if (rank.status().state() == v1::SHARD_STATE_READY) ++ready;
+    }
+    h.ranks = absl::StrCat(ready, "/", group.ranks_size(), " ready");
+    const std::string why = group.message().empty() ? "" : absl::StrCat(": ", group.message());
+    switch (group.state()) {
+      case v1::GROUP_STATE_READY:
+        h.state = "Ready";
+        break;
+      case v1::GROUP_STATE_STOPPED:
+        h.state = "Stopped";
+        break;
+      case v1::GROUP_STATE_FAILED:
+        h.state = "Failed";
+        Worse(h.health, "unhealthy", absl::StrCat("group failed", why));
+        break;
+      case v1::GROUP_STATE_DEGRADED:
+        h.state = "Degraded";
+        Worse(h.health, "degraded", absl::StrCat("group degraded", why));
+        break;
+      default:
+        h.state = group.state() == v1::GROUP_STATE_STARTING ? "Starting" : "Pending";
+        Worse(h.health, "degraded", absl::StrCat("not serving yet", why));
+    }
+    report.groups.push_back(std::move(h));
+  }
+  return report;
+}
+
+std::string RenderHealth(const HealthReport& report) {
+  Table nodes({"NODE", "STATE", "HEARTBEAT", "GPU", "RDMA LINKS", "MEMLOCK", "SHM FREE", "FABRIC",
+               "HEALTH", "REASONS"});
+  for (const NodeHealth& n : report.nodes) {
+    nodes.AddRow({n.name, n.state, Ago(n.heartbeat_age_s), n.gpu, n.links,
+                  n.memlock.empty() ? "-" : n.memlock, n.shm_free.empty() ? "-" : n.shm_free,
+                  n.fabric, n.health.verdict,
+                  n.health.reasons.empty() ? "-" : absl::StrJoin(n.health.reasons, "; ")});
+  }
+  std::string out = nodes.Render();
+  if (!report.groups.empty()) {
+    Table groups({"GROUP", "STATE", "GENERATION", "RANKS", "ENDPOINT", "HEALTH", "REASONS"});
+    for (const GroupHealth& g : report.groups) {
+      groups.AddRow({g.name, g.state, absl::StrCat(g.generation), g.ranks,
+                     g.endpoint.empty() ? "-" : g.endpoint, g.health.verdict,
+                     g.health.reasons.empty() ? "-" : absl::StrJoin(g.health.reasons, "; ")});
+    }
+    absl::StrAppend(&out, "\n", groups.Render());
+  }
+  return out;
+}
+
+nlohmann::ordered_json HealthJson(const HealthReport& report) {
+  nlohmann::ordered_json doc = {{"apiVersion", "fleet/v1"}, {"kind", "Health"}};
+  doc["nodes"] = nlohmann::ordered_json::array();
+  for (const NodeHealth& n : report.nodes) {
+    doc["nodes"].push_back({{"name", n.name},
+                            {"state", n.state},
+                            {"heartbeat_age_s", n.heartbeat_age_s},
+                            {"gpu", n.gpu},
+                            {"rdma_links", n.links},
+                            {"memlock", n.memlock},
+                            {"shm_free", n.shm_free},
+                            {"fabric", n.fabric},
+                            {"health", n.health.verdict},
+                            {"reasons", n.health.reasons}});
+  }
+  doc["groups"] = nlohmann::ordered_json::array();
+  for (const GroupHealth& g : report.groups) {
+    doc["groups"].push_back({{"name", g.name},
+                             {"state", g.state},
+                             {"generation", g.generation},
+                             {"ranks", g.ranks},
+                             {"endpoint", g.endpoint},
+                             {"health", g.health.verdict},
+                             {"reasons", g.health.reasons}});
+  }
+  return doc;
+}
+
+namespace {
+
+// One look: fetch, judge, draw. The exit code of that look, or nullopt with the error printed.
+std::optional<int> DrawOnce(const Globals& g, AdminClient& client, std::string& out) {
+  absl::StatusOr<v1::ListNodesResponse> nodes = client.ListNodes();
+  absl::StatusOr<v1::ListGroupsResponse> groups =
+      nodes.ok() ? client.ListGroups() : absl::StatusOr<v1::ListGroupsResponse>(nodes.status());
+  absl::StatusOr<v1::FabricHistoryResponse> history =
+      groups.ok() ? client.FabricHistory({})
+                  : absl::StatusOr<v1::FabricHistoryResponse>(groups.status());
+  if (!history.ok()) {
+    Fail(std::string(history.status().message()));
+    return std::nullopt;
+  }
+  HealthReport report =
+      JudgeHealth(*nodes, *groups, {history->results().begin(), history->results().end()});
+  out = g.output == "json" || g.output == "yaml" ? PrintDocument(HealthJson(report), g.output)
+                                                 : RenderHealth(report);
+  for (const NodeHealth& n : report.nodes) {
+    if (n.health.verdict != "healthy") return 1;
+  }
+  for (const GroupHealth& gr : report.groups) {
+    if (gr.health.verdict != "healthy") return 1;
+  }
+  return 0;
+}
+
+}  // namespace
+
+int Health(const Globals& g, bool watch, absl::Duration period) {
+  absl::StatusOr<AdminClient> client = Connect(g);
+  if (!client.ok()) return Fail(std::string(client.status().message()));
+  const bool terminal = ::isatty(STDOUT_FILENO) == 1;
+  while (true) {
+    std::string out;
+    std::optional<int> code = DrawOnce(g, *client, out);
+    if (!code) return 1;
+    // On a terminal the view is redrawn in place (cursor home, clear screen); piped, each look
+    // follows the last.
+    if (watch && terminal) std::cout << "\033[H\033[2J";
+    std::cout << out << std::flush;
+    if (!watch) return *code;
+    absl::SleepFor(period);
+    if (!terminal) std::cout << "\n";
+  }
+}
+
+}  // namespace fleet::cli

@@ -1,0 +1,60 @@
+// `fleet health`: one view of the cluster with a verdict (healthy, degraded, unhealthy) and the
+// reasons for every node and group, judged from what the controller holds: node states and
+// heartbeat ages, each node's probes as of its registration (GPU or why none, RDMA ports,
+// memlock, /dev/shm, disks), the last fabric result of each link, and the groups' ranks.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "absl/time/time.h"
+#include "cli/commands.h"
+#include "fleet/v1/controller.pb.h"
+#include "fleet/v1/fabric.pb.h"
+#include "nlohmann/json.hpp"
+
+namespace fleet::cli {
+
+struct HealthVerdict {
+  std::string verdict = "healthy";  // "healthy", "degraded", "unhealthy"
+  std::vector<std::string> reasons;
+};
+
+struct NodeHealth {
+  std::string name;
+  std::string state;
+  double heartbeat_age_s = -1;  // -1: never heard
+  std::string gpu;              // "1 x NVIDIA GB10" or why not: "no NVIDIA driver"
+  std::string links;            // "2/4 up, 200 Gb/s, MTU 4096"
+  std::string memlock;          // "unlimited" or "8 MiB"
+  std::string shm_free;         // "30.1 GiB"
+  std::string fabric;           // last fabric result of each link from this node
+  HealthVerdict health;
+};
+
+struct GroupHealth {
+  std::string name;
+  std::string state;
+  std::string ranks;  // "3/4 ready"
+  std::string endpoint;
+  uint64_t generation = 0;
+  HealthVerdict health;
+};
+
+struct HealthReport {
+  std::vector<NodeHealth> nodes;
+  std::vector<GroupHealth> groups;
+};
+
+// Judges every node and group. `fabric` is the stored history (the newest result per test and
+// link counts).
+HealthReport JudgeHealth(const v1::ListNodesResponse& nodes, const v1::ListGroupsResponse& groups,
+                         const std::vector<v1::FabricResult>& fabric);
+std::string RenderHealth(const HealthReport& report);
+nlohmann::ordered_json HealthJson(const HealthReport& report);
+
+// Exit code 0 when everything is healthy, 1 otherwise. With `watch` it redraws every `period`
+// (in place on a terminal) until interrupted, or until the controller cannot be reached.
+int Health(const Globals& g, bool watch = false, absl::Duration period = absl::Seconds(2));
+
+}  // namespace fleet::cli

@@ -1,0 +1,63 @@
+// FabricRunner: `fleet fabric` on the controller. It picks the nodes, plans the links
+// (fabric_plan.h), runs each round's tests at once through the agents (no node in two tests at
+// a time), judges every result against the link's rate and its history, and stores it. Plain
+// class: the Controller service calls it on the probe executor.
+#pragma once
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "common/clock.h"
+#include "controller/fabric/fabric_agent_client.h"
+#include "controller/store/store.h"
+#include "fleet/v1/controller.pb.h"
+#include "fleet/v1/fabric.pb.h"
+
+namespace fleet::controller {
+
+// Where a node takes part in fabric tests: its fabric interface's IPv4 address (the advertised
+// address's host where no interface is marked fabric), the interface, and its rate.
+struct FabricEndpoint {
+  std::string name;
+  std::string node_id;
+  std::string agent_address;
+  std::string ip;
+  std::string device;    // "" when the interface is not known
+  double rate_gbps = 0;  // 0 when unknown
+  bool has_rdma = false;
+  bool has_gpu = false;
+};
+FabricEndpoint EndpointOf(const v1::Node& node);
+
+// Example:
+//   FabricRunner runner(clock, &store, &agents, [&](const v1::FabricResult& r) { ... });
+//   ASSIGN_OR_RETURN(v1::RunFabricResponse results, runner.Run(request, registry.List()));
+class FabricRunner {
+ public:
+  using ResultListener = std::function<void(const v1::FabricResult&)>;
+  FabricRunner(const Clock* clock, Store* store, FabricAgentClient* agents,
+               ResultListener on_result)
+      : clock_(clock), store_(store), agents_(agents), on_result_(std::move(on_result)) {}
+
+  // Blocking for every round's duration. One run at a time: a second waits for the first, so
+  // two runs never share a link. InvalidArgument for an unknown test or bad figures,
+  // FailedPrecondition for a named node that is not Ready (naming the Ready ones).
+  absl::StatusOr<v1::RunFabricResponse> Run(const v1::RunFabricRequest& request,
+                                            const std::vector<v1::Node>& nodes);
+  absl::StatusOr<v1::FabricHistoryResponse> History(const v1::FabricHistoryRequest& request);
+
+ private:
+  v1::FabricResult RunTcp(const FabricEndpoint& from, const FabricEndpoint& to,
+                          const v1::FabricTcpSpec& spec);
+
+  const Clock* const clock_;
+  Store* const store_;
+  FabricAgentClient* const agents_;
+  const ResultListener on_result_;
+  absl::Mutex run_mu_;  // held for a whole run
+};
+
+}  // namespace fleet::controller

@@ -1,0 +1,36 @@
+// FabricAgentClient over gRPC: the Agent service's FabricListen and FabricSend, mutual TLS.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/synchronization/mutex.h"
+#include "common/transport.h"
+#include "controller/fabric/fabric_agent_client.h"
+#include "fleet/v1/agent.grpc.pb.h"
+
+namespace fleet::controller {
+
+class GrpcFabricAgentClient final : public FabricAgentClient {
+ public:
+  explicit GrpcFabricAgentClient(std::shared_ptr<TransportCredentials> transport)
+      : transport_(std::move(transport)) {}
+  absl::StatusOr<v1::FabricListenResponse> Listen(const std::string& address,
+                                                  const std::string& node_id,
+                                                  const v1::FabricListenRequest& request,
+                                                  absl::Duration deadline) override;
+  absl::StatusOr<v1::FabricSendResponse> Send(const std::string& address,
+                                              const std::string& node_id,
+                                              const v1::FabricSendRequest& request,
+                                              absl::Duration deadline) override;
+
+ private:
+  v1::Agent::Stub* StubFor(const std::string& address, const std::string& node_id);
+
+  const std::shared_ptr<TransportCredentials> transport_;
+  absl::Mutex mu_;
+  absl::flat_hash_map<std::string, std::unique_ptr<v1::Agent::Stub>> stubs_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace fleet::controller
