@@ -38,6 +38,10 @@ class SqliteStore final : public Store {
                            absl::string_view message) override;
   absl::StatusOr<std::vector<StoredEvent>> LoadEvents(absl::string_view subject,
                                                       int limit) override;
+  absl::StatusOr<int64_t> AppendGroupEvent(const v1::GroupEventRecord& event) override;
+  absl::StatusOr<std::vector<v1::GroupEventRecord>> LoadGroupEvents(
+      const std::vector<std::string>& groups, int64_t after_id, int limit) override;
+  absl::Status PruneGroupEvents(absl::Time before) override;
 
  private:
   // Every record table maps an id to a serialized proto.
