@@ -39,6 +39,10 @@ class AdminClient {
   absl::StatusOr<v1::ProbeNodeResponse> ProbeNode(const std::string& name, absl::Duration extra);
   absl::StatusOr<v1::PreflightResponse> Preflight(const v1::ApplyRequest& request,
                                                   absl::Duration extra);
+  // A restart waits for every rank's stop and the new start orders: up to `extra` more.
+  absl::StatusOr<v1::RestartGroupResponse> RestartGroup(const std::string& name,
+                                                        absl::Duration extra);
+  absl::StatusOr<v1::ListEventsResponse> ListEvents(const v1::ListEventsRequest& request);
 
  private:
   AdminClient(CliConfig config, std::unique_ptr<v1::Controller::Stub> stub, absl::Duration d)
