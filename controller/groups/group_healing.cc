@@ -357,16 +357,21 @@ void GroupManager::TickHealing(absl::Time now) {
       continue;
     }
     LogWatch& watch = watches_[name];
-    if (watch.generation != group.generation() || watch.counter == nullptr) {
+    if (watch.generation != group.generation() || watch.counters.empty()) {
       absl::StatusOr<engine::Recipe> recipe =
           engine::ParseRecipe(group.recipe_path(), stored.recipe_yaml());
       if (!recipe.ok()) continue;
       watch = LogWatch{.generation = group.generation(),
                        .offsets = std::vector<uint64_t>(group.ranks_size(), 0),
-                       .counter = std::make_shared<engine::SignatureCounter>(
-                           engine::EffectiveSignatures(*recipe)),
+                       .counters = {},
                        .busy = false,
                        .next_scan = now};
+      // One count per rank: vLLM's wedge warning shows on several ranks at once, and three of
+      // them in a minute are one wedge seen three times, not three minutes of it.
+      for (int k = 0; k < group.ranks_size(); ++k) {
+        watch.counters.push_back(
+            std::make_shared<engine::SignatureCounter>(engine::EffectiveSignatures(*recipe)));
+      }
     }
     if (watch.busy || now < watch.next_scan) continue;
     watch.busy = true;
@@ -377,18 +382,18 @@ void GroupManager::TickHealing(absl::Time now) {
 
 void GroupManager::ScanLogs(const v1::Group& group) {
   std::vector<uint64_t> offsets;
-  std::shared_ptr<engine::SignatureCounter> counter;
+  std::vector<std::shared_ptr<engine::SignatureCounter>> counters;
   {
     absl::MutexLock lock(&mu_);
     auto w = watches_.find(group.name());
     if (w == watches_.end() || w->second.generation != group.generation()) return;
     offsets = w->second.offsets;
-    counter = w->second.counter;
+    counters = w->second.counters;
   }
   std::optional<engine::SignatureMatch> fired;
   const v1::GroupRank* where = nullptr;
   for (const v1::GroupRank& rank : group.ranks()) {
-    if (rank.rank() >= offsets.size()) break;
+    if (rank.rank() >= offsets.size() || rank.rank() >= counters.size()) break;
     // Until its agent answered this generation's start, a node still holds the previous
     // generation's output under this rank.
     if (rank.status().generation() != group.generation()) continue;
@@ -400,8 +405,8 @@ void GroupManager::ScanLogs(const v1::Group& group) {
         agents_->ReadShardLog(rank.node_address(), rank.node_id(), read, config_.log_call_deadline);
     if (!log.ok() || log->next_offset() < offsets[rank.rank()]) continue;
     offsets[rank.rank()] = log->next_offset();
-    // One counter per group: a signature counts lines from every rank (a wedge shows on each).
-    std::optional<engine::SignatureMatch> m = counter->Feed(log->data(), clock_->Now());
+    std::optional<engine::SignatureMatch> m =
+        counters[rank.rank()]->Feed(log->data(), clock_->Now());
     if (m.has_value() && !fired.has_value()) {
       fired = std::move(m);
       where = &rank;

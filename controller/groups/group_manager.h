@@ -203,7 +203,7 @@ class GroupManager {
   struct LogWatch {
     uint64_t generation = 0;
     std::vector<uint64_t> offsets;  // per rank: the next byte to read
-    std::shared_ptr<engine::SignatureCounter> counter;
+    std::vector<std::shared_ptr<engine::SignatureCounter>> counters;  // per rank
     bool busy = false;
     absl::Time next_scan;
   };

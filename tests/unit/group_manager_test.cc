@@ -729,7 +729,9 @@ TEST_F(GroupManagerTest, WedgeSignatureSeenEnoughTimesRestartsTheGroup) {
   Report("id2", 1, 1, v1::SHARD_STATE_READY);
   const std::string line = "WARNING no broadcast block found in 60 seconds\n";
   for (int i = 0; i < 2; ++i) {
+    // Counted per rank: four lines from two ranks are two sightings on each.
     agents_.AppendLog("10.0.0.1:7101", "echo", 0, line);
+    agents_.AppendLog("10.0.0.2:7101", "echo", 1, line);
     clock_.Advance(absl::Minutes(1));
     groups_.Tick();
     executor_.RunAll();
