@@ -143,4 +143,18 @@ absl::StatusOr<v1::FabricHistoryResponse> AdminClient::FabricHistory(
       &v1::Controller::Stub::FabricHistory, request, absl::ZeroDuration());
 }
 
+absl::StatusOr<v1::RestartGroupResponse> AdminClient::RestartGroup(const std::string& name,
+                                                                   absl::Duration extra) {
+  v1::RestartGroupRequest request;
+  request.set_name(name);
+  return Call<v1::RestartGroupRequest, v1::RestartGroupResponse>(
+      &v1::Controller::Stub::RestartGroup, request, extra);
+}
+
+absl::StatusOr<v1::ListEventsResponse> AdminClient::ListEvents(
+    const v1::ListEventsRequest& request) {
+  return Call<v1::ListEventsRequest, v1::ListEventsResponse>(&v1::Controller::Stub::ListEvents,
+                                                             request, absl::ZeroDuration());
+}
+
 }  // namespace fleet::cli

@@ -44,6 +44,10 @@ class AdminClient {
   absl::StatusOr<v1::RunFabricResponse> RunFabric(const v1::RunFabricRequest& request,
                                                   absl::Duration extra);
   absl::StatusOr<v1::FabricHistoryResponse> FabricHistory(const v1::FabricHistoryRequest& request);
+  // A restart waits for every rank's stop and the new start orders: up to `extra` more.
+  absl::StatusOr<v1::RestartGroupResponse> RestartGroup(const std::string& name,
+                                                        absl::Duration extra);
+  absl::StatusOr<v1::ListEventsResponse> ListEvents(const v1::ListEventsRequest& request);
 
  private:
   AdminClient(CliConfig config, std::unique_ptr<v1::Controller::Stub> stub, absl::Duration d)

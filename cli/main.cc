@@ -21,6 +21,7 @@
 #include "cli/export_commands.h"
 #include "cli/fabric_commands.h"
 #include "cli/group_commands.h"
+#include "cli/heal_commands.h"
 #include "cli/health_commands.h"
 #include "cli/local_cluster.h"
 #include "cli/probe_commands.h"
@@ -371,6 +372,18 @@ int Main(int argc, char** argv) {
   logs->add_flag("-f,--follow", logs_follow, "keep printing new output");
   logs->add_option("--tail", logs_tail, "last N lines (0: everything kept)")->capture_default_str();
 
+  std::string restart_name;
+  CLI::App* restart = app.add_subcommand(
+      "restart",
+      "restart a group now: every rank stopped and confirmed gone, then a new generation");
+  restart->add_option("NAME", restart_name, "group (or application) name")->required();
+  std::string events_name;
+  bool events_follow = false;
+  CLI::App* events =
+      app.add_subcommand("events", "rank exits, restarts and failures of groups, oldest first");
+  events->add_option("NAME", events_name, "group (or application) name; default: every group");
+  events->add_flag("-f,--follow", events_follow, "keep printing new events");
+
   ExportFlags export_flags;
   CLI::App* export_cmd = app.add_subcommand(
       "export", "render a recipe's launch for Kubernetes LeaderWorkerSet or Slurm (offline)");
@@ -459,6 +472,8 @@ int Main(int argc, char** argv) {
   if (*describe_group) return DescribeGroup(g, describe_name);
   if (*stop) return StopGroup(g, stop_name);
   if (*logs) return Logs(g, logs_name, logs_rank, logs_follow, logs_tail);
+  if (*restart) return RestartGroup(g, restart_name);
+  if (*events) return Events(g, events_name, events_follow);
   if (*discover) {
     return Discover(g, discover_interfaces, discover_targets, discover_timeout, discover_adopt);
   }

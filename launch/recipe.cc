@@ -85,7 +85,7 @@ const std::vector<std::string>& Version1Keys() {
 const std::vector<std::string>& Version2Keys() {
   static const auto* keys =
       new std::vector<std::string>{"engine",   "nodes",  "replicas",   "placement", "runtime",
-                                   "requires", "mounts", "cache_dirs", "health"};
+                                   "requires", "mounts", "cache_dirs", "health",    "restart"};
   return *keys;
 }
 
@@ -774,9 +774,11 @@ class Parser {
     if (!node.IsMap()) {
       return Error(node, absl::StrCat("\"health\" must be a map, found ", Found(node)));
     }
-    static const auto* kKeys = new std::vector<std::string>{
-        "path",         "port", "check_models", "check_completion", "period", "request_timeout",
-        "start_timeout"};
+    static const auto* kKeys = new std::vector<std::string>{"path",          "port",
+                                                            "check_models",  "check_completion",
+                                                            "period",        "request_timeout",
+                                                            "start_timeout", "stall_timeout",
+                                                            "signatures"};
     HealthSettings& h = recipe_.health;
     for (auto it = node.begin(); it != node.end(); ++it) {
       const std::string key = it->first.IsScalar() ? it->first.Scalar() : "";
@@ -801,6 +803,8 @@ class Parser {
         ASSIGN_OR_RETURN(h.check_models, Bool(value, name));
       } else if (key == "check_completion") {
         ASSIGN_OR_RETURN(h.check_completion, Bool(value, name));
+      } else if (key == "signatures") {
+        RETURN_IF_ERROR(Signatures(value));
       } else {
         absl::Duration d;
         if (!value.IsScalar() || !absl::ParseDuration(value.Scalar(), &d) ||
@@ -813,7 +817,133 @@ class Parser {
         if (key == "period") h.period = d;
         if (key == "request_timeout") h.request_timeout = d;
         if (key == "start_timeout") h.start_timeout = d;
+        if (key == "stall_timeout") h.stall_timeout = d;
       }
+    }
+    return absl::OkStatus();
+  }
+
+  // A positive, finite duration in absl's syntax ("5s", "300ms", "10m", "1h30m").
+  absl::StatusOr<absl::Duration> Duration(const YAML::Node& value, absl::string_view name) const {
+    absl::Duration d;
+    if (!value.IsScalar() || !absl::ParseDuration(value.Scalar(), &d) ||
+        d <= absl::ZeroDuration() || d == absl::InfiniteDuration()) {
+      return Error(value, absl::StrCat("\"", name,
+                                       "\" must be a positive duration such as \"500ms\", "
+                                       "\"5s\" or \"10m\", found ",
+                                       Found(value)));
+    }
+    return d;
+  }
+
+  // `health.signatures`: a list of {pattern, count, window, action, fix}.
+  absl::Status Signatures(const YAML::Node& node) {
+    if (node.IsNull()) return absl::OkStatus();
+    if (!node.IsSequence()) {
+      return Error(node, absl::StrCat("\"health.signatures\" must be a list such as "
+                                      "[{pattern: \"EngineDeadError\", action: restart}], found ",
+                                      Found(node)));
+    }
+    static const auto* kKeys =
+        new std::vector<std::string>{"pattern", "count", "window", "action", "fix"};
+    for (size_t i = 0; i < node.size(); ++i) {
+      const YAML::Node item = node[i];
+      const std::string where = absl::StrCat("health.signatures[", i, "]");
+      if (!item.IsMap()) {
+        return Error(item, absl::StrCat("\"", where,
+                                        "\" must be a map with pattern, count, window, action "
+                                        "and fix, found ",
+                                        Found(item)));
+      }
+      LogSignature signature;
+      bool has_pattern = false;
+      for (auto it = item.begin(); it != item.end(); ++it) {
+        const std::string key = it->first.IsScalar() ? it->first.Scalar() : "";
+        const YAML::Node value = it->second;  // a copy, as in Health()
+        const std::string name = absl::StrCat(where, ".", key);
+        key_mark_ = it->first.Mark();
+        if (!Contains(*kKeys, key)) {
+          return Error(it->first, absl::StrCat("unknown key \"", name, "\"", Suggest(key, *kKeys)));
+        }
+        if (key == "pattern") {
+          ASSIGN_OR_RETURN(signature.pattern, String(value, name, false));
+          try {
+            std::regex check(signature.pattern);
+          } catch (const std::regex_error& e) {
+            return Error(value, absl::StrCat("\"", name,
+                                             "\" is not a valid regular expression (ECMAScript): ",
+                                             e.what(), "; escape special characters with \\"));
+          }
+          has_pattern = true;
+        } else if (key == "count") {
+          ASSIGN_OR_RETURN(int64_t count, Integer(value, name, 1, 1000));
+          signature.count = static_cast<int>(count);
+        } else if (key == "window") {
+          ASSIGN_OR_RETURN(signature.window, Duration(value, name));
+        } else if (key == "action") {
+          ASSIGN_OR_RETURN(std::string action, String(value, name, false));
+          if (action != "restart" && action != "fail") {
+            return Error(value, absl::StrCat("\"", name, "\" must be restart or fail, found ",
+                                             Found(value)));
+          }
+          signature.action = action == "fail" ? SignatureAction::kFail : SignatureAction::kRestart;
+        } else if (key == "fix") {
+          ASSIGN_OR_RETURN(signature.fix, String(value, name, false));
+        }
+      }
+      if (!has_pattern) {
+        return Error(item, absl::StrCat("\"", where,
+                                        "\" needs a pattern, e.g. {pattern: \"EngineDeadError\"}"));
+      }
+      recipe_.health.signatures.push_back(std::move(signature));
+    }
+    return absl::OkStatus();
+  }
+
+  // `restart: {policy, initial_backoff, max_backoff, max_restarts, window}`.
+  absl::Status Restart(const YAML::Node& node) {
+    if (node.IsNull()) return absl::OkStatus();
+    if (!node.IsMap()) {
+      return Error(node, absl::StrCat("\"restart\" must be a map such as {policy: always, "
+                                      "initial_backoff: 5s}, found ",
+                                      Found(node)));
+    }
+    static const auto* kKeys = new std::vector<std::string>{
+        "policy", "initial_backoff", "max_backoff", "max_restarts", "window"};
+    RestartSettings& r = recipe_.restart;
+    std::optional<YAML::Node> max_backoff_value;
+    for (auto it = node.begin(); it != node.end(); ++it) {
+      const std::string key = it->first.IsScalar() ? it->first.Scalar() : "";
+      const YAML::Node value = it->second;  // a copy, as in Health()
+      const std::string name = absl::StrCat("restart.", key);
+      key_mark_ = it->first.Mark();
+      if (!Contains(*kKeys, key)) {
+        return Error(it->first, absl::StrCat("unknown key \"", name, "\"", Suggest(key, *kKeys)));
+      }
+      if (key == "policy") {
+        ASSIGN_OR_RETURN(std::string policy, String(value, name, false));
+        if (policy != "always" && policy != "never") {
+          return Error(value, absl::StrCat("\"restart.policy\" must be always or never, found ",
+                                           Found(value)));
+        }
+        r.always = policy == "always";
+      } else if (key == "max_restarts") {
+        ASSIGN_OR_RETURN(int64_t n, Integer(value, name, 0, 1000));
+        r.max_restarts = static_cast<int>(n);
+      } else if (key == "initial_backoff") {
+        ASSIGN_OR_RETURN(r.initial_backoff, Duration(value, name));
+      } else if (key == "max_backoff") {
+        ASSIGN_OR_RETURN(r.max_backoff, Duration(value, name));
+        max_backoff_value.emplace(value);
+      } else if (key == "window") {
+        ASSIGN_OR_RETURN(r.window, Duration(value, name));
+      }
+    }
+    if (r.max_backoff < r.initial_backoff) {
+      return Error(max_backoff_value.has_value() ? *max_backoff_value : node,
+                   absl::StrCat("\"restart.max_backoff\" (", absl::FormatDuration(r.max_backoff),
+                                ") is below \"restart.initial_backoff\" (",
+                                absl::FormatDuration(r.initial_backoff), "); raise max_backoff"));
     }
     return absl::OkStatus();
   }
@@ -893,6 +1023,8 @@ class Parser {
       }
     } else if (key == "health") {
       return Health(value);
+    } else if (key == "restart") {
+      return Restart(value);
     }
     return absl::OkStatus();
   }

@@ -1,7 +1,7 @@
 // Recipes: the YAML files that say what a serving group runs. Version 1 is the community
 // format of spark-vllm-docker's run-recipe.sh, loaded and rendered unchanged; version 2 keeps
 // every version-1 key and adds SparkFleet's (engine, nodes, replicas, placement, runtime,
-// requires, mounts, cache_dirs, health).
+// requires, mounts, cache_dirs, health, restart).
 #pragma once
 
 #include <cstdint>
@@ -62,6 +62,37 @@ struct UlimitSpec {
   uint64_t hard = 0;
 };
 
+// What a log signature does once seen `count` times within `window`.
+enum class SignatureAction { kRestart, kFail };
+
+// One entry of `health.signatures`, or one of an adapter's built-in signatures
+// (launch/signatures.h): `pattern`, an ECMAScript regular expression searched in each line of
+// every rank's output, seen `count` times within `window` triggers `action`. `fix` is what the
+// operator should do, shown in the group's message with a fail.
+//   signatures:
+//     - {pattern: "No available shared memory broadcast block", count: 3, window: 3m}
+//     - {pattern: "Segmentation fault", action: fail, fix: "update the image"}
+struct LogSignature {
+  std::string pattern;
+  int count = 1;
+  absl::Duration window = absl::Minutes(3);
+  SignatureAction action = SignatureAction::kRestart;
+  std::string fix;
+};
+
+// `restart:` — what the controller does when a rank of a group ends or a health check says its
+// engine is wedged. The first restart is immediate; each further one within `window` waits
+// `initial_backoff`, doubling up to `max_backoff`; a failure after `max_restarts` restarts within
+// `window` fails the group, with every rank stopped.
+//   restart: {policy: always, initial_backoff: 5s, max_backoff: 300s, max_restarts: 5, window: 10m}
+struct RestartSettings {
+  bool always = true;  // `policy: always`; false for `policy: never` (a failure is final)
+  absl::Duration initial_backoff = absl::Seconds(5);
+  absl::Duration max_backoff = absl::Seconds(300);
+  int max_restarts = 5;
+  absl::Duration window = absl::Minutes(10);
+};
+
 // `health:` — readiness probe of the head (see ReadinessProbe in shard.proto).
 struct HealthSettings {
   std::string path = "/health";
@@ -73,6 +104,11 @@ struct HealthSettings {
   // How long a group may take to become Ready before apply gives up (model load of a
   // 150 GB checkpoint plus kernel compilation takes many minutes on a Spark).
   absl::Duration start_timeout = absl::Minutes(30);
+  // Requests running while the engine's generated-token counter stands still this long: wedged.
+  absl::Duration stall_timeout = absl::Seconds(120);
+  // Added to the adapter's built-in signatures; an entry with the pattern of a built-in one
+  // replaces it. In file order.
+  std::vector<LogSignature> signatures;
 };
 
 // One parsed recipe. Keys a version-1 file cannot have keep their defaults.
@@ -111,6 +147,7 @@ struct Recipe {
   std::vector<MountSpec> mounts;
   std::vector<std::string> cache_dirs;  // container paths kept across restarts
   HealthSettings health;
+  RestartSettings restart;
 
   // Where each top-level key and each `defaults` key was written, for errors raised after
   // parsing (placement: "tensor_parallel: 4 needs 4 nodes, 2 are Ready"). "command.text" is

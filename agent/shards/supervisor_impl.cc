@@ -664,6 +664,16 @@ absl::StatusOr<LogChunk> SupervisorImpl::ReadLog(absl::string_view group, uint32
       if (!entry || e->spec.generation() > entry->spec.generation()) entry = e;
     }
     if (!entry) {
+      // A stopped shard (a failed group's ranks are stopped) leaves its output on disk until
+      // the rank starts again: `fleet logs` still shows why it failed.
+      v1::ShardSpec spec;
+      spec.set_group(std::string(group));
+      spec.set_rank(rank);
+      ShardLogOptions log_options = LogOptions(spec);
+      if (::access(log_options.path.c_str(), R_OK) == 0) {
+        ShardLog stopped(std::move(log_options), 0);
+        return offset ? stopped.Read(*offset, max_bytes) : stopped.Tail(tail_lines, max_bytes);
+      }
       return absl::NotFoundError(
           absl::StrCat("no shard of group ", group, " rank ", rank, " on ", options_.node_name));
     }

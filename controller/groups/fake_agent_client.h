@@ -2,6 +2,7 @@
 // held (HoldProbes) to stand for an agent hashing a model for minutes.
 #pragma once
 
+#include <algorithm>
 #include <map>
 #include <set>
 #include <string>
@@ -65,10 +66,28 @@ class FakeAgentClient final : public AgentClient {
                                                         const v1::ReadShardLogRequest& request,
                                                         absl::Duration) override {
     v1::ReadShardLogResponse response;
+    absl::MutexLock lock(&mu_);
+    auto it = logs_.find(absl::StrCat(address, "/", request.group(), "/", request.rank()));
+    if (it != logs_.end()) {
+      // Offsets count every byte written, as the agent's do; a tail read gives it all.
+      const std::string& text = it->second;
+      const size_t from =
+          request.has_offset() ? std::min<size_t>(request.offset(), text.size()) : 0;
+      response.set_data(text.substr(from));
+      response.set_start_offset(from);
+      response.set_next_offset(text.size());
+      return response;
+    }
     response.set_data(
         absl::StrCat("log of ", request.group(), " rank ", request.rank(), " at ", address, "\n"));
     response.set_next_offset(response.data().size());
     return response;
+  }
+  // The rank's output at `address` grows by `text` (ReadShardLog answers from it).
+  void AppendLog(const std::string& address, const std::string& group, uint32_t rank,
+                 const std::string& text) {
+    absl::MutexLock lock(&mu_);
+    logs_[absl::StrCat(address, "/", group, "/", rank)] += text;
   }
 
   // Probes answer with what SetProbe gave for the address (an empty probe otherwise).
@@ -148,6 +167,7 @@ class FakeAgentClient final : public AgentClient {
   std::vector<Call<v1::StopShardsRequest>> stops_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, absl::Status> start_errors_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, absl::Status> stop_errors_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::string> logs_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, v1::NodeProbe> probes_ ABSL_GUARDED_BY(mu_);
   std::vector<Call<v1::ProbeRequest>> probes_asked_ ABSL_GUARDED_BY(mu_);
   bool hold_all_probes_ ABSL_GUARDED_BY(mu_) = false;

@@ -205,7 +205,13 @@ absl::StatusOr<GroupManager::Prepared> GroupManager::Prepare(const v1::ApplyRequ
     }
     std::map<std::string, std::string> holder;  // node id → group
     for (const auto& [name, stored] : groups_) {
-      if (!Active(stored.group().state()) || stored.group().application() == p.app) continue;
+      if (stored.group().application() == p.app) continue;
+      // Ranks not confirmed gone may still hold the GPU: vLLM's workers hang when their head
+      // dies.
+      for (const std::string& node_id : stored.unconfirmed_node_ids()) {
+        holder[node_id] = absl::StrCat(name, ", ranks not confirmed gone");
+      }
+      if (!Active(stored.group().state())) continue;
       for (const v1::GroupRank& rank : stored.group().ranks()) holder[rank.node_id()] = name;
     }
     for (const auto& [node_id, app] : reserved_nodes_) {
@@ -416,6 +422,8 @@ absl::StatusOr<v1::ApplyResponse> GroupManager::Apply(const v1::ApplyRequest& re
     v1::StoredGroup& stored = groups_[g.group().name()];
     stored.mutable_group()->set_state(v1::GROUP_STATE_STOPPED);
     stored.mutable_group()->set_message("replaced by a new apply");
+    stored.clear_unconfirmed_node_ids();
+    pending_.erase(g.group().name());
     Persist(stored);
   }
 
@@ -480,6 +488,7 @@ absl::StatusOr<v1::ApplyResponse> GroupManager::Apply(const v1::ApplyRequest& re
     {
       absl::MutexLock lock(&mu_);
       groups_[p.names[r]] = stored;
+      pending_.erase(p.names[r]);
       Persist(stored);
     }
     Event(p.names[r], "group-applied",
@@ -671,8 +680,27 @@ void GroupManager::ReportShards(absl::string_view node_id,
         Event(group.name(),
               absl::StrCat("rank-", absl::AsciiStrToLower(ShardStateName(status.state()))),
               message);
+        if (status.state() == v1::SHARD_STATE_EXITED || status.state() == v1::SHARD_STATE_FAILED) {
+          // What SparkFleet does about it follows as its own event (group_healing.cc).
+          HealEvent(group, rank.node_name(), static_cast<int>(status.rank()), message, "-");
+        }
         Refresh(stored);
       }
+    }
+    // A group that no longer holds this node learns here that none of its ranks runs there.
+    for (auto& [name, stored] : groups_) {
+      auto& ids = *stored.mutable_unconfirmed_node_ids();
+      if (Active(stored.group().state()) ||
+          std::find(ids.begin(), ids.end(), node_id) == ids.end()) {
+        continue;
+      }
+      const bool runs = std::any_of(shards.begin(), shards.end(), [&](const v1::ShardStatus& s) {
+        return s.group() == name && s.state() != v1::SHARD_STATE_EXITED &&
+               s.state() != v1::SHARD_STATE_FAILED;
+      });
+      if (runs) continue;
+      ids.erase(std::find(ids.begin(), ids.end(), node_id));
+      Persist(stored);
     }
   }
   for (const StaleShard& s : stale) {
@@ -702,16 +730,33 @@ void GroupManager::Refresh(v1::StoredGroup& stored) {
   if (group.state() == v1::GROUP_STATE_STOPPED || group.state() == v1::GROUP_STATE_FAILED) {
     return;
   }
+  // A restart is under way: Heal and StartNextGeneration say what the group is doing.
+  if (auto p = pending_.find(group.name());
+      p != pending_.end() && p->second.generation == group.generation()) {
+    return;
+  }
   v1::GroupState state = v1::GROUP_STATE_READY;
   std::string message;
   for (const v1::GroupRank& rank : group.ranks()) {
     const v1::ShardStatus& s = rank.status();
     if (s.state() == v1::SHARD_STATE_FAILED || s.state() == v1::SHARD_STATE_EXITED) {
-      state = v1::GROUP_STATE_FAILED;
-      message = absl::StrCat("rank ", rank.rank(), " on ", rank.node_name(), " ended",
-                             s.exit().empty() ? "" : absl::StrCat(" (", s.exit(), ")"),
-                             s.message().empty() ? "" : absl::StrCat(": ", s.message()),
-                             "; see `fleet logs ", group.name(), " --rank ", rank.rank(), "`");
+      const std::string ended =
+          absl::StrCat("rank ", rank.rank(), " on ", rank.node_name(), " ended",
+                       s.exit().empty() ? "" : absl::StrCat(" (", s.exit(), ")"),
+                       s.message().empty() ? "" : absl::StrCat(": ", s.message()));
+      absl::StatusOr<engine::Recipe> recipe =
+          engine::ParseRecipe(group.recipe_path(), stored.recipe_yaml());
+      const bool restart = recipe.ok() && recipe->restart.always;
+      state = restart ? v1::GROUP_STATE_STARTING : v1::GROUP_STATE_FAILED;
+      message = restart ? absl::StrCat(ended, "; stopping every rank to restart the group")
+                        : absl::StrCat(ended, "; see `fleet logs ", group.name(), " --rank ",
+                                       rank.rank(), "`");
+      // Stops the survivors, then restarts or keeps the group Failed (group_healing.cc).
+      PostHeal(stored, HealCause{.reason = ended,
+                                 .node = rank.node_name(),
+                                 .rank = static_cast<int>(rank.rank()),
+                                 .by_operator = false,
+                                 .match = std::nullopt});
       break;
     }
     if (lost_nodes_.count(rank.node_id())) {
@@ -761,9 +806,10 @@ void GroupManager::Tick() {
   absl::MutexLock lock(&mu_);
   lost_nodes_ = std::move(lost);
   const absl::Time now = clock_->Now();
+  TickHealing(now);
   for (auto& [name, stored] : groups_) {
     v1::Group& group = *stored.mutable_group();
-    if (!Active(group.state())) continue;
+    if (!Active(group.state()) || pending_.count(name)) continue;
     absl::Duration timeout =
         absl::Nanoseconds(TimeUtil::DurationToNanoseconds(group.start_timeout()));
     if (group.state() == v1::GROUP_STATE_STARTING && timeout > absl::ZeroDuration() &&
@@ -773,6 +819,8 @@ void GroupManager::Tick() {
           absl::StrCat("not Ready ", absl::FormatDuration(timeout),
                        " after the start orders (health.start_timeout); last: ", group.message()));
       *group.mutable_updated_at() = ToProtoTime(now);
+      // The ranks that did start are stopped (group_healing.cc); the group stays Failed.
+      PostHeal(stored, HealCause{.reason = "not Ready within health.start_timeout"});
       Persist(stored);
       Event(name, "group-failed", group.message());
       continue;
@@ -832,6 +880,9 @@ absl::StatusOr<std::vector<v1::Group>> GroupManager::Stop(absl::string_view name
     v1::Group& g = *stored.mutable_group();
     g.set_state(v1::GROUP_STATE_STOPPED);
     g.set_message("stopped by an operator");
+    stored.clear_unconfirmed_node_ids();
+    pending_.erase(group.name());
+    watches_.erase(group.name());
     *g.mutable_updated_at() = ToProtoTime(clock_->Now());
     for (v1::GroupRank& rank : *g.mutable_ranks()) {
       rank.mutable_status()->set_state(v1::SHARD_STATE_EXITED);

@@ -8,6 +8,8 @@
 #pragma once
 
 #include <map>
+#include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -31,6 +33,7 @@
 #include "fleet/v1/state.pb.h"
 #include "launch/plan.h"
 #include "launch/recipe.h"
+#include "launch/signatures.h"
 
 namespace fleet::controller {
 
@@ -46,6 +49,13 @@ struct GroupManagerConfig {
   // A probe may hash a model directory the first time (150 GB at disk speed).
   absl::Duration probe_deadline = absl::Minutes(15);
   int events_kept_in_describe = 20;
+  // While a group runs, each rank's new output is read this often and matched against the
+  // group's log signatures (launch/signatures.h).
+  absl::Duration log_scan_period = absl::Seconds(1);
+  // Lines of each rank's output read after a rank ended, to find a cause no restart heals.
+  int tail_lines_on_exit = 200;
+  // `fleet events` keeps this much history in the store.
+  absl::Duration events_kept_for = absl::Hours(24 * 7);
 };
 
 // Example:
@@ -125,6 +135,18 @@ class GroupManager {
   // Tells `listener` (it must outlive the manager) about events and preflights from now on.
   // Call it before any other work starts.
   void SetListener(GroupListener* listener) { listener_ = listener; }
+  // A coordinated restart of every group of `name` (a group or an application), now: every
+  // rank of the running generation stopped and confirmed gone, then a new generation started
+  // in the launch order. Not counted against the restart budget, which it resets. Runs behind
+  // the application's applies, stops and restarts (RestartAsync). FailedPrecondition for a
+  // Stopped group (apply it again), Unavailable when a node cannot confirm its ranks gone.
+  void RestartAsync(std::string name, Done<std::vector<v1::Group>> done);
+  absl::StatusOr<std::vector<v1::Group>> Restart(absl::string_view name);
+  // What happened to the groups (every group when `name` is empty): rank exits, restarts,
+  // failures, with their generation, node, rank, reason and action; ids above `after_id`,
+  // oldest first, at most `limit`. NotFound for a name that is no group or application.
+  absl::StatusOr<std::vector<v1::GroupEventRecord>> Events(absl::string_view name, int64_t after_id,
+                                                           int limit) const;
 
  private:
   // An apply, parsed, placed and planned, before anything changes.
@@ -169,6 +191,49 @@ class GroupManager {
   int ChooseMasterPort(const std::string& head_node_id, absl::string_view except_application)
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
 
+  // Why a generation is being replaced (group_healing.cc).
+  struct HealCause {
+    std::string reason;  // "rank 0 on spark-1 ended (killed by signal 9)"
+    std::string node;    // where it happened; empty for the whole group
+    int rank = -1;
+    bool by_operator = false;
+    std::optional<engine::SignatureMatch> match;  // a log signature that fired
+  };
+  // What the controller does between a failure of a generation and its successor's start.
+  struct PendingRestart {
+    uint64_t generation = 0;
+    std::optional<absl::Time> due;  // set once the old ranks are gone and a backoff runs
+    bool start_posted = false;
+  };
+  // Each running group's output, read incrementally and counted against its signatures.
+  struct LogWatch {
+    uint64_t generation = 0;
+    std::vector<uint64_t> offsets;  // per rank: the next byte to read
+    std::vector<std::shared_ptr<engine::SignatureCounter>> counters;  // per rank
+    bool busy = false;
+    absl::Time next_scan;
+  };
+  // Posts Heal for the group's current generation unless one is posted already.
+  void PostHeal(v1::StoredGroup& stored, HealCause cause) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // On the application's queue: find an unhealable cause in the ranks' last output, stop every
+  // rank of the generation (confirmed), then fail the group or restart it per its policy.
+  void Heal(const std::string& name, uint64_t generation, HealCause cause);
+  // The group's recipe rendered again for `generation` on the nodes it holds. Requires mu_.
+  absl::StatusOr<engine::GroupPlan> Replan(const v1::StoredGroup& stored, uint64_t generation)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // On the application's queue: the next generation, on the same nodes, in launch order.
+  void StartNextGeneration(const std::string& name, uint64_t generation);
+  // Reads the ranks' new output and counts it against the group's signatures.
+  void ScanLogs(const v1::Group& group);
+  // Posts due restarts and log scans. Called by Tick. Requires mu_.
+  void TickHealing(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Failed with `message`; nodes whose ranks are not confirmed gone stay held. Requires mu_.
+  void FailGroup(v1::StoredGroup& stored, const std::string& message)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // One line of `fleet events`, also logged and kept with the group's describe events.
+  void HealEvent(const v1::Group& group, const std::string& node, int rank,
+                 const std::string& reason, const std::string& action);
+
   const GroupManagerConfig config_;
   const Clock* const clock_;
   Store* const store_;
@@ -187,6 +252,10 @@ class GroupManager {
   // Ids of the Lost nodes, as of the last Tick().
   absl::flat_hash_set<std::string> lost_nodes_ ABSL_GUARDED_BY(mu_);
   GroupListener* listener_ = nullptr;
+  // By group name: restarts under way, and the output being watched.
+  std::map<std::string, PendingRestart, std::less<>> pending_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, LogWatch, std::less<>> watches_ ABSL_GUARDED_BY(mu_);
+  absl::Time next_prune_ ABSL_GUARDED_BY(mu_);
 };
 
 // "Pending", "Starting", "Ready", "Degraded", "Failed", "Stopped".

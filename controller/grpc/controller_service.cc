@@ -351,4 +351,33 @@ void ControllerService::WaitForAgentCalls() {
       +[](int* calls) { return *calls == 0; }, &agent_calls_));
 }
 
+grpc::ServerUnaryReactor* ControllerService::RestartGroup(grpc::CallbackServerContext* context,
+                                                          const v1::RestartGroupRequest* request,
+                                                          v1::RestartGroupResponse* response) {
+  if (absl::Status st = RequireAdmin(context); !st.ok()) return Finish(context, st);
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  d_.groups->RestartAsync(request->name(),
+                          [reactor, response](absl::StatusOr<std::vector<v1::Group>> result) {
+                            if (result.ok()) {
+                              for (v1::Group& g : *result) *response->add_groups() = std::move(g);
+                            }
+                            reactor->Finish(ToGrpc(result.status()));
+                          });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* ControllerService::ListEvents(grpc::CallbackServerContext* context,
+                                                        const v1::ListEventsRequest* request,
+                                                        v1::ListEventsResponse* response) {
+  if (absl::Status st = RequireAdmin(context); !st.ok()) return Finish(context, st);
+  // Read from the store, off the reactor.
+  return FinishOn(context, d_.rpc_executor, [this, request, response] {
+    ASSIGN_OR_RETURN(std::vector<v1::GroupEventRecord> events,
+                     d_.groups->Events(request->name(), request->after_id(),
+                                       static_cast<int>(request->limit())));
+    for (v1::GroupEventRecord& e : events) *response->add_events() = std::move(e);
+    return absl::OkStatus();
+  });
+}
+
 }  // namespace fleet::controller

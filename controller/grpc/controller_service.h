@@ -106,6 +106,12 @@ class ControllerService final : public v1::Controller::CallbackService {
   grpc::ServerUnaryReactor* GroupLogs(grpc::CallbackServerContext* context,
                                       const v1::GroupLogsRequest* request,
                                       v1::GroupLogsResponse* response) override;
+  grpc::ServerUnaryReactor* RestartGroup(grpc::CallbackServerContext* context,
+                                         const v1::RestartGroupRequest* request,
+                                         v1::RestartGroupResponse* response) override;
+  grpc::ServerUnaryReactor* ListEvents(grpc::CallbackServerContext* context,
+                                       const v1::ListEventsRequest* request,
+                                       v1::ListEventsResponse* response) override;
   grpc::ServerUnaryReactor* ProbeNode(grpc::CallbackServerContext* context,
                                       const v1::ProbeNodeRequest* request,
                                       v1::ProbeNodeResponse* response) override;

@@ -1,6 +1,7 @@
 // An in-memory Store for unit tests, with a switch to make writes fail.
 #pragma once
 
+#include <algorithm>
 #include <map>
 #include <string>
 #include <vector>
@@ -113,6 +114,33 @@ class FakeStore final : public Store {
     return out;
   }
 
+  absl::StatusOr<int64_t> AppendGroupEvent(const v1::GroupEventRecord& event) override {
+    absl::MutexLock lock(&mu_);
+    if (!fail_writes_.ok()) return fail_writes_;
+    group_events_.push_back(event);
+    group_events_.back().set_id(++last_group_event_id_);
+    return last_group_event_id_;
+  }
+  absl::StatusOr<std::vector<v1::GroupEventRecord>> LoadGroupEvents(
+      const std::vector<std::string>& groups, int64_t after_id, int limit) override {
+    absl::MutexLock lock(&mu_);
+    std::vector<v1::GroupEventRecord> out;
+    for (const v1::GroupEventRecord& e : group_events_) {
+      if (e.id() <= after_id || static_cast<int>(out.size()) >= limit) continue;
+      if (groups.empty() || std::find(groups.begin(), groups.end(), e.group()) != groups.end()) {
+        out.push_back(e);
+      }
+    }
+    return out;
+  }
+  absl::Status PruneGroupEvents(absl::Time before) override {
+    absl::MutexLock lock(&mu_);
+    std::erase_if(group_events_, [&](const v1::GroupEventRecord& e) {
+      return absl::FromUnixSeconds(e.at().seconds()) < before;
+    });
+    return absl::OkStatus();
+  }
+
   void FailWrites(absl::Status status) {
     absl::MutexLock lock(&mu_);
     fail_writes_ = std::move(status);
@@ -134,6 +162,8 @@ class FakeStore final : public Store {
   std::map<std::string, v1::RevokedNode> revoked_;
   std::vector<v1::FabricResult> fabric_results_;
   std::vector<Event> events_;
+  std::vector<v1::GroupEventRecord> group_events_;
+  int64_t last_group_event_id_ = 0;
   absl::Status fail_writes_;
 };
 

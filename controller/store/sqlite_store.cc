@@ -4,6 +4,7 @@
 
 #include <sqlite3.h>
 
+#include <algorithm>
 #include <random>
 
 #include "absl/strings/str_cat.h"
@@ -89,7 +90,10 @@ absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string
       "CREATE INDEX IF NOT EXISTS events_by_subject ON events(subject, id);"
       "CREATE TABLE IF NOT EXISTS fabric_results (id INTEGER PRIMARY KEY AUTOINCREMENT,"
       " link TEXT NOT NULL, record BLOB NOT NULL);"
-      "CREATE INDEX IF NOT EXISTS fabric_results_by_link ON fabric_results(link, id);"));
+      "CREATE INDEX IF NOT EXISTS fabric_results_by_link ON fabric_results(link, id);"
+      "CREATE TABLE IF NOT EXISTS group_events (id INTEGER PRIMARY KEY AUTOINCREMENT,"
+      " at_unix_ms INTEGER NOT NULL, group_name TEXT NOT NULL, record BLOB NOT NULL);"
+      "CREATE INDEX IF NOT EXISTS group_events_by_time ON group_events(at_unix_ms);"));
   {
     Statement get(db, "SELECT value FROM meta WHERE key='schema_version'");
     if (!get.ok()) return store->Error("read schema version");
@@ -288,6 +292,49 @@ absl::StatusOr<std::vector<v1::FabricResult>> SqliteStore::LoadFabricResults(int
   }
   if (rc != SQLITE_DONE) return Error("load fabric results");
   return results;
+}
+
+absl::StatusOr<int64_t> SqliteStore::AppendGroupEvent(const v1::GroupEventRecord& event) {
+  Statement put(db_, "INSERT INTO group_events(at_unix_ms, group_name, record) VALUES(?, ?, ?)");
+  if (!put.ok()) return Error("append group event");
+  sqlite3_bind_int64(put.get(), 1, event.at().seconds() * 1000 + event.at().nanos() / 1'000'000);
+  put.BindText(2, event.group());
+  put.BindBlob(3, event.SerializeAsString());
+  if (put.Step() != SQLITE_DONE) return Error("append group event");
+  return sqlite3_last_insert_rowid(db_);
+}
+
+absl::StatusOr<std::vector<v1::GroupEventRecord>> SqliteStore::LoadGroupEvents(
+    const std::vector<std::string>& groups, int64_t after_id, int limit) {
+  Statement q(db_, "SELECT id, group_name, record FROM group_events WHERE id > ? ORDER BY id");
+  if (!q.ok()) return Error("load group events");
+  sqlite3_bind_int64(q.get(), 1, after_id);
+  std::vector<v1::GroupEventRecord> out;
+  int rc = SQLITE_ROW;
+  while (static_cast<int>(out.size()) < limit && (rc = q.Step()) == SQLITE_ROW) {
+    const std::string group = reinterpret_cast<const char*>(sqlite3_column_text(q.get(), 1));
+    if (!groups.empty() && std::find(groups.begin(), groups.end(), group) == groups.end()) {
+      continue;
+    }
+    v1::GroupEventRecord e;
+    const void* blob = sqlite3_column_blob(q.get(), 2);
+    if (!e.ParseFromArray(blob, sqlite3_column_bytes(q.get(), 2))) {
+      return absl::DataLossError(absl::StrCat("group event ", sqlite3_column_int64(q.get(), 0),
+                                              " in ", path_, " does not parse"));
+    }
+    e.set_id(sqlite3_column_int64(q.get(), 0));
+    out.push_back(std::move(e));
+  }
+  if (rc != SQLITE_ROW && rc != SQLITE_DONE) return Error("load group events");
+  return out;
+}
+
+absl::Status SqliteStore::PruneGroupEvents(absl::Time before) {
+  Statement del(db_, "DELETE FROM group_events WHERE at_unix_ms < ?");
+  if (!del.ok()) return Error("prune group events");
+  sqlite3_bind_int64(del.get(), 1, absl::ToUnixMillis(before));
+  if (del.Step() != SQLITE_DONE) return Error("prune group events");
+  return absl::OkStatus();
 }
 
 }  // namespace fleet::controller

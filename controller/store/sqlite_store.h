@@ -40,6 +40,10 @@ class SqliteStore final : public Store {
                                                       int limit) override;
   absl::Status AppendFabricResult(const v1::FabricResult& result) override;
   absl::StatusOr<std::vector<v1::FabricResult>> LoadFabricResults(int limit) override;
+  absl::StatusOr<int64_t> AppendGroupEvent(const v1::GroupEventRecord& event) override;
+  absl::StatusOr<std::vector<v1::GroupEventRecord>> LoadGroupEvents(
+      const std::vector<std::string>& groups, int64_t after_id, int limit) override;
+  absl::Status PruneGroupEvents(absl::Time before) override;
 
  private:
   // Every record table maps an id to a serialized proto.

@@ -51,6 +51,15 @@ class Store {
   virtual absl::Status AppendFabricResult(const v1::FabricResult& result) = 0;
   // The last `limit` results of each test and link (test, from, to), oldest first per link.
   virtual absl::StatusOr<std::vector<v1::FabricResult>> LoadFabricResults(int limit) = 0;
+  // `fleet events`: stores `event` under a new id (larger than every earlier one) and returns
+  // it. Its `id` field is ignored.
+  virtual absl::StatusOr<int64_t> AppendGroupEvent(const v1::GroupEventRecord& event) = 0;
+  // Events of the groups in `groups` (every group when empty) with an id above `after_id`,
+  // oldest first, at most `limit`.
+  virtual absl::StatusOr<std::vector<v1::GroupEventRecord>> LoadGroupEvents(
+      const std::vector<std::string>& groups, int64_t after_id, int limit) = 0;
+  // Forgets the events that happened before `before`.
+  virtual absl::Status PruneGroupEvents(absl::Time before) = 0;
 };
 
 }  // namespace fleet::controller

@@ -81,9 +81,10 @@ class NativeGroupTest : public ClusterFixture {
     ClusterFixture::TearDown();
   }
 
-  std::string WriteRecipe(const std::string& name, int nodes) {
+  // `extra`: YAML appended to the recipe.
+  std::string WriteRecipe(const std::string& name, int nodes, const std::string& extra = "") {
     std::string path = absl::StrCat(cluster_->temp_dir(), "/", name, ".yaml");
-    std::ofstream(path) << NativeRecipe(name, nodes, port_);
+    std::ofstream(path) << NativeRecipe(name, nodes, port_) << extra;
     return path;
   }
 
@@ -181,8 +182,9 @@ TEST_F(NativeGroupTest, FourRanksServeAndEqualOneRank) {
 }
 
 TEST_F(NativeGroupTest, ADeadRankZeroFailsTheGroupInsteadOfHangingItsWorkers) {
+  // restart.policy never: the failure is final instead of healed (heal_test covers healing).
   absl::StatusOr<CommandResult> applied =
-      Fleet({"apply", WriteRecipe("moe2", 2), "--timeout", "80s"});
+      Fleet({"apply", WriteRecipe("moe2", 2, "restart:\n  policy: never\n"), "--timeout", "80s"});
   ASSERT_TRUE(applied.ok()) << applied.status();
   ASSERT_EQ(applied->exit_code, 0) << applied->stdout_text << applied->stderr_text;
   Json doc = Describe("moe2");

@@ -42,6 +42,11 @@ std::string NativeRecipe() {
   return yaml;
 }
 
+// `yaml` with `restart.policy: never`: a rank's failure is final.
+std::string NeverRestart(const std::string& yaml) {
+  return absl::StrCat(yaml, "restart:\n  policy: never\n");
+}
+
 // The value of `name` in `spec`'s environment; nullopt when it is not set.
 std::optional<std::string> EnvOf(const v1::ShardSpec& spec, absl::string_view name) {
   std::optional<std::string> value;
@@ -221,14 +226,14 @@ TEST_F(GroupManagerTest, NodesOfAnotherGroupAreBusy) {
 }
 
 TEST_F(GroupManagerTest, FailedRankFailsTheGroupAndPointsAtItsLogs) {
-  ASSERT_TRUE(Apply().ok());
+  ASSERT_TRUE(Apply({}, NeverRestart(kRecipe)).ok());
   Report("id2", 1, 1, v1::SHARD_STATE_FAILED);
   v1::Group g = Get();
   EXPECT_EQ(g.state(), v1::GROUP_STATE_FAILED);
   EXPECT_THAT(g.message(), HasSubstr("rank 1 on spark-2 ended (exited with status 1)"));
   EXPECT_THAT(g.message(), HasSubstr("fleet logs echo --rank 1"));
   // An unchanged re-apply of a failed group starts a new generation.
-  absl::StatusOr<v1::ApplyResponse> again = Apply();
+  absl::StatusOr<v1::ApplyResponse> again = Apply({}, NeverRestart(kRecipe));
   ASSERT_TRUE(again.ok()) << again.status();
   EXPECT_EQ(again->action(), "restarted");
   EXPECT_EQ(Get().generation(), 2u);
@@ -489,7 +494,7 @@ TEST_F(GroupManagerTest, RendezvousScopeFollowsTheGeneration) {
 }
 
 TEST_F(GroupManagerTest, FailedGenerationClosesItsRendezvous) {
-  ASSERT_TRUE(Apply({}, NativeRecipe()).ok());
+  ASSERT_TRUE(Apply({}, NeverRestart(NativeRecipe())).ok());
   std::string token = *EnvOf(agents_.starts()[0].request.spec(), kRendezvousTokenEnv);
   Report("id2", 1, 1, v1::SHARD_STATE_FAILED);
   ASSERT_EQ(Get().state(), v1::GROUP_STATE_FAILED);
@@ -609,6 +614,188 @@ TEST_F(GroupManagerTest, ApplyHeldInPreflightReservesItsNodesAndBlocksNoOtherGro
   absl::StatusOr<v1::ApplyResponse> again = groups_.Apply(ApplyRequestFor("crowded", 2));
   EXPECT_THAT(again.status().message(), HasSubstr("held"));
   EXPECT_THAT(again.status().message(), Not(HasSubstr("being applied")));
+}
+
+// ---------------------------------------------------------------------------------------------
+// After Ready: restarts, their backoff and budget, log signatures, unconfirmed stops, events.
+
+// Ranks of generation `generation` that were ordered to start, in order.
+std::vector<uint32_t> StartedRanks(const FakeAgentClient& agents, uint64_t generation) {
+  std::vector<uint32_t> ranks;
+  for (const auto& call : agents.starts()) {
+    if (call.request.spec().generation() == generation) ranks.push_back(call.request.spec().rank());
+  }
+  return ranks;
+}
+
+TEST_F(GroupManagerTest, DeadHeadStopsEveryRankThenStartsTheNextGenerationInOrder) {
+  ASSERT_TRUE(Apply().ok());
+  Report("id1", 1, 0, v1::SHARD_STATE_READY);
+  Report("id2", 1, 1, v1::SHARD_STATE_READY);
+  ASSERT_EQ(Get().state(), v1::GROUP_STATE_READY);
+  Report("id1", 1, 0, v1::SHARD_STATE_FAILED);
+  EXPECT_EQ(Get().state(), v1::GROUP_STATE_STARTING);
+  EXPECT_THAT(Get().message(), HasSubstr("rank 0 on spark-1 ended (exited with status 1)"));
+  EXPECT_TRUE(agents_.stops().empty());
+  executor_.RunAll();
+  // Both nodes were told to stop the group (the worker is still running) before any start.
+  auto stops = agents_.stops();
+  ASSERT_EQ(stops.size(), 2u);
+  EXPECT_EQ(stops[0].address, "10.0.0.1:7101");
+  EXPECT_EQ(stops[1].address, "10.0.0.2:7101");
+  EXPECT_EQ(Get().generation(), 2u);
+  EXPECT_THAT(StartedRanks(agents_, 2), ::testing::ElementsAre(0u, 1u));
+  EXPECT_EQ(Get().ranks(1).spec().generation(), 2u);
+  // Rendered again for the new generation: the adapter's variables say 2 as well.
+  EXPECT_EQ(EnvOf(agents_.starts().back().request.spec(), "FLEET_GENERATION"), "2");
+  // Reports of the old generation change nothing; the new one becomes Ready.
+  Report("id2", 1, 1, v1::SHARD_STATE_EXITED);
+  Report("id1", 2, 0, v1::SHARD_STATE_READY);
+  Report("id2", 2, 1, v1::SHARD_STATE_READY);
+  EXPECT_EQ(Get().state(), v1::GROUP_STATE_READY);
+}
+
+TEST_F(GroupManagerTest, RestartsBackOffAndTheBudgetEndsThem) {
+  const std::string yaml = absl::StrCat(
+      kRecipe, "restart:\n  initial_backoff: 5s\n  max_backoff: 8s\n  max_restarts: 3\n");
+  ASSERT_TRUE(Apply({}, yaml).ok());
+  // Generation 1 fails: the first restart is immediate.
+  Report("id2", 1, 1, v1::SHARD_STATE_FAILED);
+  executor_.RunAll();
+  ASSERT_EQ(Get().generation(), 2u);
+  // Generation 2 fails: 5 s of backoff.
+  Report("id2", 2, 1, v1::SHARD_STATE_FAILED);
+  executor_.RunAll();
+  EXPECT_EQ(Get().generation(), 2u);
+  EXPECT_THAT(Get().message(), HasSubstr("generation 3 starts in 5s (restart backoff)"));
+  clock_.Advance(absl::Milliseconds(4900));
+  groups_.Tick();
+  executor_.RunAll();
+  EXPECT_EQ(Get().generation(), 2u);
+  EXPECT_TRUE(StartedRanks(agents_, 3).empty());
+  clock_.Advance(absl::Milliseconds(100));
+  groups_.Tick();
+  executor_.RunAll();
+  EXPECT_EQ(Get().generation(), 3u);
+  // Generation 3 fails: twice the backoff, capped at max_backoff (8 s, not 10 s).
+  Report("id1", 3, 0, v1::SHARD_STATE_FAILED);
+  executor_.RunAll();
+  EXPECT_THAT(Get().message(), HasSubstr("starts in 8s"));
+  clock_.Advance(absl::Seconds(8));
+  groups_.Tick();
+  executor_.RunAll();
+  ASSERT_EQ(Get().generation(), 4u);
+  // Generation 4 fails: three restarts within 10 minutes were the budget.
+  size_t stops = agents_.stops().size();
+  Report("id1", 4, 0, v1::SHARD_STATE_FAILED);
+  executor_.RunAll();
+  v1::Group g = Get();
+  EXPECT_EQ(g.state(), v1::GROUP_STATE_FAILED);
+  EXPECT_THAT(g.message(), HasSubstr("restart budget spent: 3 restarts within 10m"));
+  EXPECT_THAT(g.message(), HasSubstr("rank 0 on spark-1 ended (exited with status 1)"));
+  EXPECT_THAT(g.message(), HasSubstr("Every rank is stopped"));
+  EXPECT_EQ(agents_.stops().size(), stops + 2);
+  EXPECT_TRUE(StartedRanks(agents_, 5).empty());
+  // An operator's restart starts again with a fresh budget.
+  absl::StatusOr<std::vector<v1::Group>> restarted = groups_.Restart("echo");
+  ASSERT_TRUE(restarted.ok()) << restarted.status();
+  EXPECT_EQ(Get().generation(), 5u);
+  EXPECT_EQ(Get().state(), v1::GROUP_STATE_STARTING);
+}
+
+TEST_F(GroupManagerTest, UnhealableOutputFailsTheGroupAtOnceWithTheFix) {
+  ASSERT_TRUE(Apply().ok());
+  agents_.AppendLog("10.0.0.2:7101", "echo", 1,
+                    "NCCL INFO NET/IB : Using [0]rocep1s0f1:1/RoCE\n"
+                    "misc/ibvwrap.cc:190 NCCL WARN Call to ibv_reg_mr failed with error "
+                    "Cannot allocate memory\n");
+  Report("id2", 1, 1, v1::SHARD_STATE_FAILED);
+  executor_.RunAll();
+  v1::Group g = Get();
+  EXPECT_EQ(g.state(), v1::GROUP_STATE_FAILED);
+  EXPECT_THAT(g.message(), HasSubstr("cannot heal: rank 1 on spark-2 printed `misc/ibvwrap.cc"));
+  EXPECT_THAT(g.message(), HasSubstr("runtime.ulimits.memlock: unlimited"));
+  EXPECT_THAT(g.message(), HasSubstr("LimitMEMLOCK=infinity"));
+  EXPECT_EQ(agents_.stops().size(), 2u);
+  EXPECT_TRUE(StartedRanks(agents_, 2).empty());
+}
+
+TEST_F(GroupManagerTest, WedgeSignatureSeenEnoughTimesRestartsTheGroup) {
+  std::string yaml = kRecipe;
+  yaml.replace(yaml.find("  start_timeout"), 0,
+               "  signatures:\n    - {pattern: \"no broadcast block\", count: 3, window: 3m}\n");
+  ASSERT_TRUE(Apply({}, yaml).ok());
+  Report("id1", 1, 0, v1::SHARD_STATE_READY);
+  Report("id2", 1, 1, v1::SHARD_STATE_READY);
+  const std::string line = "WARNING no broadcast block found in 60 seconds\n";
+  for (int i = 0; i < 2; ++i) {
+    // Counted per rank: four lines from two ranks are two sightings on each.
+    agents_.AppendLog("10.0.0.1:7101", "echo", 0, line);
+    agents_.AppendLog("10.0.0.2:7101", "echo", 1, line);
+    clock_.Advance(absl::Minutes(1));
+    groups_.Tick();
+    executor_.RunAll();
+    ASSERT_EQ(Get().state(), v1::GROUP_STATE_READY) << i;
+  }
+  agents_.AppendLog("10.0.0.1:7101", "echo", 0, line);
+  clock_.Advance(absl::Minutes(1));
+  groups_.Tick();
+  executor_.RunAll();
+  EXPECT_EQ(Get().generation(), 2u);
+  EXPECT_THAT(StartedRanks(agents_, 2), ::testing::ElementsAre(0u, 1u));
+  absl::StatusOr<std::vector<v1::GroupEventRecord>> events = groups_.Events("echo", 0, 100);
+  ASSERT_TRUE(events.ok());
+  ASSERT_FALSE(events->empty());
+  EXPECT_THAT(events->front().reason(), HasSubstr("printed `WARNING no broadcast block"));
+  EXPECT_THAT(events->front().reason(), HasSubstr("(3 times)"));
+  EXPECT_EQ(events->front().generation(), 1u);
+  EXPECT_EQ(events->front().node(), "spark-1");
+  EXPECT_EQ(events->front().rank(), 0);
+  EXPECT_EQ(events->back().action(), "started generation 2");
+}
+
+TEST_F(GroupManagerTest, NodeWhoseRanksAreNotConfirmedGoneIsGivenToNoOtherGroup) {
+  ASSERT_TRUE(Apply({}, NeverRestart(kRecipe)).ok());
+  // spark-2's agent cannot confirm the stop (its worker hangs, the agent times out).
+  agents_.FailStops("10.0.0.2:7101", absl::UnavailableError("deadline exceeded"));
+  Report("id1", 1, 0, v1::SHARD_STATE_FAILED);
+  executor_.RunAll();
+  EXPECT_EQ(Get().state(), v1::GROUP_STATE_FAILED);
+  EXPECT_THAT(Get().message(), HasSubstr("not confirmed gone"));
+  // spark-1 reports its rank gone; spark-2 still reports the worker running.
+  groups_.ReportShards("id1", {});
+  Report("id2", 1, 1, v1::SHARD_STATE_RUNNING);
+  absl::StatusOr<v1::ApplyResponse> two = groups_.Apply(ApplyRequestFor("other", 2));
+  ASSERT_TRUE(two.ok()) << two.status();
+  for (const v1::GroupRank& rank : two->groups(0).ranks()) {
+    EXPECT_NE(rank.node_name(), "spark-2");
+  }
+  ASSERT_TRUE(groups_.Stop("other").ok());
+  // Once spark-2 reports no rank of the group, it is free again.
+  absl::StatusOr<v1::ApplyResponse> three = groups_.Apply(ApplyRequestFor("third", 3));
+  EXPECT_FALSE(three.ok());
+  EXPECT_THAT(three.status().message(), HasSubstr("spark-2 (echo, ranks not confirmed gone)"));
+  groups_.ReportShards("id2", {});
+  three = groups_.Apply(ApplyRequestFor("third", 3));
+  EXPECT_TRUE(three.ok()) << three.status();
+}
+
+TEST_F(GroupManagerTest, OperatorRestartStopsAndStartsANewGeneration) {
+  ASSERT_TRUE(Apply().ok());
+  Report("id1", 1, 0, v1::SHARD_STATE_READY);
+  Report("id2", 1, 1, v1::SHARD_STATE_READY);
+  std::optional<absl::StatusOr<std::vector<v1::Group>>> result;
+  groups_.RestartAsync("echo", [&](absl::StatusOr<std::vector<v1::Group>> r) { result = r; });
+  executor_.RunAll();
+  ASSERT_TRUE(result.has_value());
+  ASSERT_TRUE(result->ok()) << result->status();
+  EXPECT_EQ((**result)[0].generation(), 2u);
+  EXPECT_EQ(agents_.stops().size(), 2u);
+  EXPECT_THAT(StartedRanks(agents_, 2), ::testing::ElementsAre(0u, 1u));
+  ASSERT_TRUE(groups_.Stop("echo").ok());
+  absl::StatusOr<std::vector<v1::Group>> stopped = groups_.Restart("echo");
+  EXPECT_TRUE(absl::IsFailedPrecondition(stopped.status())) << stopped.status();
+  EXPECT_TRUE(absl::IsNotFound(groups_.Restart("nope").status()));
 }
 
 }  // namespace

@@ -91,5 +91,48 @@ TEST_F(SqliteStoreTest, UnwritableDirectoryIsAClearError) {
   EXPECT_THAT(store.status().message(), HasSubstr("cannot open state database"));
 }
 
+TEST_F(SqliteStoreTest, GroupEventsSurviveReopeningAndArePrunedByAge) {
+  auto event = [](int64_t unix_seconds, const std::string& group, const std::string& action) {
+    v1::GroupEventRecord e;
+    e.mutable_at()->set_seconds(unix_seconds);
+    e.set_group(group);
+    e.set_generation(3);
+    e.set_node("spark-1");
+    e.set_rank(0);
+    e.set_reason("rank 0 on spark-1 ended (killed by signal 9)");
+    e.set_action(action);
+    return e;
+  };
+  {
+    auto store = SqliteStore::Open(path_);
+    ASSERT_TRUE(store.ok()) << store.status();
+    absl::StatusOr<int64_t> first = (*store)->AppendGroupEvent(event(1000, "ds4", "restart"));
+    ASSERT_TRUE(first.ok()) << first.status();
+    absl::StatusOr<int64_t> second = (*store)->AppendGroupEvent(event(2000, "other", "fail"));
+    ASSERT_TRUE(second.ok());
+    EXPECT_GT(*second, *first);
+    ASSERT_TRUE((*store)->AppendGroupEvent(event(3000, "ds4", "started generation 4")).ok());
+  }
+  auto store = SqliteStore::Open(path_);
+  ASSERT_TRUE(store.ok()) << store.status();
+  absl::StatusOr<std::vector<v1::GroupEventRecord>> ds4 =
+      (*store)->LoadGroupEvents({"ds4"}, 0, 100);
+  ASSERT_TRUE(ds4.ok()) << ds4.status();
+  ASSERT_EQ(ds4->size(), 2u);
+  EXPECT_EQ((*ds4)[0].action(), "restart");
+  EXPECT_EQ((*ds4)[0].reason(), "rank 0 on spark-1 ended (killed by signal 9)");
+  EXPECT_EQ((*ds4)[1].action(), "started generation 4");
+  // -f asks for what came after the last id it printed.
+  absl::StatusOr<std::vector<v1::GroupEventRecord>> after =
+      (*store)->LoadGroupEvents({}, (*ds4)[0].id(), 100);
+  ASSERT_TRUE(after.ok());
+  EXPECT_EQ(after->size(), 2u);
+  ASSERT_TRUE((*store)->PruneGroupEvents(absl::FromUnixSeconds(2500)).ok());
+  absl::StatusOr<std::vector<v1::GroupEventRecord>> kept = (*store)->LoadGroupEvents({}, 0, 100);
+  ASSERT_TRUE(kept.ok());
+  ASSERT_EQ(kept->size(), 1u);
+  EXPECT_EQ((*kept)[0].at().seconds(), 3000);
+}
+
 }  // namespace
 }  // namespace fleet::controller

@@ -322,6 +322,20 @@ TEST_F(ProcessTest, RunsInItsOwnSessionAndReportsExitAtOnce) {
   }));
 }
 
+TEST_F(ProcessTest, OutputOfAStoppedShardStaysReadable) {
+  auto s = NewSupervisor();
+  ASSERT_TRUE(s->Start(Sh("ds4", 1, 0, "echo ibv_reg_mr failed; exec sleep 30")).ok());
+  ASSERT_TRUE(Eventually(kDeadline, [&] {
+    auto log = s->ReadLog("ds4", 0, std::nullopt, 10, 0);
+    return log.ok() && log->data == "ibv_reg_mr failed\n";
+  }));
+  ASSERT_TRUE(s->Stop("ds4", 0).ok());
+  auto log = s->ReadLog("ds4", 0, std::nullopt, 10, 0);
+  ASSERT_TRUE(log.ok()) << log.status();
+  EXPECT_EQ(log->data, "ibv_reg_mr failed\n");
+  EXPECT_TRUE(absl::IsNotFound(s->ReadLog("ds4", 7, std::nullopt, 10, 0).status()));
+}
+
 TEST_F(ProcessTest, ShardGetsItsOwnSession) {
   auto s = NewSupervisor();
   ASSERT_TRUE(s->Start(Sh("ds4", 1, 0, "exec sleep 30")).ok());

@@ -37,6 +37,13 @@ struct Flags {
   std::string host = "0.0.0.0";
   int port = 8000;
   double rendezvous_timeout_s = 60;
+  // Failure modes of real engines, for the restart tests.
+  bool hang_when_head_dies = false;  // a worker keeps running, as vLLM's headless ones do
+  std::string fail_at_start;         // printed by every rank, which then exits 1
+  std::string print_when_ready;      // printed by rank 0 once it serves, `print_count` times
+  int print_count = 1;
+  double print_interval_s = 0.2;
+  uint64_t print_generation = 1;  // only in this generation (0: every one)
 };
 
 // What the exec adapter tells every rank through its environment.
@@ -136,6 +143,18 @@ int RunHead(const Flags& flags, const RankEnv& env, const Hello& self) {
   std::printf("rank 0 rendezvous complete: %d rank(s); serving http://%s:%d\n", env.world_size,
               flags.host.c_str(), flags.port);
   std::fflush(stdout);
+  if (!flags.print_when_ready.empty() &&
+      (flags.print_generation == 0 || flags.print_generation == env.generation)) {
+    // A wedged vLLM head repeats its warning while /health stays 200.
+    std::thread([text = flags.print_when_ready, count = flags.print_count,
+                 interval = absl::Seconds(flags.print_interval_s)] {
+      for (int i = 0; i < count; ++i) {
+        absl::SleepFor(interval);
+        std::printf("%s\n", text.c_str());
+        std::fflush(stdout);
+      }
+    }).detach();
+  }
   absl::Status lost = head.WatchWorkers();
   Log(LogLevel::kError, kComponent, "group broken, exiting", {{"error", lost.message()}});
   return 1;
@@ -155,6 +174,11 @@ int RunWorker(const Flags& flags, const RankEnv& env, const Hello& self) {
   // SparkFleet restarts the group.
   AwaitClose(head->get());
   Log(LogLevel::kError, kComponent, "head connection lost", {{"rank", absl::StrCat(env.rank)}});
+  if (flags.hang_when_head_dies) {
+    // vLLM's headless workers stay in their collective forever, holding the GPU, until
+    // someone kills them; only SIGTERM/SIGINT (main's sigwait) end this one.
+    while (true) absl::SleepFor(absl::Hours(1));
+  }
   return 1;
 }
 
@@ -174,6 +198,21 @@ int Main(int argc, char** argv) {
                  "seconds to wait for every rank to join")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
+  app.add_flag("--hang-when-head-dies", flags.hang_when_head_dies,
+               "a worker whose head died keeps running (as vLLM's headless workers do)");
+  app.add_option("--fail-at-start", flags.fail_at_start,
+                 "print this line on every rank, then exit 1 (an engine that cannot start)");
+  app.add_option("--print-when-ready", flags.print_when_ready,
+                 "rank 0 prints this line once it serves (a log signature)");
+  app.add_option("--print-count", flags.print_count, "how many times")
+      ->check(CLI::Range(1, 1000))
+      ->capture_default_str();
+  app.add_option("--print-interval", flags.print_interval_s, "seconds between two prints")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  app.add_option("--print-generation", flags.print_generation,
+                 "print only in this generation (0: in every one)")
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
   const RankEnv env = ReadRankEnv();
@@ -192,6 +231,10 @@ int Main(int argc, char** argv) {
                    .env = RendezvousEnv(environ)};
   std::printf("rank %d env %s\n", env.rank, FormatEnv(self.env).c_str());
   std::fflush(stdout);
+  if (!flags.fail_at_start.empty()) {
+    std::printf("%s\n", flags.fail_at_start.c_str());
+    Exit(1);
+  }
 
   std::thread([&flags, &env, &self] {
     Exit(env.rank == 0 ? RunHead(flags, env, self) : RunWorker(flags, env, self));

@@ -1,0 +1,264 @@
+// Groups that heal themselves, end to end: a controller and two agents on their own hosts of a
+// TestNetwork, a 2-rank `exec` group of fleet-echo-engine (which can behave as vLLM's ranks do:
+// workers that hang when their head dies, a start that always fails, a wedge warning), driven
+// through the real `fleet` CLI. Each test asserts what a user sees (state, generation, an
+// answer, the events, the group's message) and that no process of an old generation is left.
+
+#include <signal.h>
+
+#include <fstream>
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "common/files.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "tests/integration/cluster_fixture.h"
+#include "tests/integration/cluster_harness.h"
+#include "tests/integration/engine_pids.h"
+#include "tests/integration/node_listing.h"
+#include "tests/integration/test_network.h"
+
+#ifndef FLEET_BINARY
+#error "FLEET_BINARY must name the fleet executable (set by tests/integration/CMakeLists.txt)"
+#endif
+
+namespace fleet::testing {
+namespace {
+
+using Json = nlohmann::json;
+
+constexpr int kHosts = 3;  // the controller's host and two agents
+constexpr int kAgents = kHosts - 1;
+constexpr char kGroup[] = "echo-heal";
+
+// FLEET_GENERATION of a process, from its environment; 0 when it cannot be read.
+uint64_t GenerationOf(pid_t pid) {
+  absl::StatusOr<std::string> environ = ReadFileToString(absl::StrCat("/proc/", pid, "/environ"));
+  if (!environ.ok()) return 0;
+  for (absl::string_view var : absl::StrSplit(*environ, '\0')) {
+    uint64_t generation = 0;
+    if (absl::ConsumePrefix(&var, "FLEET_GENERATION=") && absl::SimpleAtoi(var, &generation)) {
+      return generation;
+    }
+  }
+  return 0;
+}
+
+class HealTest : public ClusterFixture {
+ protected:
+  void SetUp() override {
+    ASSERT_NO_FATAL_FAILURE(CreateCluster(CreateTestNetwork(kHosts), FLEET_BINARY));
+    port_ = 22000 + static_cast<int>(absl::ToUnixMicros(absl::Now()) % 2000) * 2;
+    ASSERT_NO_FATAL_FAILURE(StartCluster(kAgents));
+    ASSERT_TRUE(WaitForNodes([](const Json& d) { return AllReady(d, AgentNames(kAgents)); },
+                             absl::Seconds(15)));
+  }
+
+  void TearDown() override {
+    if (cluster_ != nullptr) (void)Fleet({"stop", kGroup});
+    std::vector<pid_t> left = EnginePids("fleet-echo-engi", kGroup);
+    for (pid_t pid : left) ::kill(pid, SIGKILL);
+    EXPECT_TRUE(left.empty()) << left.size() << " engine processes left after the test";
+    ClusterFixture::TearDown();
+  }
+
+  // A 2-rank echo group; `engine_flags` go to fleet-echo-engine, `extra` is appended YAML.
+  std::string WriteRecipe(const std::string& engine_flags, const std::string& extra = "") {
+    std::string path = absl::StrCat(cluster_->temp_dir(), "/", kGroup, ".yaml");
+    std::ofstream(path) << absl::StrCat(R"(recipe_version: "2"
+name: echo-heal
+engine: exec
+runtime: process
+nodes: 2
+defaults:
+  port: )",
+                                        port_, R"(
+command: fleet-echo-engine --port {port} --rendezvous-timeout 20 )",
+                                        engine_flags, "\n", extra);
+    return path;
+  }
+
+  absl::StatusOr<CommandResult> Fleet(const std::vector<std::string>& args,
+                                      absl::Duration timeout = absl::Seconds(60)) {
+    return cluster_->RunCli(args, timeout);
+  }
+
+  Json Describe() {
+    absl::StatusOr<CommandResult> r = Fleet({"describe", "group", kGroup, "-o", "json"});
+    if (!r.ok() || r->exit_code != 0) return Json();
+    return Json::parse(r->stdout_text, nullptr, false);
+  }
+
+  std::map<int, int> RankPids() {
+    std::map<int, int> pids;
+    Json doc = Describe();
+    if (!doc.contains("group")) return pids;
+    for (const Json& rank : doc["group"]["ranks"]) {
+      pids[rank.value("rank", 0)] = rank["status"].value("pid", 0);
+    }
+    return pids;
+  }
+
+  // Waits until the group is in `state` at generation `generation` or later.
+  bool WaitForState(const std::string& state, uint64_t generation, absl::Duration timeout) {
+    return TestCluster::WaitFor(
+        [&] {
+          Json d = Describe();
+          if (!d.contains("group")) return false;
+          uint64_t g = 0;
+          (void)absl::SimpleAtoi(d["group"].value("generation", "0"), &g);
+          return d["group"].value("state", "") == state && g >= generation;
+        },
+        timeout);
+  }
+
+  // Every engine process of the group runs generation `generation`: none of an older one is
+  // left on any host (every host's processes are visible from the test's pid namespace).
+  void ExpectOnlyGeneration(uint64_t generation) {
+    for (pid_t pid : EnginePids("fleet-echo-engi", kGroup)) {
+      EXPECT_EQ(GenerationOf(pid), generation) << "pid " << pid << " of an old generation";
+    }
+  }
+
+  std::string Completion() {
+    absl::StatusOr<CommandResult> r = RunCommand(
+        network_->Wrap(
+            0, {"curl", "-sS", "--noproxy", "*", "-m", "5", "-H", "Content-Type: application/json",
+                "-d", R"({"model": "fleet-echo", "prompt": "hello", "max_tokens": 8})",
+                absl::StrCat("http://", network_->host(1).ip, ":", port_, "/v1/completions")}),
+        std::chrono::seconds(10));
+    return r.ok() ? r->stdout_text : std::string(r.status().message());
+  }
+
+  std::string Events() {
+    absl::StatusOr<CommandResult> r = Fleet({"events", kGroup});
+    return r.ok() ? r->stdout_text + r->stderr_text : std::string(r.status().message());
+  }
+
+  // Kills rank `rank` with SIGKILL and checks the group is Ready again on generation 2,
+  // answering, with nothing of generation 1 left.
+  void KillRankAndExpectANewGeneration(int rank) {
+    std::map<int, int> pids = RankPids();
+    ASSERT_EQ(pids.size(), 2u);
+    ASSERT_GT(pids[rank], 0);
+    const absl::Time killed = absl::Now();
+    ASSERT_EQ(::kill(pids[rank], SIGKILL), 0);
+    ASSERT_TRUE(WaitForState("Ready", 2, absl::Seconds(30))) << Describe().dump() << Events();
+    std::printf("[ TIMING   ] rank %d killed -> generation 2 Ready in %s\n", rank,
+                absl::FormatDuration(absl::Now() - killed).c_str());
+    EXPECT_TRUE(absl::StrContains(Completion(), R"("text":"hello")"));
+    ExpectOnlyGeneration(2);
+    for (const auto& [r, pid] : pids) EXPECT_NE(GenerationOf(pid), 1u) << "rank " << r;
+    std::string events = Events();
+    EXPECT_TRUE(absl::StrContains(events, absl::StrCat("rank ", rank, " on node-", rank + 1)))
+        << events;
+    EXPECT_TRUE(absl::StrContains(events, "killed by signal 9")) << events;
+    EXPECT_TRUE(absl::StrContains(events, "started generation 2")) << events;
+  }
+
+  int port_ = 0;
+};
+
+TEST_F(HealTest, KilledHeadIsReplacedByANewGenerationThatAnswers) {
+  absl::StatusOr<CommandResult> applied = Fleet({"apply", WriteRecipe(""), "--timeout", "30s"});
+  ASSERT_TRUE(applied.ok()) << applied.status();
+  ASSERT_EQ(applied->exit_code, 0) << applied->stdout_text << applied->stderr_text;
+  ASSERT_NO_FATAL_FAILURE(KillRankAndExpectANewGeneration(0));
+}
+
+TEST_F(HealTest, KilledWorkerIsReplacedByANewGenerationThatAnswers) {
+  absl::StatusOr<CommandResult> applied = Fleet({"apply", WriteRecipe(""), "--timeout", "30s"});
+  ASSERT_TRUE(applied.ok()) << applied.status();
+  ASSERT_EQ(applied->exit_code, 0) << applied->stdout_text << applied->stderr_text;
+  ASSERT_NO_FATAL_FAILURE(KillRankAndExpectANewGeneration(1));
+}
+
+TEST_F(HealTest, WorkersThatHangWhenTheirHeadDiesAreStoppedBySparkFleet) {
+  absl::StatusOr<CommandResult> applied =
+      Fleet({"apply", WriteRecipe("--hang-when-head-dies"), "--timeout", "30s"});
+  ASSERT_TRUE(applied.ok()) << applied.status();
+  ASSERT_EQ(applied->exit_code, 0) << applied->stdout_text << applied->stderr_text;
+  std::map<int, int> pids = RankPids();
+  ASSERT_GT(pids[1], 0);
+  ASSERT_NO_FATAL_FAILURE(KillRankAndExpectANewGeneration(0));
+  // The hung worker of generation 1 did not leave by itself: SparkFleet stopped it.
+  EXPECT_NE(GenerationOf(pids[1]), 1u);
+}
+
+TEST_F(HealTest, CrashAtEveryStartFailsAfterTheBudgetWithTheBackoffObserved) {
+  const std::string recipe = WriteRecipe(
+      "--fail-at-start \"engine crashed at start\"",
+      "restart:\n  initial_backoff: 1s\n  max_backoff: 2s\n  max_restarts: 2\n  window: 1m\n");
+  const absl::Time start = absl::Now();
+  absl::StatusOr<CommandResult> applied = Fleet({"apply", recipe, "--no-wait"});
+  ASSERT_TRUE(applied.ok()) << applied.status();
+  ASSERT_EQ(applied->exit_code, 0) << applied->stdout_text << applied->stderr_text;
+  ASSERT_TRUE(WaitForState("Failed", 3, absl::Seconds(40))) << Describe().dump() << Events();
+  const absl::Duration took = absl::Now() - start;
+  std::printf("[ TIMING   ] 3 generations failed at start -> Failed in %s\n",
+              absl::FormatDuration(took).c_str());
+  // Generation 2 started at once, generation 3 after the 1 s backoff.
+  EXPECT_GE(took, absl::Seconds(1));
+  Json d = Describe();
+  const std::string message = d["group"].value("message", "");
+  EXPECT_TRUE(absl::StrContains(message, "restart budget spent: 2 restarts within 1m")) << message;
+  EXPECT_TRUE(absl::StrContains(message, "ended (exited with status 1)")) << message;
+  std::string events = Events();
+  EXPECT_TRUE(absl::StrContains(events, "restart in 1s")) << events;
+  EXPECT_TRUE(absl::StrContains(events, "started generation 3")) << events;
+  EXPECT_FALSE(absl::StrContains(events, "started generation 4")) << events;
+  EXPECT_TRUE(EnginePids("fleet-echo-engi", kGroup).empty());
+  // -o json uses the same words as the table.
+  absl::StatusOr<CommandResult> json = Fleet({"events", kGroup, "-o", "json"});
+  ASSERT_TRUE(json.ok());
+  Json doc = Json::parse(json->stdout_text, nullptr, false);
+  ASSERT_TRUE(doc.contains("items")) << json->stdout_text;
+  EXPECT_GE(doc["items"].size(), 5u);
+  EXPECT_EQ(doc["items"][0].value("group", ""), kGroup);
+}
+
+TEST_F(HealTest, UnhealableStartFailureFailsAtOnceWithTheCauseAndTheFix) {
+  const std::string recipe = WriteRecipe(
+      "--fail-at-start \"NCCL WARN Call to ibv_reg_mr failed with error Cannot allocate memory\"");
+  absl::StatusOr<CommandResult> applied = Fleet({"apply", recipe, "--timeout", "30s"});
+  ASSERT_TRUE(applied.ok()) << applied.status();
+  EXPECT_NE(applied->exit_code, 0) << applied->stdout_text;
+  ASSERT_TRUE(WaitForState("Failed", 1, absl::Seconds(30))) << Describe().dump() << Events();
+  Json d = Describe();
+  EXPECT_EQ(d["group"].value("generation", ""), "1");
+  const std::string message = d["group"].value("message", "");
+  EXPECT_TRUE(absl::StrContains(message, "cannot heal")) << message;
+  EXPECT_TRUE(absl::StrContains(message, "ibv_reg_mr failed with error Cannot allocate memory"))
+      << message;
+  EXPECT_TRUE(absl::StrContains(message, "LimitMEMLOCK=infinity")) << message;
+  EXPECT_TRUE(EnginePids("fleet-echo-engi", kGroup).empty());
+}
+
+TEST_F(HealTest, WedgeWarningSeenThreeTimesRestartsTheGroup) {
+  const std::string recipe = WriteRecipe(
+      "--print-when-ready \"WARNING No available shared memory broadcast block found in 60 "
+      "seconds\" --print-count 3 --print-interval 0.3 --print-generation 1",
+      "health:\n  signatures:\n    - pattern: No available shared memory broadcast block found\n"
+      "      count: 3\n      window: 3m\n");
+  absl::StatusOr<CommandResult> applied = Fleet({"apply", recipe, "--timeout", "30s"});
+  ASSERT_TRUE(applied.ok()) << applied.status();
+  ASSERT_EQ(applied->exit_code, 0) << applied->stdout_text << applied->stderr_text;
+  ASSERT_TRUE(WaitForState("Ready", 2, absl::Seconds(30))) << Describe().dump() << Events();
+  ExpectOnlyGeneration(2);
+  EXPECT_TRUE(absl::StrContains(Completion(), R"("text":"hello")"));
+  std::string events = Events();
+  EXPECT_TRUE(absl::StrContains(events, "No available shared memory broadcast block")) << events;
+  EXPECT_TRUE(absl::StrContains(events, "(3 times)")) << events;
+}
+
+}  // namespace
+}  // namespace fleet::testing
