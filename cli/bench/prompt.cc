@@ -4,8 +4,11 @@
 #include <cmath>
 #include <cstdlib>
 #include <map>
+#include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 
 namespace fleet::cli::bench {
 namespace {
@@ -47,6 +50,21 @@ std::string FillerWords(uint64_t seed, int n) {
   return out;
 }
 
+std::string ShuffleWords(const std::string& filler, uint64_t seed) {
+  std::vector<std::string> words = absl::StrSplit(filler, ' ', absl::SkipEmpty());
+  uint64_t state = seed * 0x9E3779B97F4A7C15ull + 7;
+  for (size_t i = words.size(); i > 1; --i) {  // Fisher-Yates on splitmix64
+    uint64_t z = (state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    std::swap(words[i - 1], words[z % i]);
+  }
+  std::string out;
+  for (const std::string& w : words) absl::StrAppend(&out, " ", w);
+  return out;
+}
+
 absl::StatusOr<BuiltPrompt> BuildPrompt(const TokenCounter& count, const std::string& prefix,
                                         int target, uint64_t seed, int start_words,
                                         int max_counts) {
@@ -65,14 +83,18 @@ absl::StatusOr<BuiltPrompt> BuildPrompt(const TokenCounter& count, const std::st
     return absl::InvalidArgumentError(absl::StrCat("the prompt's prefix alone is ", *base,
                                                    " tokens, more than the ", target, " asked"));
   }
-  int words = start_words > 0 ? start_words : std::max(1, target - *base);
+  // Without a known ratio, a short first probe measures it: assuming one token per word could
+  // overshoot the model's context by the ratio (a byte-level vocabulary: 5 tokens a word).
+  int words = start_words > 0 ? start_words : std::max(1, std::min(16, target - *base));
   int lo_words = 0, lo_tokens = *base;  // the best count below or at the target so far
   while (counts < max_counts) {
     absl::StatusOr<int> tokens = measure(words);
     if (!tokens.ok()) return tokens.status();
     if (*tokens == target) {
-      return BuiltPrompt{
-          .text = prefix + FillerWords(seed, words), .tokens = *tokens, .words = words};
+      return BuiltPrompt{.text = prefix + FillerWords(seed, words),
+                         .filler = FillerWords(seed, words),
+                         .tokens = *tokens,
+                         .words = words};
     }
     if (*tokens < target && words > lo_words) {
       lo_words = words;
@@ -91,20 +113,23 @@ absl::StatusOr<BuiltPrompt> BuildPrompt(const TokenCounter& count, const std::st
     if (next < 1 || seen.count(next) > 0) break;
     words = next;
   }
-  // The seed's next word may be two tokens where one is missing: short one-token words at the
-  // end close the last gap.
-  if (lo_words > 0 && lo_tokens < target && target - lo_tokens <= 4 && counts < max_counts) {
+  // The seed's next word may be two tokens where one is missing: short words at the end close
+  // the last gap, " of" (one token in BPE vocabularies) or "." (one in byte-level ones).
+  for (const char* piece : {" of", "."}) {
+    if (lo_tokens >= target || target - lo_tokens > 8 || counts >= max_counts) break;
     std::string tail;
-    for (int i = lo_tokens; i < target; ++i) tail += " of";
+    for (int i = lo_tokens; i < target; ++i) tail += piece;
     std::string text = prefix + FillerWords(seed, lo_words) + tail;
     ++counts;
     absl::StatusOr<int> tokens = count(text);
     if (!tokens.ok()) return tokens.status();
     if (*tokens == target) {
-      return BuiltPrompt{
-          .text = std::move(text), .tokens = *tokens, .words = lo_words, .tail = tail};
+      return BuiltPrompt{.text = std::move(text),
+                         .filler = FillerWords(seed, lo_words),
+                         .tokens = *tokens,
+                         .words = lo_words,
+                         .tail = tail};
     }
-    seen[-1] = *tokens;
   }
   int closest = lo_tokens;
   for (const auto& [w, t] : seen) {

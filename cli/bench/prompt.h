@@ -20,11 +20,18 @@ using TokenCounter = std::function<absl::StatusOr<int>(const std::string& prompt
 // reuse.
 std::string FillerWords(uint64_t seed, int n);
 
+// The space-led words of `filler` in an order drawn by `seed`: the same words, so the same count
+// under any tokenizer that splits on spaces before it tokenizes (byte-level and GPT-style BPE
+// alike), and a different text, so no prefix a cache could reuse. How a count calibrated once
+// carries over to every measured prompt when only usage.prompt_tokens can count.
+std::string ShuffleWords(const std::string& filler, uint64_t seed);
+
 struct BuiltPrompt {
-  std::string text;  // prefix + filler + tail
-  int tokens = 0;    // the server's count of `text`
-  int words = 0;     // filler words used
-  std::string tail;  // one-token words that closed the last gap ("" mostly)
+  std::string text;    // prefix + filler + tail
+  std::string filler;  // the filler words alone
+  int tokens = 0;      // the server's count of `text`
+  int words = 0;       // filler words used
+  std::string tail;    // one-token words that closed the last gap ("" mostly)
 };
 
 // `prefix` followed by filler words of `seed` such that the server counts `target` tokens

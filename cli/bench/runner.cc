@@ -179,18 +179,20 @@ absl::StatusOr<BenchRunner::Prompts> BenchRunner::MakePrompts(int depth, uint64_
       absl::StatusOr<BuiltPrompt> c = BuildPrompt(count, "", depth, ~seed);
       if (!c.ok()) return c.status();
       cal.context_words = c->words;
+      cal.context_filler = c->filler;
       cal.context_tail = c->tail;
       context = c->text;
     }
     absl::StatusOr<BuiltPrompt> p = BuildPrompt(count, context, depth + options_.pp, ~seed - 1);
     if (!p.ok()) return p.status();
     cal.prompt_words = p->words;
+    cal.prompt_filler = p->filler;
     cal.prompt_tail = p->tail;
   }
   Prompts out;
   if (!use_tokenize_) {
-    out.context = depth > 0 ? FillerWords(2 * seed, cal.context_words) + cal.context_tail : "";
-    out.full = out.context + FillerWords(2 * seed + 1, cal.prompt_words) + cal.prompt_tail;
+    out.context = depth > 0 ? ShuffleWords(cal.context_filler, 2 * seed) + cal.context_tail : "";
+    out.full = out.context + ShuffleWords(cal.prompt_filler, 2 * seed + 1) + cal.prompt_tail;
     return out;
   }
   if (depth > 0) {

@@ -76,6 +76,8 @@ class BenchRunner {
   struct Calibration {
     int context_words = 0;
     int prompt_words = 0;
+    std::string context_filler;  // without /tokenize: shuffled for each measured prompt
+    std::string prompt_filler;
     std::string context_tail;
     std::string prompt_tail;
   };

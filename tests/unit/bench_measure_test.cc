@@ -199,6 +199,24 @@ TEST(BuildPromptTest, MeetsTheTargetExactlyWithAndWithoutAPrefix) {
   EXPECT_NE(FillerWords(1, 50), FillerWords(2, 50));
 }
 
+TEST(BuildPromptTest, MeetsTheTargetWithAByteLevelTokenizer) {
+  // fleet-engine's demo: a token is a byte of text.
+  TokenCounter bytes = [](const std::string& t) -> absl::StatusOr<int> {
+    return static_cast<int>(t.size());
+  };
+  for (int target : {5, 128, 383}) {
+    absl::StatusOr<BuiltPrompt> p = BuildPrompt(bytes, "", target, target);
+    ASSERT_TRUE(p.ok()) << target << ": " << p.status();
+    EXPECT_EQ(p->text.size(), static_cast<size_t>(target));
+    // Reshuffled, the words keep their count and change their text.
+    const std::string shuffled = ShuffleWords(p->filler, 99) + p->tail;
+    EXPECT_EQ(shuffled.size(), static_cast<size_t>(target));
+    if (p->words > 3) {
+      EXPECT_NE(shuffled, p->text);
+    }
+  }
+}
+
 TEST(BuildPromptTest, ATargetBelowThePrefixIsRefused) {
   int calls = 0;
   TokenCounter count = [&](const std::string& t) { return CountWords(t, &calls); };
