@@ -16,6 +16,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "agent/agent_server.h"
+#include "cli/bench/bench_command.h"
 #include "cli/commands.h"
 #include "cli/config.h"
 #include "cli/export_commands.h"
@@ -442,6 +443,26 @@ int Main(int argc, char** argv) {
   bool health_watch = false;
   health->add_flag("--watch,-w", health_watch, "redraw every 2 s until interrupted");
 
+  BenchFlags bench_flags;
+  CLI::App* bench = app.add_subcommand(
+      "bench", "prefill/decode speed at each depth and concurrency (llama-benchy's table)");
+  bench->add_option("TARGET", bench_flags.target, "http://HOST:PORT of an OpenAI API, or a group")
+      ->required();
+  bench->add_option("--pp", bench_flags.pp, "prompt tokens")->capture_default_str();
+  bench->add_option("--tg", bench_flags.tg, "generated tokens")->capture_default_str();
+  bench->add_option("--depth", bench_flags.depth, "context tokens cached before the prompt")
+      ->capture_default_str();
+  bench->add_option("--concurrency", bench_flags.concurrency, "requests sent together")
+      ->capture_default_str();
+  bench->add_option("--runs", bench_flags.runs, "runs of each row")->capture_default_str();
+  bench->add_option("--model", bench_flags.model, "model (default: the first /v1/models lists)");
+  bench->add_flag("--chat", bench_flags.chat, "/v1/chat/completions instead of /v1/completions");
+  bench->add_option("--plot", bench_flags.plot, "write total decode t/s vs concurrency, FILE.svg");
+  bench->add_option("--timeout", bench_flags.timeout, "limit of each request")
+      ->capture_default_str();
+  bench->add_option("--deadline", bench_flags.deadline, "limit of the whole sweep")
+      ->capture_default_str();
+
   CLI::App* version = app.add_subcommand("version", "print the version");
 
   try {
@@ -494,6 +515,7 @@ int Main(int argc, char** argv) {
   if (*fabric_history) return FabricHistory(g, history_limit);
   if (*fabric) return Fabric(g, fabric_flags);
   if (*health) return Health(g, health_watch);
+  if (*bench) return Bench(g, bench_flags);
   if (*version) {
     std::cout << "fleet " << kVersion << "\n";
     return 0;

@@ -1,0 +1,146 @@
+// `fleet bench` (see bench_command.h).
+#include "cli/bench/bench_command.h"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <fstream>
+#include <iostream>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "cli/bench/curl_transport.h"
+#include "cli/bench/report.h"
+#include "cli/bench/runner.h"
+#include "cli/output.h"
+#include "common/clock.h"
+
+namespace fleet::cli {
+namespace {
+
+// Set by SIGINT; a lock-free atomic is safe to store from a signal handler.
+std::atomic<bool> g_stop{false};
+static_assert(std::atomic<bool>::is_always_lock_free);
+
+void OnInterrupt(int) {
+  // A second Ctrl-C while the first is being honoured leaves at once.
+  if (g_stop.exchange(true)) ::_exit(130);
+}
+
+absl::StatusOr<std::vector<int>> ParseList(const std::string& flag, const std::string& text) {
+  std::vector<int> out;
+  for (absl::string_view part : absl::StrSplit(text, ',', absl::SkipWhitespace())) {
+    int v = 0;
+    if (!absl::SimpleAtoi(part, &v)) {
+      return absl::InvalidArgumentError(absl::StrCat("--", flag, ": expected integers separated ",
+                                                     "by commas (e.g. 1,2,4), found \"", text,
+                                                     "\""));
+    }
+    out.push_back(v);
+  }
+  return out;
+}
+
+// The base URL (scheme, host, port) of a URL target or a group's endpoint.
+absl::StatusOr<std::string> ResolveTarget(const Globals& g, const std::string& target) {
+  std::string url = target;
+  if (!absl::StartsWith(target, "http://") && !absl::StartsWith(target, "https://")) {
+    absl::StatusOr<AdminClient> client = Connect(g);
+    if (!client.ok()) return client.status();
+    absl::StatusOr<v1::GetGroupResponse> r = client->GetGroup(target);
+    if (!r.ok()) {
+      return absl::Status(r.status().code(),
+                          absl::StrCat(r.status().message(),
+                                       " (a target that is not a group must be a URL: "
+                                       "http://HOST:PORT)"));
+    }
+    if (r->group().endpoint().empty()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("group ", target,
+                       " has no endpoint (its recipe serves no port); give "
+                       "the URL of its API instead"));
+    }
+    url = r->group().endpoint();
+  }
+  absl::string_view base = url;
+  absl::ConsumeSuffix(&base, "/");
+  absl::ConsumeSuffix(&base, "/v1");
+  return std::string(base);
+}
+
+}  // namespace
+
+int Bench(const Globals& g, const BenchFlags& flags) {
+  absl::StatusOr<OutputFormat> format = ParseOutputFormat(g.output);
+  if (!format.ok()) return Fail(std::string(format.status().message()));
+  bench::BenchOptions options{
+      .model = flags.model, .pp = flags.pp, .tg = flags.tg, .runs = flags.runs, .chat = flags.chat};
+  absl::StatusOr<std::vector<int>> depths = ParseList("depth", flags.depth);
+  if (!depths.ok()) return Fail(std::string(depths.status().message()));
+  options.depths = *depths;
+  absl::StatusOr<std::vector<int>> conc = ParseList("concurrency", flags.concurrency);
+  if (!conc.ok()) return Fail(std::string(conc.status().message()));
+  options.concurrency = *conc;
+  absl::StatusOr<absl::Duration> timeout = ParseDurationFlag("timeout", flags.timeout);
+  if (!timeout.ok()) return Fail(std::string(timeout.status().message()));
+  options.request_timeout = *timeout;
+  absl::StatusOr<absl::Duration> deadline = ParseDurationFlag("deadline", flags.deadline);
+  if (!deadline.ok()) return Fail(std::string(deadline.status().message()));
+  options.deadline = *deadline;
+  if (absl::Status st = bench::ValidateOptions(options); !st.ok()) {
+    return Fail(std::string(st.message()));
+  }
+  if (!flags.plot.empty() && !absl::EndsWith(flags.plot, ".svg")) {
+    return Fail(absl::StrCat("--plot writes SVG: give a FILE.svg, not \"", flags.plot, "\""));
+  }
+  absl::StatusOr<std::string> base = ResolveTarget(g, flags.target);
+  if (!base.ok()) return Fail(std::string(base.status().message()));
+  options.base_url = *base;
+
+  struct sigaction action = {};
+  action.sa_handler = OnInterrupt;
+  sigemptyset(&action.sa_mask);
+  ::sigaction(SIGINT, &action, nullptr);
+
+  const bool progress_bar = ::isatty(STDERR_FILENO) == 1;
+  bench::BenchRunner runner(
+      options,
+      []() -> absl::StatusOr<std::unique_ptr<bench::BenchTransport>> {
+        absl::StatusOr<std::unique_ptr<bench::CurlBenchTransport>> t =
+            bench::CurlBenchTransport::Create(&g_stop);
+        if (!t.ok()) return t.status();
+        return std::unique_ptr<bench::BenchTransport>(*std::move(t));
+      },
+      *RealClock::Get(), &g_stop);
+  absl::StatusOr<bench::BenchReport> report = runner.Run([&](const bench::BenchProgress& p) {
+    if (!progress_bar) return;
+    constexpr int kBar = 30;
+    const int filled = p.total == 0 ? 0 : p.done * kBar / p.total;
+    std::cerr << "\r[" << std::string(filled, '#') << std::string(kBar - filled, '.') << "] "
+              << p.done << "/" << p.total << " runs, depth " << p.depth << ", concurrency "
+              << p.concurrency << "   " << std::flush;
+  });
+  if (progress_bar) std::cerr << "\r\033[K" << std::flush;
+  if (!report.ok()) return Fail(std::string(report.status().message()));
+
+  if (*format == OutputFormat::kJson || *format == OutputFormat::kYaml) {
+    std::cout << PrintDocument(bench::ReportJson(*report), g.output);
+  } else {
+    std::cout << bench::RenderTable(*report);
+  }
+  if (!flags.plot.empty()) {
+    std::ofstream out(flags.plot, std::ios::trunc);
+    out << bench::RenderSvg(*report);
+    out.close();
+    if (!out) return Fail(absl::StrCat("--plot: cannot write ", flags.plot));
+  }
+  bool clean = report->stopped.empty() && !report->rows.empty();
+  for (const bench::Row& row : report->rows) clean = clean && row.errors.empty() && row.runs > 0;
+  return clean ? 0 : 1;
+}
+
+}  // namespace fleet::cli
