@@ -5,6 +5,7 @@
 // the fix, since this machine's hard memlock limit (8 MiB) cannot be raised. Containers share
 // the root network namespace, so the nodes are 127.0.0.x addresses. Skipped, saying why, where
 // no Docker engine can be started.
+#include <algorithm>
 #include <cstdlib>
 #include <fstream>
 #include <memory>
@@ -110,6 +111,52 @@ TEST_F(DockerGroupTest, ApplyRunsOneLabelledContainerPerRankAndStopRemovesThem) 
   EXPECT_EQ(
       ShellOutput(absl::StrCat("docker ps -aq --filter label=fleet.group=", group_, " | wc -l")),
       "0");
+}
+
+// A live `fleet plan` asks each chosen node's agent for its directories and the image, so the
+// docker line it prints is the one that agent runs: its own state directory, and after the
+// image exactly the words the container runs.
+TEST_F(DockerGroupTest, LivePlanShowsTheLineEachAgentRuns) {
+  const std::string recipe = Recipe("requires:\n  memlock: 8m\n");
+  absl::StatusOr<CommandResult> planned = Fleet({"plan", recipe, "--name", group_, "-o", "json"});
+  ASSERT_TRUE(planned.ok()) << planned.status();
+  ASSERT_EQ(planned->exit_code, 0) << planned->stdout_text << planned->stderr_text;
+  const nlohmann::json plan = nlohmann::json::parse(planned->stdout_text, nullptr, false);
+  ASSERT_TRUE(plan.contains("groups")) << planned->stdout_text;
+  const nlohmann::json& group = plan["groups"][0];
+  // Every node answered: nothing of the line is assumed.
+  for (const nlohmann::json& note : group["notes"]) {
+    EXPECT_FALSE(absl::StrContains(note.get<std::string>(), "is not known")) << note;
+  }
+  std::vector<std::vector<std::string>> lines;
+  for (const nlohmann::json& rank : group["ranks"]) {
+    ASSERT_TRUE(rank.contains("dockerRun")) << rank.dump();
+    lines.push_back(rank["dockerRun"].get<std::vector<std::string>>());
+  }
+  ASSERT_EQ(lines.size(), 2u);
+
+  absl::StatusOr<CommandResult> applied = Fleet({"apply", recipe, "--name", group_});
+  ASSERT_TRUE(applied.ok()) << applied.status();
+  ASSERT_EQ(applied->exit_code, 0) << applied->stdout_text << applied->stderr_text;
+  for (int rank = 0; rank < 2; ++rank) {
+    const std::vector<std::string>& line = lines[rank];
+    // Rank k runs on node-(k+1) (nodes sorted by name, none busy).
+    auto env_file = std::find(line.begin(), line.end(), "--env-file");
+    ASSERT_NE(env_file, line.end());
+    EXPECT_EQ(*(env_file + 1), absl::StrCat(cluster_->agent_state_dir(rank + 1), "/shards/", group_,
+                                            ".r", rank, ".g1.env"));
+    // The imported image has no ENTRYPOINT, so the container's Cmd is the words after it.
+    auto image = std::find(line.begin(), line.end(), image_);
+    ASSERT_NE(image, line.end());
+    const std::string container = absl::StrCat("fleet-", group_, "-g1-r", rank);
+    const nlohmann::json cmd = nlohmann::json::parse(
+        ShellOutput(absl::StrCat("docker inspect --format '{{json .Config.Cmd}}' ", container)),
+        nullptr, false);
+    EXPECT_EQ(cmd, nlohmann::json(std::vector<std::string>(image + 1, line.end()))) << container;
+  }
+  absl::StatusOr<CommandResult> stopped = Fleet({"stop", group_});
+  ASSERT_TRUE(stopped.ok());
+  EXPECT_EQ(stopped->exit_code, 0) << stopped->stderr_text;
 }
 
 TEST_F(DockerGroupTest, UnlimitedMemlockThisMachineCannotGrantFailsWithTheFix) {
