@@ -14,6 +14,14 @@ namespace {
 
 std::string Gbps(double v) { return absl::StrFormat("%.2f Gb/s", v); }
 
+// `-o json|yaml` of `fleet fabric` and `fleet fabric history`: one item per result.
+nlohmann::ordered_json FabricResultList(const std::vector<v1::FabricResult>& results) {
+  nlohmann::ordered_json doc = {{"apiVersion", "fleet/v1"}, {"kind", "FabricResultList"}};
+  doc["items"] = nlohmann::ordered_json::array();
+  for (const v1::FabricResult& r : results) doc["items"].push_back(FabricResultJson(r));
+  return doc;
+}
+
 }  // namespace
 
 nlohmann::ordered_json FabricResultJson(const v1::FabricResult& r) {
@@ -79,10 +87,7 @@ int Fabric(const Globals& g, const FabricFlags& flags) {
   if (!response.ok()) return Fail(std::string(response.status().message()));
   std::vector<v1::FabricResult> results(response->results().begin(), response->results().end());
   if (g.output == "json" || g.output == "yaml") {
-    nlohmann::ordered_json doc = {{"apiVersion", "fleet/v1"}, {"kind", "FabricResultList"}};
-    doc["items"] = nlohmann::ordered_json::array();
-    for (const v1::FabricResult& r : results) doc["items"].push_back(FabricResultJson(r));
-    std::cout << PrintDocument(doc, g.output);
+    std::cout << PrintDocument(FabricResultList(results), g.output);
   } else {
     std::cout << RenderFabricResults(results, /*history=*/false);
   }
@@ -102,10 +107,7 @@ int FabricHistory(const Globals& g, int limit) {
   if (!response.ok()) return Fail(std::string(response.status().message()));
   std::vector<v1::FabricResult> results(response->results().begin(), response->results().end());
   if (g.output == "json" || g.output == "yaml") {
-    nlohmann::ordered_json doc = {{"apiVersion", "fleet/v1"}, {"kind", "FabricResultList"}};
-    doc["items"] = nlohmann::ordered_json::array();
-    for (const v1::FabricResult& r : results) doc["items"].push_back(FabricResultJson(r));
-    std::cout << PrintDocument(doc, g.output);
+    std::cout << PrintDocument(FabricResultList(results), g.output);
   } else if (results.empty()) {
     std::cout << "no fabric results yet; run `fleet fabric`\n";
   } else {
