@@ -31,6 +31,7 @@
 #include "common/wire/discovery_wire.h"
 #include "grpcpp/server.h"
 #include "grpcpp/server_builder.h"
+#include "launch/docker_run.h"
 
 namespace fleet::agent {
 namespace {
@@ -86,9 +87,7 @@ absl::Status AgentServer::Init() {
   metrics_ = std::make_unique<AgentMetrics>();
   // Shards first: the ones a previous agent started are re-adopted before anything else, so
   // they are reported at registration and never started twice.
-  paths_.set_home(HomeDirectory());
-  paths_.set_state_dir(options_.state_dir);
-  paths_.set_cache_root(absl::StrCat(options_.state_dir, "/cache"));
+  paths_ = engine::AgentPathsFor(HomeDirectory(), options_.state_dir);
   ASSIGN_OR_RETURN(supervisor_, Supervisor::Create({.state_dir = options_.state_dir,
                                                     .node_name = identity_.name(),
                                                     .home = paths_.home()}));

@@ -68,8 +68,8 @@ struct DockerFacts {
 // The agent's defaults, for a node that could not be asked.
 DockerFacts AssumedDockerFacts() {
   DockerFacts facts;
-  facts.agent.set_state_dir(engine::kAgentDefaultStateDir);
-  facts.agent.set_cache_root(absl::StrCat(engine::kAgentDefaultStateDir, "/cache"));
+  // No home: a mount under "~" stays for the pasting shell to expand.
+  facts.agent = engine::AgentPathsFor("", engine::kAgentDefaultStateDir);
   return facts;
 }
 

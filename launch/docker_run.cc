@@ -86,6 +86,14 @@ std::string ShellLine(const std::vector<std::string>& words) {
   return absl::StrJoin(quoted, " ");
 }
 
+v1::AgentPaths AgentPathsFor(absl::string_view home, absl::string_view state_dir) {
+  v1::AgentPaths paths;
+  paths.set_home(std::string(home));
+  paths.set_state_dir(std::string(state_dir));
+  paths.set_cache_root(absl::StrCat(state_dir, "/cache"));
+  return paths;
+}
+
 std::optional<ImageInfo> ImageInfoFromProbe(const v1::ImageProbe& probe) {
   if (!probe.present()) return std::nullopt;
   return ImageInfo{.entrypoint = {probe.entrypoint().begin(), probe.entrypoint().end()},

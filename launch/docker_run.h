@@ -31,6 +31,11 @@ std::string ShellQuote(absl::string_view word);
 // stays bare so the shell expands it (`-v ~/.cache/hf:/root/.cache/hf`).
 std::string ShellLine(const std::vector<std::string>& words);
 
+// The paths of an agent whose $HOME is `home` and whose --state-dir is `state_dir`: a group's
+// caches live under STATE_DIR/cache. Example: AgentPathsFor("/root", "/var/lib/fleet-agent")
+// has cache_root "/var/lib/fleet-agent/cache".
+v1::AgentPaths AgentPathsFor(absl::string_view home, absl::string_view state_dir);
+
 // The ImageInfo of an image probe (`docker image inspect` on the node, through its agent);
 // nullopt when the probe could not see the image.
 std::optional<ImageInfo> ImageInfoFromProbe(const v1::ImageProbe& probe);

@@ -73,10 +73,7 @@ void PlanAndPrint(const Recipe& recipe, int size) {
   }
   absl::StatusOr<GroupPlan> plan = PlanGroup(recipe, {}, group);
   if (!plan.ok()) return CheckPlanError(plan.status());
-  v1::AgentPaths agent;
-  agent.set_home("/root");
-  agent.set_state_dir(kAgentDefaultStateDir);
-  agent.set_cache_root(absl::StrCat(kAgentDefaultStateDir, "/cache"));
+  const v1::AgentPaths agent = AgentPathsFor("/root", kAgentDefaultStateDir);
   nlohmann::ordered_json doc = {{"name", plan->group},
                                 {"endpoint", plan->endpoint},
                                 {"notes", plan->notes},

@@ -228,10 +228,7 @@ TEST_F(DockerRuntimeTest, PlanLineIsByteForByteWhatTheAgentRuns) {
   mount->set_target("/models");
   mount->set_read_only(true);
 
-  v1::AgentPaths paths;
-  paths.set_home(home);
-  paths.set_state_dir(state_dir_);
-  paths.set_cache_root(state_dir_ + "/cache");
+  const v1::AgentPaths paths = engine::AgentPathsFor(home, state_dir_);
   ProbeContext ctx{.node_name = "spark-1", .agent = paths};
   ctx.request.set_image(image);
   const v1::NodeProbe probe = RunProbes(ctx);

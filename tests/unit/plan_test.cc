@@ -643,10 +643,7 @@ std::string Describe(const GroupPlan& plan, const GroupContext& group, const std
     // An agent with the default state directory and HOME /root. With the image not inspected,
     // the words after IMAGE are the argv above (checked here).
     out << "  docker run, up to the image:\n";
-    v1::AgentPaths agent;
-    agent.set_home("/root");
-    agent.set_state_dir(kAgentDefaultStateDir);
-    agent.set_cache_root(absl::StrCat(kAgentDefaultStateDir, "/cache"));
+    const v1::AgentPaths agent = AgentPathsFor("/root", kAgentDefaultStateDir);
     const std::vector<std::string> run = RenderDockerRunOn(spec, agent, std::nullopt);
     const size_t args = run.size() - static_cast<size_t>(spec.argv_size());
     EXPECT_THAT(
