@@ -36,6 +36,7 @@ namespace fleet::controller {
 class ClusterCa;
 class ControllerMetrics;
 class FabricAgentClient;
+class BenchRecords;
 class FabricRunner;
 class ControllerService;
 class DiscoveryProber;
@@ -133,6 +134,7 @@ class ControllerServer {
   std::unique_ptr<GroupManager> groups_;
   std::unique_ptr<FabricAgentClient> fabric_agents_;
   std::unique_ptr<FabricRunner> fabric_;
+  std::unique_ptr<BenchRecords> bench_;
   std::unique_ptr<MetricsServer> metrics_server_;  // reads the registry, sessions and groups
   std::unique_ptr<ControllerService> service_;
   std::unique_ptr<RendezvousService> rendezvous_service_;

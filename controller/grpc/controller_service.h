@@ -21,6 +21,7 @@
 #include "absl/synchronization/mutex.h"
 #include "common/clock.h"
 #include "common/executor.h"
+#include "controller/bench/bench_records.h"
 #include "controller/discovery/discovery_prober.h"
 #include "controller/fabric/fabric_runner.h"
 #include "controller/groups/agent_client.h"
@@ -50,6 +51,7 @@ class ControllerService final : public v1::Controller::CallbackService {
     GroupManager* groups;
     std::string controller_id;
     FabricRunner* fabric = nullptr;  // `fleet fabric`
+    BenchRecords* bench = nullptr;   // `fleet bench` results
   };
   explicit ControllerService(Deps deps) : d_(std::move(deps)) {}
 
@@ -112,6 +114,12 @@ class ControllerService final : public v1::Controller::CallbackService {
   grpc::ServerUnaryReactor* ListEvents(grpc::CallbackServerContext* context,
                                        const v1::ListEventsRequest* request,
                                        v1::ListEventsResponse* response) override;
+  grpc::ServerUnaryReactor* RecordBench(grpc::CallbackServerContext* context,
+                                        const v1::RecordBenchRequest* request,
+                                        v1::RecordBenchResponse* response) override;
+  grpc::ServerUnaryReactor* BenchHistory(grpc::CallbackServerContext* context,
+                                         const v1::BenchHistoryRequest* request,
+                                         v1::BenchHistoryResponse* response) override;
   grpc::ServerUnaryReactor* ProbeNode(grpc::CallbackServerContext* context,
                                       const v1::ProbeNodeRequest* request,
                                       v1::ProbeNodeResponse* response) override;
