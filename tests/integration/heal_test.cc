@@ -260,5 +260,71 @@ TEST_F(HealTest, WedgeWarningSeenThreeTimesRestartsTheGroup) {
   EXPECT_TRUE(absl::StrContains(events, "(3 times)")) << events;
 }
 
+// The head watch (agent side): a head that stops working while /health may still be 200.
+class HeadWatchTest : public HealTest {
+ protected:
+  // Applies a 2-rank echo group with `engine_flags` and the `health:` keys in `health`, and
+  // waits for generation 1 to be Ready.
+  void ApplyWatched(const std::string& engine_flags, const std::string& health) {
+    absl::StatusOr<CommandResult> applied =
+        Fleet({"apply", WriteRecipe(engine_flags, absl::StrCat("health:\n", health)), "--timeout",
+               "30s"});
+    ASSERT_TRUE(applied.ok()) << applied.status();
+    ASSERT_EQ(applied->exit_code, 0) << applied->stdout_text << applied->stderr_text;
+  }
+
+  // POSTs a completion with `prompt` from the controller's host; returns at once when
+  // `background` (curl then gives up after 30 s on its own).
+  void Send(const std::string& prompt, bool background) {
+    const std::string curl = absl::StrCat(
+        "curl -sS --noproxy '*' -m 30 -H 'Content-Type: application/json' -d '{\"model\": "
+        "\"fleet-echo\", \"prompt\": \"",
+        prompt, "\", \"max_tokens\": 8}' http://", network_->host(1).ip, ":", port_,
+        "/v1/completions >/dev/null 2>&1", background ? " &" : "");
+    absl::StatusOr<CommandResult> r =
+        RunCommand(network_->Wrap(0, {"sh", "-c", curl}), std::chrono::seconds(40));
+    ASSERT_TRUE(r.ok()) << r.status();
+  }
+
+  void ExpectRestartedBecause(const std::string& why) {
+    ASSERT_TRUE(WaitForState("Ready", 2, absl::Seconds(40))) << Describe().dump() << Events();
+    ExpectOnlyGeneration(2);
+    EXPECT_TRUE(absl::StrContains(Completion(), R"("text":"hello")"));
+    std::string events = Events();
+    EXPECT_TRUE(absl::StrContains(events, why)) << events;
+  }
+};
+
+TEST_F(HeadWatchTest, AWedgedHeadWithARequestRunningIsRestarted) {
+  ASSERT_NO_FATAL_FAILURE(ApplyWatched("--wedge-on-prompt WEDGE",
+                                       "  watch_period: 300ms\n  stall_timeout: 3s\n"
+                                       "  idle_probe_after: 1h\n"));
+  ASSERT_TRUE(WaitForState("Ready", 1, absl::Seconds(30))) << Describe().dump();
+  const absl::Time wedged = absl::Now();
+  ASSERT_NO_FATAL_FAILURE(Send("WEDGE", /*background=*/false));
+  ASSERT_NO_FATAL_FAILURE(Send("this one hangs", /*background=*/true));
+  ASSERT_NO_FATAL_FAILURE(ExpectRestartedBecause("request(s) running but no token generated"));
+  std::printf("[ TIMING   ] wedged head (stall_timeout 3s) -> generation 2 Ready in %s\n",
+              absl::FormatDuration(absl::Now() - wedged).c_str());
+}
+
+TEST_F(HeadWatchTest, AHeadWhoseHealthFailsIsRestarted) {
+  ASSERT_NO_FATAL_FAILURE(ApplyWatched("--unhealthy-on-prompt SICK",
+                                       "  watch_period: 300ms\n  failure_threshold: 2\n"
+                                       "  idle_probe_after: 1h\n"));
+  ASSERT_TRUE(WaitForState("Ready", 1, absl::Seconds(30))) << Describe().dump();
+  ASSERT_NO_FATAL_FAILURE(Send("SICK", /*background=*/false));
+  ASSERT_NO_FATAL_FAILURE(ExpectRestartedBecause("failed its health check 2 times in a row"));
+}
+
+TEST_F(HeadWatchTest, AnIdleHeadThatCannotGiveOneTokenIsRestarted) {
+  ASSERT_NO_FATAL_FAILURE(ApplyWatched("--wedge-on-prompt WEDGE",
+                                       "  watch_period: 300ms\n  idle_probe_after: 2s\n"
+                                       "  idle_probe_timeout: 1s\n  stall_timeout: 1h\n"));
+  ASSERT_TRUE(WaitForState("Ready", 1, absl::Seconds(30))) << Describe().dump();
+  ASSERT_NO_FATAL_FAILURE(Send("WEDGE", /*background=*/false));
+  ASSERT_NO_FATAL_FAILURE(ExpectRestartedBecause("a one-token completion failed within 1s"));
+}
+
 }  // namespace
 }  // namespace fleet::testing
