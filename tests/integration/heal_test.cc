@@ -260,6 +260,43 @@ TEST_F(HealTest, WedgeWarningSeenThreeTimesRestartsTheGroup) {
   EXPECT_TRUE(absl::StrContains(events, "(3 times)")) << events;
 }
 
+TEST_F(HealTest, ControllerKilledDuringARestartFinishesItWhenItComesBack) {
+  // The second restart within the window waits initial_backoff: the controller dies then.
+  absl::StatusOr<CommandResult> applied =
+      Fleet({"apply",
+             WriteRecipe("",
+                         "restart:\n  initial_backoff: 3s\n  max_backoff: 3s\n"
+                         "  max_restarts: 5\n  window: 10m\n"),
+             "--timeout", "30s"});
+  ASSERT_TRUE(applied.ok()) << applied.status();
+  ASSERT_EQ(applied->exit_code, 0) << applied->stdout_text << applied->stderr_text;
+  ASSERT_NO_FATAL_FAILURE(KillRankAndExpectANewGeneration(0));
+  std::map<int, int> pids = RankPids();
+  ASSERT_GT(pids[0], 0);
+  ASSERT_EQ(::kill(pids[0], SIGKILL), 0);
+  // The controller has seen the exit and is waiting out the backoff.
+  ASSERT_TRUE(TestCluster::WaitFor(
+      [&] {
+        return absl::StrContains(Events(), "killed by signal 9") &&
+               absl::StrContains(Describe()["group"].value("message", ""), "restart");
+      },
+      absl::Seconds(10)))
+      << Describe().dump() << Events();
+  const Json before = Describe()["group"];
+  absl::StatusOr<int> killed = cluster_->KillController();
+  ASSERT_TRUE(killed.ok()) << killed.status();
+  // Killed before generation 3 was ordered.
+  ASSERT_EQ(before.value("generation", ""), "2") << before.dump();
+  std::printf("[ INFO     ] controller killed while the group said: %s\n",
+              before.value("message", "").c_str());
+  ASSERT_TRUE(cluster_->StartController().ok());
+  ASSERT_TRUE(WaitForState("Ready", 3, absl::Seconds(40))) << Describe().dump() << Events();
+  ExpectOnlyGeneration(3);
+  EXPECT_TRUE(absl::StrContains(Completion(), R"("text":"hello")"));
+  // Every engine process there is of generation 3, and there are exactly the group's two.
+  EXPECT_EQ(EnginePids("fleet-echo-engi", kGroup).size(), 2u);
+}
+
 // The head watch (agent side): a head that stops working while /health may still be 200.
 class HeadWatchTest : public HealTest {
  protected:
