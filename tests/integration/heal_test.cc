@@ -56,12 +56,15 @@ uint64_t GenerationOf(pid_t pid) {
 class HealTest : public ClusterFixture {
  protected:
   void SetUp() override {
-    ASSERT_NO_FATAL_FAILURE(CreateCluster(CreateTestNetwork(kHosts), FLEET_BINARY));
+    ASSERT_NO_FATAL_FAILURE(CreateCluster(CreateTestNetwork(Agents() + 1), FLEET_BINARY));
     port_ = 22000 + static_cast<int>(absl::ToUnixMicros(absl::Now()) % 2000) * 2;
-    ASSERT_NO_FATAL_FAILURE(StartCluster(kAgents));
-    ASSERT_TRUE(WaitForNodes([](const Json& d) { return AllReady(d, AgentNames(kAgents)); },
+    ASSERT_NO_FATAL_FAILURE(StartCluster(Agents()));
+    ASSERT_TRUE(WaitForNodes([&](const Json& d) { return AllReady(d, AgentNames(Agents())); },
                              absl::Seconds(15)));
   }
+
+  // Agents node-1..node-N, each on its own host beside the controller's.
+  virtual int Agents() const { return kAgents; }
 
   void TearDown() override {
     if (cluster_ != nullptr) (void)Fleet({"stop", kGroup});
@@ -295,6 +298,59 @@ TEST_F(HealTest, ControllerKilledDuringARestartFinishesItWhenItComesBack) {
   EXPECT_TRUE(absl::StrContains(Completion(), R"("text":"hello")"));
   // Every engine process there is of generation 3, and there are exactly the group's two.
   EXPECT_EQ(EnginePids("fleet-echo-engi", kGroup).size(), 2u);
+}
+
+// A node that goes Lost: with a free node, the group is placed again at once.
+class LostNodeTest : public HealTest {
+ protected:
+  int Agents() const override { return 3; }
+};
+
+TEST_F(LostNodeTest, AnAgentKeptDownIsReplacedByAFreeNodeAndItsRanksStoppedWhenItReturns) {
+  // Workers that hang when their head dies: the one on the Lost node outlives its group.
+  absl::StatusOr<CommandResult> applied =
+      Fleet({"apply", WriteRecipe("--hang-when-head-dies"), "--timeout", "30s"});
+  ASSERT_TRUE(applied.ok()) << applied.status();
+  ASSERT_EQ(applied->exit_code, 0) << applied->stdout_text << applied->stderr_text;
+  Json ranks = Describe()["group"]["ranks"];
+  ASSERT_EQ(ranks.size(), 2u) << ranks.dump();
+  ASSERT_EQ(ranks[1].value("nodeName", ""), "node-2") << ranks.dump();
+
+  const absl::Time killed = absl::Now();
+  ASSERT_TRUE(cluster_->KillAgent(2).ok());
+  // Generation 2 ordered once node-2 is Lost (the controller's default --lost-after 5s).
+  ASSERT_TRUE(TestCluster::WaitFor(
+      [&] { return Describe()["group"].value("generation", "") == "2"; }, absl::Seconds(20)))
+      << Describe().dump() << Events();
+  std::printf("[ TIMING   ] agent of node-2 killed -> generation 2 ordered in %s\n",
+              absl::FormatDuration(absl::Now() - killed).c_str());
+  ASSERT_TRUE(WaitForState("Ready", 2, absl::Seconds(30))) << Describe().dump() << Events();
+  std::printf("[ TIMING   ] agent of node-2 killed -> generation 2 Ready in %s\n",
+              absl::FormatDuration(absl::Now() - killed).c_str());
+  ranks = Describe()["group"]["ranks"];
+  std::set<std::string> nodes;
+  for (const Json& r : ranks) nodes.insert(r.value("nodeName", ""));
+  EXPECT_EQ(nodes, (std::set<std::string>{"node-1", "node-3"})) << ranks.dump();
+  EXPECT_TRUE(absl::StrContains(Completion(), R"("text":"hello")"));
+  std::string events = Events();
+  EXPECT_TRUE(absl::StrContains(events, "node node-2 (rank 1) is Lost")) << events;
+  EXPECT_TRUE(absl::StrContains(events, "re-placed: rank 1 node-2 -> node-3")) << events;
+
+  // The worker of generation 1 still runs on node-2; when its agent returns it is stopped.
+  bool old_left = false;
+  for (pid_t pid : EnginePids("fleet-echo-engi", kGroup)) old_left |= GenerationOf(pid) == 1;
+  EXPECT_TRUE(old_left) << "the hung worker of generation 1 should outlive its Lost agent";
+  ASSERT_TRUE(cluster_->StartAgent(2).ok());
+  EXPECT_TRUE(TestCluster::WaitFor(
+      [&] {
+        for (pid_t pid : EnginePids("fleet-echo-engi", kGroup)) {
+          if (GenerationOf(pid) == 1) return false;
+        }
+        return true;
+      },
+      absl::Seconds(30)))
+      << "generation 1 still runs on node-2 after its agent returned";
+  ExpectOnlyGeneration(2);
 }
 
 // The head watch (agent side): a head that stops working while /health may still be 200.
