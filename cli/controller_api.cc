@@ -157,4 +157,15 @@ absl::StatusOr<v1::ListEventsResponse> AdminClient::ListEvents(
                                                              request, absl::ZeroDuration());
 }
 
+absl::StatusOr<v1::StageModelResponse> AdminClient::StageModel(const v1::StageModelRequest& request,
+                                                               absl::Duration extra) {
+  return Call<v1::StageModelRequest, v1::StageModelResponse>(&v1::Controller::Stub::StageModel,
+                                                             request, extra);
+}
+
+absl::StatusOr<v1::StageStatusResponse> AdminClient::StageStatus() {
+  return Call<v1::StageStatusRequest, v1::StageStatusResponse>(
+      &v1::Controller::Stub::StageStatus, v1::StageStatusRequest(), absl::ZeroDuration());
+}
+
 }  // namespace fleet::cli

@@ -48,6 +48,10 @@ class AdminClient {
   absl::StatusOr<v1::RestartGroupResponse> RestartGroup(const std::string& name,
                                                         absl::Duration extra);
   absl::StatusOr<v1::ListEventsResponse> ListEvents(const v1::ListEventsRequest& request);
+  // A staging run lasts as long as its copy: up to `extra` more.
+  absl::StatusOr<v1::StageModelResponse> StageModel(const v1::StageModelRequest& request,
+                                                    absl::Duration extra);
+  absl::StatusOr<v1::StageStatusResponse> StageStatus();
 
  private:
   AdminClient(CliConfig config, std::unique_ptr<v1::Controller::Stub> stub, absl::Duration d)

@@ -37,6 +37,8 @@ class ClusterCa;
 class ControllerMetrics;
 class FabricAgentClient;
 class FabricRunner;
+class StageAgentClient;
+class StageRunner;
 class ControllerService;
 class DiscoveryProber;
 class RendezvousService;
@@ -133,6 +135,9 @@ class ControllerServer {
   std::unique_ptr<GroupManager> groups_;
   std::unique_ptr<FabricAgentClient> fabric_agents_;
   std::unique_ptr<FabricRunner> fabric_;
+  std::unique_ptr<ThreadPool> stage_pool_;
+  std::unique_ptr<StageAgentClient> stage_agents_;
+  std::unique_ptr<StageRunner> stage_;
   std::unique_ptr<MetricsServer> metrics_server_;  // reads the registry, sessions and groups
   std::unique_ptr<ControllerService> service_;
   std::unique_ptr<RendezvousService> rendezvous_service_;

@@ -95,19 +95,22 @@ class StageEndpoints::Transfer {
         files_(manifest_.files_size()) {}
 
   ~Transfer() {
-    stop_.store(true);
-    if (listener_.valid()) ::shutdown(listener_.get(), SHUT_RDWR);
-    {
-      absl::MutexLock lock(&mu_);
-      for (UniqueFd& fd : incoming_) {
-        if (fd.valid()) ::shutdown(fd.get(), SHUT_RDWR);
-      }
-    }
+    Stop();
     if (acceptor_.joinable()) acceptor_.join();
     for (std::thread& t : receivers_) t.join();
   }
 
   const std::string& real_dest() const { return real_dest_; }
+
+  // Wakes every thread of this transfer: the data port and the incoming streams are shut down.
+  void Stop() {
+    stop_.store(true);
+    absl::MutexLock lock(&mu_);
+    if (listening_ >= 0) ::shutdown(listening_, SHUT_RDWR);
+    for (UniqueFd& fd : incoming_) {
+      if (fd.valid()) ::shutdown(fd.get(), SHUT_RDWR);
+    }
+  }
 
   // What is already here, the free-disk check, the temporary files, the forward connections and
   // the data port.
@@ -229,6 +232,10 @@ class StageEndpoints::Transfer {
     }
     ASSIGN_OR_RETURN(DataListener listener, ListenForData(request.bind_ip()));
     listener_ = std::move(listener.fd);
+    {
+      absl::MutexLock lock(&mu_);
+      listening_ = listener_.get();
+    }
     response.set_port(listener.port);
     response.set_real_dest(real_dest_);
     response.set_bytes_needed(bytes_needed);
@@ -348,6 +355,8 @@ class StageEndpoints::Transfer {
       }
       receivers_.emplace_back([this, i] { Receive(i); });
     }
+    absl::MutexLock lock(&mu_);
+    listening_ = -1;
     listener_.reset();
   }
 
@@ -430,6 +439,7 @@ class StageEndpoints::Transfer {
 
   absl::Mutex mu_;
   std::vector<UniqueFd> incoming_ ABSL_GUARDED_BY(mu_);
+  int listening_ ABSL_GUARDED_BY(mu_) = -1;  // listener_ while the acceptor uses it
   uint32_t ended_ ABSL_GUARDED_BY(mu_) = 0;
   std::string error_ ABSL_GUARDED_BY(mu_);
 
@@ -570,6 +580,11 @@ absl::StatusOr<v1::StageSendResponse> StageEndpoints::Send(const v1::StageSendRe
   response.set_seconds(
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
   return response;
+}
+
+void StageEndpoints::Shutdown() {
+  absl::MutexLock lock(&mu_);
+  for (auto& [id, transfer] : transfers_) transfer->Stop();
 }
 
 absl::StatusOr<v1::StageFinishResponse> StageEndpoints::Finish(

@@ -37,8 +37,8 @@ struct StageOptions {
   // Prepended to every destination ("" writes at the path as asked).
   std::string prefix;
   std::string cache_dir;  // manifests (STATE_DIR/stage-cache)
-  // Test hook (FLEET_STAGE_TEST_CORRUPT_CHUNKS): the first N chunks this agent sends get one
-  // byte flipped on the wire, after hashing; only tests set it.
+  // Test hook (the agent's hidden --stage-test-corrupt-chunks N; only tests pass it): the first
+  // N chunks this agent sends get one byte flipped on the wire, after hashing.
   int corrupt_chunks = 0;
 };
 
@@ -57,6 +57,9 @@ class StageEndpoints {
   absl::StatusOr<v1::StageSendResponse> Send(const v1::StageSendRequest& request);
   // NotFound for an unknown transfer. With wait, at most 10 minutes for the upstream to end.
   absl::StatusOr<v1::StageFinishResponse> Finish(const v1::StageFinishRequest& request);
+  // Ends every transfer's streams (the agent is stopping): waiting calls return soon, partial
+  // copies stay for the next run to resume.
+  void Shutdown();
 
   class Transfer;
 
