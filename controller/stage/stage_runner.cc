@@ -168,8 +168,6 @@ absl::StatusOr<v1::StageModelResponse> StageRunner::Run(const v1::StageModelRequ
       prepare.set_dest(dest);
       prepare.set_token(pki::RandomBytes(32));
       prepare.set_bind_ip(t.endpoint.ip);
-      // Upstream: the previous target in the chain, else the source. A target that fails to
-      // prepare drops out, so the upstream is fixed once the whole chain is known.
       prepare.set_streams(streams);
       if (!next_target.empty()) {
         v1::StageForward* fwd = prepare.mutable_forward();
@@ -178,8 +176,8 @@ absl::StatusOr<v1::StageModelResponse> StageRunner::Run(const v1::StageModelRequ
         fwd->set_source_ip(t.endpoint.ip);
         for (uint32_t g : below) fwd->add_chunks(g);
       }
-      int up = k - 1;
-      prepare.set_peer_ip(up >= 0 ? chain[up]->endpoint.ip : from->ip);
+      // The upstream: the previous target in the chain, else the source.
+      prepare.set_peer_ip(k > 0 ? chain[k - 1]->endpoint.ip : from->ip);
       absl::StatusOr<v1::StagePrepareResponse> p =
           agents_->Prepare(t.endpoint.agent_address, t.endpoint.node_id, prepare, kPrepareDeadline);
       if (!p.ok()) {
