@@ -20,6 +20,7 @@
 #include "agent/session/identity.h"
 #include "agent/session/joiner.h"
 #include "agent/session/node_credentials.h"
+#include "agent/stage/stage_endpoints.h"
 #include "common/files.h"
 #include "common/host_port.h"
 #include "common/identity_names.h"
@@ -267,6 +268,14 @@ absl::Status AgentServer::Serve(const std::string& controller_address) {
   read_executor_ = std::make_unique<ThreadPool>(2);
   // A fabric test's receiver and sender at once (the controller gives a node one test at a time).
   fabric_executor_ = std::make_unique<ThreadPool>(2);
+  // A transfer holds up to two threads here (a send, or a finish waiting for its end) and a
+  // scan or prepare may run beside it.
+  stage_executor_ = std::make_unique<ThreadPool>(4);
+  stage_ = std::make_unique<StageEndpoints>(
+      StageOptions{.node_name = identity_.name(),
+                   .prefix = options_.stage_prefix,
+                   .cache_dir = absl::StrCat(options_.state_dir, "/stage-cache"),
+                   .corrupt_chunks = options_.stage_test_corrupt_chunks});
   // Shards reach the controller as this agent does, and trust the same CA (by absolute path:
   // a container mounts it at that path, a process may run elsewhere).
   std::error_code ec;
@@ -276,10 +285,12 @@ absl::Status AgentServer::Serve(const std::string& controller_address) {
       AgentExecutors{.shards = shard_executor_.get(),
                      .probes = probe_executor_.get(),
                      .reads = read_executor_.get(),
-                     .fabric = fabric_executor_.get()},
+                     .fabric = fabric_executor_.get(),
+                     .stage = stage_executor_.get()},
       absl::StrCat(options_.state_dir, "/probe-cache"), paths_,
       ControllerAccess{.address = controller_address,
-                       .ca_path = ec ? paths.ca : ca_path.lexically_normal().string()});
+                       .ca_path = ec ? paths.ca : ca_path.lexically_normal().string()},
+      stage_.get());
   grpc::ServerBuilder builder;
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
   interceptors.push_back(metrics_->rpc().InterceptorFactory());
@@ -393,6 +404,8 @@ void AgentServer::Shutdown() {
   if (probe_executor_) probe_executor_->Shutdown();
   if (read_executor_) read_executor_->Shutdown();
   if (fabric_executor_) fabric_executor_->Shutdown();
+  if (stage_) stage_->Shutdown();
+  if (stage_executor_) stage_executor_->Shutdown();
   // Shards keep running: the next agent re-adopts them.
   Log(LogLevel::kInfo, "agent", "stopped", {{"node", identity_.name()}});
 }

@@ -35,6 +35,7 @@ class AgentService;
 class CachedProbe;
 class ControllerClient;
 class DiscoveryResponder;
+class StageEndpoints;
 
 struct AgentOptions {
   // "HOST:PORT" of the controller; empty: wait to be adopted through discovery (or use the
@@ -55,6 +56,11 @@ struct AgentOptions {
   // "HOST:PORT" of the read-only Prometheus endpoint (port 0 picks one; the address is written
   // to STATE_DIR/metrics.addr); empty: none.
   std::string metrics_listen;
+  // Staged files are written under this prefix + the destination ("" writes at the
+  // destination): `fleet up` agents share one file system, so each gets its own.
+  std::string stage_prefix;
+  // Test hook --stage-test-corrupt-chunks (StageOptions::corrupt_chunks); 0 on a node.
+  int stage_test_corrupt_chunks = 0;
 };
 
 class AgentServer {
@@ -113,6 +119,8 @@ class AgentServer {
   std::unique_ptr<ThreadPool> probe_executor_;
   std::unique_ptr<ThreadPool> read_executor_;
   std::unique_ptr<ThreadPool> fabric_executor_;
+  std::unique_ptr<ThreadPool> stage_executor_;
+  std::unique_ptr<StageEndpoints> stage_;
   std::unique_ptr<DiscoveryResponder> responder_;
   std::unique_ptr<AgentService> service_;
   std::unique_ptr<grpc::Server> server_;

@@ -50,6 +50,10 @@ class AdminClient {
   absl::StatusOr<v1::ListEventsResponse> ListEvents(const v1::ListEventsRequest& request);
   absl::StatusOr<v1::RecordBenchResponse> RecordBench(const v1::RecordBenchRequest& request);
   absl::StatusOr<v1::BenchHistoryResponse> BenchHistory(const v1::BenchHistoryRequest& request);
+  // A staging run lasts as long as its copy: up to `extra` more.
+  absl::StatusOr<v1::StageModelResponse> StageModel(const v1::StageModelRequest& request,
+                                                    absl::Duration extra);
+  absl::StatusOr<v1::StageStatusResponse> StageStatus();
 
  private:
   AdminClient(CliConfig config, std::unique_ptr<v1::Controller::Stub> stub, absl::Duration d)

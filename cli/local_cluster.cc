@@ -319,12 +319,15 @@ absl::Status RunUp(const UpOptions& options, std::ostream& out) {
     for (int i = 1; i <= options.nodes; ++i) {
       std::string ip = absl::StrCat("127.0.0.", i + 1);
       // The agents are told where the controller is, so they need no discovery; several local
-      // clusters may then run side by side.
-      RETURN_IF_ERROR(start(
-          absl::StrCat("node-", i),
-          {"agent", "--controller", controller, "--join-file", join_file, "--state-dir",
-           absl::StrCat(dir, "/node-", i), "--name", absl::StrCat("node-", i), "--listen",
-           ip + ":0", "--advertise", ip, "--discovery-listen", "", "--metrics-listen", ip + ":0"}));
+      // clusters may then run side by side. They share this file system, so each writes what
+      // `fleet stage` copies to it under its own directory, NODE_DIR/staged.
+      const std::string node_dir = absl::StrCat(dir, "/node-", i);
+      RETURN_IF_ERROR(
+          start(absl::StrCat("node-", i),
+                {"agent", "--controller", controller, "--join-file", join_file, "--state-dir",
+                 node_dir, "--name", absl::StrCat("node-", i), "--listen", ip + ":0", "--advertise",
+                 ip, "--discovery-listen", "", "--metrics-listen", ip + ":0", "--stage-prefix",
+                 node_dir + "/staged"}));
     }
     RETURN_IF_ERROR(WriteRecord(dir, controller, members));
     RETURN_IF_ERROR(RememberLocalCluster(dir));

@@ -27,6 +27,7 @@
 #include "cli/health_commands.h"
 #include "cli/local_cluster.h"
 #include "cli/probe_commands.h"
+#include "cli/stage_commands.h"
 #include "common/files.h"
 #include "common/log.h"
 #include "common/version.h"
@@ -252,6 +253,11 @@ int Main(int argc, char** argv) {
   agent->add_option("--metrics-listen", aopts.metrics_listen,
                     "HOST:PORT of the read-only Prometheus endpoint, e.g. 0.0.0.0:9101 "
                     "(port 0: any free; default: off)");
+  // The staging tests' corruption hook (agent/stage/stage_endpoints.h), hidden from --help.
+  agent->add_option("--stage-test-corrupt-chunks", aopts.stage_test_corrupt_chunks)->group("");
+  agent->add_option("--stage-prefix", aopts.stage_prefix,
+                    "directory that `fleet stage` destinations are written under (default: none; "
+                    "`fleet up` gives each local agent its own)");
 
   CLI::App* nodes = app.add_subcommand("nodes", "list the nodes the controller knows");
   CLI::App* get = app.add_subcommand("get", "list resources (kubectl style)");
@@ -439,6 +445,24 @@ int Main(int argc, char** argv) {
   fabric_history->add_option("--limit", history_limit, "results per link and test")
       ->capture_default_str();
 
+  StageFlags stage_flags;
+  CLI::App* stage = app.add_subcommand("stage", "copy model weights to nodes at link rate");
+  stage->require_subcommand(1);
+  CLI::App* stage_model =
+      stage->add_subcommand("model", "copy a model directory from one node to others, verified");
+  stage_model->add_option("path", stage_flags.path, "absolute model directory on the source node")
+      ->required();
+  stage_model->add_option("--from", stage_flags.from,
+                          "source node (default: the first Ready non-target that has the path)");
+  stage_model->add_option("--to", stage_flags.to, "target nodes: a,b,...")
+      ->delimiter(',')
+      ->required();
+  stage_model->add_option("--dest", stage_flags.dest,
+                          "absolute destination directory (default: the same path)");
+  stage_model->add_option("--streams", stage_flags.streams, "TCP streams per link (1..16)")
+      ->capture_default_str();
+  CLI::App* stage_status = stage->add_subcommand("status", "the current or last staging run");
+
   CLI::App* health = app.add_subcommand(
       "health", "nodes, links, limits, fabric results and groups, each with a verdict");
   bool health_watch = false;
@@ -522,6 +546,8 @@ int Main(int argc, char** argv) {
   if (*export_cmd) return Export(export_flags);
   if (*fabric_history) return FabricHistory(g, history_limit);
   if (*fabric) return Fabric(g, fabric_flags);
+  if (*stage_model) return StageModel(g, stage_flags);
+  if (*stage_status) return StageStatus(g);
   if (*health) return Health(g, health_watch);
   if (*bench_history) return BenchHistory(g, bench_history_name, bench_history_limit);
   if (*bench) return Bench(g, bench_flags);

@@ -19,7 +19,9 @@
 #include "controller/grpc/controller_service.h"
 #include "controller/grpc/fabric_agent_client_impl.h"
 #include "controller/grpc/rendezvous_service.h"
+#include "controller/grpc/stage_agent_client_impl.h"
 #include "controller/metrics/controller_metrics.h"
+#include "controller/stage/stage_runner.h"
 #include "controller/store/sqlite_store.h"
 #include "controller/trust/cluster_ca.h"
 #include "controller/trust/tokens.h"
@@ -106,6 +108,9 @@ absl::Status ControllerServer::Init() {
       options_.clock, store_.get(), fabric_agents_.get(),
       [this](const v1::FabricResult& r) { metrics_->OnFabricResult(r.test(), r.verdict()); });
   bench_ = std::make_unique<BenchRecords>(options_.clock, store_.get());
+  stage_pool_ = std::make_unique<ThreadPool>(1);
+  stage_agents_ = std::make_unique<GrpcStageAgentClient>(transport_);
+  stage_ = std::make_unique<StageRunner>(options_.clock, stage_agents_.get());
 
   grpc::ServerBuilder builder;
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
@@ -134,7 +139,9 @@ absl::Status ControllerServer::Init() {
                               .groups = groups_.get(),
                               .controller_id = controller_id,
                               .fabric = fabric_.get(),
-                              .bench = bench_.get()});
+                              .bench = bench_.get(),
+                              .stage = stage_.get(),
+                              .stage_executor = stage_pool_.get()});
   builder.RegisterService(service_.get());
   // fleet-engine ranks call it without a client certificate (the TLS port accepts optional
   // ones); the generation's token is their credential.
@@ -254,6 +261,7 @@ void ControllerServer::Shutdown() {
   if (rpc_pool_) rpc_pool_->Shutdown();
   if (probe_pool_) probe_pool_->Shutdown();
   if (group_pool_) group_pool_->Shutdown();
+  if (stage_pool_) stage_pool_->Shutdown();
   if (service_) service_->WaitForAgentCalls();
   if (!address_.empty()) Log(LogLevel::kInfo, "controller", "stopped", {{"address", address_}});
 }

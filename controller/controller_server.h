@@ -38,6 +38,8 @@ class ControllerMetrics;
 class FabricAgentClient;
 class BenchRecords;
 class FabricRunner;
+class StageAgentClient;
+class StageRunner;
 class ControllerService;
 class DiscoveryProber;
 class RendezvousService;
@@ -135,6 +137,9 @@ class ControllerServer {
   std::unique_ptr<FabricAgentClient> fabric_agents_;
   std::unique_ptr<FabricRunner> fabric_;
   std::unique_ptr<BenchRecords> bench_;
+  std::unique_ptr<ThreadPool> stage_pool_;
+  std::unique_ptr<StageAgentClient> stage_agents_;
+  std::unique_ptr<StageRunner> stage_;
   std::unique_ptr<MetricsServer> metrics_server_;  // reads the registry, sessions and groups
   std::unique_ptr<ControllerService> service_;
   std::unique_ptr<RendezvousService> rendezvous_service_;

@@ -16,7 +16,7 @@ packages="
   lintian
   systemd
   libboost1.81-dev
-  prometheus-cpp-dev prometheus iperf3
+  prometheus-cpp-dev prometheus iperf3 rsync
 "
 
 missing=""

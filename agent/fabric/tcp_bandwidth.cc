@@ -15,13 +15,14 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "common/data_socket.h"
 #include "common/host_port.h"
 #include "common/status_macros.h"
 
 namespace fleet::agent {
 namespace {
 
-constexpr size_t kTokenSize = 32;
+constexpr size_t kTokenSize = kDataTokenBytes;
 constexpr size_t kReportSize = 24;
 // How long after its duration a test may still take: connecting, draining, reporting.
 constexpr absl::Duration kGrace = absl::Seconds(10);
@@ -30,25 +31,6 @@ int64_t NowNs() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(
              std::chrono::steady_clock::now().time_since_epoch())
       .count();
-}
-
-absl::StatusOr<sockaddr_in> Ipv4(const std::string& ip, uint16_t port, absl::string_view what) {
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(port);
-  if (::inet_pton(AF_INET, ip.c_str(), &addr.sin_addr) != 1) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        what, " ", ip, " is not an IPv4 address; fabric tests run between IPv4 fabric addresses"));
-  }
-  return addr;
-}
-
-// Tokens are compared in constant time: a peer learns nothing from how fast it is refused.
-bool SameToken(const std::string& a, const std::string& b) {
-  if (a.size() != b.size()) return false;
-  unsigned char diff = 0;
-  for (size_t i = 0; i < a.size(); ++i) diff |= static_cast<unsigned char>(a[i] ^ b[i]);
-  return diff == 0;
 }
 
 void PutU64(std::string& out, uint64_t v) {
@@ -61,13 +43,6 @@ uint64_t GetU64(const char* p) {
   return v;
 }
 
-absl::Status SetTimeouts(int fd, absl::Duration timeout) {
-  timeval tv = absl::ToTimeval(timeout);
-  RETURN_IF_ERRNO(::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv), "SO_SNDTIMEO");
-  RETURN_IF_ERRNO(::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv), "SO_RCVTIMEO");
-  return absl::OkStatus();
-}
-
 struct StreamReport {
   uint64_t bytes = 0;
   int64_t first_ns = 0;
@@ -77,23 +52,8 @@ struct StreamReport {
 // One sending stream: connect, token, data until `end_ns`, then the receiver's report.
 absl::StatusOr<StreamReport> SendStream(const std::string& source_ip, const sockaddr_in& target,
                                         const v1::FabricTcpSpec& spec, int64_t end_ns) {
-  UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (!fd.valid()) return ErrnoStatus("socket");
-  RETURN_IF_ERROR(SetTimeouts(fd.get(), absl::Seconds(2)));
-  if (!source_ip.empty()) {
-    ASSIGN_OR_RETURN(sockaddr_in source, Ipv4(source_ip, 0, "source address"));
-    RETURN_IF_ERRNO(::bind(fd.get(), reinterpret_cast<const sockaddr*>(&source), sizeof source),
-                    absl::StrCat("bind ", source_ip));
-  }
-  if (::connect(fd.get(), reinterpret_cast<const sockaddr*>(&target), sizeof target) != 0) {
-    return absl::UnavailableError(absl::StrCat("connect to the receiver: ", std::strerror(errno),
-                                               "; is a firewall closing the fabric address?"));
-  }
-  const std::string& token = spec.token();
-  if (::send(fd.get(), token.data(), token.size(), MSG_NOSIGNAL) !=
-      static_cast<ssize_t>(token.size())) {
-    return ErrnoStatus("send the token");
-  }
+  ASSIGN_OR_RETURN(UniqueFd fd,
+                   ConnectWithToken(source_ip, target, spec.token(), absl::Seconds(2)));
   std::vector<char> buffer(spec.buffer_bytes(), '\x5a');
   while (NowNs() < end_ns) {
     ssize_t n = ::send(fd.get(), buffer.data(), buffer.size(), MSG_NOSIGNAL);
@@ -105,7 +65,7 @@ absl::StatusOr<StreamReport> SendStream(const std::string& source_ip, const sock
     }
   }
   RETURN_IF_ERRNO(::shutdown(fd.get(), SHUT_WR), "shutdown");
-  RETURN_IF_ERROR(SetTimeouts(fd.get(), kGrace));
+  RETURN_IF_ERROR(SetSocketTimeouts(fd.get(), kGrace));
   char report[kReportSize];
   size_t have = 0;
   while (have < kReportSize) {
@@ -149,20 +109,10 @@ absl::StatusOr<std::unique_ptr<TcpReceiver>> TcpReceiver::Open(const std::string
                                                                const std::string& peer_ip,
                                                                const v1::FabricTcpSpec& spec) {
   RETURN_IF_ERROR(ValidateTcpSpec(spec));
-  ASSIGN_OR_RETURN(sockaddr_in addr, Ipv4(bind_ip, 0, "fabric address"));
-  RETURN_IF_ERROR(Ipv4(peer_ip, 0, "peer address").status());
-  UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-  if (!fd.valid()) return ErrnoStatus("socket");
-  if (::bind(fd.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0) {
-    return absl::UnavailableError(absl::StrCat("cannot open a test port on ", bind_ip, ": ",
-                                               std::strerror(errno),
-                                               "; is it this node's fabric address?"));
-  }
-  RETURN_IF_ERRNO(::listen(fd.get(), 64), "listen");
-  socklen_t len = sizeof addr;
-  RETURN_IF_ERRNO(::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&addr), &len), "getsockname");
+  RETURN_IF_ERROR(Ipv4Address(peer_ip, 0, "peer address").status());
+  ASSIGN_OR_RETURN(DataListener listener, ListenForData(bind_ip));
   return std::unique_ptr<TcpReceiver>(
-      new TcpReceiver(std::move(fd), ntohs(addr.sin_port), peer_ip, spec));
+      new TcpReceiver(std::move(listener.fd), listener.port, peer_ip, spec));
 }
 
 TcpReceiver::TcpReceiver(UniqueFd listener, uint16_t port, std::string peer_ip,
@@ -307,7 +257,7 @@ absl::StatusOr<v1::FabricSendResponse> RunTcpSender(const std::string& source_ip
                                                     const v1::FabricTcpSpec& spec) {
   RETURN_IF_ERROR(ValidateTcpSpec(spec));
   ASSIGN_OR_RETURN(HostPort hp, ParseHostPort(target));
-  ASSIGN_OR_RETURN(sockaddr_in addr, Ipv4(hp.host, hp.port, "receiver address"));
+  ASSIGN_OR_RETURN(sockaddr_in addr, Ipv4Address(hp.host, hp.port, "receiver address"));
   const int64_t end_ns = NowNs() + absl::ToInt64Nanoseconds(absl::Milliseconds(spec.duration_ms()));
   std::vector<absl::StatusOr<StreamReport>> reports(spec.streams(), absl::UnknownError("not run"));
   std::vector<std::thread> threads;

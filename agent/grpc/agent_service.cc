@@ -155,4 +155,50 @@ grpc::ServerUnaryReactor* AgentService::FabricSend(grpc::CallbackServerContext* 
   return reactor;
 }
 
+// Staging calls run on the stage executor (a send or a finish blocks for a whole transfer);
+// progress polls only read counters, on the reads executor.
+template <typename Response, typename Call>
+grpc::ServerUnaryReactor* AgentService::OnStage(grpc::CallbackServerContext* context,
+                                                Executor* executor, Response* response, Call call) {
+  if (absl::Status st = RequireController(context); !st.ok()) return Finish(context, st);
+  if (stage_ == nullptr || executor == nullptr) {
+    return Finish(context, absl::UnimplementedError("this agent does not stage"));
+  }
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  executor->Post([reactor, response, call = std::move(call)] {
+    absl::StatusOr<Response> result = call();
+    if (result.ok()) *response = *std::move(result);
+    reactor->Finish(ToGrpc(result.status()));
+  });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* AgentService::StageScan(grpc::CallbackServerContext* context,
+                                                  const v1::StageScanRequest* request,
+                                                  v1::StageScanResponse* response) {
+  return OnStage(context, executors_.stage, response,
+                 [this, request] { return stage_->Scan(*request); });
+}
+
+grpc::ServerUnaryReactor* AgentService::StagePrepare(grpc::CallbackServerContext* context,
+                                                     const v1::StagePrepareRequest* request,
+                                                     v1::StagePrepareResponse* response) {
+  return OnStage(context, executors_.stage, response,
+                 [this, request] { return stage_->Prepare(*request); });
+}
+
+grpc::ServerUnaryReactor* AgentService::StageSend(grpc::CallbackServerContext* context,
+                                                  const v1::StageSendRequest* request,
+                                                  v1::StageSendResponse* response) {
+  return OnStage(context, executors_.stage, response,
+                 [this, request] { return stage_->Send(*request); });
+}
+
+grpc::ServerUnaryReactor* AgentService::StageFinish(grpc::CallbackServerContext* context,
+                                                    const v1::StageFinishRequest* request,
+                                                    v1::StageFinishResponse* response) {
+  return OnStage(context, request->wait() ? executors_.stage : executors_.reads, response,
+                 [this, request] { return stage_->Finish(*request); });
+}
+
 }  // namespace fleet::agent

@@ -5,6 +5,7 @@
 
 #include "agent/fabric/fabric_endpoints.h"
 #include "agent/shards/supervisor.h"
+#include "agent/stage/stage_endpoints.h"
 #include "common/executor.h"
 #include "common/serial_queue.h"
 #include "fleet/v1/agent.grpc.pb.h"
@@ -21,6 +22,8 @@ struct AgentExecutors {
   Executor* reads;
   // Fabric tests (a sender runs for the test's duration).
   Executor* fabric = nullptr;
+  // Staging: scans (hashing), prepares, a send and a finish block for a whole transfer.
+  Executor* stage = nullptr;
 };
 
 // Every call needs the controller's certificate.
@@ -29,10 +32,10 @@ class AgentService final : public v1::Agent::CallbackService {
   // `facts` are re-read on every Describe from `root`. Shard orders go to `supervisor`.
   // Probes cache model hashes in `probe_cache_dir` and report `paths`. Every shard started gets
   // `controller` in its environment (WithControllerAccess), so fleet-engine ranks can reach the
-  // rendezvous store.
+  // rendezvous store. Staging orders go to `stage`.
   AgentService(v1::NodeIdentity identity, std::string root, Supervisor* supervisor,
                AgentExecutors executors, std::string probe_cache_dir, v1::AgentPaths paths,
-               ControllerAccess controller)
+               ControllerAccess controller, StageEndpoints* stage = nullptr)
       : identity_(std::move(identity)),
         root_(std::move(root)),
         supervisor_(supervisor),
@@ -40,7 +43,8 @@ class AgentService final : public v1::Agent::CallbackService {
         shard_orders_(executors.shards),
         probe_cache_dir_(std::move(probe_cache_dir)),
         paths_(std::move(paths)),
-        controller_(std::move(controller)) {}
+        controller_(std::move(controller)),
+        stage_(stage) {}
 
   grpc::ServerUnaryReactor* Describe(grpc::CallbackServerContext* context,
                                      const v1::DescribeRequest* request,
@@ -66,8 +70,24 @@ class AgentService final : public v1::Agent::CallbackService {
   grpc::ServerUnaryReactor* FabricSend(grpc::CallbackServerContext* context,
                                        const v1::FabricSendRequest* request,
                                        v1::FabricSendResponse* response) override;
+  grpc::ServerUnaryReactor* StageScan(grpc::CallbackServerContext* context,
+                                      const v1::StageScanRequest* request,
+                                      v1::StageScanResponse* response) override;
+  grpc::ServerUnaryReactor* StagePrepare(grpc::CallbackServerContext* context,
+                                         const v1::StagePrepareRequest* request,
+                                         v1::StagePrepareResponse* response) override;
+  grpc::ServerUnaryReactor* StageSend(grpc::CallbackServerContext* context,
+                                      const v1::StageSendRequest* request,
+                                      v1::StageSendResponse* response) override;
+  grpc::ServerUnaryReactor* StageFinish(grpc::CallbackServerContext* context,
+                                        const v1::StageFinishRequest* request,
+                                        v1::StageFinishResponse* response) override;
 
  private:
+  template <typename Response, typename Call>
+  grpc::ServerUnaryReactor* OnStage(grpc::CallbackServerContext* context, Executor* executor,
+                                    Response* response, Call call);
+
   const v1::NodeIdentity identity_;
   const std::string root_;
   Supervisor* const supervisor_;
@@ -77,6 +97,7 @@ class AgentService final : public v1::Agent::CallbackService {
   const v1::AgentPaths paths_;  // reported with every probe
   const ControllerAccess controller_;
   FabricEndpoints fabric_;
+  StageEndpoints* const stage_;
 };
 
 }  // namespace fleet::agent

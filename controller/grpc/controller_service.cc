@@ -345,6 +345,26 @@ grpc::ServerUnaryReactor* ControllerService::FabricHistory(grpc::CallbackServerC
   });
 }
 
+grpc::ServerUnaryReactor* ControllerService::StageModel(grpc::CallbackServerContext* context,
+                                                        const v1::StageModelRequest* request,
+                                                        v1::StageModelResponse* response) {
+  if (absl::Status st = RequireAdmin(context); !st.ok()) return Finish(context, st);
+  // A copy takes minutes to hours: the stage thread, never a reactor or a probe thread.
+  return FinishOn(context, d_.stage_executor, [this, request, response] {
+    ASSIGN_OR_RETURN(*response, d_.stage->Run(*request, d_.registry->List()));
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* ControllerService::StageStatus(grpc::CallbackServerContext* context,
+                                                         const v1::StageStatusRequest* request,
+                                                         v1::StageStatusResponse* response) {
+  if (absl::Status st = RequireAdmin(context); !st.ok()) return Finish(context, st);
+  (void)request;
+  *response = d_.stage->Status();
+  return Finish(context, absl::OkStatus());
+}
+
 void ControllerService::WaitForAgentCalls() {
   absl::MutexLock lock(&mu_);
   mu_.Await(absl::Condition(

@@ -28,6 +28,7 @@
 #include "controller/groups/group_manager.h"
 #include "controller/registry/heartbeat_sessions.h"
 #include "controller/registry/node_registry.h"
+#include "controller/stage/stage_runner.h"
 #include "controller/trust/cluster_ca.h"
 #include "controller/trust/tokens.h"
 #include "fleet/v1/controller.grpc.pb.h"
@@ -52,6 +53,9 @@ class ControllerService final : public v1::Controller::CallbackService {
     std::string controller_id;
     FabricRunner* fabric = nullptr;  // `fleet fabric`
     BenchRecords* bench = nullptr;   // `fleet bench` results
+    StageRunner* stage = nullptr;    // `fleet stage`
+    // Staging runs, one at a time: each blocks its thread for the whole copy.
+    Executor* stage_executor = nullptr;
   };
   explicit ControllerService(Deps deps) : d_(std::move(deps)) {}
 
@@ -132,6 +136,12 @@ class ControllerService final : public v1::Controller::CallbackService {
   grpc::ServerUnaryReactor* FabricHistory(grpc::CallbackServerContext* context,
                                           const v1::FabricHistoryRequest* request,
                                           v1::FabricHistoryResponse* response) override;
+  grpc::ServerUnaryReactor* StageModel(grpc::CallbackServerContext* context,
+                                       const v1::StageModelRequest* request,
+                                       v1::StageModelResponse* response) override;
+  grpc::ServerUnaryReactor* StageStatus(grpc::CallbackServerContext* context,
+                                        const v1::StageStatusRequest* request,
+                                        v1::StageStatusResponse* response) override;
 
   // Blocks until every call-back to an agent started by Register has finished (each has a
   // deadline), so the registry can be destroyed safely.

@@ -1,0 +1,611 @@
+// The staging transfer: scanning, receiving with verification and forwarding, sending, and the
+// rename into place.
+#include "agent/stage/stage_endpoints.h"
+
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <set>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "agent/stage/manifest.h"
+#include "common/data_socket.h"
+#include "common/files.h"
+#include "common/host_port.h"
+#include "common/status_macros.h"
+#include "common/unique_fd.h"
+
+namespace fleet::agent {
+namespace {
+
+constexpr size_t kFrameHeader = 8;
+// A data connection that moves nothing for this long is lost (a peer killed, a cable pulled).
+constexpr absl::Duration kIdleTimeout = absl::Seconds(30);
+// The upstream connects within this after Prepare answered.
+constexpr absl::Duration kConnectTimeout = absl::Seconds(30);
+constexpr absl::Duration kFinishWait = absl::Minutes(10);
+
+void PutU32(char* p, uint32_t v) {
+  for (int i = 0; i < 4; ++i) p[i] = static_cast<char>((v >> (8 * i)) & 0xff);
+}
+
+uint32_t GetU32(const char* p) {
+  uint32_t v = 0;
+  for (int i = 3; i >= 0; --i) v = (v << 8) | static_cast<unsigned char>(p[i]);
+  return v;
+}
+
+std::string PartialPath(const std::string& final_path) {
+  std::filesystem::path p(final_path);
+  return (p.parent_path() / absl::StrCat(".", p.filename().string(), ".fleet-partial")).string();
+}
+
+int64_t MtimeNs(const struct stat& st) {
+  return static_cast<int64_t>(st.st_mtim.tv_sec) * 1'000'000'000 + st.st_mtim.tv_nsec;
+}
+
+// The free bytes of the file system that will hold `path` (its nearest existing ancestor).
+absl::StatusOr<uint64_t> FreeBytes(std::string path) {
+  struct statvfs vfs {};
+  while (::statvfs(path.c_str(), &vfs) != 0) {
+    if (errno != ENOENT || path == "/" || path.empty()) return ErrnoStatus("statvfs " + path);
+    path = std::filesystem::path(path).parent_path().string();
+  }
+  return static_cast<uint64_t>(vfs.f_bavail) * vfs.f_frsize;
+}
+
+absl::Status WriteAllAt(int fd, const char* data, size_t size, uint64_t offset) {
+  size_t done = 0;
+  while (done < size) {
+    ssize_t n = ::pwrite(fd, data + done, size - done, static_cast<off_t>(offset + done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return ErrnoStatus("write");
+    done += static_cast<size_t>(n);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status FsyncDirectory(const std::string& dir) {
+  UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!fd.valid()) return ErrnoStatus("open " + dir);
+  RETURN_IF_ERRNO(::fsync(fd.get()), "fsync " + dir);
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+// One receiving end: its files, its streams and their threads. Shared between the endpoints'
+// map and the calls that use it, so a replaced transfer lives until its last call returns.
+class StageEndpoints::Transfer {
+ public:
+  Transfer(const StageOptions& options, v1::StageManifest manifest, std::string real_dest)
+      : options_(options),
+        manifest_(std::move(manifest)),
+        index_(manifest_),
+        real_dest_(std::move(real_dest)),
+        have_(index_.size(), 0),
+        forward_(index_.size(), 0),
+        files_(manifest_.files_size()) {}
+
+  ~Transfer() {
+    Stop();
+    if (acceptor_.joinable()) acceptor_.join();
+    for (std::thread& t : receivers_) t.join();
+  }
+
+  const std::string& real_dest() const { return real_dest_; }
+
+  // Wakes every thread of this transfer: the data port and the incoming streams are shut down.
+  void Stop() {
+    stop_.store(true);
+    absl::MutexLock lock(&mu_);
+    if (listening_ >= 0) ::shutdown(listening_, SHUT_RDWR);
+    for (UniqueFd& fd : incoming_) {
+      if (fd.valid()) ::shutdown(fd.get(), SHUT_RDWR);
+    }
+  }
+
+  // What is already here, the free-disk check, the temporary files, the forward connections and
+  // the data port.
+  absl::StatusOr<v1::StagePrepareResponse> Prepare(const v1::StagePrepareRequest& request) {
+    ManifestCache cache(options_.cache_dir, real_dest_);
+    uint64_t bytes_needed = 0;
+    v1::StagePrepareResponse response;
+    for (int f = 0; f < manifest_.files_size(); ++f) {
+      const v1::StageFile& file = manifest_.files(f);
+      FileState& state = files_[f];
+      state.final_path = absl::StrCat(real_dest_, "/", file.path());
+      state.partial_path = PartialPath(state.final_path);
+      const uint32_t first = index_.first_of(f);
+      struct stat st {};
+      if (::stat(state.final_path.c_str(), &st) == 0 && S_ISREG(st.st_mode)) {
+        std::vector<std::string> hashes;
+        const v1::StageFile* cached = cache.Lookup(file.path(), st.st_size, MtimeNs(st));
+        if (cached != nullptr) {
+          hashes.assign(cached->chunk_sha256().begin(), cached->chunk_sha256().end());
+        } else {
+          ASSIGN_OR_RETURN(hashes,
+                           HashFileChunks(state.final_path, static_cast<uint64_t>(st.st_size),
+                                          manifest_.chunk_bytes()));
+        }
+        const bool same = static_cast<uint64_t>(st.st_size) == file.size() &&
+                          std::equal(hashes.begin(), hashes.end(), file.chunk_sha256().begin(),
+                                     file.chunk_sha256().end());
+        if (same) {
+          state.complete = true;
+          for (int c = 0; c < file.chunk_sha256_size(); ++c) have_[first + c] = 1;
+          if (cached == nullptr) {
+            v1::StageFile entry = file;
+            entry.set_mtime_ns(MtimeNs(st));
+            cache.Put(std::move(entry));
+          }
+          continue;
+        }
+        // An older version: its matching chunks seed the partial copy (a rename, no extra
+        // disk), so the final name never holds a mix of two versions.
+        if (::access(state.partial_path.c_str(), F_OK) != 0 &&
+            ::rename(state.final_path.c_str(), state.partial_path.c_str()) != 0) {
+          return ErrnoStatus(
+              absl::StrCat("node ", options_.node_name, ": rename ", state.final_path));
+        }
+      }
+      if (::stat(state.partial_path.c_str(), &st) == 0 && S_ISREG(st.st_mode)) {
+        ASSIGN_OR_RETURN(
+            std::vector<std::string> hashes,
+            HashFileChunks(state.partial_path, std::min<uint64_t>(st.st_size, file.size()),
+                           manifest_.chunk_bytes()));
+        for (size_t c = 0; c < hashes.size(); ++c) {
+          if (hashes[c] == file.chunk_sha256(static_cast<int>(c))) have_[first + c] = 1;
+        }
+      }
+      for (int c = 0; c < file.chunk_sha256_size(); ++c) {
+        if (!have_[first + c]) {
+          response.add_needed(first + c);
+          missing_.fetch_add(1);
+          bytes_needed += index_.at(first + c).length;
+        }
+      }
+    }
+    (void)cache.Save();
+    // Free disk before the first byte: what the missing chunks take.
+    ASSIGN_OR_RETURN(uint64_t free_bytes, FreeBytes(real_dest_));
+    if (free_bytes < bytes_needed) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("node ", options_.node_name, ": ", real_dest_, " has ", free_bytes,
+                       " bytes free but the copy needs ", bytes_needed,
+                       " more; free space there or pass --dest on a larger disk"));
+    }
+    for (int f = 0; f < manifest_.files_size(); ++f) {
+      FileState& state = files_[f];
+      if (state.complete) continue;
+      RETURN_IF_ERROR(
+          MakeDirectories(std::filesystem::path(state.final_path).parent_path().string(), 0755));
+      state.fd = UniqueFd(::open(state.partial_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+      if (!state.fd.valid()) {
+        return ErrnoStatus(
+            absl::StrCat("node ", options_.node_name, ": open ", state.partial_path));
+      }
+      const uint64_t size = manifest_.files(f).size();
+      // Reserving the blocks now makes a full disk an error before the first byte rather than
+      // in the middle of a chunk.
+      if (size > 0) {
+        if (int err = ::posix_fallocate(state.fd.get(), 0, static_cast<off_t>(size)); err != 0) {
+          return absl::FailedPreconditionError(
+              absl::StrCat("node ", options_.node_name, ": cannot reserve ", size, " bytes for ",
+                           state.partial_path, ": ", std::strerror(err),
+                           "; free space there or pass --dest on a larger disk"));
+        }
+      }
+      RETURN_IF_ERRNO(::ftruncate(state.fd.get(), static_cast<off_t>(size)),
+                      "truncate " + state.partial_path);
+    }
+    streams_ = request.streams();
+    incoming_.resize(streams_);
+    outgoing_.resize(streams_);
+    if (request.has_forward()) {
+      for (uint32_t g : request.forward().chunks()) {
+        if (g >= index_.size()) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("forward chunk ", g, " of ", index_.size()));
+        }
+        forward_[g] = 1;
+      }
+      ASSIGN_OR_RETURN(HostPort hp, ParseHostPort(request.forward().target()));
+      ASSIGN_OR_RETURN(sockaddr_in next, Ipv4Address(hp.host, hp.port, "next hop"));
+      for (uint32_t i = 0; i < streams_; ++i) {
+        absl::StatusOr<UniqueFd> fd = ConnectWithToken(request.forward().source_ip(), next,
+                                                       request.forward().token(), kIdleTimeout);
+        if (!fd.ok()) {
+          return absl::UnavailableError(
+              absl::StrCat("node ", options_.node_name, ": cannot reach the next hop ",
+                           request.forward().target(), ": ", fd.status().message()));
+        }
+        outgoing_[i] = *std::move(fd);
+      }
+    }
+    ASSIGN_OR_RETURN(DataListener listener, ListenForData(request.bind_ip()));
+    listener_ = std::move(listener.fd);
+    {
+      absl::MutexLock lock(&mu_);
+      listening_ = listener_.get();
+    }
+    response.set_port(listener.port);
+    response.set_real_dest(real_dest_);
+    response.set_bytes_needed(bytes_needed);
+    acceptor_ = std::thread(
+        [this, peer = request.peer_ip(), token = request.token()] { Accept(peer, token); });
+    return response;
+  }
+
+  v1::StageFinishResponse Progress() {
+    absl::MutexLock lock(&mu_);
+    return ProgressLocked();
+  }
+
+  // Waits for every stream to end, then renames each complete file into place.
+  v1::StageFinishResponse Finish() {
+    {
+      absl::MutexLock lock(&mu_);
+      auto ended = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return ended_ == streams_; };
+      if (!mu_.AwaitWithTimeout(absl::Condition(&ended), kFinishWait) && error_.empty()) {
+        error_ = absl::StrCat("node ", options_.node_name, ": the upstream did not finish in ",
+                              absl::FormatDuration(kFinishWait));
+      }
+    }
+    ManifestCache cache(options_.cache_dir, real_dest_);
+    std::set<std::string> dirs;
+    for (int f = 0; f < manifest_.files_size(); ++f) {
+      FileState& state = files_[f];
+      const v1::StageFile& file = manifest_.files(f);
+      if (state.complete) continue;
+      const uint32_t first = index_.first_of(f);
+      bool whole = true;
+      for (int c = 0; c < file.chunk_sha256_size(); ++c) whole = whole && have_[first + c];
+      if (!whole) continue;
+      if (absl::Status st = Commit(state, file, cache); !st.ok()) {
+        absl::MutexLock lock(&mu_);
+        if (error_.empty()) error_ = std::string(st.message());
+        continue;
+      }
+      dirs.insert(std::filesystem::path(state.final_path).parent_path().string());
+      ++files_completed_;
+    }
+    for (const std::string& dir : dirs) (void)FsyncDirectory(dir);
+    (void)cache.Save();
+    absl::MutexLock lock(&mu_);
+    v1::StageFinishResponse response = ProgressLocked();
+    response.set_done(true);
+    return response;
+  }
+
+ private:
+  struct FileState {
+    std::string final_path;
+    std::string partial_path;
+    UniqueFd fd;            // the partial copy, while chunks are missing
+    bool complete = false;  // already whole under its final name
+  };
+
+  // Mode, fsync, rename, and the cache entry that spares hashing it again.
+  absl::Status Commit(FileState& state, const v1::StageFile& file, ManifestCache& cache) {
+    const std::string where = absl::StrCat("node ", options_.node_name, ": ");
+    if (!state.fd.valid()) {
+      state.fd = UniqueFd(
+          ::open(state.partial_path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+      if (!state.fd.valid()) return ErrnoStatus(where + "create " + state.partial_path);
+    }
+    RETURN_IF_ERRNO(::fchmod(state.fd.get(), file.mode()), where + "chmod " + state.partial_path);
+    if (::fsync(state.fd.get()) != 0) {
+      return ErrnoStatus(absl::StrCat(where, "fsync ", state.partial_path,
+                                      " (a full disk? the partial copy stays for a re-run)"));
+    }
+    struct stat st {};
+    RETURN_IF_ERRNO(::fstat(state.fd.get(), &st), where + "stat " + state.partial_path);
+    state.fd.reset();
+    RETURN_IF_ERRNO(::rename(state.partial_path.c_str(), state.final_path.c_str()),
+                    where + "rename into " + state.final_path);
+    v1::StageFile entry = file;
+    entry.set_mtime_ns(MtimeNs(st));
+    cache.Put(std::move(entry));
+    return absl::OkStatus();
+  }
+
+  v1::StageFinishResponse ProgressLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    v1::StageFinishResponse response;
+    response.set_bytes_received(received_.load());
+    response.set_bytes_written(written_.load());
+    response.set_chunks_rejected(rejected_.load());
+    response.set_chunks_missing(missing_.load());
+    response.set_files_completed(files_completed_.load());
+    response.set_error(error_);
+    return response;
+  }
+
+  void Fail(std::string message) {
+    absl::MutexLock lock(&mu_);
+    if (error_.empty()) error_ = std::move(message);
+  }
+
+  void Accept(const std::string& peer, const std::string& token) {
+    const absl::Time deadline = absl::Now() + kConnectTimeout;
+    int refused = 0;
+    for (uint32_t i = 0; i < streams_; ++i) {
+      absl::StatusOr<UniqueFd> fd =
+          AcceptWithToken(listener_.get(), peer, token, deadline - absl::Now(), &refused);
+      if (!fd.ok()) {
+        absl::MutexLock lock(&mu_);
+        if (error_.empty() && !stop_.load()) {
+          error_ = absl::StrCat("node ", options_.node_name, ": the upstream ", peer,
+                                " did not connect: ", fd.status().message());
+        }
+        ended_ += streams_ - i;
+        return;
+      }
+      (void)SetSocketTimeouts(fd->get(), kIdleTimeout);
+      {
+        absl::MutexLock lock(&mu_);
+        incoming_[i] = *std::move(fd);
+      }
+      receivers_.emplace_back([this, i] { Receive(i); });
+    }
+    absl::MutexLock lock(&mu_);
+    listening_ = -1;
+    listener_.reset();
+  }
+
+  // One incoming stream: verify, write what this node lacks, forward what others need.
+  void Receive(uint32_t stream) {
+    const int in = incoming_[stream].get();
+    UniqueFd& out = outgoing_[stream];
+    std::string frame(kFrameHeader + manifest_.chunk_bytes(), '\0');
+    while (!stop_.load()) {
+      absl::Status st = RecvAll(in, frame.data(), kFrameHeader);
+      if (absl::IsOutOfRange(st)) break;
+      if (!st.ok()) {
+        Fail(absl::StrCat("node ", options_.node_name, ": ", st.message()));
+        break;
+      }
+      const uint32_t g = GetU32(frame.data());
+      const uint32_t length = GetU32(frame.data() + 4);
+      if (g >= index_.size() || length != index_.at(g).length) {
+        Fail(absl::StrCat("node ", options_.node_name, ": a frame for chunk ", g, " of ", length,
+                          " bytes does not fit the manifest"));
+        break;
+      }
+      if (absl::Status data = RecvAll(in, frame.data() + kFrameHeader, length); !data.ok()) {
+        Fail(absl::StrCat("node ", options_.node_name, ": ", data.message()));
+        break;
+      }
+      const ChunkRef& ref = index_.at(g);
+      const absl::string_view bytes(frame.data() + kFrameHeader, length);
+      if (Sha256(bytes) != manifest_.files(ref.file).chunk_sha256(ref.chunk)) {
+        rejected_.fetch_add(1);
+        continue;
+      }
+      received_.fetch_add(length);
+      FileState& state = files_[ref.file];
+      if (!have_[g] && state.fd.valid()) {
+        if (absl::Status w = WriteAllAt(state.fd.get(), bytes.data(), length, ref.offset);
+            !w.ok()) {
+          Fail(absl::StrCat("node ", options_.node_name, ": writing ", state.partial_path, ": ",
+                            w.message(),
+                            "; nothing under a final name is half-written, free space "
+                            "and stage again to resume"));
+          break;
+        }
+        have_[g] = 1;
+        missing_.fetch_sub(1);
+        written_.fetch_add(length);
+      }
+      if (out.valid() && forward_[g]) {
+        if (absl::Status s = SendAll(out.get(), frame.data(), kFrameHeader + length); !s.ok()) {
+          Fail(absl::StrCat("node ", options_.node_name,
+                            ": forwarding to the next hop: ", s.message()));
+          out.reset();
+        }
+      }
+    }
+    // The next hop sees the end of this stream.
+    out.reset();
+    absl::MutexLock lock(&mu_);
+    ++ended_;
+  }
+
+  const StageOptions& options_;
+  const v1::StageManifest manifest_;
+  const ChunkIndex index_;
+  const std::string real_dest_;
+  // Per chunk: 1 once verified here. Each chunk arrives on one stream, so threads touch
+  // distinct bytes.
+  std::vector<uint8_t> have_;
+  std::vector<uint8_t> forward_;
+  std::vector<FileState> files_;
+  uint32_t streams_ = 0;
+  std::vector<UniqueFd> outgoing_;
+  UniqueFd listener_;
+  std::atomic<bool> stop_{false};
+  std::atomic<uint64_t> received_{0};
+  std::atomic<uint64_t> written_{0};
+  std::atomic<uint32_t> rejected_{0};
+  std::atomic<uint32_t> missing_{0};
+  std::atomic<uint32_t> files_completed_{0};
+
+  absl::Mutex mu_;
+  std::vector<UniqueFd> incoming_ ABSL_GUARDED_BY(mu_);
+  int listening_ ABSL_GUARDED_BY(mu_) = -1;  // listener_ while the acceptor uses it
+  uint32_t ended_ ABSL_GUARDED_BY(mu_) = 0;
+  std::string error_ ABSL_GUARDED_BY(mu_);
+
+  std::thread acceptor_;
+  std::vector<std::thread> receivers_;  // written by the acceptor only, joined after it
+};
+
+StageEndpoints::StageEndpoints(StageOptions options)
+    : options_(std::move(options)), corrupt_left_(options_.corrupt_chunks) {}
+
+StageEndpoints::~StageEndpoints() = default;
+
+absl::StatusOr<v1::StageScanResponse> StageEndpoints::Scan(const v1::StageScanRequest& request) {
+  ASSIGN_OR_RETURN(ScannedTree tree,
+                   BuildManifest(request.path(), {.cache_dir = options_.cache_dir}));
+  v1::StageScanResponse response;
+  *response.mutable_manifest() = std::move(tree.manifest);
+  response.set_from_cache(tree.from_cache);
+  return response;
+}
+
+absl::StatusOr<v1::StagePrepareResponse> StageEndpoints::Prepare(
+    const v1::StagePrepareRequest& request) {
+  RETURN_IF_ERROR(ValidateManifest(request.manifest()));
+  if (request.dest().empty() || request.dest()[0] != '/') {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the destination must be absolute; got `", request.dest(), "`"));
+  }
+  if (request.token().size() != kDataTokenBytes || request.streams() < 1 ||
+      request.streams() > 16) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("a transfer needs a 32-byte token and 1..16 streams; got ",
+                     request.token().size(), " bytes and ", request.streams(), " streams"));
+  }
+  std::string dest = request.dest();
+  while (dest.size() > 1 && dest.back() == '/') dest.pop_back();
+  std::string prefix = options_.prefix;
+  while (!prefix.empty() && prefix.back() == '/') prefix.pop_back();
+  const std::string real_dest = prefix + dest;
+  std::shared_ptr<Transfer> replaced;
+  {
+    absl::MutexLock lock(&mu_);
+    for (auto it = transfers_.begin(); it != transfers_.end(); ++it) {
+      if (it->second->real_dest() == real_dest || it->first == request.transfer_id()) {
+        replaced = std::move(it->second);
+        transfers_.erase(it);
+        break;
+      }
+    }
+  }
+  // The older transfer's threads stop before this one touches the same files.
+  replaced.reset();
+  auto transfer = std::make_shared<Transfer>(options_, request.manifest(), real_dest);
+  ASSIGN_OR_RETURN(v1::StagePrepareResponse response, transfer->Prepare(request));
+  absl::MutexLock lock(&mu_);
+  transfers_[request.transfer_id()] = std::move(transfer);
+  return response;
+}
+
+absl::StatusOr<v1::StageSendResponse> StageEndpoints::Send(const v1::StageSendRequest& request) {
+  RETURN_IF_ERROR(ValidateManifest(request.manifest()));
+  const v1::StageManifest& manifest = request.manifest();
+  const ChunkIndex index(manifest);
+  const uint32_t streams = request.streams();
+  if (streams < 1 || streams > 16) {
+    return absl::InvalidArgumentError(absl::StrCat("streams must be 1..16; got ", streams));
+  }
+  for (uint32_t g : request.chunks()) {
+    if (g >= index.size()) {
+      return absl::InvalidArgumentError(absl::StrCat("chunk ", g, " of ", index.size()));
+    }
+  }
+  std::vector<UniqueFd> files(manifest.files_size());
+  for (uint32_t g : request.chunks()) {
+    const uint32_t f = index.at(g).file;
+    if (files[f].valid()) continue;
+    const std::string path = absl::StrCat(manifest.root(), "/", manifest.files(f).path());
+    files[f] = UniqueFd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!files[f].valid())
+      return ErrnoStatus(absl::StrCat("node ", options_.node_name, ": open ", path));
+  }
+  ASSIGN_OR_RETURN(HostPort hp, ParseHostPort(request.target()));
+  ASSIGN_OR_RETURN(sockaddr_in target, Ipv4Address(hp.host, hp.port, "first hop"));
+  std::vector<UniqueFd> conns;
+  for (uint32_t i = 0; i < streams; ++i) {
+    absl::StatusOr<UniqueFd> fd =
+        ConnectWithToken(request.source_ip(), target, request.token(), kIdleTimeout);
+    if (!fd.ok()) {
+      return absl::UnavailableError(absl::StrCat("node ", options_.node_name,
+                                                 ": cannot reach the first hop ", request.target(),
+                                                 ": ", fd.status().message()));
+    }
+    conns.push_back(*std::move(fd));
+  }
+  const auto start = std::chrono::steady_clock::now();
+  std::atomic<uint64_t> sent{0};
+  std::vector<absl::Status> results(streams);
+  std::vector<std::thread> threads;
+  for (uint32_t i = 0; i < streams; ++i) {
+    threads.emplace_back([&, i] {
+      std::string frame(kFrameHeader + manifest.chunk_bytes(), '\0');
+      for (int k = static_cast<int>(i); k < request.chunks_size(); k += streams) {
+        const uint32_t g = request.chunks(k);
+        const ChunkRef& ref = index.at(g);
+        PutU32(frame.data(), g);
+        PutU32(frame.data() + 4, ref.length);
+        size_t have = 0;
+        while (have < ref.length) {
+          ssize_t n = ::pread(files[ref.file].get(), frame.data() + kFrameHeader + have,
+                              ref.length - have, static_cast<off_t>(ref.offset + have));
+          if (n < 0 && errno == EINTR) continue;
+          if (n <= 0) {
+            results[i] = absl::DataLossError(
+                absl::StrCat("node ", options_.node_name, ": ", manifest.files(ref.file).path(),
+                             " is shorter than its manifest says; did it change? stage it again"));
+            return;
+          }
+          have += static_cast<size_t>(n);
+        }
+        if (corrupt_left_.load() > 0 && corrupt_left_.fetch_sub(1) > 0) {
+          frame[kFrameHeader] = static_cast<char>(frame[kFrameHeader] ^ 0x01);
+        }
+        if (absl::Status st = SendAll(conns[i].get(), frame.data(), kFrameHeader + ref.length);
+            !st.ok()) {
+          results[i] = absl::UnavailableError(absl::StrCat(
+              "node ", options_.node_name, ": sending to ", request.target(), ": ", st.message()));
+          return;
+        }
+        sent.fetch_add(ref.length);
+      }
+      ::shutdown(conns[i].get(), SHUT_WR);
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  for (const absl::Status& st : results) RETURN_IF_ERROR(st);
+  v1::StageSendResponse response;
+  response.set_bytes_sent(sent.load());
+  response.set_seconds(
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  return response;
+}
+
+void StageEndpoints::Shutdown() {
+  absl::MutexLock lock(&mu_);
+  for (auto& [id, transfer] : transfers_) transfer->Stop();
+}
+
+absl::StatusOr<v1::StageFinishResponse> StageEndpoints::Finish(
+    const v1::StageFinishRequest& request) {
+  std::shared_ptr<Transfer> transfer;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = transfers_.find(request.transfer_id());
+    if (it == transfers_.end()) {
+      return absl::NotFoundError(absl::StrCat("node ", options_.node_name, " has no transfer ",
+                                              request.transfer_id(),
+                                              " (the agent restarted?); stage again to resume"));
+    }
+    transfer = it->second;
+  }
+  if (!request.wait()) return transfer->Progress();
+  v1::StageFinishResponse response = transfer->Finish();
+  absl::MutexLock lock(&mu_);
+  auto it = transfers_.find(request.transfer_id());
+  if (it != transfers_.end() && it->second == transfer) transfers_.erase(it);
+  return response;
+}
+
+}  // namespace fleet::agent

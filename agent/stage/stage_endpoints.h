@@ -1,0 +1,73 @@
+// StageEndpoints: the agent's side of `fleet stage model`. It scans a directory into a manifest,
+// and runs the two ends of a chained transfer:
+//
+//   source --S streams--> node 1 --S streams--> node 2 --> ...
+//
+// A receiver (Prepare) compares its destination with the manifest, checks free disk, opens a
+// data port that admits only the planned upstream address presenting the one-time token, and
+// (when it is not the last hop) connects to the next hop's port. Each incoming stream is read
+// by one thread that checks every chunk's SHA-256 against the manifest, writes the chunks this
+// node lacks into the file's temporary name and forwards those that nodes further down need as
+// soon as they arrived, so the chain costs about one copy however long it is. A chunk with a
+// wrong hash is neither written nor forwarded; it is counted and stays missing, and the
+// controller sends the missing chunks again in another round. Finish renames each complete
+// file into place after fsync: a file under its final name is always complete.
+//
+// Data connection: the 32-byte token, then frames of  u32 chunk index, u32 length (both
+// little-endian), the chunk's bytes  until the sender shuts its side down. Nothing on it is a
+// command, and nothing read from it is trusted before its hash matched.
+//
+// Files are written under `prefix` + the requested destination (`fleet up` agents share one
+// file system, so each writes under its own prefix); a partial copy is DIR/.NAME.fleet-partial.
+#pragma once
+
+#include <atomic>
+#include <map>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "fleet/v1/stage.pb.h"
+
+namespace fleet::agent {
+
+struct StageOptions {
+  std::string node_name;  // in error messages
+  // Prepended to every destination ("" writes at the path as asked).
+  std::string prefix;
+  std::string cache_dir;  // manifests (STATE_DIR/stage-cache)
+  // Test hook (the agent's hidden --stage-test-corrupt-chunks N; only tests pass it): the first
+  // N chunks this agent sends get one byte flipped on the wire, after hashing.
+  int corrupt_chunks = 0;
+};
+
+class StageEndpoints {
+ public:
+  explicit StageEndpoints(StageOptions options);
+  ~StageEndpoints();
+
+  // Blocking: hashes what the cache cannot vouch for.
+  absl::StatusOr<v1::StageScanResponse> Scan(const v1::StageScanRequest& request);
+  // Blocking while it hashes the destination's existing files. FailedPrecondition naming the
+  // node and path when the disk lacks the space; a new Prepare for the same destination ends an
+  // older transfer there.
+  absl::StatusOr<v1::StagePrepareResponse> Prepare(const v1::StagePrepareRequest& request);
+  // Blocking until every asked chunk is sent. Unavailable when the first hop is lost.
+  absl::StatusOr<v1::StageSendResponse> Send(const v1::StageSendRequest& request);
+  // NotFound for an unknown transfer. With wait, at most 10 minutes for the upstream to end.
+  absl::StatusOr<v1::StageFinishResponse> Finish(const v1::StageFinishRequest& request);
+  // Ends every transfer's streams (the agent is stopping): waiting calls return soon, partial
+  // copies stay for the next run to resume.
+  void Shutdown();
+
+  class Transfer;
+
+ private:
+  const StageOptions options_;
+  absl::Mutex mu_;
+  std::map<std::string, std::shared_ptr<Transfer>> transfers_ ABSL_GUARDED_BY(mu_);
+  std::atomic<int> corrupt_left_;
+};
+
+}  // namespace fleet::agent

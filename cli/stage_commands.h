@@ -1,0 +1,39 @@
+// `fleet stage model` and `fleet stage status`: copy a model directory from one node to others
+// through the controller's staging chain, with live progress on a terminal, and show the
+// current or last run.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "cli/commands.h"
+#include "fleet/v1/stage.pb.h"
+#include "nlohmann/json.hpp"
+
+namespace fleet::cli {
+
+struct StageFlags {
+  std::string path;             // the model directory on the source node
+  std::string from;             // --from NODE
+  std::vector<std::string> to;  // --to a,b
+  std::string dest;             // --dest PATH
+  uint32_t streams = 4;         // --streams (1..16)
+};
+
+// Exit code 0 when every target holds the tree, 1 when one failed, 2 for bad flags.
+int StageModel(const Globals& g, const StageFlags& flags);
+int StageStatus(const Globals& g);
+
+// `-o json` of a run (keys: apiVersion, kind, id, source, from, state, error, rounds, seconds,
+// nodes: [{node, dest, files, bytes, bytes_sent, seconds, tree_sha256, chunks_rejected,
+// bytes_done, bytes_needed, state, error}]); bytes_done of bytes_needed is the progress of a run
+// still copying.
+nlohmann::ordered_json StageRunJson(const v1::StageRun& run);
+// The table of a run, one row per target.
+std::string RenderStageRun(const v1::StageRun& run);
+// One progress line per target: bytes done of needed, the rate since the last look and the
+// time left at that rate.
+std::string RenderStageProgress(const v1::StageRun& run, const v1::StageRun* previous,
+                                double interval_seconds);
+
+}  // namespace fleet::cli

@@ -1,0 +1,81 @@
+// StageAgentClient over gRPC.
+#include "controller/grpc/stage_agent_client_impl.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "common/grpc_status.h"
+#include "common/identity_names.h"
+
+namespace fleet::controller {
+namespace {
+
+// One unary call with a deadline; errors name the agent's address.
+template <typename Request, typename Response, typename Method>
+absl::StatusOr<Response> CallAgent(v1::Agent::Stub* stub, Method method, const Request& request,
+                                   const std::string& address, absl::Duration deadline) {
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + deadline));
+  Response response;
+  grpc::Status status = (stub->*method)(&context, request, &response);
+  if (status.ok()) return response;
+  absl::Status st = FromGrpc(status);
+  return absl::Status(st.code(), absl::StrCat("agent at ", address, ": ", st.message()));
+}
+
+}  // namespace
+
+v1::Agent::Stub* GrpcStageAgentClient::StubFor(const std::string& address,
+                                               const std::string& node_id,
+                                               absl::Duration deadline) {
+  std::shared_ptr<grpc::Channel> channel;
+  v1::Agent::Stub* stub = nullptr;
+  {
+    absl::MutexLock lock(&mu_);
+    // The channel checks that the agent at `address` holds `node_id`'s certificate.
+    Connection& c = connections_[absl::StrCat(node_id, "@", address)];
+    if (!c.stub) {
+      c.channel = MakeChannel(address, *transport_, {.server_name = NodeServerName(node_id)});
+      c.stub = v1::Agent::NewStub(c.channel);
+    }
+    channel = c.channel;
+    stub = c.stub.get();
+  }
+  if (channel->GetState(/*try_to_connect=*/true) != GRPC_CHANNEL_READY) {
+    channel->WaitForConnected(
+        absl::ToChronoTime(absl::Now() + std::min(deadline, absl::Seconds(10))));
+  }
+  return stub;
+}
+
+absl::StatusOr<v1::StageScanResponse> GrpcStageAgentClient::Scan(
+    const std::string& address, const std::string& node_id, const v1::StageScanRequest& request,
+    absl::Duration deadline) {
+  return CallAgent<v1::StageScanRequest, v1::StageScanResponse>(
+      StubFor(address, node_id, deadline), &v1::Agent::Stub::StageScan, request, address, deadline);
+}
+
+absl::StatusOr<v1::StagePrepareResponse> GrpcStageAgentClient::Prepare(
+    const std::string& address, const std::string& node_id, const v1::StagePrepareRequest& request,
+    absl::Duration deadline) {
+  return CallAgent<v1::StagePrepareRequest, v1::StagePrepareResponse>(
+      StubFor(address, node_id, deadline), &v1::Agent::Stub::StagePrepare, request, address,
+      deadline);
+}
+
+absl::StatusOr<v1::StageSendResponse> GrpcStageAgentClient::Send(
+    const std::string& address, const std::string& node_id, const v1::StageSendRequest& request,
+    absl::Duration deadline) {
+  return CallAgent<v1::StageSendRequest, v1::StageSendResponse>(
+      StubFor(address, node_id, deadline), &v1::Agent::Stub::StageSend, request, address, deadline);
+}
+
+absl::StatusOr<v1::StageFinishResponse> GrpcStageAgentClient::Finish(
+    const std::string& address, const std::string& node_id, const v1::StageFinishRequest& request,
+    absl::Duration deadline) {
+  return CallAgent<v1::StageFinishRequest, v1::StageFinishResponse>(
+      StubFor(address, node_id, deadline), &v1::Agent::Stub::StageFinish, request, address,
+      deadline);
+}
+
+}  // namespace fleet::controller

@@ -1,0 +1,100 @@
+// FakeStageAgentClient: agents as tables. `trees` says which agent (by address) holds which
+// manifest; `lacking` which chunk indices each target lacks; `rejects` how many of the chunks a
+// target receives in its next round fail their hash. Every call is recorded in order, so tests
+// check the chain the runner planned.
+#pragma once
+
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "controller/stage/stage_agent_client.h"
+
+namespace fleet::controller {
+
+class FakeStageAgentClient final : public StageAgentClient {
+ public:
+  absl::StatusOr<v1::StageScanResponse> Scan(const std::string& address, const std::string&,
+                                             const v1::StageScanRequest& request,
+                                             absl::Duration) override {
+    absl::MutexLock lock(&mu_);
+    calls.push_back(absl::StrCat("scan ", address));
+    auto it = trees.find(address);
+    if (it == trees.end() || it->second.root() != request.path()) {
+      return absl::NotFoundError(absl::StrCat(request.path(), " is not a directory on this node"));
+    }
+    v1::StageScanResponse response;
+    *response.mutable_manifest() = it->second;
+    return response;
+  }
+  absl::StatusOr<v1::StagePrepareResponse> Prepare(const std::string& address, const std::string&,
+                                                   const v1::StagePrepareRequest& request,
+                                                   absl::Duration) override {
+    absl::MutexLock lock(&mu_);
+    calls.push_back(absl::StrCat("prepare ", address));
+    prepares[address].push_back(request);
+    if (auto it = prepare_errors.find(address); it != prepare_errors.end()) return it->second;
+    v1::StagePrepareResponse response;
+    response.set_port(40000 + static_cast<uint32_t>(calls.size()));
+    response.set_real_dest(absl::StrCat("/prefix", request.dest()));
+    for (uint32_t g : lacking[address]) {
+      response.add_needed(g);
+      response.set_bytes_needed(response.bytes_needed() + kChunkBytes);
+    }
+    return response;
+  }
+  absl::StatusOr<v1::StageSendResponse> Send(const std::string& address, const std::string&,
+                                             const v1::StageSendRequest& request,
+                                             absl::Duration) override {
+    absl::MutexLock lock(&mu_);
+    calls.push_back(absl::StrCat("send ", address));
+    sends.push_back(request);
+    v1::StageSendResponse response;
+    response.set_bytes_sent(request.chunks_size() * kChunkBytes);
+    return response;
+  }
+  // With wait: the target's lacking chunks that the last send carried arrive, less `rejects`.
+  absl::StatusOr<v1::StageFinishResponse> Finish(const std::string& address, const std::string&,
+                                                 const v1::StageFinishRequest& request,
+                                                 absl::Duration) override {
+    absl::MutexLock lock(&mu_);
+    v1::StageFinishResponse response;
+    if (!request.wait()) return response;
+    calls.push_back(absl::StrCat("finish ", address));
+    std::set<uint32_t> sent(sends.back().chunks().begin(), sends.back().chunks().end());
+    std::set<uint32_t>& lack = lacking[address];
+    int& rejected = rejects[address];
+    for (auto it = lack.begin(); it != lack.end();) {
+      if (!sent.contains(*it)) {
+        ++it;
+      } else if (rejected > 0) {
+        --rejected;
+        response.set_chunks_rejected(response.chunks_rejected() + 1);
+        ++it;
+      } else {
+        response.set_bytes_written(response.bytes_written() + kChunkBytes);
+        it = lack.erase(it);
+      }
+    }
+    response.set_chunks_missing(static_cast<uint32_t>(lack.size()));
+    response.set_done(true);
+    return response;
+  }
+
+  static constexpr uint64_t kChunkBytes = 100;
+  std::map<std::string, v1::StageManifest> trees;      // agent address -> tree it holds
+  std::map<std::string, std::set<uint32_t>> lacking;   // agent address -> chunk indices
+  std::map<std::string, int> rejects;                  // agent address -> bad chunks to come
+  std::map<std::string, absl::Status> prepare_errors;  // agent address -> Prepare's answer
+  std::vector<std::string> calls;                      // "prepare 10.0.0.3:7101", ...
+  std::map<std::string, std::vector<v1::StagePrepareRequest>> prepares;
+  std::vector<v1::StageSendRequest> sends;
+
+ private:
+  absl::Mutex mu_;
+};
+
+}  // namespace fleet::controller

@@ -1,0 +1,36 @@
+// StageAgentClient: the controller's staging calls to agents. An interface so the runner is
+// tested with FakeStageAgentClient (fake_stage_agent_client.h); production uses
+// GrpcStageAgentClient (controller/grpc/stage_agent_client_impl.h).
+#pragma once
+
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "fleet/v1/stage.pb.h"
+
+namespace fleet::controller {
+
+class StageAgentClient {
+ public:
+  virtual ~StageAgentClient() = default;
+  // `address` is the agent's "HOST:PORT", `node_id` the identity its certificate must prove.
+  virtual absl::StatusOr<v1::StageScanResponse> Scan(const std::string& address,
+                                                     const std::string& node_id,
+                                                     const v1::StageScanRequest& request,
+                                                     absl::Duration deadline) = 0;
+  virtual absl::StatusOr<v1::StagePrepareResponse> Prepare(const std::string& address,
+                                                           const std::string& node_id,
+                                                           const v1::StagePrepareRequest& request,
+                                                           absl::Duration deadline) = 0;
+  virtual absl::StatusOr<v1::StageSendResponse> Send(const std::string& address,
+                                                     const std::string& node_id,
+                                                     const v1::StageSendRequest& request,
+                                                     absl::Duration deadline) = 0;
+  virtual absl::StatusOr<v1::StageFinishResponse> Finish(const std::string& address,
+                                                         const std::string& node_id,
+                                                         const v1::StageFinishRequest& request,
+                                                         absl::Duration deadline) = 0;
+};
+
+}  // namespace fleet::controller

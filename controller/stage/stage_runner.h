@@ -1,0 +1,48 @@
+// StageRunner: `fleet stage model` on the controller. It scans the tree on the source node,
+// plans the chain FROM -> n1 -> n2 -> ... over the nodes' fabric addresses with a one-time
+// token per link, asks each target what it lacks (last first, so each hop knows what to pass
+// on), has the source send the union once, and collects each node's end. Chunks that failed
+// verification (or never arrived) are sent again in a further round, at most three; a node that
+// fails is left out of later rounds so the others still complete. Plain class: the Controller
+// service calls it on its stage executor.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "common/clock.h"
+#include "controller/stage/stage_agent_client.h"
+#include "fleet/v1/controller.pb.h"
+#include "fleet/v1/stage.pb.h"
+
+namespace fleet::controller {
+
+// Example:
+//   StageRunner runner(clock, &agents);
+//   ASSIGN_OR_RETURN(v1::StageModelResponse done, runner.Run(request, registry.List()));
+class StageRunner {
+ public:
+  StageRunner(const Clock* clock, StageAgentClient* agents) : clock_(clock), agents_(agents) {}
+
+  // Blocking for the whole copy; one run at a time (a second waits). InvalidArgument for bad
+  // flags, FailedPrecondition for a node that is not Ready or a source without the path. A run
+  // whose copy failed on some node answers OK with that node's state "failed" and its error.
+  absl::StatusOr<v1::StageModelResponse> Run(const v1::StageModelRequest& request,
+                                             const std::vector<v1::Node>& nodes);
+  // The current or last run (kept in memory; a restarted controller has none).
+  v1::StageStatusResponse Status();
+
+ private:
+  void Publish(const v1::StageRun& run);
+
+  const Clock* const clock_;
+  StageAgentClient* const agents_;
+  absl::Mutex run_mu_;  // held for a whole run
+  absl::Mutex status_mu_;
+  std::optional<v1::StageRun> last_ ABSL_GUARDED_BY(status_mu_);
+};
+
+}  // namespace fleet::controller

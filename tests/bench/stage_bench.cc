@@ -1,0 +1,186 @@
+// stage_bench: `fleet stage model` against iperf3 and rsync on the integration tests' network
+// namespaces (a controller and four agents, each writing under its own --stage-prefix). In one
+// run, on the same link node-1 -> node-2:
+//   - iperf3 (-P streams, 5 s): the link's TCP rate;
+//   - one copy: `fleet stage model` of a synthetic tree node-1 -> node-2, end to end (the source
+//     manifest cached by a warm-up copy, as a re-staged model's would be; the receiver hashes
+//     every chunk and fsyncs every file);
+//   - fan-out: the same tree node-1 -> node-2, node-3, node-4 through the chain;
+//   - rsync -a of the same tree to an rsync daemon on node-2 (no fsync, no per-chunk hashing).
+// Targets: one copy >= 0.9 of iperf3; fan-out <= 1.2 x one copy. Prints one JSON line.
+//
+//   build/tests/bench/stage_bench [--gib 2] [--streams 4]
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "CLI/CLI.hpp"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "common/subprocess.h"
+#include "nlohmann/json.hpp"
+#include "tests/integration/cluster_harness.h"
+
+namespace fleet::testing {
+namespace {
+
+constexpr int kAgents = 4;
+
+int Fail(const std::string& message) {
+  std::cerr << "stage_bench: " << message << "\n";
+  return 1;
+}
+
+// Deterministic incompressible bytes (xorshift64), as the integration test writes them.
+void WriteFile(const std::string& path, uint64_t size, uint64_t seed) {
+  std::filesystem::create_directories(std::filesystem::path(path).parent_path());
+  std::ofstream out(path, std::ios::binary);
+  std::vector<uint64_t> block(1 << 17);
+  uint64_t x = seed * 0x9E3779B97F4A7C15ull + 1;
+  for (uint64_t done = 0; done < size;) {
+    for (uint64_t& v : block) {
+      x ^= x << 13;
+      x ^= x >> 7;
+      x ^= x << 17;
+      v = x;
+    }
+    const uint64_t n = std::min<uint64_t>(size - done, block.size() * sizeof(uint64_t));
+    out.write(reinterpret_cast<const char*>(block.data()), static_cast<std::streamsize>(n));
+    done += n;
+  }
+}
+
+// Seconds of the slowest target of one `fleet stage model` run; negative on failure.
+double Stage(TestCluster& cluster, const std::string& source, const std::string& to,
+             uint32_t streams) {
+  absl::StatusOr<CommandResult> run =
+      cluster.RunCli({"stage", "model", source, "--from", "node-1", "--to", to, "--dest",
+                      "/bench/model", "--streams", absl::StrCat(streams), "-o", "json"},
+                     absl::Minutes(20));
+  if (!run.ok() || run->exit_code != 0) {
+    std::cerr << (run.ok() ? run->stdout_text + run->stderr_text : run.status().ToString());
+    return -1;
+  }
+  nlohmann::json doc = nlohmann::json::parse(run->stdout_text);
+  double slowest = 0;
+  for (const nlohmann::json& n : doc["nodes"])
+    slowest = std::max(slowest, n["seconds"].get<double>());
+  return slowest;
+}
+
+int Run(double gib, uint32_t streams) {
+  absl::StatusOr<std::unique_ptr<TestNetwork>> net = CreateTestNetwork(kAgents + 1);
+  if (!net.ok()) return Fail(net.status().ToString());
+  absl::StatusOr<std::unique_ptr<TestCluster>> made = TestCluster::Create(**net, FLEET_BINARY);
+  if (!made.ok()) return Fail(made.status().ToString());
+  TestCluster& cluster = **made;
+  auto prefix = [&](int i) { return absl::StrCat(cluster.temp_dir(), "/stage-", i); };
+  if (absl::Status st = cluster.StartController(); !st.ok()) return Fail(st.ToString());
+  for (int i = 1; i <= kAgents; ++i) {
+    std::filesystem::create_directories(prefix(i));
+    if (absl::Status st = cluster.StartAgent(i, {.extra_flags = {"--stage-prefix", prefix(i)}});
+        !st.ok()) {
+      return Fail(st.ToString());
+    }
+  }
+  if (!TestCluster::WaitFor(
+          [&] {
+            absl::StatusOr<nlohmann::json> nodes = cluster.Nodes();
+            if (!nodes.ok()) return false;
+            int ready = 0;
+            for (const nlohmann::json& n : (*nodes)["items"]) ready += n["state"] == "Ready";
+            return ready == kAgents;
+          },
+          absl::Seconds(30))) {
+    return Fail("agents not Ready");
+  }
+  // The tree: one large shard and four smaller ones, `gib` GiB in all.
+  const std::string source = cluster.temp_dir() + "/source-model";
+  const uint64_t total = static_cast<uint64_t>(gib * (1ull << 30));
+  const uint64_t small = total / 8;
+  WriteFile(source + "/model-00001.safetensors", total - 4 * small, 1);
+  for (int i = 0; i < 4; ++i) {
+    WriteFile(absl::StrCat(source, "/model-0000", i + 2, ".safetensors"), small, i + 2);
+  }
+  const TestNetwork& n = **net;
+  const std::string ip1 = n.host(1).ip;
+  const std::string ip2 = n.host(2).ip;
+
+  // iperf3 on the link node-1 -> node-2.
+  absl::StatusOr<Process> server = Process::Start(
+      {.argv = n.Wrap(2, {"iperf3", "-s", "-1", "-B", ip2}), .output_path = "/dev/null"});
+  if (!server.ok()) return Fail(server.status().ToString());
+  absl::SleepFor(absl::Milliseconds(500));
+  absl::StatusOr<CommandResult> iperf = RunCommand(
+      n.Wrap(1, {"iperf3", "-c", ip2, "-B", ip1, "-P", absl::StrCat(streams), "-t", "5", "-J"}),
+      std::chrono::seconds(30));
+  if (!iperf.ok() || iperf->exit_code != 0) return Fail("iperf3 failed");
+  const double iperf_gbps =
+      nlohmann::json::parse(iperf->stdout_text)["end"]["sum_received"]["bits_per_second"]
+          .get<double>() /
+      1e9;
+
+  // Warm-up: the source's manifest is built (and cached) once.
+  if (Stage(cluster, source, "node-2", streams) < 0) return Fail("warm-up copy failed");
+  std::filesystem::remove_all(prefix(2) + "/bench");
+  const double one = Stage(cluster, source, "node-2", streams);
+  if (one < 0) return Fail("one copy failed");
+  std::filesystem::remove_all(prefix(2) + "/bench");
+  const double fan = Stage(cluster, source, "node-2,node-3,node-4", streams);
+  if (fan < 0) return Fail("fan-out failed");
+
+  // rsync -a of the same tree into a daemon on node-2.
+  const std::string rsync_dir = cluster.temp_dir() + "/rsync-dest";
+  std::filesystem::create_directories(rsync_dir);
+  const std::string conf = cluster.temp_dir() + "/rsyncd.conf";
+  std::ofstream(conf) << "use chroot = false\nuid = root\ngid = root\n[m]\npath = " << rsync_dir
+                      << "\nread only = false\n";
+  absl::StatusOr<Process> daemon =
+      Process::Start({.argv = n.Wrap(2, {"rsync", "--daemon", "--no-detach", "--address", ip2,
+                                         "--port", "8730", "--config", conf}),
+                      .output_path = "/dev/null"});
+  if (!daemon.ok()) return Fail(daemon.status().ToString());
+  absl::SleepFor(absl::Milliseconds(500));
+  const absl::Time t0 = absl::Now();
+  absl::StatusOr<CommandResult> rsync = RunCommand(
+      n.Wrap(1, {"rsync", "-a", source + "/", absl::StrCat("rsync://", ip2, ":8730/m/")}),
+      std::chrono::minutes(20));
+  const double rsync_s = absl::ToDoubleSeconds(absl::Now() - t0);
+  (void)daemon->Stop(absl::Seconds(2));
+  if (!rsync.ok() || rsync->exit_code != 0) {
+    return Fail(absl::StrCat("rsync failed: ", rsync.ok() ? rsync->stderr_text : ""));
+  }
+  const double bits = static_cast<double>(total) * 8;
+  nlohmann::ordered_json out = {
+      {"bytes", total},
+      {"streams", streams},
+      {"iperf3_gbps", iperf_gbps},
+      {"one_copy_seconds", one},
+      {"one_copy_gbps", bits / one / 1e9},
+      {"one_copy_vs_iperf3", bits / one / 1e9 / iperf_gbps},
+      {"fanout3_seconds", fan},
+      {"fanout3_vs_one_copy", fan / one},
+      {"rsync_seconds", rsync_s},
+      {"rsync_gbps", bits / rsync_s / 1e9},
+      {"stage_speedup_vs_rsync", rsync_s / one},
+  };
+  std::cout << out.dump() << "\n";
+  return 0;
+}
+
+}  // namespace
+}  // namespace fleet::testing
+
+int main(int argc, char** argv) {
+  CLI::App app{"stage_bench: fleet stage model against iperf3 and rsync"};
+  double gib = 2;
+  uint32_t streams = 4;
+  app.add_option("--gib", gib, "size of the synthetic tree in GiB")->capture_default_str();
+  app.add_option("--streams", streams, "TCP streams per link (fleet stage and iperf3)")
+      ->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+  return fleet::testing::Run(gib, streams);
+}
