@@ -167,15 +167,17 @@ absl::StatusOr<v1::BenchHistoryResponse> AdminClient::BenchHistory(
     const v1::BenchHistoryRequest& request) {
   return Call<v1::BenchHistoryRequest, v1::BenchHistoryResponse>(
       &v1::Controller::Stub::BenchHistory, request, absl::ZeroDuration());
-  absl::StatusOr<v1::StageModelResponse> AdminClient::StageModel(
-      const v1::StageModelRequest& request, absl::Duration extra) {
-    return Call<v1::StageModelRequest, v1::StageModelResponse>(&v1::Controller::Stub::StageModel,
-                                                               request, extra);
-  }
+}
 
-  absl::StatusOr<v1::StageStatusResponse> AdminClient::StageStatus() {
-    return Call<v1::StageStatusRequest, v1::StageStatusResponse>(
-        &v1::Controller::Stub::StageStatus, v1::StageStatusRequest(), absl::ZeroDuration());
-  }
+absl::StatusOr<v1::StageModelResponse> AdminClient::StageModel(const v1::StageModelRequest& request,
+                                                               absl::Duration extra) {
+  return Call<v1::StageModelRequest, v1::StageModelResponse>(&v1::Controller::Stub::StageModel,
+                                                             request, extra);
+}
+
+absl::StatusOr<v1::StageStatusResponse> AdminClient::StageStatus() {
+  return Call<v1::StageStatusRequest, v1::StageStatusResponse>(
+      &v1::Controller::Stub::StageStatus, v1::StageStatusRequest(), absl::ZeroDuration());
+}
 
 }  // namespace fleet::cli
