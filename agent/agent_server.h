@@ -35,6 +35,7 @@ class AgentService;
 class CachedProbe;
 class ControllerClient;
 class DiscoveryResponder;
+class RouterAdmin;
 
 struct AgentOptions {
   // "HOST:PORT" of the controller; empty: wait to be adopted through discovery (or use the
@@ -114,6 +115,7 @@ class AgentServer {
   std::unique_ptr<ThreadPool> read_executor_;
   std::unique_ptr<ThreadPool> fabric_executor_;
   std::unique_ptr<DiscoveryResponder> responder_;
+  std::unique_ptr<RouterAdmin> router_admin_;
   std::unique_ptr<AgentService> service_;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<CachedProbe> figures_;

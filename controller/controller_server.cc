@@ -101,6 +101,22 @@ absl::Status ControllerServer::Init() {
                                            group_pool_.get());
   groups_->SetListener(metrics_.get());
   RETURN_IF_ERROR(groups_->Load());
+  router_pool_ = std::make_unique<ThreadPool>(options_.threads.routers);
+  engine_metrics_ = std::make_unique<HttpEngineMetrics>();
+  routers_ = std::make_unique<RouterManager>(
+      RouterManagerConfig{}, options_.clock, agents_.get(), engine_metrics_.get(),
+      router_pool_.get(), [this] { return groups_->List(); },
+      [this](const std::string& group) {
+        absl::Notification done;
+        absl::Status result;
+        groups_->RestartAsync(group, [&](absl::StatusOr<std::vector<v1::Group>> restarted) {
+          result = restarted.status();
+          done.Notify();
+        });
+        done.WaitForNotification();
+        return result;
+      },
+      [](absl::Duration d) { absl::SleepFor(d); });
   fabric_agents_ = std::make_unique<GrpcFabricAgentClient>(transport_);
   fabric_ = std::make_unique<FabricRunner>(
       options_.clock, store_.get(), fabric_agents_.get(),
@@ -132,7 +148,8 @@ absl::Status ControllerServer::Init() {
                               .probe_executor = probe_pool_.get(),
                               .groups = groups_.get(),
                               .controller_id = controller_id,
-                              .fabric = fabric_.get()});
+                              .fabric = fabric_.get(),
+                              .routers = routers_.get()});
   builder.RegisterService(service_.get());
   // fleet-engine ranks call it without a client certificate (the TLS port accepts optional
   // ones); the generation's token is their credential.
@@ -166,6 +183,7 @@ absl::Status ControllerServer::Init() {
     while (!stop_.WaitForNotificationWithTimeout(TickPeriod(options_.registry))) {
       registry_->Tick();
       groups_->Tick();
+      routers_->Tick();
       rendezvous_->Tick();
     }
   });
@@ -251,6 +269,9 @@ void ControllerServer::Shutdown() {
   // The RPC pools first: their calls may still hand work to the group pool.
   if (rpc_pool_) rpc_pool_->Shutdown();
   if (probe_pool_) probe_pool_->Shutdown();
+  // A roll waits on group restarts: it stops at its next step, before the group pool goes.
+  if (routers_) routers_->Shutdown();
+  if (router_pool_) router_pool_->Shutdown();
   if (group_pool_) group_pool_->Shutdown();
   if (service_) service_->WaitForAgentCalls();
   if (!address_.empty()) Log(LogLevel::kInfo, "controller", "stopped", {{"address", address_}});

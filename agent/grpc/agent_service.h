@@ -4,6 +4,7 @@
 #include <string>
 
 #include "agent/fabric/fabric_endpoints.h"
+#include "agent/router/router_admin.h"
 #include "agent/shards/supervisor.h"
 #include "common/executor.h"
 #include "common/serial_queue.h"
@@ -29,10 +30,10 @@ class AgentService final : public v1::Agent::CallbackService {
   // `facts` are re-read on every Describe from `root`. Shard orders go to `supervisor`.
   // Probes cache model hashes in `probe_cache_dir` and report `paths`. Every shard started gets
   // `controller` in its environment (WithControllerAccess), so fleet-engine ranks can reach the
-  // rendezvous store.
+  // rendezvous store. Router commands go to `router` (it must outlive the service).
   AgentService(v1::NodeIdentity identity, std::string root, Supervisor* supervisor,
                AgentExecutors executors, std::string probe_cache_dir, v1::AgentPaths paths,
-               ControllerAccess controller)
+               ControllerAccess controller, RouterAdmin* router)
       : identity_(std::move(identity)),
         root_(std::move(root)),
         supervisor_(supervisor),
@@ -40,7 +41,8 @@ class AgentService final : public v1::Agent::CallbackService {
         shard_orders_(executors.shards),
         probe_cache_dir_(std::move(probe_cache_dir)),
         paths_(std::move(paths)),
-        controller_(std::move(controller)) {}
+        controller_(std::move(controller)),
+        router_(router) {}
 
   grpc::ServerUnaryReactor* Describe(grpc::CallbackServerContext* context,
                                      const v1::DescribeRequest* request,
@@ -66,6 +68,9 @@ class AgentService final : public v1::Agent::CallbackService {
   grpc::ServerUnaryReactor* FabricSend(grpc::CallbackServerContext* context,
                                        const v1::FabricSendRequest* request,
                                        v1::FabricSendResponse* response) override;
+  grpc::ServerUnaryReactor* RouterCommand(grpc::CallbackServerContext* context,
+                                          const v1::RouterCommandRequest* request,
+                                          v1::RouterCommandResponse* response) override;
 
  private:
   const v1::NodeIdentity identity_;
@@ -76,6 +81,7 @@ class AgentService final : public v1::Agent::CallbackService {
   const std::string probe_cache_dir_;
   const v1::AgentPaths paths_;  // reported with every probe
   const ControllerAccess controller_;
+  RouterAdmin* const router_;
   FabricEndpoints fabric_;
 };
 

@@ -27,6 +27,7 @@
 #include "controller/groups/group_manager.h"
 #include "controller/registry/heartbeat_sessions.h"
 #include "controller/registry/node_registry.h"
+#include "controller/router/router_manager.h"
 #include "controller/trust/cluster_ca.h"
 #include "controller/trust/tokens.h"
 #include "fleet/v1/controller.grpc.pb.h"
@@ -49,7 +50,8 @@ class ControllerService final : public v1::Controller::CallbackService {
     Executor* probe_executor;
     GroupManager* groups;
     std::string controller_id;
-    FabricRunner* fabric = nullptr;  // `fleet fabric`
+    FabricRunner* fabric = nullptr;    // `fleet fabric`
+    RouterManager* routers = nullptr;  // `fleet get services`, `fleet roll`
   };
   explicit ControllerService(Deps deps) : d_(std::move(deps)) {}
 
@@ -112,6 +114,12 @@ class ControllerService final : public v1::Controller::CallbackService {
   grpc::ServerUnaryReactor* ListEvents(grpc::CallbackServerContext* context,
                                        const v1::ListEventsRequest* request,
                                        v1::ListEventsResponse* response) override;
+  grpc::ServerUnaryReactor* ListServices(grpc::CallbackServerContext* context,
+                                         const v1::ListServicesRequest* request,
+                                         v1::ListServicesResponse* response) override;
+  grpc::ServerUnaryReactor* RollGroup(grpc::CallbackServerContext* context,
+                                      const v1::RollGroupRequest* request,
+                                      v1::RollGroupResponse* response) override;
   grpc::ServerUnaryReactor* ProbeNode(grpc::CallbackServerContext* context,
                                       const v1::ProbeNodeRequest* request,
                                       v1::ProbeNodeResponse* response) override;
