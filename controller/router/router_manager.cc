@@ -104,8 +104,9 @@ absl::Status RouterManager::StartRouter(const std::string& application, Router& 
   std::string agent_address, node_id;
   {
     absl::MutexLock lock(&mu_);
-    ASSIGN_OR_RETURN(std::string config,
-                     engine::RenderRouterConfig({.port = router.port, .slots = slots}));
+    ASSIGN_OR_RETURN(
+        std::string config,
+        engine::RenderRouterConfig({.address = router.host, .port = router.port, .slots = slots}));
     // Generations must grow across controller restarts too (the agent refuses an older one):
     // the controller's clock in milliseconds does, and stays above any earlier order of ours.
     router.generation = std::max<uint64_t>(
@@ -205,6 +206,17 @@ absl::Status RouterManager::ReconcileLocked(const std::string& application, Rout
       agents_->RouterCommand(agent_address, node_id, show, config_.call_deadline);
   // Not running (never started, exited, or the agent restarted without it), or started by a
   // controller before this one with another number of slots: start it (again).
+  if (absl::IsFailedPrecondition(shown.status()) ||
+      (shown.ok() && shown->servers_size() != slots && configured_slots != slots)) {
+    // A router that cannot start (its port taken, haproxy missing) is not started again on
+    // every tick: its shard's log says why, the service's message says it does not answer.
+    absl::MutexLock lock(&mu_);
+    if (router.last_start.has_value() &&
+        clock_->Now() - *router.last_start < config_.restart_interval) {
+      return absl::OkStatus();
+    }
+    router.last_start = clock_->Now();
+  }
   if (absl::IsFailedPrecondition(shown.status()) ||
       (shown.ok() && shown->servers_size() != slots && configured_slots != slots)) {
     return StartRouter(application, router, slots);

@@ -12,6 +12,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -36,6 +37,8 @@ struct RouterManagerConfig {
   absl::Duration call_deadline = absl::Seconds(5);
   // Between two steps of a roll.
   absl::Duration roll_period = absl::Milliseconds(200);
+  // A router that is not running is started again at most this often.
+  absl::Duration restart_interval = absl::Seconds(2);
   // The router's argv[0]; the agent looks it up in its PATH.
   std::string haproxy = "haproxy";
 };
@@ -91,7 +94,8 @@ class RouterManager {
     uint64_t generation = 0;              // 0: never started by this controller
     std::vector<v1::RouterServer> shown;  // the last `show`, by slot
     std::string message;
-    std::vector<bool> draining;  // by replica, set by a roll
+    std::vector<bool> draining;            // by replica, set by a roll
+    std::optional<absl::Time> last_start;  // the last start order sent
     bool posted = false;
     bool rolling = false;
   };

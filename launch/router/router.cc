@@ -50,6 +50,11 @@ absl::StatusOr<std::string> RenderRouterConfig(const RouterConfig& config) {
     return absl::InvalidArgumentError(
         absl::StrCat("router port must be 1 to 65535, found ", config.port));
   }
+  if (!ValidHost(config.address)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("router address must be an IP address or name, found \"",
+                     absl::CHexEscape(config.address), "\""));
+  }
   if (config.slots < 1 || config.slots > kRouterMaxSlots) {
     return absl::InvalidArgumentError(absl::StrCat("a router serves 1 to ", kRouterMaxSlots,
                                                    " replicas, found ", config.slots,
@@ -77,8 +82,10 @@ absl::StatusOr<std::string> RenderRouterConfig(const RouterConfig& config) {
       "  retry-on conn-failure empty-response response-timeout\n"
       "  option redispatch 1\n"
       "frontend api\n"
-      "  bind :",
-      config.port,
+      "  bind ",
+      absl::StrContains(config.address, ':') ? absl::StrCat("[", config.address, "]")
+                                             : config.address,
+      ":", config.port,
       "\n"
       "  option http-no-delay\n"
       "  http-request use-service prometheus-exporter if { path ",

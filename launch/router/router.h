@@ -30,8 +30,11 @@ inline constexpr int kRouterMaxSlots = 64;
 std::string RouterGroupName(absl::string_view application);
 
 struct RouterConfig {
-  uint32_t port = 0;  // the endpoint's port, bound on every address of the node
-  int slots = 1;      // replicas it may route to (1 to kRouterMaxSlots)
+  // The endpoint's address and port. The address is the node's (the first replica head's), so
+  // routers of nodes that share one network namespace (127.0.0.x test nodes) never collide.
+  std::string address;
+  uint32_t port = 0;
+  int slots = 1;  // replicas it may route to (1 to kRouterMaxSlots)
 };
 
 // haproxy.cfg for `config`: HTTP mode, `balance leastconn` (fewest requests in flight),

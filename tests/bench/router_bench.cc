@@ -115,7 +115,7 @@ int Run(int requests, int concurrency, int seconds) {
                      .die_with_parent = true});
   if (!engine.ok()) return std::fprintf(stderr, "%s\n", engine.status().ToString().c_str()), 1;
   absl::StatusOr<std::string> config =
-      engine::RenderRouterConfig({.port = kRouterPort, .slots = 1});
+      engine::RenderRouterConfig({.address = "127.0.0.1", .port = kRouterPort, .slots = 1});
   if (!config.ok() || !WriteFileAtomically(dir + "/haproxy.cfg", *config).ok()) return 1;
   absl::StatusOr<std::unique_ptr<ChildProcess>> haproxy =
       runner->Start({.argv = {"haproxy", "-db", "-f", "haproxy.cfg"},

@@ -29,12 +29,13 @@ using controller::RollReplica;
 using controller::RouterManager;
 
 TEST(RouterConfigTest, StreamsBalancesByRequestsInFlightAndRetriesUnsentRequests) {
-  absl::StatusOr<std::string> config = engine::RenderRouterConfig({.port = 8100, .slots = 3});
+  absl::StatusOr<std::string> config =
+      engine::RenderRouterConfig({.address = "10.0.0.2", .port = 8100, .slots = 3});
   ASSERT_TRUE(config.ok()) << config.status();
   for (const char* line :
-       {"stats socket unix@admin.sock mode 600 level admin", "bind :8100", "balance leastconn",
-        "retry-on conn-failure empty-response response-timeout", "option redispatch",
-        "server-template r 1-3 127.0.0.1:9 disabled",
+       {"stats socket unix@admin.sock mode 600 level admin", "bind 10.0.0.2:8100",
+        "balance leastconn", "retry-on conn-failure empty-response response-timeout",
+        "option redispatch", "server-template r 1-3 127.0.0.1:9 disabled",
         "http-request use-service prometheus-exporter if { path /router/metrics }"}) {
     EXPECT_TRUE(absl::StrContains(*config, line)) << line << "\n" << *config;
   }
@@ -42,8 +43,9 @@ TEST(RouterConfigTest, StreamsBalancesByRequestsInFlightAndRetriesUnsentRequests
   for (const char* absent : {"http-buffer-request", "compression", " check"}) {
     EXPECT_FALSE(absl::StrContains(*config, absent)) << absent;
   }
-  EXPECT_FALSE(engine::RenderRouterConfig({.port = 0, .slots = 1}).ok());
-  EXPECT_FALSE(engine::RenderRouterConfig({.port = 8100, .slots = 65}).ok());
+  EXPECT_FALSE(engine::RenderRouterConfig({.address = "10.0.0.2", .port = 0, .slots = 1}).ok());
+  EXPECT_FALSE(engine::RenderRouterConfig({.address = "10.0.0.2", .port = 8100, .slots = 65}).ok());
+  EXPECT_FALSE(engine::RenderRouterConfig({.address = "a b", .port = 8100, .slots = 1}).ok());
 }
 
 TEST(RouterCommandTest, TypedRequestsBecomeFixedLines) {
@@ -304,7 +306,7 @@ TEST_F(RouterManagerTest, StartsOnTheFirstHeadAndSlotsFollowTheGroups) {
   EXPECT_EQ(spec.group(), "app.router");
   EXPECT_EQ(spec.argv(0), "haproxy");
   ASSERT_EQ(spec.files_size(), 1);
-  EXPECT_TRUE(absl::StrContains(spec.files(0).content(), "bind :8100"));
+  EXPECT_TRUE(absl::StrContains(spec.files(0).content(), "bind 10.0.0.2:8100"));
   EXPECT_TRUE(absl::StrContains(spec.files(0).content(), "server-template r 1-2 "));
 
   ASSERT_TRUE(routers_.Reconcile("app").ok());
@@ -335,6 +337,9 @@ TEST_F(RouterManagerTest, ARouterThatWentAwayIsStartedAgainOnANewerGeneration) {
   stop.set_group("app.router");
   ASSERT_TRUE(agents_.StopShards("10.0.0.2:7101", "", stop, absl::Seconds(1)).ok());
   clock_.Advance(absl::Seconds(1));
+  ASSERT_TRUE(routers_.Reconcile("app").ok());
+  EXPECT_EQ(agents_.starts().size(), 1u) << "started again within restart_interval (2 s)";
+  clock_.Advance(absl::Seconds(2));
   ASSERT_TRUE(routers_.Reconcile("app").ok());
   std::vector<FakeAgentClient::Call<v1::StartShardRequest>> starts = agents_.starts();
   ASSERT_EQ(starts.size(), 2u);
