@@ -157,6 +157,18 @@ absl::StatusOr<v1::ListEventsResponse> AdminClient::ListEvents(
                                                              request, absl::ZeroDuration());
 }
 
+absl::StatusOr<v1::RecordBenchResponse> AdminClient::RecordBench(
+    const v1::RecordBenchRequest& request) {
+  return Call<v1::RecordBenchRequest, v1::RecordBenchResponse>(&v1::Controller::Stub::RecordBench,
+                                                               request, absl::ZeroDuration());
+}
+
+absl::StatusOr<v1::BenchHistoryResponse> AdminClient::BenchHistory(
+    const v1::BenchHistoryRequest& request) {
+  return Call<v1::BenchHistoryRequest, v1::BenchHistoryResponse>(
+      &v1::Controller::Stub::BenchHistory, request, absl::ZeroDuration());
+}
+
 absl::StatusOr<v1::ListServicesResponse> AdminClient::ListServices(const std::string& name) {
   v1::ListServicesRequest request;
   request.set_name(name);

@@ -48,6 +48,8 @@ class AdminClient {
   absl::StatusOr<v1::RestartGroupResponse> RestartGroup(const std::string& name,
                                                         absl::Duration extra);
   absl::StatusOr<v1::ListEventsResponse> ListEvents(const v1::ListEventsRequest& request);
+  absl::StatusOr<v1::RecordBenchResponse> RecordBench(const v1::RecordBenchRequest& request);
+  absl::StatusOr<v1::BenchHistoryResponse> BenchHistory(const v1::BenchHistoryRequest& request);
   absl::StatusOr<v1::ListServicesResponse> ListServices(const std::string& name);
   // A roll restarts every replica in turn: up to `extra` more.
   absl::StatusOr<v1::RollGroupResponse> RollGroup(const std::string& name, absl::Duration extra);

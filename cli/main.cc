@@ -17,6 +17,7 @@
 #include "absl/time/time.h"
 #include "agent/agent_server.h"
 #include "cli/bench/bench_command.h"
+#include "cli/bench/history.h"
 #include "cli/commands.h"
 #include "cli/config.h"
 #include "cli/export_commands.h"
@@ -453,8 +454,8 @@ int Main(int argc, char** argv) {
   BenchFlags bench_flags;
   CLI::App* bench = app.add_subcommand(
       "bench", "prefill/decode speed at each depth and concurrency (llama-benchy's table)");
-  bench->add_option("TARGET", bench_flags.target, "http://HOST:PORT of an OpenAI API, or a group")
-      ->required();
+  // Not required(): `fleet bench history NAME` has no TARGET; Bench() asks for it.
+  bench->add_option("TARGET", bench_flags.target, "http://HOST:PORT of an OpenAI API, or a group");
   bench->add_option("--pp", bench_flags.pp, "prompt tokens")->capture_default_str();
   bench->add_option("--tg", bench_flags.tg, "generated tokens")->capture_default_str();
   bench->add_option("--depth", bench_flags.depth, "context tokens cached before the prompt")
@@ -468,6 +469,13 @@ int Main(int argc, char** argv) {
   bench->add_option("--timeout", bench_flags.timeout, "limit of each request")
       ->capture_default_str();
   bench->add_option("--deadline", bench_flags.deadline, "limit of the whole sweep")
+      ->capture_default_str();
+  std::string bench_history_name;
+  int bench_history_limit = 20;
+  CLI::App* bench_history = bench->add_subcommand(
+      "history", "stored sweeps of a group or application, with drops of more than 10%");
+  bench_history->add_option("NAME", bench_history_name, "a group or application")->required();
+  bench_history->add_option("--limit", bench_history_limit, "the last runs shown")
       ->capture_default_str();
 
   CLI::App* version = app.add_subcommand("version", "print the version");
@@ -524,6 +532,7 @@ int Main(int argc, char** argv) {
   if (*fabric_history) return FabricHistory(g, history_limit);
   if (*fabric) return Fabric(g, fabric_flags);
   if (*health) return Health(g, health_watch);
+  if (*bench_history) return BenchHistory(g, bench_history_name, bench_history_limit);
   if (*bench) return Bench(g, bench_flags);
   if (*version) {
     std::cout << "fleet " << kVersion << "\n";

@@ -121,6 +121,7 @@ absl::Status ControllerServer::Init() {
   fabric_ = std::make_unique<FabricRunner>(
       options_.clock, store_.get(), fabric_agents_.get(),
       [this](const v1::FabricResult& r) { metrics_->OnFabricResult(r.test(), r.verdict()); });
+  bench_ = std::make_unique<BenchRecords>(options_.clock, store_.get());
 
   grpc::ServerBuilder builder;
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
@@ -149,6 +150,7 @@ absl::Status ControllerServer::Init() {
                               .groups = groups_.get(),
                               .controller_id = controller_id,
                               .fabric = fabric_.get(),
+                              .bench = bench_.get(),
                               .routers = routers_.get()});
   builder.RegisterService(service_.get());
   // fleet-engine ranks call it without a client certificate (the TLS port accepts optional

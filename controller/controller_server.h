@@ -38,6 +38,7 @@ namespace fleet::controller {
 class ClusterCa;
 class ControllerMetrics;
 class FabricAgentClient;
+class BenchRecords;
 class FabricRunner;
 class ControllerService;
 class DiscoveryProber;
@@ -140,6 +141,7 @@ class ControllerServer {
   std::unique_ptr<RouterManager> routers_;  // reads the groups
   std::unique_ptr<FabricAgentClient> fabric_agents_;
   std::unique_ptr<FabricRunner> fabric_;
+  std::unique_ptr<BenchRecords> bench_;
   std::unique_ptr<MetricsServer> metrics_server_;  // reads the registry, sessions and groups
   std::unique_ptr<ControllerService> service_;
   std::unique_ptr<RendezvousService> rendezvous_service_;

@@ -375,6 +375,13 @@ absl::StatusOr<GroupPlan> PlanGroup(const Recipe& recipe, const std::vector<Over
       probe.set_check_completion(recipe.health.check_completion);
       *probe.mutable_period() = ToProto(recipe.health.period);
       *probe.mutable_request_timeout() = ToProto(recipe.health.request_timeout);
+      v1::HeadWatch& watch = *probe.mutable_watch();
+      *watch.mutable_period() = ToProto(recipe.health.watch_period);
+      watch.set_failure_threshold(static_cast<uint32_t>(recipe.health.failure_threshold));
+      watch.set_metrics_path("/metrics");
+      *watch.mutable_stall_timeout() = ToProto(recipe.health.stall_timeout);
+      *watch.mutable_idle_probe_after() = ToProto(recipe.health.idle_probe_after);
+      *watch.mutable_idle_probe_timeout() = ToProto(recipe.health.idle_probe_timeout);
     }
   }
   return plan;

@@ -774,11 +774,19 @@ class Parser {
     if (!node.IsMap()) {
       return Error(node, absl::StrCat("\"health\" must be a map, found ", Found(node)));
     }
-    static const auto* kKeys = new std::vector<std::string>{"path",          "port",
-                                                            "check_models",  "check_completion",
-                                                            "period",        "request_timeout",
-                                                            "start_timeout", "stall_timeout",
-                                                            "signatures"};
+    static const auto* kKeys = new std::vector<std::string>{"path",
+                                                            "port",
+                                                            "check_models",
+                                                            "check_completion",
+                                                            "period",
+                                                            "request_timeout",
+                                                            "start_timeout",
+                                                            "stall_timeout",
+                                                            "signatures",
+                                                            "watch_period",
+                                                            "failure_threshold",
+                                                            "idle_probe_after",
+                                                            "idle_probe_timeout"};
     HealthSettings& h = recipe_.health;
     for (auto it = node.begin(); it != node.end(); ++it) {
       const std::string key = it->first.IsScalar() ? it->first.Scalar() : "";
@@ -805,6 +813,9 @@ class Parser {
         ASSIGN_OR_RETURN(h.check_completion, Bool(value, name));
       } else if (key == "signatures") {
         RETURN_IF_ERROR(Signatures(value));
+      } else if (key == "failure_threshold") {
+        ASSIGN_OR_RETURN(int64_t n, Integer(value, name, 1, 100));
+        h.failure_threshold = static_cast<int>(n);
       } else {
         absl::Duration d;
         if (!value.IsScalar() || !absl::ParseDuration(value.Scalar(), &d) ||
@@ -818,6 +829,9 @@ class Parser {
         if (key == "request_timeout") h.request_timeout = d;
         if (key == "start_timeout") h.start_timeout = d;
         if (key == "stall_timeout") h.stall_timeout = d;
+        if (key == "watch_period") h.watch_period = d;
+        if (key == "idle_probe_after") h.idle_probe_after = d;
+        if (key == "idle_probe_timeout") h.idle_probe_timeout = d;
       }
     }
     return absl::OkStatus();

@@ -104,8 +104,17 @@ struct HealthSettings {
   // How long a group may take to become Ready before apply gives up (model load of a
   // 150 GB checkpoint plus kernel compilation takes many minutes on a Spark).
   absl::Duration start_timeout = absl::Minutes(30);
+  // After Ready the agent on the head watches it: /health and the engine's /metrics every
+  // `watch_period`; `failure_threshold` failed /health in a row stop the head (the group then
+  // restarts as after any rank's end).
+  absl::Duration watch_period = absl::Seconds(5);
+  int failure_threshold = 3;
   // Requests running while the engine's generated-token counter stands still this long: wedged.
   absl::Duration stall_timeout = absl::Seconds(120);
+  // No token generated this long (or, without the engine's metrics, this long since the last
+  // check): a one-token completion must answer within `idle_probe_timeout`.
+  absl::Duration idle_probe_after = absl::Seconds(30);
+  absl::Duration idle_probe_timeout = absl::Seconds(30);
   // Added to the adapter's built-in signatures; an entry with the pattern of a built-in one
   // replaces it. In file order.
   std::vector<LogSignature> signatures;

@@ -47,6 +47,38 @@ absl::StatusOr<std::string> FirstModel(absl::string_view what, const std::string
   return data[0]["id"].get<std::string>();
 }
 
+// GET /v1/models, then POST /v1/completions for one token of the first model listed.
+absl::Status OneToken(HttpClient& http, const std::string& base, int64_t timeout_ms,
+                      bool complete) {
+  const std::string models_url = base + "/v1/models";
+  const std::string models_what = "GET " + models_url;
+  absl::StatusOr<std::string> models = http.Expect200(models_what, models_url, nullptr, timeout_ms);
+  if (!models.ok()) return models.status();
+  absl::StatusOr<std::string> model = FirstModel(models_what, *models);
+  if (!model.ok()) return model.status();
+  if (!complete) return absl::OkStatus();
+
+  // vLLM answers /v1/models while its generation is dead, so readiness also asks for a token.
+  const std::string completions_url = base + "/v1/completions";
+  const std::string completions_what = "POST " + completions_url;
+  const std::string request =
+      nlohmann::json{{"model", *model}, {"prompt", "ping"}, {"max_tokens", 1}}.dump();
+  absl::StatusOr<std::string> completion =
+      http.Expect200(completions_what, completions_url, &request, timeout_ms);
+  if (!completion.ok()) return completion.status();
+  nlohmann::json answer = nlohmann::json::parse(*completion, nullptr, false);
+  if (answer.is_discarded() || !answer.is_object() || !answer.contains("choices")) {
+    return absl::UnavailableError(
+        absl::StrCat(completions_what,
+                     ": expected a completion with \"choices\", got: ", QuoteBody(*completion)));
+  }
+  return absl::OkStatus();
+}
+
+std::string HealthUrl(const v1::ReadinessProbe& probe) {
+  return BaseUrl(probe) + (probe.health_path().empty() ? kDefaultHealthPath : probe.health_path());
+}
+
 }  // namespace
 
 absl::Status ProbeReadiness(const v1::ReadinessProbe& probe) {
@@ -57,40 +89,38 @@ absl::Status ProbeReadiness(const v1::ReadinessProbe& probe) {
   if (!http.ok()) return http.status();
 
   const int64_t timeout_ms = RequestTimeoutMs(probe);
-  const std::string base = BaseUrl(probe);
-  const std::string health_url =
-      base + (probe.health_path().empty() ? kDefaultHealthPath : probe.health_path());
-
+  const std::string health_url = HealthUrl(probe);
   absl::StatusOr<std::string> health =
       http->Expect200("GET " + health_url, health_url, nullptr, timeout_ms);
   if (!health.ok()) return health.status();
   if (!probe.check_models() && !probe.check_completion()) return absl::OkStatus();
-
   // The completion needs a model name, so checking completions implies listing models.
-  const std::string models_url = base + "/v1/models";
-  const std::string models_what = "GET " + models_url;
-  absl::StatusOr<std::string> models =
-      http->Expect200(models_what, models_url, nullptr, timeout_ms);
-  if (!models.ok()) return models.status();
-  absl::StatusOr<std::string> model = FirstModel(models_what, *models);
-  if (!model.ok()) return model.status();
-  if (!probe.check_completion()) return absl::OkStatus();
+  return OneToken(*http, BaseUrl(probe), timeout_ms, probe.check_completion());
+}
 
-  // vLLM answers /v1/models while its generation is dead, so readiness also asks for a token.
-  const std::string completions_url = base + "/v1/completions";
-  const std::string completions_what = "POST " + completions_url;
-  const std::string request =
-      nlohmann::json{{"model", *model}, {"prompt", "ping"}, {"max_tokens", 1}}.dump();
-  absl::StatusOr<std::string> completion =
-      http->Expect200(completions_what, completions_url, &request, timeout_ms);
-  if (!completion.ok()) return completion.status();
-  nlohmann::json answer = nlohmann::json::parse(*completion, nullptr, false);
-  if (answer.is_discarded() || !answer.is_object() || !answer.contains("choices")) {
-    return absl::UnavailableError(
-        absl::StrCat(completions_what,
-                     ": expected a completion with \"choices\", got: ", QuoteBody(*completion)));
+HeadLook LookAtHead(const v1::ReadinessProbe& probe) {
+  HeadLook look;
+  absl::StatusOr<HttpClient> http = HttpClient::Create();
+  if (!http.ok()) {
+    look.health = http.status();
+    return look;
   }
-  return absl::OkStatus();
+  const int64_t timeout_ms = RequestTimeoutMs(probe);
+  const std::string health_url = HealthUrl(probe);
+  look.health = http->Expect200("GET " + health_url, health_url, nullptr, timeout_ms).status();
+  const std::string metrics_url = BaseUrl(probe) + probe.watch().metrics_path();
+  if (!probe.watch().metrics_path().empty()) {
+    absl::StatusOr<std::string> metrics =
+        http->Expect200("GET " + metrics_url, metrics_url, nullptr, timeout_ms);
+    if (metrics.ok()) look.metrics = ParseHeadMetrics(*metrics);
+  }
+  return look;
+}
+
+absl::Status OneTokenCompletion(const v1::ReadinessProbe& probe, absl::Duration timeout) {
+  absl::StatusOr<HttpClient> http = HttpClient::Create();
+  if (!http.ok()) return http.status();
+  return OneToken(*http, BaseUrl(probe), absl::ToInt64Milliseconds(timeout), /*complete=*/true);
 }
 
 }  // namespace fleet::agent

@@ -19,6 +19,8 @@ absl::StatusOr<std::unique_ptr<Supervisor>> Supervisor::Create(SupervisorOptions
                                .cache_root = options.state_dir + "/cache",
                                .home = options.home}),
       .probe = ProbeReadiness,
+      .look_at_head = LookAtHead,
+      .one_token = OneTokenCompletion,
       .dial = DialTcp,
   };
   ASSIGN_OR_RETURN(std::unique_ptr<SupervisorImpl> supervisor,

@@ -142,10 +142,11 @@ struct SupervisorImpl::Entry {
   std::unique_ptr<RunningShard> running;
   std::thread lifecycle;
   bool stop_requested = false;
-  bool ended = false;        // `running` has ended (or never started)
-  bool stopped = false;      // StopEntry finished
-  absl::Time wait_deadline;  // wait_for_tcp gives up here; counted from the order
-  absl::CondVar cv;          // stop_requested, ended or stopped changed
+  bool ended = false;          // `running` has ended (or never started)
+  bool stopped = false;        // StopEntry finished
+  std::string failed_because;  // why WatchHead stopped it: the message of its end
+  absl::Time wait_deadline;    // wait_for_tcp gives up here; counted from the order
+  absl::CondVar cv;            // stop_requested, ended or stopped changed
 };
 
 absl::Status DialTcp(const std::string& host_port, absl::Duration timeout) {
@@ -453,7 +454,7 @@ void SupervisorImpl::Lifecycle(std::shared_ptr<Entry> entry,
     Forget(o);
   }
   if (!launch) {
-    ProbeUntilReady(*entry);
+    if (ProbeUntilReady(*entry)) WatchHead(*entry);
     return;
   }
   const v1::ShardSpec& spec = entry->spec;
@@ -517,7 +518,7 @@ void SupervisorImpl::Lifecycle(std::shared_ptr<Entry> entry,
   }
   Wake();
   Notify();
-  if (running.ok()) ProbeUntilReady(*entry);
+  if (running.ok() && ProbeUntilReady(*entry)) WatchHead(*entry);
 }
 
 bool SupervisorImpl::WaitForTcp(Entry& entry, const std::string& address) {
@@ -549,13 +550,13 @@ bool SupervisorImpl::WaitForTcp(Entry& entry, const std::string& address) {
   }
 }
 
-void SupervisorImpl::ProbeUntilReady(Entry& entry) {
+bool SupervisorImpl::ProbeUntilReady(Entry& entry) {
   const v1::ReadinessProbe& probe = entry.spec.readiness();
   absl::Duration period = DurationOf(probe.period(), kDefaultReadinessPeriod);
   for (;;) {
     {
       absl::MutexLock lock(&mu_);
-      if (entry.stop_requested || entry.ended || shutdown_) return;
+      if (entry.stop_requested || entry.ended || shutdown_) return false;
       if (probe.port() == 0 || !deps_.probe) {
         SetState(entry, v1::SHARD_STATE_READY, "");
       }
@@ -564,7 +565,7 @@ void SupervisorImpl::ProbeUntilReady(Entry& entry) {
     absl::Status st = deps_.probe(probe);
     {
       absl::MutexLock lock(&mu_);
-      if (entry.stop_requested || entry.ended || shutdown_) return;
+      if (entry.stop_requested || entry.ended || shutdown_) return false;
       if (st.ok()) {
         SetState(entry, v1::SHARD_STATE_READY, "");
       } else {
@@ -572,9 +573,46 @@ void SupervisorImpl::ProbeUntilReady(Entry& entry) {
       }
     }
     if (st.ok()) break;
-    if (SleepUnlessStopped(entry, period)) return;
+    if (SleepUnlessStopped(entry, period)) return false;
   }
   Notify();
+  return true;
+}
+
+void SupervisorImpl::WatchHead(Entry& entry) {
+  const v1::ReadinessProbe& probe = entry.spec.readiness();
+  if (probe.port() == 0 || !probe.has_watch() || !deps_.look_at_head || !deps_.one_token) return;
+  const absl::Duration period = DurationOf(probe.watch().period(), absl::Seconds(5));
+  HeadWatchJudge judge(probe.watch(), deps_.clock->Now());
+  std::optional<std::string> why;
+  while (!why.has_value()) {
+    if (SleepUnlessStopped(entry, period)) return;
+    {
+      absl::MutexLock lock(&mu_);
+      if (entry.ended) return;
+    }
+    HeadLook look = deps_.look_at_head(probe);
+    why = judge.Observe(deps_.clock->Now(), look.health, look.metrics);
+    if (!why.has_value() && judge.WantsCompletion(deps_.clock->Now())) {
+      absl::Status answered = deps_.one_token(probe, judge.idle_probe_timeout());
+      why = judge.ObserveCompletion(deps_.clock->Now(), answered);
+    }
+  }
+  RunningShard* running = nullptr;
+  {
+    absl::MutexLock lock(&mu_);
+    if (entry.ended || entry.stop_requested || shutdown_) return;
+    entry.failed_because = *why;
+    SetState(entry, v1::SHARD_STATE_STOPPING, absl::StrCat("stopping: ", *why));
+    running = entry.running.get();
+  }
+  Notify();
+  Log(LogLevel::kWarning, "supervisor", "stopping a head that stopped working",
+      {{"group", entry.spec.group()}, {"rank", absl::StrCat(entry.spec.rank())}, {"why", *why}});
+  // The monitor reports the end (FAILED, with the reason); a later StopEntry finds it ended.
+  if (running != nullptr) {
+    (void)running->Stop(DurationOf(entry.spec.stop_grace(), kDefaultStopGrace));
+  }
 }
 
 bool SupervisorImpl::SleepUnlessStopped(Entry& entry, absl::Duration timeout) {
@@ -741,6 +779,8 @@ void SupervisorImpl::Monitor() {
       e.status.set_exit(*exit);
       if (e.stop_requested) {
         SetState(e, v1::SHARD_STATE_EXITED, "stopped");
+      } else if (!e.failed_because.empty()) {
+        SetState(e, v1::SHARD_STATE_FAILED, e.failed_because);
       } else {
         SetState(e, v1::SHARD_STATE_FAILED, *exit);
       }

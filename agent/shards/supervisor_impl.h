@@ -21,6 +21,7 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "agent/shards/log_files.h"
+#include "agent/shards/readiness.h"
 #include "agent/shards/shard_runtime.h"
 #include "agent/shards/supervisor.h"
 #include "common/clock.h"
@@ -33,6 +34,11 @@ struct SupervisorDeps {
   std::unique_ptr<ShardRuntime> docker_runtime;
   // One readiness attempt (ProbeReadiness in production).
   std::function<absl::Status(const v1::ReadinessProbe&)> probe;
+  // After Ready, one look at the head for its HeadWatch, and a one-token completion bounded by
+  // the duration (LookAtHead and OneTokenCompletion in production); unset: heads are not
+  // watched.
+  std::function<HeadLook(const v1::ReadinessProbe&)> look_at_head;
+  std::function<absl::Status(const v1::ReadinessProbe&, absl::Duration)> one_token;
   // One TCP connect to "HOST:PORT" bounded by the timeout (DialTcp in production).
   std::function<absl::Status(const std::string& host_port, absl::Duration timeout)> dial;
 };
@@ -71,7 +77,11 @@ class SupervisorImpl final : public Supervisor {
   void Lifecycle(std::shared_ptr<Entry> entry, std::vector<std::shared_ptr<Entry>> older,
                  bool launch);
   bool WaitForTcp(Entry& entry, const std::string& address);
-  void ProbeUntilReady(Entry& entry);
+  // True once the shard is Ready; false when it ended or is being stopped first.
+  bool ProbeUntilReady(Entry& entry);
+  // After Ready, until the shard ends or is stopped: the head's HeadWatch; stops the shard,
+  // with the reason as its message, when the head stopped working.
+  void WatchHead(Entry& entry);
   // Stops one shard and waits until it is gone; concurrent callers wait for the first.
   void StopEntry(const std::shared_ptr<Entry>& entry);
   void Forget(const std::shared_ptr<Entry>& entry);

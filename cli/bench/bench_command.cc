@@ -7,6 +7,7 @@
 #include <atomic>
 #include <fstream>
 #include <iostream>
+#include <optional>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -14,6 +15,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "cli/bench/curl_transport.h"
+#include "cli/bench/history.h"
 #include "cli/bench/report.h"
 #include "cli/bench/runner.h"
 #include "cli/output.h"
@@ -45,9 +47,15 @@ absl::StatusOr<std::vector<int>> ParseList(const std::string& flag, const std::s
   return out;
 }
 
-// The base URL (scheme, host, port) of a URL target or a group's endpoint.
-absl::StatusOr<std::string> ResolveTarget(const Globals& g, const std::string& target) {
+struct Target {
+  std::string base_url;  // scheme, host and port, without /v1
+  std::string group;     // the group measured; empty for a URL
+};
+
+// A URL target as given, or a group's endpoint.
+absl::StatusOr<Target> ResolveTarget(const Globals& g, const std::string& target) {
   std::string url = target;
+  std::string group;
   if (!absl::StartsWith(target, "http://") && !absl::StartsWith(target, "https://")) {
     absl::StatusOr<AdminClient> client = Connect(g);
     if (!client.ok()) return client.status();
@@ -65,11 +73,26 @@ absl::StatusOr<std::string> ResolveTarget(const Globals& g, const std::string& t
                        "the URL of its API instead"));
     }
     url = r->group().endpoint();
+    group = r->group().name();
   }
   absl::string_view base = url;
   absl::ConsumeSuffix(&base, "/");
   absl::ConsumeSuffix(&base, "/v1");
-  return std::string(base);
+  return Target{.base_url = std::string(base), .group = group};
+}
+
+// Keeps a group's sweep in the controller under its recipe revision; the stored run carries
+// the figures that fell more than 10% against the group's previous run.
+absl::StatusOr<v1::BenchRun> Record(const Globals& g, const Target& target,
+                                    const bench::BenchReport& report) {
+  absl::StatusOr<AdminClient> client = Connect(g);
+  if (!client.ok()) return client.status();
+  v1::RecordBenchRequest request;
+  request.set_group(target.group);
+  *request.mutable_run() = ToBenchRun(report, target.base_url);
+  absl::StatusOr<v1::RecordBenchResponse> r = client->RecordBench(request);
+  if (!r.ok()) return r.status();
+  return r->run();
 }
 
 }  // namespace
@@ -97,9 +120,12 @@ int Bench(const Globals& g, const BenchFlags& flags) {
   if (!flags.plot.empty() && !absl::EndsWith(flags.plot, ".svg")) {
     return Fail(absl::StrCat("--plot writes SVG: give a FILE.svg, not \"", flags.plot, "\""));
   }
-  absl::StatusOr<std::string> base = ResolveTarget(g, flags.target);
-  if (!base.ok()) return Fail(std::string(base.status().message()));
-  options.base_url = *base;
+  if (flags.target.empty()) {
+    return Fail("fleet bench needs a TARGET: a group's name or http://HOST:PORT of an OpenAI API");
+  }
+  absl::StatusOr<Target> target = ResolveTarget(g, flags.target);
+  if (!target.ok()) return Fail(std::string(target.status().message()));
+  options.base_url = target->base_url;
 
   struct sigaction action = {};
   action.sa_handler = OnInterrupt;
@@ -127,10 +153,33 @@ int Bench(const Globals& g, const BenchFlags& flags) {
   if (progress_bar) std::cerr << "\r\033[K" << std::flush;
   if (!report.ok()) return Fail(std::string(report.status().message()));
 
+  std::optional<absl::StatusOr<v1::BenchRun>> stored;
+  if (!target->group.empty() && !report->rows.empty()) stored = Record(g, *target, *report);
   if (*format == OutputFormat::kJson || *format == OutputFormat::kYaml) {
-    std::cout << PrintDocument(bench::ReportJson(*report), g.output);
+    nlohmann::ordered_json doc = bench::ReportJson(*report);
+    if (stored.has_value() && stored->ok()) {
+      const v1::BenchRun& run = **stored;
+      doc["stored"] = {{"run", run.id()},
+                       {"group", run.group()},
+                       {"revision", run.revision()},
+                       {"generation", run.generation()},
+                       {"drops", std::vector<std::string>(run.drops().begin(), run.drops().end())}};
+    }
+    std::cout << PrintDocument(doc, g.output);
   } else {
     std::cout << bench::RenderTable(*report);
+    if (stored.has_value() && stored->ok()) {
+      const v1::BenchRun& run = **stored;
+      std::cout << "\nstored as run " << run.id() << " of group " << run.group() << " (revision "
+                << run.revision().substr(0, 12) << ", generation " << run.generation()
+                << "); `fleet bench history " << run.group() << "` shows every run\n";
+      for (const std::string& d : run.drops()) std::cout << "DROP " << d << "\n";
+    }
+  }
+  if (stored.has_value() && !stored->ok()) {
+    std::cerr << "fleet: error: the figures above were measured but not stored: "
+              << stored->status().message() << std::endl;
+    return 1;
   }
   if (!flags.plot.empty()) {
     std::ofstream out(flags.plot, std::ios::trunc);

@@ -3,6 +3,7 @@
 // order, after the restart policy's backoff), or fails the group with the cause and its fix.
 // `fleet restart` and `fleet events` are here too.
 #include <algorithm>
+#include <map>
 #include <set>
 #include <utility>
 
@@ -81,6 +82,7 @@ void GroupManager::PostHeal(v1::StoredGroup& stored, HealCause cause) {
 
 void GroupManager::Heal(const std::string& name, uint64_t generation, HealCause cause) {
   v1::StoredGroup snapshot;
+  absl::flat_hash_set<std::string> lost;  // a Lost node answers nothing: not asked
   {
     absl::MutexLock lock(&mu_);
     auto it = groups_.find(name);
@@ -92,6 +94,7 @@ void GroupManager::Heal(const std::string& name, uint64_t generation, HealCause 
       return;
     }
     snapshot = it->second;
+    lost = lost_nodes_;
   }
   const v1::Group& group = snapshot.group();
   absl::StatusOr<engine::Recipe> recipe =
@@ -106,6 +109,7 @@ void GroupManager::Heal(const std::string& name, uint64_t generation, HealCause 
       !(cause.match.has_value() &&
         cause.match->signature.action == engine::SignatureAction::kFail)) {
     for (const v1::GroupRank& rank : group.ranks()) {
+      if (lost.contains(rank.node_id())) continue;
       v1::ReadShardLogRequest read;
       read.set_group(name);
       read.set_rank(rank.rank());
@@ -124,7 +128,7 @@ void GroupManager::Heal(const std::string& name, uint64_t generation, HealCause 
     }
   }
 
-  absl::Status stopped = StopRanks(group);
+  absl::Status stopped = StopRanks(group, cause.replace_lost);
   absl::MutexLock lock(&mu_);
   auto it = groups_.find(name);
   if (it == groups_.end() || it->second.group().generation() != generation) return;
@@ -140,6 +144,11 @@ void GroupManager::Heal(const std::string& name, uint64_t generation, HealCause 
   }
   stored.clear_unconfirmed_node_ids();
   for (v1::GroupRank& rank : *stored.mutable_group()->mutable_ranks()) {
+    // Left running on a Lost node: stopped when its agent returns (ReportShards).
+    if (cause.replace_lost && lost.contains(rank.node_id())) {
+      stored.add_unconfirmed_node_ids(rank.node_id());
+      continue;
+    }
     if (!Ended(rank.status().state())) {
       rank.mutable_status()->set_state(v1::SHARD_STATE_EXITED);
       rank.mutable_status()->set_message("stopped with its group");
@@ -274,6 +283,7 @@ absl::StatusOr<engine::GroupPlan> GroupManager::Replan(const v1::StoredGroup& st
 
 void GroupManager::StartNextGeneration(const std::string& name, uint64_t generation) {
   v1::StoredGroup next;
+  std::vector<std::string> moved;  // "rank 1 node-2 -> node-3"
   {
     absl::MutexLock lock(&mu_);
     auto p = pending_.find(name);
@@ -286,8 +296,33 @@ void GroupManager::StartNextGeneration(const std::string& name, uint64_t generat
     pending_.erase(p);
     watches_.erase(name);
     v1::StoredGroup& stored = it->second;
-    // Rendered again for the new generation, on the same nodes: adapters put the generation
-    // into the ranks' arguments and environment too (FLEET_GENERATION).
+    // Ranks on a Lost node move to free nodes; the others stay where placement keeps them.
+    if (std::any_of(stored.group().ranks().begin(), stored.group().ranks().end(),
+                    [&](const v1::GroupRank& r) { return lost_nodes_.contains(r.node_id()); })) {
+      absl::StatusOr<std::vector<engine::NodeView>> nodes = ReplacementNodes(stored);
+      if (!nodes.ok()) {
+        FailGroup(stored, absl::StrCat("generation ", generation + 1,
+                                       " cannot be placed again: ", nodes.status().message(),
+                                       ". Every rank that answers is stopped; `fleet apply` "
+                                       "places it again"));
+        HealEvent(stored.group(), "", -1, std::string(nodes.status().message()), "fail");
+        return;
+      }
+      std::map<std::string, std::string> addresses;
+      for (const v1::Node& node : registry_->List()) {
+        addresses[node.identity().node_id()] = node.address();
+      }
+      for (v1::GroupRank& rank : *stored.mutable_group()->mutable_ranks()) {
+        const engine::NodeView& to = (*nodes)[rank.rank()];
+        if (to.node_id == rank.node_id()) continue;
+        moved.push_back(absl::StrCat("rank ", rank.rank(), " ", rank.node_name(), " -> ", to.name));
+        rank.set_node_id(to.node_id);
+        rank.set_node_name(to.name);
+        rank.set_node_address(addresses[to.node_id]);
+      }
+    }
+    // Rendered again for the new generation: adapters put the generation into the ranks'
+    // arguments and environment too (FLEET_GENERATION).
     absl::StatusOr<engine::GroupPlan> plan = Replan(stored, generation + 1);
     if (!plan.ok()) {
       FailGroup(stored, absl::StrCat("generation ", generation + 1,
@@ -323,7 +358,9 @@ void GroupManager::StartNextGeneration(const std::string& name, uint64_t generat
     Persist(stored);
     next = stored;
   }
-  HealEvent(next.group(), "", -1, "restart", absl::StrCat("started generation ", generation + 1));
+  HealEvent(next.group(), "", -1,
+            moved.empty() ? "restart" : absl::StrCat("re-placed: ", absl::StrJoin(moved, ", ")),
+            absl::StrCat("started generation ", generation + 1));
   if (absl::Status st = StartRanks(next); !st.ok()) {
     absl::MutexLock lock(&mu_);
     auto it = groups_.find(name);
@@ -331,6 +368,24 @@ void GroupManager::StartNextGeneration(const std::string& name, uint64_t generat
     FailGroup(it->second, std::string(st.message()));
     HealEvent(it->second.group(), "", -1, std::string(st.message()), "fail");
   }
+}
+
+std::optional<GroupManager::HealCause> GroupManager::LostNodeCause(const v1::StoredGroup& stored) {
+  const v1::Group& group = stored.group();
+  auto lost = std::find_if(group.ranks().begin(), group.ranks().end(), [&](const v1::GroupRank& r) {
+    return lost_nodes_.contains(r.node_id());
+  });
+  if (lost == group.ranks().end()) return std::nullopt;
+  absl::StatusOr<engine::Recipe> recipe =
+      engine::ParseRecipe(group.recipe_path(), stored.recipe_yaml());
+  if (!recipe.ok() || !recipe->restart.always || !ReplacementNodes(stored).ok()) {
+    return std::nullopt;
+  }
+  return HealCause{.reason = absl::StrCat("node ", lost->node_name(), " (rank ", lost->rank(),
+                                          ") is Lost; placing the group again"),
+                   .node = lost->node_name(),
+                   .rank = static_cast<int>(lost->rank()),
+                   .replace_lost = true};
 }
 
 void GroupManager::TickHealing(absl::Time now) {

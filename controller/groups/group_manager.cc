@@ -26,6 +26,10 @@ namespace {
 using google::protobuf::util::TimeUtil;
 
 // Groups whose ranks hold their nodes (one group per node: a Spark has one GPU).
+// A stale shard's stop that finds its agent unreachable is tried again this often.
+constexpr int kStaleStopRetries = 10;
+constexpr absl::Duration kStaleStopRetryPause = absl::Milliseconds(500);
+
 bool Active(v1::GroupState state) {
   return state == v1::GROUP_STATE_STARTING || state == v1::GROUP_STATE_READY ||
          state == v1::GROUP_STATE_DEGRADED || state == v1::GROUP_STATE_PENDING;
@@ -612,7 +616,7 @@ absl::Status GroupManager::StartRanks(const v1::StoredGroup& stored) {
   return absl::OkStatus();
 }
 
-absl::Status GroupManager::StopRanks(const v1::Group& group) {
+absl::Status GroupManager::StopRanks(const v1::Group& group, bool skip_lost) {
   std::set<std::string> lost;
   for (const v1::Node& node : registry_->List()) {
     if (node.state() == v1::NODE_STATE_LOST) lost.insert(node.identity().node_id());
@@ -622,6 +626,7 @@ absl::Status GroupManager::StopRanks(const v1::Group& group) {
   for (const v1::GroupRank& rank : group.ranks()) {
     if (!done.insert(rank.node_id()).second) continue;
     if (lost.count(rank.node_id())) {
+      if (skip_lost) continue;
       failures.push_back(absl::StrCat("rank ", rank.rank(), " on ", rank.node_name(),
                                       ": the node is Lost, so its rank cannot be confirmed "
                                       "stopped (the controller stops it when the node returns)"));
@@ -694,10 +699,9 @@ void GroupManager::ReportShards(absl::string_view node_id,
     // A group that no longer holds this node learns here that none of its ranks runs there.
     for (auto& [name, stored] : groups_) {
       auto& ids = *stored.mutable_unconfirmed_node_ids();
-      if (Active(stored.group().state()) ||
-          std::find(ids.begin(), ids.end(), node_id) == ids.end()) {
-        continue;
-      }
+      // (An active group keeps unconfirmed only nodes it left: a Lost node it was placed away
+      // from, or every node while a restart stops the old generation.)
+      if (std::find(ids.begin(), ids.end(), node_id) == ids.end()) continue;
       const bool runs = std::any_of(shards.begin(), shards.end(), [&](const v1::ShardStatus& s) {
         return s.group() == name && s.state() != v1::SHARD_STATE_EXITED &&
                s.state() != v1::SHARD_STATE_FAILED;
@@ -719,8 +723,14 @@ void GroupManager::ReportShards(absl::string_view node_id,
       v1::StopShardsRequest request;
       request.set_group(s.group);
       request.set_up_to_generation(s.generation);
+      // An agent that just came back registers the moment it serves, and the controller's
+      // channel to it may still be backing off from while it was down: a few more tries.
       absl::StatusOr<v1::StopShardsResponse> r =
           agents_->StopShards(address, node, request, config_.stop_call_deadline);
+      for (int retry = 0; retry < kStaleStopRetries && absl::IsUnavailable(r.status()); ++retry) {
+        absl::SleepFor(kStaleStopRetryPause);
+        r = agents_->StopShards(address, node, request, config_.stop_call_deadline);
+      }
       if (!r.ok()) {
         Log(LogLevel::kWarning, "groups", "stale shard not stopped",
             {{"group", s.group}, {"node", node}, {"error", r.status().ToString()}});
@@ -805,6 +815,49 @@ void GroupManager::Refresh(v1::StoredGroup& stored) {
   }
 }
 
+absl::StatusOr<std::vector<engine::NodeView>> GroupManager::ReplacementNodes(
+    const v1::StoredGroup& stored) {
+  const v1::Group& group = stored.group();
+  ASSIGN_OR_RETURN(engine::Recipe recipe,
+                   engine::ParseRecipe(group.recipe_path(), stored.recipe_yaml()));
+  recipe.replicas = 1;  // this one group
+  // As Apply's candidates: Ready, reachable, not Lost, not held by another group (replicas of
+  // the same application included) and not reserved by an apply in progress.
+  std::map<std::string, std::string> holder;
+  for (const auto& [name, other] : groups_) {
+    if (name == group.name()) continue;
+    for (const std::string& node_id : other.unconfirmed_node_ids()) {
+      holder[node_id] = absl::StrCat(name, ", ranks not confirmed gone");
+    }
+    if (!Active(other.group().state())) continue;
+    for (const v1::GroupRank& rank : other.group().ranks()) holder[rank.node_id()] = name;
+  }
+  for (const auto& [node_id, app] : reserved_nodes_) {
+    if (app != group.application()) holder[node_id] = absl::StrCat(app, ", being applied");
+  }
+  std::vector<std::string> preferred;
+  for (const v1::GroupRank& rank : group.ranks()) {
+    if (!lost_nodes_.contains(rank.node_id())) preferred.push_back(rank.node_name());
+  }
+  std::vector<engine::NodeView> candidates;
+  std::vector<std::string> busy;
+  for (const v1::Node& node : registry_->List()) {
+    if (node.state() != v1::NODE_STATE_READY || !node.reachable() ||
+        lost_nodes_.contains(node.identity().node_id())) {
+      continue;
+    }
+    auto h = holder.find(node.identity().node_id());
+    if (h != holder.end()) {
+      busy.push_back(absl::StrCat(node.identity().name(), " (", h->second, ")"));
+      continue;
+    }
+    candidates.push_back(ToNodeView(node));
+  }
+  ASSIGN_OR_RETURN(auto placed,
+                   PlaceReplicas(recipe, group.ranks_size(), candidates, preferred, busy));
+  return placed.front();
+}
+
 void GroupManager::Tick() {
   absl::flat_hash_set<std::string> lost = registry_->LostNodeIds();
   absl::MutexLock lock(&mu_);
@@ -814,6 +867,10 @@ void GroupManager::Tick() {
   for (auto& [name, stored] : groups_) {
     v1::Group& group = *stored.mutable_group();
     if (!Active(group.state()) || pending_.count(name)) continue;
+    if (std::optional<HealCause> cause = LostNodeCause(stored)) {
+      PostHeal(stored, *std::move(cause));
+      continue;
+    }
     absl::Duration timeout =
         absl::Nanoseconds(TimeUtil::DurationToNanoseconds(group.start_timeout()));
     if (group.state() == v1::GROUP_STATE_STARTING && timeout > absl::ZeroDuration() &&

@@ -177,7 +177,13 @@ class GroupManager {
 
   // Groups of an application (or the one group of that name), by name. Requires mu_.
   std::vector<std::string> NamesOf(absl::string_view name) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
-  absl::Status StopRanks(const v1::Group& group);
+  // `skip_lost`: ranks on Lost nodes are left (unconfirmed) instead of failing the stop.
+  absl::Status StopRanks(const v1::Group& group, bool skip_lost = false);
+  // Nodes for every rank of `stored` under its recipe's placement: its own Ready ones kept
+  // where placement allows, free Ready nodes for those on Lost nodes. FailedPrecondition (from
+  // PlaceReplicas) when there are not enough.
+  absl::StatusOr<std::vector<engine::NodeView>> ReplacementNodes(const v1::StoredGroup& stored)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Orders every rank of `stored` to start, in order, with the generation's rendezvous token;
   // stops the started ones on failure.
   absl::Status StartRanks(const v1::StoredGroup& stored);
@@ -198,6 +204,10 @@ class GroupManager {
     int rank = -1;
     bool by_operator = false;
     std::optional<engine::SignatureMatch> match;  // a log signature that fired
+    // A node of the group is Lost and free nodes can take its ranks: the others are stopped
+    // and the next generation is placed again; the Lost node's ranks stay unconfirmed until
+    // its agent returns and they are stopped.
+    bool replace_lost = false;
   };
   // What the controller does between a failure of a generation and its successor's start.
   struct PendingRestart {
@@ -215,6 +225,10 @@ class GroupManager {
   };
   // Posts Heal for the group's current generation unless one is posted already.
   void PostHeal(v1::StoredGroup& stored, HealCause cause) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A re-placement for a group with a rank on a Lost node, when its restart policy and the
+  // free nodes allow one; nullopt otherwise (it stays Degraded until the node returns).
+  std::optional<HealCause> LostNodeCause(const v1::StoredGroup& stored)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // On the application's queue: find an unhealable cause in the ranks' last output, stop every
   // rank of the generation (confirmed), then fail the group or restart it per its policy.
   void Heal(const std::string& name, uint64_t generation, HealCause cause);

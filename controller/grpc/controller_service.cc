@@ -380,6 +380,31 @@ grpc::ServerUnaryReactor* ControllerService::ListEvents(grpc::CallbackServerCont
   });
 }
 
+grpc::ServerUnaryReactor* ControllerService::RecordBench(grpc::CallbackServerContext* context,
+                                                         const v1::RecordBenchRequest* request,
+                                                         v1::RecordBenchResponse* response) {
+  if (absl::Status st = RequireAdmin(context); !st.ok()) return Finish(context, st);
+  return FinishOn(context, d_.rpc_executor, [this, request, response] {
+    ASSIGN_OR_RETURN(v1::GetGroupResponse group, d_.groups->Get(request->group()));
+    ASSIGN_OR_RETURN(*response->mutable_run(), d_.bench->Record(group.group(), request->run()));
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* ControllerService::BenchHistory(grpc::CallbackServerContext* context,
+                                                          const v1::BenchHistoryRequest* request,
+                                                          v1::BenchHistoryResponse* response) {
+  if (absl::Status st = RequireAdmin(context); !st.ok()) return Finish(context, st);
+  return FinishOn(context, d_.rpc_executor, [this, request, response] {
+    ASSIGN_OR_RETURN(
+        std::vector<v1::BenchRun> runs,
+        d_.bench->History(request->name(),
+                          request->limit() == 0 ? 20 : static_cast<int>(request->limit())));
+    for (v1::BenchRun& r : runs) *response->add_runs() = std::move(r);
+    return absl::OkStatus();
+  });
+}
+
 grpc::ServerUnaryReactor* ControllerService::ListServices(grpc::CallbackServerContext* context,
                                                           const v1::ListServicesRequest* request,
                                                           v1::ListServicesResponse* response) {

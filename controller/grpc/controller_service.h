@@ -21,6 +21,7 @@
 #include "absl/synchronization/mutex.h"
 #include "common/clock.h"
 #include "common/executor.h"
+#include "controller/bench/bench_records.h"
 #include "controller/discovery/discovery_prober.h"
 #include "controller/fabric/fabric_runner.h"
 #include "controller/groups/agent_client.h"
@@ -51,6 +52,7 @@ class ControllerService final : public v1::Controller::CallbackService {
     GroupManager* groups;
     std::string controller_id;
     FabricRunner* fabric = nullptr;    // `fleet fabric`
+    BenchRecords* bench = nullptr;     // `fleet bench` results
     RouterManager* routers = nullptr;  // `fleet get services`, `fleet roll`
   };
   explicit ControllerService(Deps deps) : d_(std::move(deps)) {}
@@ -114,6 +116,12 @@ class ControllerService final : public v1::Controller::CallbackService {
   grpc::ServerUnaryReactor* ListEvents(grpc::CallbackServerContext* context,
                                        const v1::ListEventsRequest* request,
                                        v1::ListEventsResponse* response) override;
+  grpc::ServerUnaryReactor* RecordBench(grpc::CallbackServerContext* context,
+                                        const v1::RecordBenchRequest* request,
+                                        v1::RecordBenchResponse* response) override;
+  grpc::ServerUnaryReactor* BenchHistory(grpc::CallbackServerContext* context,
+                                         const v1::BenchHistoryRequest* request,
+                                         v1::BenchHistoryResponse* response) override;
   grpc::ServerUnaryReactor* ListServices(grpc::CallbackServerContext* context,
                                          const v1::ListServicesRequest* request,
                                          v1::ListServicesResponse* response) override;

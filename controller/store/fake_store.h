@@ -141,6 +141,24 @@ class FakeStore final : public Store {
     return absl::OkStatus();
   }
 
+  absl::StatusOr<int64_t> AppendBenchRun(const v1::BenchRun& run) override {
+    absl::MutexLock lock(&mu_);
+    if (!fail_writes_.ok()) return fail_writes_;
+    bench_runs_.push_back(run);
+    bench_runs_.back().set_id(static_cast<int64_t>(bench_runs_.size()));
+    return bench_runs_.back().id();
+  }
+  absl::StatusOr<std::vector<v1::BenchRun>> LoadBenchRuns(absl::string_view name,
+                                                          int limit) override {
+    absl::MutexLock lock(&mu_);
+    std::vector<v1::BenchRun> out;
+    for (const v1::BenchRun& r : bench_runs_) {
+      if (r.group() == name || r.application() == name) out.push_back(r);
+    }
+    if (static_cast<int>(out.size()) > limit) out.erase(out.begin(), out.end() - limit);
+    return out;
+  }
+
   void FailWrites(absl::Status status) {
     absl::MutexLock lock(&mu_);
     fail_writes_ = std::move(status);
@@ -164,6 +182,7 @@ class FakeStore final : public Store {
   std::vector<Event> events_;
   std::vector<v1::GroupEventRecord> group_events_;
   int64_t last_group_event_id_ = 0;
+  std::vector<v1::BenchRun> bench_runs_;
   absl::Status fail_writes_;
 };
 

@@ -93,7 +93,11 @@ absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string
       "CREATE INDEX IF NOT EXISTS fabric_results_by_link ON fabric_results(link, id);"
       "CREATE TABLE IF NOT EXISTS group_events (id INTEGER PRIMARY KEY AUTOINCREMENT,"
       " at_unix_ms INTEGER NOT NULL, group_name TEXT NOT NULL, record BLOB NOT NULL);"
-      "CREATE INDEX IF NOT EXISTS group_events_by_time ON group_events(at_unix_ms);"));
+      "CREATE INDEX IF NOT EXISTS group_events_by_time ON group_events(at_unix_ms);"
+      "CREATE TABLE IF NOT EXISTS bench_runs (id INTEGER PRIMARY KEY AUTOINCREMENT,"
+      " group_name TEXT NOT NULL, application TEXT NOT NULL, record BLOB NOT NULL);"
+      "CREATE INDEX IF NOT EXISTS bench_runs_by_group ON bench_runs(group_name, id);"
+      "CREATE INDEX IF NOT EXISTS bench_runs_by_application ON bench_runs(application, id);"));
   {
     Statement get(db, "SELECT value FROM meta WHERE key='schema_version'");
     if (!get.ok()) return store->Error("read schema version");
@@ -335,6 +339,41 @@ absl::Status SqliteStore::PruneGroupEvents(absl::Time before) {
   sqlite3_bind_int64(del.get(), 1, absl::ToUnixMillis(before));
   if (del.Step() != SQLITE_DONE) return Error("prune group events");
   return absl::OkStatus();
+}
+
+absl::StatusOr<int64_t> SqliteStore::AppendBenchRun(const v1::BenchRun& run) {
+  Statement put(db_, "INSERT INTO bench_runs(group_name, application, record) VALUES(?, ?, ?)");
+  if (!put.ok()) return Error("append bench run");
+  put.BindText(1, run.group());
+  put.BindText(2, run.application());
+  put.BindBlob(3, run.SerializeAsString());
+  if (put.Step() != SQLITE_DONE) return Error("append bench run");
+  return sqlite3_last_insert_rowid(db_);
+}
+
+absl::StatusOr<std::vector<v1::BenchRun>> SqliteStore::LoadBenchRuns(absl::string_view name,
+                                                                     int limit) {
+  Statement q(db_,
+              "SELECT id, record FROM bench_runs WHERE group_name = ?1 OR application = ?1 "
+              "ORDER BY id DESC LIMIT ?2");
+  if (!q.ok()) return Error("load bench runs");
+  q.BindText(1, name);
+  sqlite3_bind_int(q.get(), 2, limit);
+  std::vector<v1::BenchRun> out;
+  int rc;
+  while ((rc = q.Step()) == SQLITE_ROW) {
+    v1::BenchRun r;
+    const void* blob = sqlite3_column_blob(q.get(), 1);
+    if (!r.ParseFromArray(blob, sqlite3_column_bytes(q.get(), 1))) {
+      return absl::DataLossError(absl::StrCat("bench run ", sqlite3_column_int64(q.get(), 0),
+                                              " in ", path_, " does not parse"));
+    }
+    r.set_id(sqlite3_column_int64(q.get(), 0));
+    out.push_back(std::move(r));
+  }
+  if (rc != SQLITE_DONE) return Error("load bench runs");
+  std::reverse(out.begin(), out.end());
+  return out;
 }
 
 }  // namespace fleet::controller

@@ -44,6 +44,9 @@ class SqliteStore final : public Store {
   absl::StatusOr<std::vector<v1::GroupEventRecord>> LoadGroupEvents(
       const std::vector<std::string>& groups, int64_t after_id, int limit) override;
   absl::Status PruneGroupEvents(absl::Time before) override;
+  absl::StatusOr<int64_t> AppendBenchRun(const v1::BenchRun& run) override;
+  absl::StatusOr<std::vector<v1::BenchRun>> LoadBenchRuns(absl::string_view name,
+                                                          int limit) override;
 
  private:
   // Every record table maps an id to a serialized proto.

@@ -9,6 +9,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "fleet/v1/bench.pb.h"
 #include "fleet/v1/controller.pb.h"
 #include "fleet/v1/fabric.pb.h"
 #include "fleet/v1/state.pb.h"
@@ -60,6 +61,12 @@ class Store {
       const std::vector<std::string>& groups, int64_t after_id, int limit) = 0;
   // Forgets the events that happened before `before`.
   virtual absl::Status PruneGroupEvents(absl::Time before) = 0;
+  // `fleet bench` sweeps against groups: stores `run` under a new id (larger than every earlier
+  // one) and returns it. Its `id` field is ignored.
+  virtual absl::StatusOr<int64_t> AppendBenchRun(const v1::BenchRun& run) = 0;
+  // The last `limit` runs whose group or application is `name`, oldest first.
+  virtual absl::StatusOr<std::vector<v1::BenchRun>> LoadBenchRuns(absl::string_view name,
+                                                                  int limit) = 0;
 };
 
 }  // namespace fleet::controller

@@ -56,12 +56,15 @@ uint64_t GenerationOf(pid_t pid) {
 class HealTest : public ClusterFixture {
  protected:
   void SetUp() override {
-    ASSERT_NO_FATAL_FAILURE(CreateCluster(CreateTestNetwork(kHosts), FLEET_BINARY));
+    ASSERT_NO_FATAL_FAILURE(CreateCluster(CreateTestNetwork(Agents() + 1), FLEET_BINARY));
     port_ = 22000 + static_cast<int>(absl::ToUnixMicros(absl::Now()) % 2000) * 2;
-    ASSERT_NO_FATAL_FAILURE(StartCluster(kAgents));
-    ASSERT_TRUE(WaitForNodes([](const Json& d) { return AllReady(d, AgentNames(kAgents)); },
+    ASSERT_NO_FATAL_FAILURE(StartCluster(Agents()));
+    ASSERT_TRUE(WaitForNodes([&](const Json& d) { return AllReady(d, AgentNames(Agents())); },
                              absl::Seconds(15)));
   }
+
+  // Agents node-1..node-N, each on its own host beside the controller's.
+  virtual int Agents() const { return kAgents; }
 
   void TearDown() override {
     if (cluster_ != nullptr) (void)Fleet({"stop", kGroup});
@@ -258,6 +261,162 @@ TEST_F(HealTest, WedgeWarningSeenThreeTimesRestartsTheGroup) {
   std::string events = Events();
   EXPECT_TRUE(absl::StrContains(events, "No available shared memory broadcast block")) << events;
   EXPECT_TRUE(absl::StrContains(events, "(3 times)")) << events;
+}
+
+TEST_F(HealTest, ControllerKilledDuringARestartFinishesItWhenItComesBack) {
+  // The second restart within the window waits initial_backoff: the controller dies then.
+  absl::StatusOr<CommandResult> applied =
+      Fleet({"apply",
+             WriteRecipe("",
+                         "restart:\n  initial_backoff: 3s\n  max_backoff: 3s\n"
+                         "  max_restarts: 5\n  window: 10m\n"),
+             "--timeout", "30s"});
+  ASSERT_TRUE(applied.ok()) << applied.status();
+  ASSERT_EQ(applied->exit_code, 0) << applied->stdout_text << applied->stderr_text;
+  ASSERT_NO_FATAL_FAILURE(KillRankAndExpectANewGeneration(0));
+  std::map<int, int> pids = RankPids();
+  ASSERT_GT(pids[0], 0);
+  ASSERT_EQ(::kill(pids[0], SIGKILL), 0);
+  // The controller has seen the exit and is waiting out the backoff.
+  ASSERT_TRUE(TestCluster::WaitFor(
+      [&] {
+        return absl::StrContains(Events(), "killed by signal 9") &&
+               absl::StrContains(Describe()["group"].value("message", ""), "restart");
+      },
+      absl::Seconds(10)))
+      << Describe().dump() << Events();
+  const Json before = Describe()["group"];
+  absl::StatusOr<int> killed = cluster_->KillController();
+  ASSERT_TRUE(killed.ok()) << killed.status();
+  // Killed before generation 3 was ordered.
+  ASSERT_EQ(before.value("generation", ""), "2") << before.dump();
+  std::printf("[ INFO     ] controller killed while the group said: %s\n",
+              before.value("message", "").c_str());
+  ASSERT_TRUE(cluster_->StartController().ok());
+  ASSERT_TRUE(WaitForState("Ready", 3, absl::Seconds(40))) << Describe().dump() << Events();
+  ExpectOnlyGeneration(3);
+  EXPECT_TRUE(absl::StrContains(Completion(), R"("text":"hello")"));
+  // Every engine process there is of generation 3, and there are exactly the group's two.
+  EXPECT_EQ(EnginePids("fleet-echo-engi", kGroup).size(), 2u);
+}
+
+// A node that goes Lost: with a free node, the group is placed again at once.
+class LostNodeTest : public HealTest {
+ protected:
+  int Agents() const override { return 3; }
+};
+
+TEST_F(LostNodeTest, AnAgentKeptDownIsReplacedByAFreeNodeAndItsRanksStoppedWhenItReturns) {
+  // Workers that hang when their head dies: the one on the Lost node outlives its group.
+  absl::StatusOr<CommandResult> applied =
+      Fleet({"apply", WriteRecipe("--hang-when-head-dies"), "--timeout", "30s"});
+  ASSERT_TRUE(applied.ok()) << applied.status();
+  ASSERT_EQ(applied->exit_code, 0) << applied->stdout_text << applied->stderr_text;
+  Json ranks = Describe()["group"]["ranks"];
+  ASSERT_EQ(ranks.size(), 2u) << ranks.dump();
+  ASSERT_EQ(ranks[1].value("nodeName", ""), "node-2") << ranks.dump();
+
+  const absl::Time killed = absl::Now();
+  ASSERT_TRUE(cluster_->KillAgent(2).ok());
+  // Generation 2 ordered once node-2 is Lost (the controller's default --lost-after 5s).
+  ASSERT_TRUE(TestCluster::WaitFor(
+      [&] { return Describe()["group"].value("generation", "") == "2"; }, absl::Seconds(20)))
+      << Describe().dump() << Events();
+  std::printf("[ TIMING   ] agent of node-2 killed -> generation 2 ordered in %s\n",
+              absl::FormatDuration(absl::Now() - killed).c_str());
+  ASSERT_TRUE(WaitForState("Ready", 2, absl::Seconds(30))) << Describe().dump() << Events();
+  std::printf("[ TIMING   ] agent of node-2 killed -> generation 2 Ready in %s\n",
+              absl::FormatDuration(absl::Now() - killed).c_str());
+  ranks = Describe()["group"]["ranks"];
+  std::set<std::string> nodes;
+  for (const Json& r : ranks) nodes.insert(r.value("nodeName", ""));
+  EXPECT_EQ(nodes, (std::set<std::string>{"node-1", "node-3"})) << ranks.dump();
+  EXPECT_TRUE(absl::StrContains(Completion(), R"("text":"hello")"));
+  std::string events = Events();
+  EXPECT_TRUE(absl::StrContains(events, "node node-2 (rank 1) is Lost")) << events;
+  EXPECT_TRUE(absl::StrContains(events, "re-placed: rank 1 node-2 -> node-3")) << events;
+
+  // The worker of generation 1 still runs on node-2; when its agent returns it is stopped.
+  bool old_left = false;
+  for (pid_t pid : EnginePids("fleet-echo-engi", kGroup)) old_left |= GenerationOf(pid) == 1;
+  EXPECT_TRUE(old_left) << "the hung worker of generation 1 should outlive its Lost agent";
+  ASSERT_TRUE(cluster_->StartAgent(2).ok());
+  EXPECT_TRUE(TestCluster::WaitFor(
+      [&] {
+        for (pid_t pid : EnginePids("fleet-echo-engi", kGroup)) {
+          if (GenerationOf(pid) == 1) return false;
+        }
+        return true;
+      },
+      absl::Seconds(30)))
+      << "generation 1 still runs on node-2 after its agent returned";
+  ExpectOnlyGeneration(2);
+}
+
+// The head watch (agent side): a head that stops working while /health may still be 200.
+class HeadWatchTest : public HealTest {
+ protected:
+  // Applies a 2-rank echo group with `engine_flags` and the `health:` keys in `health`, and
+  // waits for generation 1 to be Ready.
+  void ApplyWatched(const std::string& engine_flags, const std::string& health) {
+    absl::StatusOr<CommandResult> applied =
+        Fleet({"apply", WriteRecipe(engine_flags, absl::StrCat("health:\n", health)), "--timeout",
+               "30s"});
+    ASSERT_TRUE(applied.ok()) << applied.status();
+    ASSERT_EQ(applied->exit_code, 0) << applied->stdout_text << applied->stderr_text;
+  }
+
+  // POSTs a completion with `prompt` from the controller's host; returns at once when
+  // `background` (curl then gives up after 30 s on its own).
+  void Send(const std::string& prompt, bool background) {
+    const std::string curl = absl::StrCat(
+        "curl -sS --noproxy '*' -m 30 -H 'Content-Type: application/json' -d '{\"model\": "
+        "\"fleet-echo\", \"prompt\": \"",
+        prompt, "\", \"max_tokens\": 8}' http://", network_->host(1).ip, ":", port_,
+        "/v1/completions >/dev/null 2>&1", background ? " &" : "");
+    absl::StatusOr<CommandResult> r =
+        RunCommand(network_->Wrap(0, {"sh", "-c", curl}), std::chrono::seconds(40));
+    ASSERT_TRUE(r.ok()) << r.status();
+  }
+
+  void ExpectRestartedBecause(const std::string& why) {
+    ASSERT_TRUE(WaitForState("Ready", 2, absl::Seconds(40))) << Describe().dump() << Events();
+    ExpectOnlyGeneration(2);
+    EXPECT_TRUE(absl::StrContains(Completion(), R"("text":"hello")"));
+    std::string events = Events();
+    EXPECT_TRUE(absl::StrContains(events, why)) << events;
+  }
+};
+
+TEST_F(HeadWatchTest, AWedgedHeadWithARequestRunningIsRestarted) {
+  ASSERT_NO_FATAL_FAILURE(ApplyWatched("--wedge-on-prompt WEDGE",
+                                       "  watch_period: 300ms\n  stall_timeout: 3s\n"
+                                       "  idle_probe_after: 1h\n"));
+  ASSERT_TRUE(WaitForState("Ready", 1, absl::Seconds(30))) << Describe().dump();
+  const absl::Time wedged = absl::Now();
+  ASSERT_NO_FATAL_FAILURE(Send("WEDGE", /*background=*/false));
+  ASSERT_NO_FATAL_FAILURE(Send("this one hangs", /*background=*/true));
+  ASSERT_NO_FATAL_FAILURE(ExpectRestartedBecause("request(s) running but no token generated"));
+  std::printf("[ TIMING   ] wedged head (stall_timeout 3s) -> generation 2 Ready in %s\n",
+              absl::FormatDuration(absl::Now() - wedged).c_str());
+}
+
+TEST_F(HeadWatchTest, AHeadWhoseHealthFailsIsRestarted) {
+  ASSERT_NO_FATAL_FAILURE(ApplyWatched("--unhealthy-on-prompt SICK",
+                                       "  watch_period: 300ms\n  failure_threshold: 2\n"
+                                       "  idle_probe_after: 1h\n"));
+  ASSERT_TRUE(WaitForState("Ready", 1, absl::Seconds(30))) << Describe().dump();
+  ASSERT_NO_FATAL_FAILURE(Send("SICK", /*background=*/false));
+  ASSERT_NO_FATAL_FAILURE(ExpectRestartedBecause("failed its health check 2 times in a row"));
+}
+
+TEST_F(HeadWatchTest, AnIdleHeadThatCannotGiveOneTokenIsRestarted) {
+  ASSERT_NO_FATAL_FAILURE(ApplyWatched("--wedge-on-prompt WEDGE",
+                                       "  watch_period: 300ms\n  idle_probe_after: 2s\n"
+                                       "  idle_probe_timeout: 1s\n  stall_timeout: 1h\n"));
+  ASSERT_TRUE(WaitForState("Ready", 1, absl::Seconds(30))) << Describe().dump();
+  ASSERT_NO_FATAL_FAILURE(Send("WEDGE", /*background=*/false));
+  ASSERT_NO_FATAL_FAILURE(ExpectRestartedBecause("a one-token completion failed within 1s"));
 }
 
 }  // namespace

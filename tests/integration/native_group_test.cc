@@ -219,5 +219,45 @@ TEST_F(NativeGroupTest, ADeadRankZeroFailsTheGroupInsteadOfHangingItsWorkers) {
   ASSERT_TRUE(stopped.ok());
 }
 
+// `fleet bench` against a fleet-engine group (two ranks, TP over two hosts): fleet-engine has no
+// /tokenize, so prompt lengths come from usage calibration and must still be exact; the sweep
+// is stored under the group's recipe revision.
+TEST_F(NativeGroupTest, BenchOfATwoRankGroupGivesExactCountsAndIsStored) {
+  absl::StatusOr<CommandResult> applied =
+      Fleet({"apply", WriteRecipe("moe2", 2), "--timeout", "80s"});
+  ASSERT_TRUE(applied.ok()) << applied.status();
+  ASSERT_EQ(applied->exit_code, 0) << applied->stdout_text << applied->stderr_text;
+  // The model's context is 128 tokens: depth 32 + 32 prompt + 8 generated fit.
+  absl::StatusOr<CommandResult> bench =
+      Fleet({"bench", "moe2", "--pp", "32", "--tg", "8", "--depth", "0,32", "--concurrency", "1,2",
+             "--runs", "1", "--timeout", "30s", "-o", "json"},
+            absl::Seconds(120));
+  ASSERT_TRUE(bench.ok()) << bench.status();
+  ASSERT_EQ(bench->exit_code, 0) << bench->stdout_text << bench->stderr_text;
+  Json report = Json::parse(bench->stdout_text, nullptr, false);
+  EXPECT_EQ(report["counted_by"], "usage") << report.dump();
+  ASSERT_EQ(report["rows"].size(), 4u) << report.dump();
+  for (const Json& row : report["rows"]) {
+    EXPECT_EQ(row["pp"], 32) << row.dump();
+    EXPECT_EQ(row["tg"], 8) << row.dump();
+    EXPECT_EQ(row["runs"], 1) << row.dump();
+    EXPECT_TRUE(row["errors"].empty()) << row.dump();
+    ASSERT_TRUE(row["tg_tps"].is_number()) << row.dump();
+    EXPECT_GT(row["tg_tps"].get<double>(), 0) << row.dump();
+    std::printf(
+        "[ TIMING   ] fleet-engine 2 ranks d%d c%d: pp %.1f t/s, tg %.1f t/s, ttft %.3f s\n",
+        row["depth"].get<int>(), row["concurrency"].get<int>(), row["pp_tps"].get<double>(),
+        row["tg_tps"].get<double>(), row["ttft_s"].get<double>());
+  }
+  EXPECT_EQ(report["stored"]["group"], "moe2") << report.dump();
+  EXPECT_EQ(report["stored"]["revision"], Describe("moe2")["group"].value("fingerprint", "?"));
+  absl::StatusOr<CommandResult> history = Fleet({"bench", "history", "moe2", "-o", "json"});
+  ASSERT_TRUE(history.ok() && history->exit_code == 0);
+  EXPECT_EQ(Json::parse(history->stdout_text, nullptr, false)["runs"].size(), 1u)
+      << history->stdout_text;
+  absl::StatusOr<CommandResult> stopped = Fleet({"stop", "moe2"});
+  ASSERT_TRUE(stopped.ok());
+}
+
 }  // namespace
 }  // namespace fleet::testing

@@ -634,6 +634,13 @@ std::string Describe(const GroupPlan& plan, const GroupContext& group, const std
           << " models=" << probe.check_models() << " completion=" << probe.check_completion()
           << " period=" << Millis(probe.period()) << "ms"
           << " timeout=" << Millis(probe.request_timeout()) << "ms";
+      if (probe.has_watch()) {
+        const v1::HeadWatch& w = probe.watch();
+        out << "\n  head watch: every " << Millis(w.period()) << "ms, " << w.failure_threshold()
+            << " failures, " << w.metrics_path() << " stall " << Millis(w.stall_timeout())
+            << "ms, one token after " << Millis(w.idle_probe_after()) << "ms idle within "
+            << Millis(w.idle_probe_timeout()) << "ms";
+      }
     }
     out << "\n";
     if (spec.runtime() != v1::SHARD_RUNTIME_DOCKER) {

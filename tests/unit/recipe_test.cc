@@ -631,6 +631,30 @@ TEST(ParseErrors, Health) {
             "x.yaml:5:9: \"health.port\" must be an integer from 1 to 65535, found \"0\"");
 }
 
+TEST(ParseErrors, HeadWatch) {
+  Recipe recipe = MustParse(
+      absl::StrCat(kV2,
+                   "command: run\nhealth:\n  watch_period: 2s\n  failure_threshold: 5\n"
+                   "  stall_timeout: 10m\n  idle_probe_after: 1m\n  idle_probe_timeout: 45s\n"));
+  EXPECT_EQ(recipe.health.watch_period, absl::Seconds(2));
+  EXPECT_EQ(recipe.health.failure_threshold, 5);
+  EXPECT_EQ(recipe.health.stall_timeout, absl::Minutes(10));
+  EXPECT_EQ(recipe.health.idle_probe_after, absl::Minutes(1));
+  EXPECT_EQ(recipe.health.idle_probe_timeout, absl::Seconds(45));
+  // The defaults: /health every 5 s, a stall after 120 s, one token after 30 s idle.
+  Recipe plain = MustParse(absl::StrCat(kV2, "command: run\n"));
+  EXPECT_EQ(plain.health.watch_period, absl::Seconds(5));
+  EXPECT_EQ(plain.health.failure_threshold, 3);
+  EXPECT_EQ(plain.health.stall_timeout, absl::Seconds(120));
+  EXPECT_EQ(plain.health.idle_probe_after, absl::Seconds(30));
+  EXPECT_EQ(ParseError(absl::StrCat(kV2, "command: run\nhealth:\n  failure_threshold: 0\n")),
+            "x.yaml:5:22: \"health.failure_threshold\" must be an integer from 1 to 100, found "
+            "\"0\"");
+  EXPECT_EQ(ParseError(absl::StrCat(kV2, "command: run\nhealth:\n  watch_period: often\n")),
+            "x.yaml:5:17: \"health.watch_period\" must be a positive duration such as \"100ms\", "
+            "\"2s\" or \"30m\", found \"often\"");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Command templates: Python str.format, with errors placed inside the command.
 

@@ -134,5 +134,45 @@ TEST_F(SqliteStoreTest, GroupEventsSurviveReopeningAndArePrunedByAge) {
   EXPECT_EQ((*kept)[0].at().seconds(), 3000);
 }
 
+TEST_F(SqliteStoreTest, BenchRunsSurviveReopeningAndAreFoundByGroupOrApplication) {
+  auto run = [](const std::string& group, const std::string& application, double tps) {
+    v1::BenchRun r;
+    r.set_group(group);
+    r.set_application(application);
+    r.set_revision("1a2b3c");
+    v1::BenchRow& row = *r.add_rows();
+    row.set_pp(2048);
+    row.set_runs(3);
+    row.mutable_tg_tps_total()->set_mean(tps);
+    return r;
+  };
+  {
+    auto store = SqliteStore::Open(path_);
+    ASSERT_TRUE(store.ok()) << store.status();
+    absl::StatusOr<int64_t> first = (*store)->AppendBenchRun(run("ds4-0", "ds4", 40));
+    ASSERT_TRUE(first.ok()) << first.status();
+    ASSERT_TRUE((*store)->AppendBenchRun(run("other", "other", 10)).ok());
+    absl::StatusOr<int64_t> third = (*store)->AppendBenchRun(run("ds4-1", "ds4", 35));
+    ASSERT_TRUE(third.ok());
+    EXPECT_GT(*third, *first);
+  }
+  auto store = SqliteStore::Open(path_);
+  ASSERT_TRUE(store.ok()) << store.status();
+  absl::StatusOr<std::vector<v1::BenchRun>> app = (*store)->LoadBenchRuns("ds4", 10);
+  ASSERT_TRUE(app.ok()) << app.status();
+  ASSERT_EQ(app->size(), 2u);
+  EXPECT_EQ((*app)[0].group(), "ds4-0");  // oldest first
+  EXPECT_EQ((*app)[1].group(), "ds4-1");
+  EXPECT_EQ((*app)[1].rows(0).tg_tps_total().mean(), 35);
+  absl::StatusOr<std::vector<v1::BenchRun>> one = (*store)->LoadBenchRuns("ds4-1", 10);
+  ASSERT_TRUE(one.ok());
+  ASSERT_EQ(one->size(), 1u);
+  EXPECT_GT((*one)[0].id(), 0);
+  absl::StatusOr<std::vector<v1::BenchRun>> last = (*store)->LoadBenchRuns("ds4", 1);
+  ASSERT_TRUE(last.ok());
+  ASSERT_EQ(last->size(), 1u);
+  EXPECT_EQ((*last)[0].group(), "ds4-1");
+}
+
 }  // namespace
 }  // namespace fleet::controller

@@ -300,11 +300,17 @@ class ProcessTest : public ::testing::Test {
  protected:
   void SetUp() override { state_dir_ = MakeTempDir(); }
 
-  std::unique_ptr<SupervisorImpl> NewSupervisor(uint64_t log_max_bytes = 16 << 20) {
+  // `look_at_head`: what the head watch sees (unset: heads are not watched).
+  std::unique_ptr<SupervisorImpl> NewSupervisor(
+      uint64_t log_max_bytes = 16 << 20,
+      std::function<HeadLook(const v1::ReadinessProbe&)> look_at_head = nullptr) {
     SupervisorDeps deps = {
         .clock = RealClock::Get(),
         .process_runtime = std::make_unique<ProcessRuntime>("spark-1"),
         .probe = [](const v1::ReadinessProbe&) { return absl::OkStatus(); },
+        .look_at_head = std::move(look_at_head),
+        .one_token = [](const v1::ReadinessProbe&,
+                        absl::Duration) { return absl::UnavailableError("no engine here"); },
         .dial = DialTcp,
     };
     auto s = SupervisorImpl::Create({.state_dir = state_dir_,
@@ -341,6 +347,30 @@ TEST_F(ProcessTest, RunsInItsOwnSessionAndReportsExitAtOnce) {
     auto log = s->ReadLog("ds4", 0, std::nullopt, 10, 0);
     return log.ok() && log->data == "hello world\n";
   }));
+}
+
+TEST_F(ProcessTest, AHeadThatStopsAnsweringIsStoppedWithTheReason) {
+  std::atomic<int> looks{0};
+  auto s = NewSupervisor(16 << 20, [&](const v1::ReadinessProbe&) {
+    ++looks;
+    return HeadLook{.health = absl::UnavailableError("GET http://127.0.0.1:1/health: HTTP 503"),
+                    .metrics = std::nullopt};
+  });
+  v1::ShardSpec spec = Sh("ds4", 1, 0, "exec sleep 30");
+  spec.mutable_readiness()->set_host("127.0.0.1");
+  spec.mutable_readiness()->set_port(1);
+  v1::HeadWatch& watch = *spec.mutable_readiness()->mutable_watch();
+  watch.mutable_period()->set_nanos(50'000'000);
+  watch.set_failure_threshold(2);
+  spec.mutable_stop_grace()->set_nanos(300'000'000);
+  ASSERT_TRUE(s->Start(spec).ok());
+  ASSERT_TRUE(HasState(*s, "ds4", 1, 0, v1::SHARD_STATE_FAILED));
+  std::optional<v1::ShardStatus> status = Find(*s, "ds4", 1, 0);
+  ASSERT_TRUE(status.has_value());
+  EXPECT_THAT(status->message(), HasSubstr("failed its health check 2 times in a row"));
+  EXPECT_THAT(status->message(), HasSubstr("HTTP 503"));
+  EXPECT_THAT(status->exit(), HasSubstr("signal"));
+  EXPECT_EQ(looks.load(), 2);
 }
 
 TEST_F(ProcessTest, OutputOfAStoppedShardStaysReadable) {

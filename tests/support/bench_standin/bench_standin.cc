@@ -29,7 +29,7 @@ std::string PromptOf(const nlohmann::json& body) {
 absl::StatusOr<std::unique_ptr<BenchStandin>> BenchStandin::Start(BenchStandinOptions options) {
   std::unique_ptr<BenchStandin> s(new BenchStandin(options));
   absl::StatusOr<std::unique_ptr<http::HttpServer>> server = http::HttpServer::Start(
-      {.host = "127.0.0.1", .port = 0, .max_handlers = 256},
+      {.host = options.host, .port = options.port, .max_handlers = 256},
       [raw = s.get()](const http::HttpRequest& r) { return raw->Handle(r); });
   if (!server.ok()) return server.status();
   s->server_ = *std::move(server);
@@ -56,6 +56,7 @@ int BenchStandin::Uncached(const std::vector<std::string>& words) {
 }
 
 http::HttpResponse BenchStandin::Handle(const http::HttpRequest& request) {
+  if (request.path == "/health") return {.body = "{}"};
   if (request.path == "/v1/models") {
     return {.body = R"({"object":"list","data":[{"id":"standin-model","object":"model"}]})"};
   }

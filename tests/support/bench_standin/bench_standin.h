@@ -22,6 +22,8 @@
 namespace fleet::standin {
 
 struct BenchStandinOptions {
+  std::string host = "127.0.0.1";
+  int port = 0;  // 0: any free port
   absl::Duration first_token = absl::Milliseconds(20);
   double prefill_tps = 5000;
   double decode_tps = 200;

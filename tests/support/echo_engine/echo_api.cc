@@ -3,8 +3,10 @@
 
 #include <optional>
 #include <string>
+#include <utility>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 
@@ -65,12 +67,26 @@ nlohmann::json RanksJson(const std::vector<Hello>& hellos) {
 
 }  // namespace
 
-EchoApi::EchoApi(const std::vector<Hello>& hellos) : ranks_(RanksJson(hellos)) {}
+EchoApi::EchoApi(const std::vector<Hello>& hellos, EchoFaults faults)
+    : ranks_(RanksJson(hellos)), faults_(std::move(faults)) {}
+
+http::HttpResponse EchoApi::Metrics() const {
+  return {
+      .body = absl::StrCat(
+          "# HELP vllm:num_requests_running Number of requests in model execution batches.\n",
+          "# TYPE vllm:num_requests_running gauge\n", "vllm:num_requests_running{model_name=\"",
+          kModelId, "\"} ", running_.load(), "\n",
+          "# HELP vllm:generation_tokens_total Number of generation tokens processed.\n",
+          "# TYPE vllm:generation_tokens_total counter\n",
+          "vllm:generation_tokens_total{model_name=\"", kModelId, "\"} ", generated_.load(), "\n"),
+      .content_type = "text/plain; version=0.0.4"};
+}
 
 http::HttpResponse EchoApi::Handle(const http::HttpRequest& request) {
   const bool get = request.method == "GET";
   const bool post = request.method == "POST";
-  if (request.path == "/health" && get) return {.status = 200};
+  if (request.path == "/health" && get) return {.status = unhealthy_ ? 503 : 200};
+  if (request.path == "/metrics" && get) return Metrics();
   if (request.path == "/v1/models" && get) {
     // "fleet-echo" is SparkFleet's test engine that repeats the prompt; not a language model.
     return Json({{"object", "list"},
@@ -89,7 +105,26 @@ http::HttpResponse EchoApi::Handle(const http::HttpRequest& request) {
       return http::JsonError(400, "the body must be a JSON object");
     }
     if (std::optional<http::HttpResponse> wrong_model = CheckModel(body)) return *wrong_model;
-    return request.path == "/v1/completions" ? Completion(body) : ChatCompletion(body);
+    const std::string text = body.contains("prompt") && body["prompt"].is_string()
+                                 ? body["prompt"].get<std::string>()
+                                 : body.dump();
+    if (!faults_.unhealthy_on_prompt.empty() &&
+        absl::StrContains(text, faults_.unhealthy_on_prompt)) {
+      unhealthy_ = true;
+    }
+    ++running_;
+    // A wedged vLLM head accepts requests and never answers them; bounded so that a test that
+    // forgets the engine does not leave a thread for ever.
+    for (int i = 0; wedged_ && i < 3600; ++i) absl::SleepFor(absl::Seconds(1));
+    http::HttpResponse response = wedged_ ? http::JsonError(503, "wedged for an hour")
+                                  : request.path == "/v1/completions" ? Completion(body)
+                                                                      : ChatCompletion(body);
+    --running_;
+    // This one is answered; every later one hangs.
+    if (!faults_.wedge_on_prompt.empty() && absl::StrContains(text, faults_.wedge_on_prompt)) {
+      wedged_ = true;
+    }
+    return response;
   }
   if (request.path == "/health" || request.path == "/v1/models" || request.path == "/ranks") {
     return http::JsonError(405, absl::StrCat(request.path, " takes GET"));
@@ -105,6 +140,7 @@ http::HttpResponse EchoApi::Completion(const nlohmann::json& body) {
   if (!max_tokens.ok()) return http::JsonError(400, max_tokens.status().message());
   const std::string prompt = body["prompt"].get<std::string>();
   const std::string text = Truncate(prompt, *max_tokens);
+  generated_ += text.size();
   return Json({{"id", absl::StrCat("cmpl-echo-", next_id_++)},
                {"object", "text_completion"},
                {"created", absl::ToUnixSeconds(absl::Now())},
@@ -139,6 +175,7 @@ http::HttpResponse EchoApi::ChatCompletion(const nlohmann::json& body) {
   if (!max_tokens.ok()) return http::JsonError(400, max_tokens.status().message());
   const std::string& content = (*last_user)["content"].get_ref<const std::string&>();
   const std::string text = Truncate(content, *max_tokens);
+  generated_ += text.size();
   return Json({{"id", absl::StrCat("chatcmpl-echo-", next_id_++)},
                {"object", "chat.completion"},
                {"created", absl::ToUnixSeconds(absl::Now())},

@@ -44,6 +44,7 @@ struct Flags {
   int print_count = 1;
   double print_interval_s = 0.2;
   uint64_t print_generation = 1;  // only in this generation (0: every one)
+  EchoFaults faults;              // a wedged head, a failing /health (echo_api.h)
 };
 
 // What the exec adapter tells every rank through its environment.
@@ -125,14 +126,14 @@ int RunHead(const Flags& flags, const RankEnv& env, const Hello& self) {
   }
   // HTTP opens only once every rank is in, as a vLLM head's API does: readiness means the
   // whole group is up.
-  static EchoApi api(*hellos);
+  static EchoApi api(*hellos, flags.faults);
   // Kept for the life of the process: only Exit() ends it.
   absl::StatusOr<std::unique_ptr<http::HttpServer>> server =
       // One request per connection, as the echo engine always answered: its tests' client
       // reads each answer until the connection closes.
       http::HttpServer::Start({.host = flags.host,
                                .port = flags.port,
-                               .inline_paths = {"/health"},
+                               .inline_paths = {"/health", "/metrics"},
                                .keep_alive = false},
                               [](const http::HttpRequest& r) { return api.Handle(r); });
   if (!server.ok()) {
@@ -213,6 +214,11 @@ int Main(int argc, char** argv) {
   app.add_option("--print-generation", flags.print_generation,
                  "print only in this generation (0: in every one)")
       ->capture_default_str();
+  app.add_option("--wedge-on-prompt", flags.faults.wedge_on_prompt,
+                 "a completion whose prompt contains this is answered, then rank 0 is wedged: "
+                 "every later completion hangs while /health stays 200 (a wedged vLLM head)");
+  app.add_option("--unhealthy-on-prompt", flags.faults.unhealthy_on_prompt,
+                 "a completion whose prompt contains this turns /health to 503");
   CLI11_PARSE(app, argc, argv);
 
   const RankEnv env = ReadRankEnv();
