@@ -15,6 +15,7 @@
 #include "agent/probes/node_facts.h"
 #include "agent/probes/probe_all.h"
 #include "agent/probes/rdma.h"
+#include "agent/router/router_admin.h"
 #include "agent/session/controller_client_impl.h"
 #include "agent/session/controller_session.h"
 #include "agent/session/identity.h"
@@ -280,6 +281,7 @@ absl::Status AgentServer::Serve(const std::string& controller_address) {
   // a container mounts it at that path, a process may run elsewhere).
   std::error_code ec;
   std::filesystem::path ca_path = std::filesystem::absolute(paths.ca, ec);
+  router_admin_ = std::make_unique<RouterAdmin>(options_.state_dir, supervisor_.get());
   service_ = std::make_unique<AgentService>(
       identity_, options_.root, supervisor_.get(),
       AgentExecutors{.shards = shard_executor_.get(),
@@ -290,7 +292,7 @@ absl::Status AgentServer::Serve(const std::string& controller_address) {
       absl::StrCat(options_.state_dir, "/probe-cache"), paths_,
       ControllerAccess{.address = controller_address,
                        .ca_path = ec ? paths.ca : ca_path.lexically_normal().string()},
-      stage_.get());
+      router_admin_.get(), stage_.get());
   grpc::ServerBuilder builder;
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
   interceptors.push_back(metrics_->rpc().InterceptorFactory());

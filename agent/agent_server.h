@@ -36,6 +36,7 @@ class CachedProbe;
 class ControllerClient;
 class DiscoveryResponder;
 class StageEndpoints;
+class RouterAdmin;
 
 struct AgentOptions {
   // "HOST:PORT" of the controller; empty: wait to be adopted through discovery (or use the
@@ -122,6 +123,7 @@ class AgentServer {
   std::unique_ptr<ThreadPool> stage_executor_;
   std::unique_ptr<StageEndpoints> stage_;
   std::unique_ptr<DiscoveryResponder> responder_;
+  std::unique_ptr<RouterAdmin> router_admin_;
   std::unique_ptr<AgentService> service_;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<CachedProbe> figures_;

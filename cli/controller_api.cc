@@ -180,4 +180,19 @@ absl::StatusOr<v1::StageStatusResponse> AdminClient::StageStatus() {
       &v1::Controller::Stub::StageStatus, v1::StageStatusRequest(), absl::ZeroDuration());
 }
 
+absl::StatusOr<v1::ListServicesResponse> AdminClient::ListServices(const std::string& name) {
+  v1::ListServicesRequest request;
+  request.set_name(name);
+  return Call<v1::ListServicesRequest, v1::ListServicesResponse>(
+      &v1::Controller::Stub::ListServices, request, absl::ZeroDuration());
+}
+
+absl::StatusOr<v1::RollGroupResponse> AdminClient::RollGroup(const std::string& name,
+                                                             absl::Duration extra) {
+  v1::RollGroupRequest request;
+  request.set_name(name);
+  return Call<v1::RollGroupRequest, v1::RollGroupResponse>(&v1::Controller::Stub::RollGroup,
+                                                           request, extra);
+}
+
 }  // namespace fleet::cli

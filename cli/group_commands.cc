@@ -14,6 +14,7 @@
 #include "cli/config.h"
 #include "cli/controller_api.h"
 #include "cli/output.h"
+#include "cli/service_commands.h"
 #include "common/files.h"
 #include "common/status_macros.h"
 #include "common/table.h"
@@ -513,6 +514,11 @@ int Apply(const Globals& g, const RecipeFlags& flags, bool wait, const std::stri
     }
     int code = FollowGroup(*client, group.name(), started, started + limit);
     if (code != 0) return code;
+  }
+  // The one endpoint of the application (its router), which outlives restarts and re-placement.
+  if (!applied->groups().empty() && !applied->groups(0).endpoint().empty() && format != "json" &&
+      format != "yaml") {
+    PrintService(*client, applied->groups(0).application(), absl::Now() + kServiceWait, std::cout);
   }
   return 0;
 }

@@ -17,6 +17,7 @@
 #include "cli/group_commands.h"
 #include "cli/local_demo_recipe.h"
 #include "cli/output.h"
+#include "cli/service_commands.h"
 #include "common/files.h"
 #include "common/http/http_client.h"
 #include "common/status_macros.h"
@@ -115,6 +116,9 @@ absl::Status ApplyRecipe(const UpOptions& options, AdminClient& client, absl::Ti
                        "see `fleet describe group ",
                        group.name(), "`"));
     }
+  }
+  if (!applied.groups().empty() && !applied.groups(0).endpoint().empty()) {
+    PrintService(client, applied.groups(0).application(), absl::Now() + kServiceWait, out);
   }
   if (options.recipe.empty() && applied.groups_size() == 1) {
     RETURN_IF_ERROR(AskDemo(applied.groups(0).endpoint(), out));

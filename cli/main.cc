@@ -27,6 +27,7 @@
 #include "cli/health_commands.h"
 #include "cli/local_cluster.h"
 #include "cli/probe_commands.h"
+#include "cli/service_commands.h"
 #include "cli/stage_commands.h"
 #include "common/files.h"
 #include "common/log.h"
@@ -385,6 +386,12 @@ int Main(int argc, char** argv) {
       "restart",
       "restart a group now: every rank stopped and confirmed gone, then a new generation");
   restart->add_option("NAME", restart_name, "group (or application) name")->required();
+  std::string roll_name;
+  CLI::App* roll = app.add_subcommand(
+      "roll", "restart an application's replicas one at a time behind its router, no request lost");
+  roll->add_option("NAME", roll_name, "application (or group) name")->required();
+  CLI::App* get_services =
+      get->add_subcommand("services", "each applied recipe's one endpoint (its router)");
   std::string events_name;
   bool events_follow = false;
   CLI::App* events =
@@ -526,6 +533,8 @@ int Main(int argc, char** argv) {
   if (*stop) return StopGroup(g, stop_name);
   if (*logs) return Logs(g, logs_name, logs_rank, logs_follow, logs_tail);
   if (*restart) return RestartGroup(g, restart_name);
+  if (*roll) return RollGroup(g, roll_name);
+  if (*get_services) return GetServices(g);
   if (*events) return Events(g, events_name, events_follow);
   if (*discover) {
     return Discover(g, discover_interfaces, discover_targets, discover_timeout, discover_adopt);

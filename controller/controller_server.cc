@@ -103,6 +103,22 @@ absl::Status ControllerServer::Init() {
                                            group_pool_.get());
   groups_->SetListener(metrics_.get());
   RETURN_IF_ERROR(groups_->Load());
+  router_pool_ = std::make_unique<ThreadPool>(options_.threads.routers);
+  engine_metrics_ = std::make_unique<HttpEngineMetrics>();
+  routers_ = std::make_unique<RouterManager>(
+      RouterManagerConfig{}, options_.clock, agents_.get(), engine_metrics_.get(),
+      router_pool_.get(), [this] { return groups_->List(); },
+      [this](const std::string& group) {
+        absl::Notification done;
+        absl::Status result;
+        groups_->RestartAsync(group, [&](absl::StatusOr<std::vector<v1::Group>> restarted) {
+          result = restarted.status();
+          done.Notify();
+        });
+        done.WaitForNotification();
+        return result;
+      },
+      [](absl::Duration d) { absl::SleepFor(d); });
   fabric_agents_ = std::make_unique<GrpcFabricAgentClient>(transport_);
   fabric_ = std::make_unique<FabricRunner>(
       options_.clock, store_.get(), fabric_agents_.get(),
@@ -141,7 +157,8 @@ absl::Status ControllerServer::Init() {
                               .fabric = fabric_.get(),
                               .bench = bench_.get(),
                               .stage = stage_.get(),
-                              .stage_executor = stage_pool_.get()});
+                              .stage_executor = stage_pool_.get(),
+                              .routers = routers_.get()});
   builder.RegisterService(service_.get());
   // fleet-engine ranks call it without a client certificate (the TLS port accepts optional
   // ones); the generation's token is their credential.
@@ -175,6 +192,7 @@ absl::Status ControllerServer::Init() {
     while (!stop_.WaitForNotificationWithTimeout(TickPeriod(options_.registry))) {
       registry_->Tick();
       groups_->Tick();
+      routers_->Tick();
       rendezvous_->Tick();
     }
   });
@@ -260,6 +278,9 @@ void ControllerServer::Shutdown() {
   // The RPC pools first: their calls may still hand work to the group pool.
   if (rpc_pool_) rpc_pool_->Shutdown();
   if (probe_pool_) probe_pool_->Shutdown();
+  // A roll waits on group restarts: it stops at its next step, before the group pool goes.
+  if (routers_) routers_->Shutdown();
+  if (router_pool_) router_pool_->Shutdown();
   if (group_pool_) group_pool_->Shutdown();
   if (stage_pool_) stage_pool_->Shutdown();
   if (service_) service_->WaitForAgentCalls();

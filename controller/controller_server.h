@@ -22,6 +22,8 @@
 #include "controller/registry/heartbeat_sessions.h"
 #include "controller/registry/node_registry.h"
 #include "controller/rendezvous/rendezvous_store.h"
+#include "controller/router/engine_metrics.h"
+#include "controller/router/router_manager.h"
 
 namespace grpc {
 class Server;
@@ -56,6 +58,8 @@ struct ControllerThreads {
   // Applies and stops (one application at a time each, several applications at once), stale
   // shards stopped, launch checks.
   int groups = 8;
+  // Routers: their reconciles (agent calls) and `fleet roll`s (one thread each while it runs).
+  int routers = 4;
 };
 
 // Makes the client the controller calls agents with; the gRPC one unless a test injects a fake.
@@ -134,6 +138,9 @@ class ControllerServer {
   std::unique_ptr<RendezvousStore> rendezvous_;
   std::unique_ptr<ControllerMetrics> metrics_;  // the group manager reports to it
   std::unique_ptr<GroupManager> groups_;
+  std::unique_ptr<ThreadPool> router_pool_;
+  std::unique_ptr<EngineMetrics> engine_metrics_;
+  std::unique_ptr<RouterManager> routers_;  // reads the groups
   std::unique_ptr<FabricAgentClient> fabric_agents_;
   std::unique_ptr<FabricRunner> fabric_;
   std::unique_ptr<BenchRecords> bench_;

@@ -83,9 +83,9 @@ const std::vector<std::string>& Version1Keys() {
 }
 
 const std::vector<std::string>& Version2Keys() {
-  static const auto* keys =
-      new std::vector<std::string>{"engine",   "nodes",  "replicas",   "placement", "runtime",
-                                   "requires", "mounts", "cache_dirs", "health",    "restart"};
+  static const auto* keys = new std::vector<std::string>{
+      "engine", "nodes",      "replicas", "placement", "runtime", "requires",
+      "mounts", "cache_dirs", "health",   "restart",   "rollout", "router"};
   return *keys;
 }
 
@@ -962,6 +962,55 @@ class Parser {
     return absl::OkStatus();
   }
 
+  // `rollout: {max_unavailable, drain_timeout}`.
+  absl::Status Rollout(const YAML::Node& node) {
+    if (node.IsNull()) return absl::OkStatus();
+    if (!node.IsMap()) {
+      return Error(node, absl::StrCat("\"rollout\" must be a map such as {max_unavailable: 1, "
+                                      "drain_timeout: 60s}, found ",
+                                      Found(node)));
+    }
+    static const auto* kKeys = new std::vector<std::string>{"max_unavailable", "drain_timeout"};
+    for (auto it = node.begin(); it != node.end(); ++it) {
+      const std::string key = it->first.IsScalar() ? it->first.Scalar() : "";
+      const YAML::Node value = it->second;  // a copy, as in Health()
+      const std::string name = absl::StrCat("rollout.", key);
+      key_mark_ = it->first.Mark();
+      if (!Contains(*kKeys, key)) {
+        return Error(it->first, absl::StrCat("unknown key \"", name, "\"", Suggest(key, *kKeys)));
+      }
+      if (key == "max_unavailable") {
+        ASSIGN_OR_RETURN(int64_t n, Integer(value, name, 1, 1000));
+        recipe_.rollout.max_unavailable = static_cast<int>(n);
+      } else if (key == "drain_timeout") {
+        ASSIGN_OR_RETURN(recipe_.rollout.drain_timeout, Duration(value, name));
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  // `router: {port}`.
+  absl::Status Router(const YAML::Node& node) {
+    if (node.IsNull()) return absl::OkStatus();
+    if (!node.IsMap()) {
+      return Error(
+          node, absl::StrCat("\"router\" must be a map such as {port: 8100}, found ", Found(node)));
+    }
+    static const auto* kKeys = new std::vector<std::string>{"port"};
+    for (auto it = node.begin(); it != node.end(); ++it) {
+      const std::string key = it->first.IsScalar() ? it->first.Scalar() : "";
+      const YAML::Node value = it->second;  // a copy, as in Health()
+      key_mark_ = it->first.Mark();
+      if (!Contains(*kKeys, key)) {
+        return Error(it->first,
+                     absl::StrCat("unknown key \"router.", key, "\"", Suggest(key, *kKeys)));
+      }
+      ASSIGN_OR_RETURN(int64_t port, Integer(value, "router.port", 1, 65535));
+      recipe_.router.port = static_cast<uint32_t>(port);
+    }
+    return absl::OkStatus();
+  }
+
   absl::Status Key(const std::string& key, const YAML::Node& value) {
     Recipe& r = recipe_;
     if (key == "recipe_version") return absl::OkStatus();
@@ -1039,6 +1088,10 @@ class Parser {
       return Health(value);
     } else if (key == "restart") {
       return Restart(value);
+    } else if (key == "rollout") {
+      return Rollout(value);
+    } else if (key == "router") {
+      return Router(value);
     }
     return absl::OkStatus();
   }

@@ -120,6 +120,22 @@ struct HealthSettings {
   std::vector<LogSignature> signatures;
 };
 
+// `rollout:` — how `fleet roll` (and a changed recipe applied over running replicas) restarts
+// an application's replicas behind its router: at most `max_unavailable` at a time, each taken
+// out of rotation and given `drain_timeout` to finish its requests before it restarts.
+//   rollout: {max_unavailable: 1, drain_timeout: 60s}
+struct RolloutSettings {
+  int max_unavailable = 1;
+  absl::Duration drain_timeout = absl::Seconds(60);
+};
+
+// `router:` — the application's one endpoint (HAProxy, run by the agent of the first replica's
+// head node). `port` unset: the first port from 8100 on that no other router on that node uses.
+//   router: {port: 8100}
+struct RouterSettings {
+  std::optional<uint32_t> port;
+};
+
 // One parsed recipe. Keys a version-1 file cannot have keep their defaults.
 struct Recipe {
   std::string path;  // file it was read from, as given; used in every error message
@@ -157,6 +173,8 @@ struct Recipe {
   std::vector<std::string> cache_dirs;  // container paths kept across restarts
   HealthSettings health;
   RestartSettings restart;
+  RolloutSettings rollout;
+  RouterSettings router;
 
   // Where each top-level key and each `defaults` key was written, for errors raised after
   // parsing (placement: "tensor_parallel: 4 needs 4 nodes, 2 are Ready"). "command.text" is

@@ -17,6 +17,7 @@ packages="
   systemd
   libboost1.81-dev
   prometheus-cpp-dev prometheus iperf3 rsync
+  haproxy
 "
 
 missing=""

@@ -173,6 +173,20 @@ grpc::ServerUnaryReactor* AgentService::OnStage(grpc::CallbackServerContext* con
   return reactor;
 }
 
+grpc::ServerUnaryReactor* AgentService::RouterCommand(grpc::CallbackServerContext* context,
+                                                      const v1::RouterCommandRequest* request,
+                                                      v1::RouterCommandResponse* response) {
+  if (absl::Status st = RequireController(context); !st.ok()) return Finish(context, st);
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  // A socket round trip per line: off the reactor, behind the router's own start order.
+  shard_orders_.Post(request->group(), [this, reactor, request, response] {
+    absl::StatusOr<v1::RouterCommandResponse> answer = router_->Run(*request);
+    if (answer.ok()) *response = *std::move(answer);
+    reactor->Finish(ToGrpc(answer.status()));
+  });
+  return reactor;
+}
+
 grpc::ServerUnaryReactor* AgentService::StageScan(grpc::CallbackServerContext* context,
                                                   const v1::StageScanRequest* request,
                                                   v1::StageScanResponse* response) {

@@ -4,6 +4,7 @@
 #include <string>
 
 #include "agent/fabric/fabric_endpoints.h"
+#include "agent/router/router_admin.h"
 #include "agent/shards/supervisor.h"
 #include "agent/stage/stage_endpoints.h"
 #include "common/executor.h"
@@ -32,10 +33,11 @@ class AgentService final : public v1::Agent::CallbackService {
   // `facts` are re-read on every Describe from `root`. Shard orders go to `supervisor`.
   // Probes cache model hashes in `probe_cache_dir` and report `paths`. Every shard started gets
   // `controller` in its environment (WithControllerAccess), so fleet-engine ranks can reach the
-  // rendezvous store. Staging orders go to `stage`.
+  // rendezvous store. Router commands go to `router` (it must outlive the service); staging
+  // orders go to `stage`.
   AgentService(v1::NodeIdentity identity, std::string root, Supervisor* supervisor,
                AgentExecutors executors, std::string probe_cache_dir, v1::AgentPaths paths,
-               ControllerAccess controller, StageEndpoints* stage = nullptr)
+               ControllerAccess controller, RouterAdmin* router, StageEndpoints* stage = nullptr)
       : identity_(std::move(identity)),
         root_(std::move(root)),
         supervisor_(supervisor),
@@ -44,6 +46,7 @@ class AgentService final : public v1::Agent::CallbackService {
         probe_cache_dir_(std::move(probe_cache_dir)),
         paths_(std::move(paths)),
         controller_(std::move(controller)),
+        router_(router),
         stage_(stage) {}
 
   grpc::ServerUnaryReactor* Describe(grpc::CallbackServerContext* context,
@@ -82,6 +85,9 @@ class AgentService final : public v1::Agent::CallbackService {
   grpc::ServerUnaryReactor* StageFinish(grpc::CallbackServerContext* context,
                                         const v1::StageFinishRequest* request,
                                         v1::StageFinishResponse* response) override;
+  grpc::ServerUnaryReactor* RouterCommand(grpc::CallbackServerContext* context,
+                                          const v1::RouterCommandRequest* request,
+                                          v1::RouterCommandResponse* response) override;
 
  private:
   template <typename Response, typename Call>
@@ -96,6 +102,7 @@ class AgentService final : public v1::Agent::CallbackService {
   const std::string probe_cache_dir_;
   const v1::AgentPaths paths_;  // reported with every probe
   const ControllerAccess controller_;
+  RouterAdmin* const router_;
   FabricEndpoints fabric_;
   StageEndpoints* const stage_;
 };

@@ -218,6 +218,7 @@ absl::StatusOr<std::unique_ptr<RunningShard>> ProcessRuntime::Launch(const v1::S
       // Its own session, so its own process group: Stop reaches the workers an engine forks.
       .new_session = true,
       .program = program,
+      .cwd = spec.working_dir(),
       .limits = std::move(limits),
       .limits_context = absl::StrCat("shard ", spec.group(), "/", spec.rank(), " on ", node_name_),
   };

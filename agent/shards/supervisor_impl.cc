@@ -92,6 +92,15 @@ absl::Status Validate(const v1::ShardSpec& spec) {
     return absl::InvalidArgumentError(
         absl::StrCat("wait_for_tcp '", spec.wait_for_tcp(), "' is not HOST:PORT"));
   }
+  for (const v1::ShardFile& file : spec.files()) {
+    if (spec.runtime() != v1::SHARD_RUNTIME_PROCESS) {
+      return absl::InvalidArgumentError("files are for process shards only");
+    }
+    if (!ValidName(file.name())) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "shard file name '", file.name(), "' must be 1 to 64 letters, digits, '-', '_' or '.'"));
+    }
+  }
   for (const std::string& also : spec.also_wait_for_tcp()) {
     if (spec.wait_for_tcp().empty() || !ParseEndpoint(also).ok()) {
       return absl::InvalidArgumentError(
@@ -223,6 +232,17 @@ SupervisorImpl::~SupervisorImpl() {
 ShardRuntime* SupervisorImpl::RuntimeFor(const v1::ShardSpec& spec) {
   return spec.runtime() == v1::SHARD_RUNTIME_DOCKER ? deps_.docker_runtime.get()
                                                     : deps_.process_runtime.get();
+}
+
+absl::Status SupervisorImpl::WriteShardFiles(const v1::ShardSpec& spec) const {
+  if (spec.files().empty()) return absl::OkStatus();
+  // Only the agent's user reads them: the router's admin socket is created beside them.
+  RETURN_IF_ERROR(MakeDirectories(spec.working_dir(), 0700));
+  for (const v1::ShardFile& file : spec.files()) {
+    RETURN_IF_ERROR(
+        WriteFileAtomically(absl::StrCat(spec.working_dir(), "/", file.name()), file.content()));
+  }
+  return absl::OkStatus();
 }
 
 ShardLogOptions SupervisorImpl::LogOptions(const v1::ShardSpec& spec) const {
@@ -403,6 +423,10 @@ absl::StatusOr<v1::ShardStatus> SupervisorImpl::Start(const v1::ShardSpec& spec)
     }
     auto entry = std::make_shared<Entry>();
     entry->spec = spec;
+    entry->spec.clear_working_dir();
+    if (!spec.files().empty()) {
+      entry->spec.set_working_dir(absl::StrCat(options_.state_dir, "/run/", spec.group()));
+    }
     entry->runtime = runtime;
     entry->status.set_group(spec.group());
     entry->status.set_generation(spec.generation());
@@ -451,6 +475,7 @@ void SupervisorImpl::Lifecycle(std::shared_ptr<Entry> entry,
   absl::Status prepared =
       MakeDirectories(log_options.path.substr(0, log_options.path.rfind('/')), 0755);
   if (prepared.ok()) prepared = ShardLog::StartFresh(log_options);
+  if (prepared.ok()) prepared = WriteShardFiles(spec);
   {
     absl::MutexLock lock(&mu_);
     if (entry->stop_requested || shutdown_) return;

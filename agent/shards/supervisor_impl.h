@@ -69,6 +69,8 @@ class SupervisorImpl final : public Supervisor {
   absl::Status Adopt();
   ShardRuntime* RuntimeFor(const v1::ShardSpec& spec);
   std::string LogPath(const v1::ShardSpec& spec) const;
+  // spec.files written into spec.working_dir (process shards that carry files).
+  absl::Status WriteShardFiles(const v1::ShardSpec& spec) const;
   ShardLogOptions LogOptions(const v1::ShardSpec& spec) const;
   void WriteRecord(Entry& entry) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 

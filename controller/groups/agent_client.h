@@ -37,6 +37,10 @@ class AgentClient {
                                               const std::string& node_id,
                                               const v1::ProbeRequest& request,
                                               absl::Duration deadline) = 0;
+  // One of the router commands (agent.proto) for the router shard that agent runs.
+  virtual absl::StatusOr<v1::RouterCommandResponse> RouterCommand(
+      const std::string& address, const std::string& node_id,
+      const v1::RouterCommandRequest& request, absl::Duration deadline) = 0;
 };
 
 }  // namespace fleet::controller

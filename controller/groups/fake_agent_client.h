@@ -149,6 +149,53 @@ class FakeAgentClient final : public AgentClient {
     absl::MutexLock lock(&mu_);
     return stops_;
   }
+  // A router answers like HAProxy would: once a StartShard of its group reached `address` (and no
+  // StopShards since), set_servers updates its slots and show lists them; before that,
+  // FailedPrecondition as the agent answers when no router runs there.
+  absl::StatusOr<v1::RouterCommandResponse> RouterCommand(const std::string& address,
+                                                          const std::string&,
+                                                          const v1::RouterCommandRequest& request,
+                                                          absl::Duration) override {
+    absl::MutexLock lock(&mu_);
+    router_commands_.push_back({address, request});
+    const std::string key = absl::StrCat(address, "/", request.group());
+    bool runs = false;
+    for (const auto& start : starts_) {
+      if (start.address == address && start.request.spec().group() == request.group()) runs = true;
+    }
+    for (const auto& stop : stops_) {
+      if (stop.address == address && stop.request.group() == request.group()) runs = false;
+    }
+    if (!runs) return absl::FailedPreconditionError("no router " + request.group() + " runs here");
+    std::map<uint32_t, v1::RouterServer>& slots = routers_[key];
+    v1::RouterCommandResponse response;
+    for (const v1::RouterServer& set : request.set_servers().servers()) {
+      v1::RouterServer& slot = slots[set.slot()];
+      slot.set_slot(set.slot());
+      if (!set.host().empty()) {
+        slot.set_host(set.host());
+        slot.set_port(set.port());
+      }
+      if (set.state() != v1::ROUTER_SERVER_STATE_UNSPECIFIED) slot.set_state(set.state());
+    }
+    if (request.has_show()) {
+      for (auto& [number, slot] : slots) {
+        *response.add_servers() = slot;
+        response.mutable_servers()->rbegin()->set_current_sessions(sessions_[key]);
+      }
+    }
+    return response;
+  }
+  std::vector<Call<v1::RouterCommandRequest>> router_commands() const {
+    absl::MutexLock lock(&mu_);
+    return router_commands_;
+  }
+  // `show` reports this many requests in flight on every slot of the router at `address`.
+  void SetRouterSessions(const std::string& address, const std::string& group, uint32_t n) {
+    absl::MutexLock lock(&mu_);
+    sessions_[absl::StrCat(address, "/", group)] = n;
+  }
+
   // Orders to the agent at `address` fail with `error` from now on.
   void FailStarts(const std::string& address, absl::Status error) {
     absl::MutexLock lock(&mu_);
@@ -169,6 +216,9 @@ class FakeAgentClient final : public AgentClient {
   std::map<std::string, absl::Status> stop_errors_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::string> logs_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, v1::NodeProbe> probes_ ABSL_GUARDED_BY(mu_);
+  std::vector<Call<v1::RouterCommandRequest>> router_commands_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::map<uint32_t, v1::RouterServer>> routers_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, uint32_t> sessions_ ABSL_GUARDED_BY(mu_);
   std::vector<Call<v1::ProbeRequest>> probes_asked_ ABSL_GUARDED_BY(mu_);
   bool hold_all_probes_ ABSL_GUARDED_BY(mu_) = false;
   std::set<std::string> held_probes_ ABSL_GUARDED_BY(mu_);

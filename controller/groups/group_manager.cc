@@ -454,6 +454,10 @@ absl::StatusOr<v1::ApplyResponse> GroupManager::Apply(const v1::ApplyRequest& re
     group.set_state(v1::GROUP_STATE_STARTING);
     group.set_message("ordering ranks to start");
     group.set_endpoint(plan.endpoint);
+    group.set_router_port(p.recipe.router.port.value_or(0));
+    group.set_rollout_max_unavailable(static_cast<uint32_t>(p.recipe.rollout.max_unavailable));
+    *group.mutable_rollout_drain_timeout() =
+        TimeUtil::NanosecondsToDuration(absl::ToInt64Nanoseconds(p.recipe.rollout.drain_timeout));
     group.set_fingerprint(p.fingerprint);
     group.set_launch_order(std::string(engine::LaunchOrderName(plan.launch_order)));
     *group.mutable_started_at() = ToProtoTime(now);

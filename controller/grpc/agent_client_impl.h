@@ -35,6 +35,10 @@ class GrpcAgentClient final : public AgentClient {
   absl::StatusOr<v1::NodeProbe> Probe(const std::string& address, const std::string& node_id,
                                       const v1::ProbeRequest& request,
                                       absl::Duration deadline) override;
+  absl::StatusOr<v1::RouterCommandResponse> RouterCommand(const std::string& address,
+                                                          const std::string& node_id,
+                                                          const v1::RouterCommandRequest& request,
+                                                          absl::Duration deadline) override;
 
  private:
   // One blocking call of `method` with a deadline; errors name the address.

@@ -425,4 +425,29 @@ grpc::ServerUnaryReactor* ControllerService::BenchHistory(grpc::CallbackServerCo
   });
 }
 
+grpc::ServerUnaryReactor* ControllerService::ListServices(grpc::CallbackServerContext* context,
+                                                          const v1::ListServicesRequest* request,
+                                                          v1::ListServicesResponse* response) {
+  if (absl::Status st = RequireAdmin(context); !st.ok()) return Finish(context, st);
+  // It lists the groups, which takes the group manager's lock: off the reactor.
+  return FinishOn(context, d_.rpc_executor, [this, request, response] {
+    ASSIGN_OR_RETURN(std::vector<v1::Service> services, d_.routers->List(request->name()));
+    for (v1::Service& s : services) *response->add_services() = std::move(s);
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* ControllerService::RollGroup(grpc::CallbackServerContext* context,
+                                                       const v1::RollGroupRequest* request,
+                                                       v1::RollGroupResponse* response) {
+  if (absl::Status st = RequireAdmin(context); !st.ok()) return Finish(context, st);
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  d_.routers->RollAsync(request->name(),
+                        [reactor, response](absl::StatusOr<v1::RollGroupResponse> result) {
+                          if (result.ok()) *response = *std::move(result);
+                          reactor->Finish(ToGrpc(result.status()));
+                        });
+  return reactor;
+}
+
 }  // namespace fleet::controller

@@ -28,6 +28,7 @@
 #include "controller/groups/group_manager.h"
 #include "controller/registry/heartbeat_sessions.h"
 #include "controller/registry/node_registry.h"
+#include "controller/router/router_manager.h"
 #include "controller/stage/stage_runner.h"
 #include "controller/trust/cluster_ca.h"
 #include "controller/trust/tokens.h"
@@ -56,6 +57,7 @@ class ControllerService final : public v1::Controller::CallbackService {
     StageRunner* stage = nullptr;    // `fleet stage`
     // Staging runs, one at a time: each blocks its thread for the whole copy.
     Executor* stage_executor = nullptr;
+    RouterManager* routers = nullptr;  // `fleet get services`, `fleet roll`
   };
   explicit ControllerService(Deps deps) : d_(std::move(deps)) {}
 
@@ -124,6 +126,12 @@ class ControllerService final : public v1::Controller::CallbackService {
   grpc::ServerUnaryReactor* BenchHistory(grpc::CallbackServerContext* context,
                                          const v1::BenchHistoryRequest* request,
                                          v1::BenchHistoryResponse* response) override;
+  grpc::ServerUnaryReactor* ListServices(grpc::CallbackServerContext* context,
+                                         const v1::ListServicesRequest* request,
+                                         v1::ListServicesResponse* response) override;
+  grpc::ServerUnaryReactor* RollGroup(grpc::CallbackServerContext* context,
+                                      const v1::RollGroupRequest* request,
+                                      v1::RollGroupResponse* response) override;
   grpc::ServerUnaryReactor* ProbeNode(grpc::CallbackServerContext* context,
                                       const v1::ProbeNodeRequest* request,
                                       v1::ProbeNodeResponse* response) override;

@@ -143,6 +143,27 @@ TEST_F(FakeRuntimeTest, StartsReadyAndReportsExitAtOnce) {
   EXPECT_EQ(ended->message(), "exited with status 3");
 }
 
+// The router's configuration reaches its node this way: files written into the shard's own
+// directory before it starts; a name that could leave that directory is refused.
+TEST_F(FakeRuntimeTest, FilesAreWrittenIntoTheShardsDirectoryBeforeItStarts) {
+  v1::ShardSpec spec = Spec("app.router", 1, 0);
+  v1::ShardFile& file = *spec.add_files();
+  file.set_name("haproxy.cfg");
+  file.set_content("global\n");
+  ASSERT_TRUE(supervisor_->Start(spec).ok());
+  ASSERT_TRUE(HasState(*supervisor_, "app.router", 1, 0, v1::SHARD_STATE_READY));
+  absl::StatusOr<std::string> written =
+      ReadFileToString(state_dir_ + "/run/app.router/haproxy.cfg");
+  ASSERT_TRUE(written.ok()) << written.status();
+  EXPECT_EQ(*written, "global\n");
+
+  v1::ShardSpec escape = Spec("app.router", 2, 0);
+  v1::ShardFile& bad = *escape.add_files();
+  bad.set_name("../../shards/x");
+  absl::Status refused = supervisor_->Start(escape).status();
+  EXPECT_TRUE(absl::IsInvalidArgument(refused)) << refused;
+}
+
 TEST_F(FakeRuntimeTest, ReadyOnlyOnceTheProbePasses) {
   {
     absl::MutexLock lock(&mu_);
