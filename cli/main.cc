@@ -479,7 +479,8 @@ int Main(int argc, char** argv) {
   CLI::App* bench = app.add_subcommand(
       "bench", "prefill/decode speed at each depth and concurrency (llama-benchy's table)");
   // Not required(): `fleet bench history NAME` has no TARGET; Bench() asks for it.
-  bench->add_option("TARGET", bench_flags.target, "http://HOST:PORT of an OpenAI API, or a group");
+  bench->add_option("TARGET", bench_flags.target,
+                    "a group, a service, or http://HOST:PORT of an OpenAI API");
   bench->add_option("--pp", bench_flags.pp, "prompt tokens")->capture_default_str();
   bench->add_option("--tg", bench_flags.tg, "generated tokens")->capture_default_str();
   bench->add_option("--depth", bench_flags.depth, "context tokens cached before the prompt")

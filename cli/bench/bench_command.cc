@@ -49,10 +49,13 @@ absl::StatusOr<std::vector<int>> ParseList(const std::string& flag, const std::s
 
 struct Target {
   std::string base_url;  // scheme, host and port, without /v1
-  std::string group;     // the group measured; empty for a URL
+  // What the results are stored under: a group, or a service (an application behind its
+  // router); empty for a URL.
+  std::string stored_as;
 };
 
-// A URL target as given, or a group's endpoint.
+// A URL target as given, a group's endpoint, or a service's (its router's) endpoint. A name
+// that is both (an application of one replica) is the group: its head is measured directly.
 absl::StatusOr<Target> ResolveTarget(const Globals& g, const std::string& target) {
   std::string url = target;
   std::string group;
@@ -60,11 +63,20 @@ absl::StatusOr<Target> ResolveTarget(const Globals& g, const std::string& target
     absl::StatusOr<AdminClient> client = Connect(g);
     if (!client.ok()) return client.status();
     absl::StatusOr<v1::GetGroupResponse> r = client->GetGroup(target);
+    if (!r.ok() && absl::IsNotFound(r.status())) {
+      absl::StatusOr<v1::ListServicesResponse> services = client->ListServices(target);
+      if (services.ok() && services->services_size() == 1 &&
+          !services->services(0).endpoint().empty()) {
+        absl::string_view base = services->services(0).endpoint();
+        absl::ConsumeSuffix(&base, "/");
+        return Target{.base_url = std::string(base), .stored_as = target};
+      }
+    }
     if (!r.ok()) {
       return absl::Status(r.status().code(),
                           absl::StrCat(r.status().message(),
-                                       " (a target that is not a group must be a URL: "
-                                       "http://HOST:PORT)"));
+                                       " (a target that is neither a group nor a service must "
+                                       "be a URL: http://HOST:PORT)"));
     }
     if (r->group().endpoint().empty()) {
       return absl::FailedPreconditionError(
@@ -78,17 +90,17 @@ absl::StatusOr<Target> ResolveTarget(const Globals& g, const std::string& target
   absl::string_view base = url;
   absl::ConsumeSuffix(&base, "/");
   absl::ConsumeSuffix(&base, "/v1");
-  return Target{.base_url = std::string(base), .group = group};
+  return Target{.base_url = std::string(base), .stored_as = group};
 }
 
-// Keeps a group's sweep in the controller under its recipe revision; the stored run carries
-// the figures that fell more than 10% against the group's previous run.
+// Keeps a group's (or service's) sweep in the controller under its recipe revision; the stored run
+// carries the figures that fell more than 10% against the group's previous run.
 absl::StatusOr<v1::BenchRun> Record(const Globals& g, const Target& target,
                                     const bench::BenchReport& report) {
   absl::StatusOr<AdminClient> client = Connect(g);
   if (!client.ok()) return client.status();
   v1::RecordBenchRequest request;
-  request.set_group(target.group);
+  request.set_group(target.stored_as);
   *request.mutable_run() = ToBenchRun(report, target.base_url);
   absl::StatusOr<v1::RecordBenchResponse> r = client->RecordBench(request);
   if (!r.ok()) return r.status();
@@ -154,7 +166,9 @@ int Bench(const Globals& g, const BenchFlags& flags) {
   if (!report.ok()) return Fail(std::string(report.status().message()));
 
   std::optional<absl::StatusOr<v1::BenchRun>> stored;
-  if (!target->group.empty() && !report->rows.empty()) stored = Record(g, *target, *report);
+  if (!target->stored_as.empty() && !report->rows.empty()) {
+    stored = Record(g, *target, *report);
+  }
   if (*format == OutputFormat::kJson || *format == OutputFormat::kYaml) {
     nlohmann::ordered_json doc = bench::ReportJson(*report);
     if (stored.has_value() && stored->ok()) {

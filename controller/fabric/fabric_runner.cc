@@ -75,6 +75,23 @@ FabricEndpoint EndpointOf(const v1::Node& node) {
   return e;
 }
 
+ReadyEndpoints ReadyEndpointsOf(const std::vector<v1::Node>& nodes) {
+  ReadyEndpoints ready;
+  for (const v1::Node& node : nodes) {
+    if (node.state() != v1::NODE_STATE_READY) continue;
+    ready.by_name[node.identity().name()] = EndpointOf(node);
+    ready.names.push_back(node.identity().name());
+  }
+  return ready;
+}
+
+absl::Status ReadyEndpoints::Require(const std::string& name) const {
+  if (by_name.contains(name)) return absl::OkStatus();
+  return absl::FailedPreconditionError(
+      absl::StrCat("node ", name, " is not Ready (or not known); the Ready nodes are: ",
+                   names.empty() ? "none" : absl::StrJoin(names, ", ")));
+}
+
 absl::StatusOr<v1::RunFabricResponse> FabricRunner::Run(const v1::RunFabricRequest& request,
                                                         const std::vector<v1::Node>& nodes) {
   std::vector<std::string> tests(request.tests().begin(), request.tests().end());
@@ -85,22 +102,10 @@ absl::StatusOr<v1::RunFabricResponse> FabricRunner::Run(const v1::RunFabricReque
           absl::StrCat("unknown fabric test `", t, "`; the tests are tcp, rdma and nccl"));
     }
   }
-  std::map<std::string, FabricEndpoint> ready;
-  std::vector<std::string> ready_names;
-  for (const v1::Node& node : nodes) {
-    if (node.state() != v1::NODE_STATE_READY) continue;
-    ready[node.identity().name()] = EndpointOf(node);
-    ready_names.push_back(node.identity().name());
-  }
+  const ReadyEndpoints ready = ReadyEndpointsOf(nodes);
   std::vector<std::string> chosen(request.nodes().begin(), request.nodes().end());
-  if (chosen.empty()) chosen = ready_names;
-  for (const std::string& name : chosen) {
-    if (!ready.contains(name)) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("node ", name, " is not Ready (or not known); the Ready nodes are: ",
-                       ready_names.empty() ? "none" : absl::StrJoin(ready_names, ", ")));
-    }
-  }
+  if (chosen.empty()) chosen = ready.names;
+  for (const std::string& name : chosen) RETURN_IF_ERROR(ready.Require(name));
   ASSIGN_OR_RETURN(
       std::vector<FabricRound> rounds,
       PlanFabric(chosen, request.ring() ? FabricTopology::kRing : FabricTopology::kPairs));
@@ -136,8 +141,8 @@ absl::StatusOr<v1::RunFabricResponse> FabricRunner::Run(const v1::RunFabricReque
       std::vector<v1::FabricResult> results(round.size());
       std::vector<std::thread> threads;
       for (size_t i = 0; i < round.size(); ++i) {
-        const FabricEndpoint& from = ready.at(round[i].from);
-        const FabricEndpoint& to = ready.at(round[i].to);
+        const FabricEndpoint& from = ready.by_name.at(round[i].from);
+        const FabricEndpoint& to = ready.by_name.at(round[i].to);
         if (test == "rdma") {
           const FabricEndpoint* without = !from.has_rdma ? &from : !to.has_rdma ? &to : nullptr;
           results[i] = NotMeasured(

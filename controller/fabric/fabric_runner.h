@@ -5,6 +5,7 @@
 #pragma once
 
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -31,6 +32,15 @@ struct FabricEndpoint {
   bool has_gpu = false;
 };
 FabricEndpoint EndpointOf(const v1::Node& node);
+
+// The Ready nodes of a listing as fabric endpoints (`fleet fabric`, `fleet stage`).
+struct ReadyEndpoints {
+  std::map<std::string, FabricEndpoint> by_name;
+  std::vector<std::string> names;  // in listing order
+  // FailedPrecondition naming every Ready node when `name` is not one.
+  absl::Status Require(const std::string& name) const;
+};
+ReadyEndpoints ReadyEndpointsOf(const std::vector<v1::Node>& nodes);
 
 // Example:
 //   FabricRunner runner(clock, &store, &agents, [&](const v1::FabricResult& r) { ... });

@@ -405,9 +405,24 @@ grpc::ServerUnaryReactor* ControllerService::RecordBench(grpc::CallbackServerCon
                                                          v1::RecordBenchResponse* response) {
   if (absl::Status st = RequireAdmin(context); !st.ok()) return Finish(context, st);
   return FinishOn(context, d_.rpc_executor, [this, request, response] {
-    ASSIGN_OR_RETURN(v1::GetGroupResponse group, d_.groups->Get(request->group()));
-    ASSIGN_OR_RETURN(*response->mutable_run(), d_.bench->Record(group.group(), request->run()));
-    return absl::OkStatus();
+    absl::StatusOr<v1::GetGroupResponse> group = d_.groups->Get(request->group());
+    if (group.ok()) {
+      ASSIGN_OR_RETURN(*response->mutable_run(), d_.bench->Record(group->group(), request->run()));
+      return absl::OkStatus();
+    }
+    // A service: the application behind its router, stored under its name with the recipe
+    // revision its replicas share.
+    for (const v1::Group& g : d_.groups->List()) {
+      if (g.application() != request->group()) continue;
+      v1::Group service;
+      service.set_name(g.application());
+      service.set_application(g.application());
+      service.set_recipe_name(g.recipe_name());
+      service.set_fingerprint(g.fingerprint());
+      ASSIGN_OR_RETURN(*response->mutable_run(), d_.bench->Record(service, request->run()));
+      return absl::OkStatus();
+    }
+    return group.status();
   });
 }
 

@@ -2,7 +2,6 @@
 #include "controller/stage/stage_runner.h"
 
 #include <algorithm>
-#include <map>
 #include <set>
 #include <thread>
 
@@ -65,27 +64,16 @@ absl::StatusOr<v1::StageModelResponse> StageRunner::Run(const v1::StageModelRequ
   if (streams > 16) {
     return absl::InvalidArgumentError(absl::StrCat("--streams must be 1..16; got ", streams));
   }
-  std::map<std::string, FabricEndpoint> ready;
-  std::vector<std::string> ready_names;
-  for (const v1::Node& node : nodes) {
-    if (node.state() != v1::NODE_STATE_READY) continue;
-    ready[node.identity().name()] = EndpointOf(node);
-    ready_names.push_back(node.identity().name());
-  }
-  auto not_ready = [&](const std::string& name) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("node ", name, " is not Ready (or not known); the Ready nodes are: ",
-                     ready_names.empty() ? "none" : absl::StrJoin(ready_names, ", ")));
-  };
+  const ReadyEndpoints ready = ReadyEndpointsOf(nodes);
   std::set<std::string> seen;
   for (const std::string& name : request.to()) {
-    if (!ready.contains(name)) return not_ready(name);
+    RETURN_IF_ERROR(ready.Require(name));
     if (!seen.insert(name).second) {
       return absl::InvalidArgumentError(absl::StrCat("node ", name, " is named twice in --to"));
     }
   }
   if (!request.from().empty()) {
-    if (!ready.contains(request.from())) return not_ready(request.from());
+    RETURN_IF_ERROR(ready.Require(request.from()));
     if (seen.contains(request.from())) {
       return absl::InvalidArgumentError(
           absl::StrCat("--from ", request.from(), " is also a target; leave it out of --to"));
@@ -107,9 +95,9 @@ absl::StatusOr<v1::StageModelResponse> StageRunner::Run(const v1::StageModelRequ
   std::optional<FabricEndpoint> from;
   absl::StatusOr<v1::StageScanResponse> scanned = absl::NotFoundError("no source");
   std::vector<std::string> tried;
-  for (const std::string& name : ready_names) {
+  for (const std::string& name : ready.names) {
     if (request.from().empty() ? seen.contains(name) : name != request.from()) continue;
-    const FabricEndpoint& e = ready.at(name);
+    const FabricEndpoint& e = ready.by_name.at(name);
     scanned = agents_->Scan(e.agent_address, e.node_id, scan, kScanDeadline);
     if (scanned.ok()) {
       from = e;
@@ -136,7 +124,8 @@ absl::StatusOr<v1::StageModelResponse> StageRunner::Run(const v1::StageModelRequ
     r->set_files(static_cast<uint32_t>(manifest.files_size()));
   }
   for (int i = 0; i < run.nodes_size(); ++i) {
-    targets.push_back({.endpoint = ready.at(run.nodes(i).node()), .result = run.mutable_nodes(i)});
+    targets.push_back(
+        {.endpoint = ready.by_name.at(run.nodes(i).node()), .result = run.mutable_nodes(i)});
   }
   Publish(run);
 

@@ -23,6 +23,7 @@
 #include "absl/time/time.h"
 #include "common/subprocess.h"
 #include "nlohmann/json.hpp"
+#include "tests/bench/echo_cluster.h"
 #include "tests/integration/cluster_harness.h"
 #include "tests/integration/node_listing.h"
 #include "tests/integration/test_network.h"
@@ -32,55 +33,9 @@ namespace {
 
 constexpr int kRanks = 2;
 
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
-}
-
 int Fail(const std::string& what) {
   std::fprintf(stderr, "restart_bench: %s\n", what.c_str());
   return 1;
-}
-
-bool Healthy(const TestNetwork& net, const std::string& url) {
-  absl::StatusOr<CommandResult> r =
-      RunCommand(net.Wrap(0, {"curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--noproxy",
-                              "*", "-m", "1", url}),
-                 std::chrono::seconds(5));
-  return r.ok() && r->stdout_text == "200";
-}
-
-// The reference: every rank started at once (ranks retry their connection to the head), then
-// /health polled from the controller's host until it answers.
-absl::StatusOr<double> RawRespawn(const TestNetwork& net, int port, int run) {
-  std::vector<Process> ranks;
-  const absl::Time start = absl::Now();
-  for (int k = 0; k < kRanks; ++k) {
-    std::vector<std::string> argv = {"env",
-                                     absl::StrCat("FLEET_RANK=", k),
-                                     absl::StrCat("FLEET_WORLD_SIZE=", kRanks),
-                                     absl::StrCat("FLEET_MASTER_ADDR=", net.host(1).ip),
-                                     "FLEET_MASTER_PORT=29600",
-                                     "FLEET_GROUP=raw",
-                                     absl::StrCat("FLEET_GENERATION=", run + 1),
-                                     ECHO_ENGINE_BINARY,
-                                     "--port",
-                                     absl::StrCat(port)};
-    absl::StatusOr<Process> p =
-        Process::Start({.argv = net.Wrap(k + 1, argv), .output_path = "/dev/null"});
-    if (!p.ok()) return p.status();
-    ranks.push_back(*std::move(p));
-  }
-  const std::string url = absl::StrCat("http://", net.host(1).ip, ":", port, "/health");
-  while (absl::Now() - start < absl::Seconds(30)) {
-    if (Healthy(net, url)) {
-      double seconds = absl::ToDoubleSeconds(absl::Now() - start);
-      for (Process& p : ranks) (void)p.Stop(absl::Seconds(5));
-      return seconds;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  return absl::DeadlineExceededError("hand-started group never answered /health");
 }
 
 nlohmann::json Describe(const TestCluster& cluster) {
@@ -95,17 +50,7 @@ int Run(int runs) {
   absl::StatusOr<std::unique_ptr<TestCluster>> made = TestCluster::Create(**net, FLEET_BINARY);
   if (!made.ok()) return Fail(made.status().ToString());
   TestCluster& cluster = **made;
-  if (absl::Status st = cluster.StartController(); !st.ok()) return Fail(st.ToString());
-  for (int i = 1; i <= kRanks; ++i) {
-    if (absl::Status st = cluster.StartAgent(i); !st.ok()) return Fail(st.ToString());
-  }
-  std::vector<std::string> names;
-  for (int i = 1; i <= kRanks; ++i) names.push_back(TestCluster::AgentName(i));
-  if (!WaitForNodes(
-          cluster, [&](const nlohmann::json& d) { return AllReady(d, names); },
-          absl::Seconds(15))) {
-    return Fail("agents not Ready");
-  }
+  if (absl::Status st = StartReadyCluster(cluster, kRanks); !st.ok()) return Fail(st.ToString());
   const int port = 18600;
   const std::string recipe = absl::StrCat(cluster.temp_dir(), "/bench.yaml");
   std::ofstream(recipe) << absl::StrCat(R"(recipe_version: "2"
@@ -160,7 +105,8 @@ command: fleet-echo-engine --port {port}
                         &err)) {
       ordered.push_back(absl::ToDoubleSeconds(started - killed));
     }
-    absl::StatusOr<double> hand = RawRespawn(**net, port + 1, run);
+    absl::StatusOr<double> hand =
+        HandLaunch(**net, ECHO_ENGINE_BINARY, kRanks, port + 1, 29600, run + 1);
     if (!hand.ok()) return Fail(hand.status().ToString());
     raw.push_back(*hand);
     std::printf(

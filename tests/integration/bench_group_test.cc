@@ -4,6 +4,7 @@
 // group's recipe revision; a re-applied recipe that serves slower shows as a drop.
 
 #include <signal.h>
+#include <unistd.h>
 
 #include <fstream>
 #include <string>
@@ -30,7 +31,7 @@ namespace {
 
 using Json = nlohmann::json;
 
-constexpr int kHosts = 2;  // the controller's host and one agent
+constexpr int kHosts = 3;  // the controller's host and two agents
 constexpr char kGroup[] = "bench-demo";
 
 class BenchGroupTest : public ClusterFixture {
@@ -148,6 +149,59 @@ TEST_F(BenchGroupTest, SweepsAreStoredPerRevisionAndASlowerRecipeIsFlagged) {
   ASSERT_TRUE(table.ok() && table->exit_code == 0);
   EXPECT_TRUE(absl::StrContains(table->stdout_text, fast.substr(0, 12))) << table->stdout_text;
   EXPECT_TRUE(absl::StrContains(table->stdout_text, "DROP run ")) << table->stdout_text;
+}
+
+// Two replicas behind their router: the application's name is a SERVICE target, measured
+// through the router's endpoint and stored under the application with its replicas' revision.
+TEST_F(BenchGroupTest, AServiceIsMeasuredThroughItsRouterAndStoredUnderItsName) {
+  bool haproxy = false;
+  for (const char* path : {"/usr/sbin/haproxy", "/usr/bin/haproxy"}) {
+    haproxy |= ::access(path, X_OK) == 0;
+  }
+  if (!haproxy) GTEST_SKIP() << "haproxy is not installed (scripts/setup.sh installs it)";
+  std::string path = absl::StrCat(cluster_->temp_dir(), "/", kGroup, ".yaml");
+  std::ofstream(path) << absl::StrCat(R"(recipe_version: "2"
+name: bench-demo
+engine: exec
+runtime: process
+nodes: 1
+replicas: 2
+defaults:
+  port: )",
+                                      port_, R"(
+command: fleet-bench-standin --port {port} --first-token-ms 5 --prefill-tps 20000 --decode-tps 200
+)");
+  absl::StatusOr<CommandResult> applied = Fleet({"apply", path});
+  ASSERT_TRUE(applied.ok() && applied->exit_code == 0)
+      << (applied.ok() ? applied->stdout_text + applied->stderr_text : applied.status().ToString());
+  std::string endpoint;
+  ASSERT_TRUE(TestCluster::WaitFor(
+      [&] {
+        absl::StatusOr<CommandResult> r = Fleet({"get", "services", "-o", "json"});
+        if (!r.ok() || r->exit_code != 0) return false;
+        Json doc = Json::parse(r->stdout_text, nullptr, false);
+        if (!doc.contains("items") || doc["items"].size() != 1) return false;
+        endpoint = doc["items"][0].value("endpoint", "");
+        return doc["items"][0]["replicas"].value("ready", 0) == 2;
+      },
+      absl::Seconds(30)));
+  Json report = Bench();
+  ASSERT_TRUE(report.contains("stored")) << report.dump();
+  EXPECT_EQ(report["stored"]["group"], kGroup);
+  absl::StatusOr<CommandResult> d = Fleet({"describe", "group", "bench-demo-0", "-o", "json"});
+  ASSERT_TRUE(d.ok() && d->exit_code == 0);
+  EXPECT_EQ(report["stored"]["revision"],
+            Json::parse(d->stdout_text, nullptr, false)["group"].value("fingerprint", "?"));
+  for (const Json& row : report["rows"]) {
+    ASSERT_TRUE(row["tg_tps"].is_number()) << row.dump();
+    EXPECT_NEAR(row["tg_tps"].get<double>(), 200, 20) << row.dump();
+  }
+  absl::StatusOr<CommandResult> history = Fleet({"bench", "history", kGroup, "-o", "json"});
+  ASSERT_TRUE(history.ok() && history->exit_code == 0);
+  Json runs = Json::parse(history->stdout_text, nullptr, false)["runs"];
+  ASSERT_EQ(runs.size(), 1u) << history->stdout_text;
+  EXPECT_EQ(runs[0]["endpoint"], endpoint);  // measured through the router
+  (void)Fleet({"stop", kGroup});
 }
 
 TEST_F(BenchGroupTest, HistoryOfAGroupNeverMeasuredSaysWhatToRun) {
