@@ -1,6 +1,5 @@
 // `fleet bench history`'s table and JSON, and a sweep's round trip through its stored form.
 #include "cli/bench/history.h"
-
 #include "cli/bench/report.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
