@@ -23,6 +23,7 @@
 #include "common/subprocess.h"
 #include "nlohmann/json.hpp"
 #include "tests/integration/cluster_harness.h"
+#include "tests/support/random_file.h"
 
 namespace fleet::testing {
 namespace {
@@ -32,25 +33,6 @@ constexpr int kAgents = 4;
 int Fail(const std::string& message) {
   std::cerr << "stage_bench: " << message << "\n";
   return 1;
-}
-
-// Deterministic incompressible bytes (xorshift64), as the integration test writes them.
-void WriteFile(const std::string& path, uint64_t size, uint64_t seed) {
-  std::filesystem::create_directories(std::filesystem::path(path).parent_path());
-  std::ofstream out(path, std::ios::binary);
-  std::vector<uint64_t> block(1 << 17);
-  uint64_t x = seed * 0x9E3779B97F4A7C15ull + 1;
-  for (uint64_t done = 0; done < size;) {
-    for (uint64_t& v : block) {
-      x ^= x << 13;
-      x ^= x >> 7;
-      x ^= x << 17;
-      v = x;
-    }
-    const uint64_t n = std::min<uint64_t>(size - done, block.size() * sizeof(uint64_t));
-    out.write(reinterpret_cast<const char*>(block.data()), static_cast<std::streamsize>(n));
-    done += n;
-  }
 }
 
 // Seconds of the slowest target of one `fleet stage model` run; negative on failure.
@@ -101,9 +83,9 @@ int Run(double gib, uint32_t streams) {
   const std::string source = cluster.temp_dir() + "/source-model";
   const uint64_t total = static_cast<uint64_t>(gib * (1ull << 30));
   const uint64_t small = total / 8;
-  WriteFile(source + "/model-00001.safetensors", total - 4 * small, 1);
+  WriteRandomFile(source + "/model-00001.safetensors", total - 4 * small, 1);
   for (int i = 0; i < 4; ++i) {
-    WriteFile(absl::StrCat(source, "/model-0000", i + 2, ".safetensors"), small, i + 2);
+    WriteRandomFile(absl::StrCat(source, "/model-0000", i + 2, ".safetensors"), small, i + 2);
   }
   const TestNetwork& n = **net;
   const std::string ip1 = n.host(1).ip;

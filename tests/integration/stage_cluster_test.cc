@@ -17,6 +17,7 @@
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "tests/integration/cluster_fixture.h"
+#include "tests/support/random_file.h"
 
 namespace fleet::testing {
 namespace {
@@ -25,25 +26,6 @@ using ::testing::HasSubstr;
 
 constexpr int kAgents = 4;  // node-1 is the source, node-2..4 the targets
 constexpr const char* kDest = "/models/synthetic";
-
-// Deterministic bytes that do not compress or repeat within a chunk (xorshift64).
-void WriteFile(const std::string& path, uint64_t size, uint64_t seed) {
-  std::filesystem::create_directories(std::filesystem::path(path).parent_path());
-  std::ofstream out(path, std::ios::binary);
-  std::vector<uint64_t> block(1 << 17);  // 1 MiB
-  uint64_t x = seed * 0x9E3779B97F4A7C15ull + 1;
-  for (uint64_t done = 0; done < size;) {
-    for (uint64_t& v : block) {
-      x ^= x << 13;
-      x ^= x >> 7;
-      x ^= x << 17;
-      v = x;
-    }
-    const uint64_t n = std::min<uint64_t>(size - done, block.size() * sizeof(uint64_t));
-    out.write(reinterpret_cast<const char*>(block.data()), static_cast<std::streamsize>(n));
-    done += n;
-  }
-}
 
 // relative path -> sha256sum's hash, for every regular file under `dir` (partial copies too).
 std::map<std::string, std::string> Sha256sums(const std::string& dir) {
@@ -129,9 +111,9 @@ class StageTest : public ClusterFixture {
 
 TEST_F(StageTest, AGigabyteModelReachesThreeNodesByteIdentical) {
   ASSERT_NO_FATAL_FAILURE(Start());
-  WriteFile(source_ + "/model-00001-of-00002.safetensors", (1ull << 30) + 12345, 1);
-  WriteFile(source_ + "/model-00002-of-00002.safetensors", 96ull << 20, 2);
-  WriteFile(source_ + "/tokenizer/tokenizer.json", 3 << 20, 3);
+  WriteRandomFile(source_ + "/model-00001-of-00002.safetensors", (1ull << 30) + 12345, 1);
+  WriteRandomFile(source_ + "/model-00002-of-00002.safetensors", 96ull << 20, 2);
+  WriteRandomFile(source_ + "/tokenizer/tokenizer.json", 3 << 20, 3);
   std::ofstream(source_ + "/config.json") << "{\"architectures\": [\"Synthetic\"]}\n";
   uint64_t total = 0;
   for (const auto& e : std::filesystem::recursive_directory_iterator(source_)) {
@@ -162,8 +144,8 @@ TEST_F(StageTest, AGigabyteModelReachesThreeNodesByteIdentical) {
 
 TEST_F(StageTest, ARerunMovesNothingAndStatusShowsTheLastRun) {
   ASSERT_NO_FATAL_FAILURE(Start());
-  WriteFile(source_ + "/weights.bin", 40ull << 20, 4);
-  WriteFile(source_ + "/sub/extra.bin", 1 << 20, 5);
+  WriteRandomFile(source_ + "/weights.bin", 40ull << 20, 4);
+  WriteRandomFile(source_ + "/sub/extra.bin", 1 << 20, 5);
   int code = -1;
   nlohmann::json first = Stage("node-2,node-3,node-4", &code);
   ASSERT_EQ(code, 0) << first.dump(2);
@@ -189,7 +171,7 @@ TEST_F(StageTest, ARerunMovesNothingAndStatusShowsTheLastRun) {
 TEST_F(StageTest, AnAgentKilledMidCopyResumesOnTheNextRun) {
   ASSERT_NO_FATAL_FAILURE(Start());
   const uint64_t size = 768ull << 20;
-  WriteFile(source_ + "/weights.bin", size, 6);
+  WriteRandomFile(source_ + "/weights.bin", size, 6);
   int code = -1;
   nlohmann::json first;
   std::thread stage([&] { first = Stage("node-2,node-3,node-4", &code); });
@@ -227,7 +209,7 @@ TEST_F(StageTest, AnAgentKilledMidCopyResumesOnTheNextRun) {
 TEST_F(StageTest, ACorruptedChunkIsDetectedAndSentAgain) {
   // node-1 flips a byte in the first 2 chunks it sends (the agent's test-only hook).
   ASSERT_NO_FATAL_FAILURE(Start({{1, {"--stage-test-corrupt-chunks", "2"}}}));
-  WriteFile(source_ + "/weights.bin", 40ull << 20, 7);
+  WriteRandomFile(source_ + "/weights.bin", 40ull << 20, 7);
   int code = -1;
   nlohmann::json doc = Stage("node-2,node-3", &code);
   ASSERT_EQ(code, 0) << doc.dump(2);
@@ -252,8 +234,8 @@ TEST_F(StageTest, AFullDiskIsAClearErrorAndNothingIsHalfNamed) {
   };
   ASSERT_NO_FATAL_FAILURE(Start());
   if (IsSkipped()) return;
-  WriteFile(source_ + "/a.bin", 24ull << 20, 8);
-  WriteFile(source_ + "/b.bin", 24ull << 20, 9);
+  WriteRandomFile(source_ + "/a.bin", 24ull << 20, 8);
+  WriteRandomFile(source_ + "/b.bin", 24ull << 20, 9);
   int code = -1;
   nlohmann::json doc = Stage("node-2,node-3", &code);
   EXPECT_EQ(code, 1) << doc.dump(2);
