@@ -118,7 +118,7 @@ grpc::ServerUnaryReactor* ControllerService::ReportShards(grpc::CallbackServerCo
   }
   // Folding the shards into groups may persist them.
   return FinishOn(context, d_.rpc_executor, [this, request, response] {
-    absl::Status st = d_.registry->Heartbeat(request->node_id());
+    absl::Status st = d_.registry->Heartbeat(request->node_id()).status();
     if (absl::IsNotFound(st)) {
       response->set_reregister(true);
       return absl::OkStatus();

@@ -72,12 +72,17 @@ std::optional<std::string> HeartbeatSessions::Handle(absl::string_view datagram)
   }
   if (session.last_sequence != 0) counters_.missed += beat->sequence() - session.last_sequence - 1;
   session.last_sequence = beat->sequence();
-  if (absl::IsNotFound(registry_->Heartbeat(beat->node_id()))) {
+  absl::StatusOr<v1::NodeState> before = registry_->Heartbeat(beat->node_id());
+  if (absl::IsNotFound(before.status())) {
     // Removed while its session was open.
     sessions_.erase(it);
     ++counters_.told_to_register;
     return Ack(*beat, v1::HEARTBEAT_VERDICT_REGISTER, "");
   }
+  // A node back from Lost (its link cut, say) kept its session, but its groups may have been
+  // placed elsewhere meanwhile: what still runs there is asked for until it is reported, so
+  // ranks of an old generation are stopped at once rather than at the next refresh.
+  if (before.ok() && *before == v1::NODE_STATE_LOST) session.reported_at = absl::InfinitePast();
   const bool stale = beat->shards_version() != session.shards_version ||
                      clock_->Now() - session.reported_at >= refresh_shards_after_;
   ++counters_.answered;

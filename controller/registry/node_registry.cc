@@ -111,7 +111,7 @@ absl::Status NodeRegistry::Register(const v1::RegisterRequest& request) {
   return absl::OkStatus();
 }
 
-absl::Status NodeRegistry::Heartbeat(absl::string_view node_id) {
+absl::StatusOr<v1::NodeState> NodeRegistry::Heartbeat(absl::string_view node_id) {
   absl::MutexLock lock(&mu_);
   auto it = nodes_.find(node_id);
   if (it == nodes_.end()) {
@@ -121,10 +121,9 @@ absl::Status NodeRegistry::Heartbeat(absl::string_view node_id) {
   absl::Time now = clock_->Now();
   entry.last_seen = now;
   *entry.node.mutable_last_heartbeat() = ToProtoTime(now);
-  if (entry.node.state() != v1::NODE_STATE_READY) {
-    Transition(entry, v1::NODE_STATE_READY, "heartbeat received");
-  }
-  return absl::OkStatus();
+  const v1::NodeState before = entry.node.state();
+  if (before != v1::NODE_STATE_READY) Transition(entry, v1::NODE_STATE_READY, "heartbeat received");
+  return before;
 }
 
 void NodeRegistry::Tick() {

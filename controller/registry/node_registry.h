@@ -48,9 +48,10 @@ class NodeRegistry {
   // PermissionDenied for a removed node.
   absl::Status Register(const v1::RegisterRequest& request);
 
-  // Records a heartbeat; a Suspect or Lost node becomes Ready again. Returns NotFound for a
-  // node id the registry does not know (the agent must register again).
-  absl::Status Heartbeat(absl::string_view node_id);
+  // Records a heartbeat; a Suspect or Lost node becomes Ready again. Returns the node's state
+  // before this beat (a Lost node that returns has to say what still runs there), or NotFound
+  // for a node id the registry does not know (the agent must register again).
+  absl::StatusOr<v1::NodeState> Heartbeat(absl::string_view node_id);
 
   // Moves silent nodes to Suspect and Lost; persists and logs every change.
   void Tick();

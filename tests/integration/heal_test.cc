@@ -353,6 +353,55 @@ TEST_F(LostNodeTest, AnAgentKeptDownIsReplacedByAFreeNodeAndItsRanksStoppedWhenI
   ExpectOnlyGeneration(2);
 }
 
+TEST_F(LostNodeTest, ACutLinkIsReplacedAndTheOldRanksStoppedWhenTheLinkReturns) {
+  if (!network_->isolated()) GTEST_SKIP() << "links cannot be cut: " << network_->fallback_reason();
+  absl::StatusOr<CommandResult> applied =
+      Fleet({"apply", WriteRecipe("--hang-when-head-dies"), "--timeout", "30s"});
+  ASSERT_TRUE(applied.ok()) << applied.status();
+  ASSERT_EQ(applied->exit_code, 0) << applied->stdout_text << applied->stderr_text;
+  Json ranks = Describe()["group"]["ranks"];
+  ASSERT_EQ(ranks.size(), 2u) << ranks.dump();
+  ASSERT_EQ(ranks[1].value("nodeName", ""), "node-2") << ranks.dump();
+
+  // Unlike a killed agent, everything on node-2 keeps running: its agent, and the worker of
+  // generation 1, which hangs once its head is stopped.
+  const absl::Time cut = absl::Now();
+  ASSERT_TRUE(network_->CutLink(2).ok());
+  ASSERT_TRUE(WaitForState("Ready", 2, absl::Seconds(40))) << Describe().dump() << Events();
+  std::printf("[ TIMING   ] link of node-2 cut -> generation 2 Ready in %s\n",
+              absl::FormatDuration(absl::Now() - cut).c_str());
+  ranks = Describe()["group"]["ranks"];
+  std::set<std::string> nodes;
+  for (const Json& r : ranks) nodes.insert(r.value("nodeName", ""));
+  EXPECT_EQ(nodes, (std::set<std::string>{"node-1", "node-3"})) << ranks.dump();
+  EXPECT_TRUE(absl::StrContains(Completion(), R"("text":"hello")"));
+  bool old_left = false;
+  for (pid_t pid : EnginePids("fleet-echo-engi", kGroup)) old_left |= GenerationOf(pid) == 1;
+  EXPECT_TRUE(old_left) << "the worker of generation 1 on the cut-off node should still run";
+
+  // The link returns: the agent's heartbeats of the same session arrive again, and the
+  // controller asks what still runs there and stops generation 1, well before the periodic
+  // shard refresh.
+  const absl::Time restored = absl::Now();
+  ASSERT_TRUE(network_->RestoreLink(2).ok());
+  EXPECT_TRUE(TestCluster::WaitFor(
+      [&] {
+        for (pid_t pid : EnginePids("fleet-echo-engi", kGroup)) {
+          if (GenerationOf(pid) == 1) return false;
+        }
+        return true;
+      },
+      absl::Seconds(15)))
+      << "generation 1 still runs on node-2 after its link returned";
+  std::printf("[ TIMING   ] link of node-2 restored -> generation 1 stopped there in %s\n",
+              absl::FormatDuration(absl::Now() - restored).c_str());
+  ExpectOnlyGeneration(2);
+  EXPECT_EQ(Describe()["group"].value("state", ""), "Ready");
+  // node-2 is confirmed free again: its node listing shows it Ready.
+  EXPECT_TRUE(
+      WaitForNodes([&](const Json& d) { return AllReady(d, AgentNames(3)); }, absl::Seconds(10)));
+}
+
 // The head watch (agent side): a head that stops working while /health may still be 200.
 class HeadWatchTest : public HealTest {
  protected:

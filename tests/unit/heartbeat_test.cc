@@ -135,9 +135,13 @@ TEST_F(HeartbeatSessionsTest, ProvenBeatsKeepTheNodeReadyAndBringALostOneBack) {
   clock_.Advance(absl::Seconds(6));
   registry_.Tick();
   EXPECT_EQ(State(), v1::NODE_STATE_LOST);
-  EXPECT_EQ(Send(1), v1::HEARTBEAT_VERDICT_OK);
+  // Back from Lost with the same session (a link that returns): its shards are asked for at
+  // once, and on every beat until they are reported, though their version did not change.
+  EXPECT_EQ(Send(1), v1::HEARTBEAT_VERDICT_REPORT_SHARDS);
   EXPECT_EQ(State(), v1::NODE_STATE_READY);
-  for (uint64_t seq = 2; seq <= 10; ++seq) {
+  EXPECT_EQ(Send(2), v1::HEARTBEAT_VERDICT_REPORT_SHARDS);
+  sessions_.Reported("a", 1);
+  for (uint64_t seq = 3; seq <= 10; ++seq) {
     clock_.Advance(absl::Seconds(1));
     EXPECT_EQ(Send(seq), v1::HEARTBEAT_VERDICT_OK);
     registry_.Tick();

@@ -81,14 +81,17 @@ TEST_F(NodeRegistryTest, LostNodeThatHeartbeatsAgainIsReady) {
   clock_.Advance(absl::Seconds(10));
   registry_.Tick();
   ASSERT_EQ(StateOf(registry_, "a"), v1::NODE_STATE_LOST);
-  ASSERT_TRUE(registry_.Heartbeat("a").ok());
+  absl::StatusOr<v1::NodeState> before = registry_.Heartbeat("a");
+  ASSERT_TRUE(before.ok()) << before.status();
+  EXPECT_EQ(*before, v1::NODE_STATE_LOST);
   EXPECT_EQ(StateOf(registry_, "a"), v1::NODE_STATE_READY);
   EXPECT_EQ(store_.nodes().at("a").state(), v1::NODE_STATE_READY);
+  EXPECT_EQ(*registry_.Heartbeat("a"), v1::NODE_STATE_READY);
   EXPECT_EQ(store_.events().back().kind, "node-Ready");
 }
 
 TEST_F(NodeRegistryTest, HeartbeatFromUnknownNodeIsNotFound) {
-  EXPECT_TRUE(absl::IsNotFound(registry_.Heartbeat("nobody")));
+  EXPECT_TRUE(absl::IsNotFound(registry_.Heartbeat("nobody").status()));
 }
 
 TEST_F(NodeRegistryTest, RegistrationMissingFieldsIsInvalid) {
