@@ -242,10 +242,12 @@ void GroupManager::Heal(const std::string& name, uint64_t generation, HealCause 
 }
 
 absl::StatusOr<engine::GroupPlan> GroupManager::Replan(const v1::StoredGroup& stored,
-                                                       uint64_t generation) {
+                                                       uint64_t generation,
+                                                       engine::Recipe* parsed) {
   const v1::Group& group = stored.group();
   ASSIGN_OR_RETURN(engine::Recipe recipe,
                    engine::ParseRecipe(group.recipe_path(), stored.recipe_yaml()));
+  if (parsed != nullptr) *parsed = recipe;
   std::vector<engine::Override> overrides;
   for (const std::string& text : stored.overrides()) {
     ASSIGN_OR_RETURN(engine::Override o, engine::ParseOverride(text));
@@ -284,6 +286,7 @@ absl::StatusOr<engine::GroupPlan> GroupManager::Replan(const v1::StoredGroup& st
 void GroupManager::StartNextGeneration(const std::string& name, uint64_t generation) {
   v1::StoredGroup next;
   std::vector<std::string> moved;  // "rank 1 node-2 -> node-3"
+  std::string revised;             // set when the new generation runs a newly applied recipe
   {
     absl::MutexLock lock(&mu_);
     auto p = pending_.find(name);
@@ -323,7 +326,8 @@ void GroupManager::StartNextGeneration(const std::string& name, uint64_t generat
     }
     // Rendered again for the new generation: adapters put the generation into the ranks'
     // arguments and environment too (FLEET_GENERATION).
-    absl::StatusOr<engine::GroupPlan> plan = Replan(stored, generation + 1);
+    engine::Recipe recipe;
+    absl::StatusOr<engine::GroupPlan> plan = Replan(stored, generation + 1, &recipe);
     if (!plan.ok()) {
       FailGroup(stored, absl::StrCat("generation ", generation + 1,
                                      " cannot be planned: ", plan.status().message(),
@@ -345,6 +349,15 @@ void GroupManager::StartNextGeneration(const std::string& name, uint64_t generat
       stored.set_rendezvous_token(pki::HexEncode(pki::RandomBytes(32)));
     }
     group.set_endpoint(plan->endpoint);
+    // A recipe applied over running replicas waits in the stored group for its turn in the
+    // roll (Apply's "rolling"): the generation that starts now runs it.
+    const std::string fingerprint =
+        RecipeFingerprint(group.application(), stored.recipe_yaml(), stored.overrides());
+    if (fingerprint != group.fingerprint()) {
+      SetRecipeFields(recipe, fingerprint, *plan, group);
+      revised =
+          absl::StrCat("rolled to the applied recipe (revision ", fingerprint.substr(0, 12), ")");
+    }
     for (v1::GroupRank& rank : *group.mutable_ranks()) {
       *rank.mutable_spec() = plan->ranks[rank.rank()];
       if (!stored.rendezvous_token().empty()) {
@@ -359,7 +372,9 @@ void GroupManager::StartNextGeneration(const std::string& name, uint64_t generat
     next = stored;
   }
   HealEvent(next.group(), "", -1,
-            moved.empty() ? "restart" : absl::StrCat("re-placed: ", absl::StrJoin(moved, ", ")),
+            !moved.empty()     ? absl::StrCat("re-placed: ", absl::StrJoin(moved, ", "))
+            : !revised.empty() ? revised
+                               : "restart",
             absl::StrCat("started generation ", generation + 1));
   if (absl::Status st = StartRanks(next); !st.ok()) {
     absl::MutexLock lock(&mu_);

@@ -166,6 +166,29 @@ int GroupManager::ChooseMasterPort(const std::string& head_node_id,
   return 0;
 }
 
+std::string RecipeFingerprint(absl::string_view app, absl::string_view recipe_yaml,
+                              const google::protobuf::RepeatedPtrField<std::string>& overrides) {
+  return pki::Sha256Hex(absl::StrCat(app, std::string(1, '\0'), recipe_yaml, std::string(1, '\0'),
+                                     absl::StrJoin(overrides, "\n")));
+}
+
+void SetRecipeFields(const engine::Recipe& recipe, const std::string& fingerprint,
+                     const engine::GroupPlan& plan, v1::Group& group) {
+  group.set_recipe_name(recipe.name);
+  group.set_engine(recipe.engine);
+  group.set_endpoint(plan.endpoint);
+  group.set_router_port(recipe.router.port.value_or(0));
+  group.set_rollout_max_unavailable(static_cast<uint32_t>(recipe.rollout.max_unavailable));
+  *group.mutable_rollout_drain_timeout() =
+      TimeUtil::NanosecondsToDuration(absl::ToInt64Nanoseconds(recipe.rollout.drain_timeout));
+  group.set_fingerprint(fingerprint);
+  group.set_launch_order(std::string(engine::LaunchOrderName(plan.launch_order)));
+  *group.mutable_start_timeout() =
+      TimeUtil::NanosecondsToDuration(absl::ToInt64Nanoseconds(recipe.health.start_timeout));
+  group.clear_notes();
+  for (const std::string& note : plan.notes) group.add_notes(note);
+}
+
 absl::StatusOr<GroupManager::Prepared> GroupManager::Prepare(const v1::ApplyRequest& request) {
   Prepared p;
   ASSIGN_OR_RETURN(p.recipe, engine::ParseRecipe(request.recipe_path(), request.recipe_yaml()));
@@ -182,9 +205,7 @@ absl::StatusOr<GroupManager::Prepared> GroupManager::Prepare(const v1::ApplyRequ
         ") to the container at launch, which SparkFleet does not do: build an image with them "
         "applied, set `container` to it and remove `mods`"));
   }
-  p.fingerprint =
-      pki::Sha256Hex(absl::StrCat(p.app, std::string(1, '\0'), request.recipe_yaml(),
-                                  std::string(1, '\0'), absl::StrJoin(request.overrides(), "\n")));
+  p.fingerprint = RecipeFingerprint(p.app, request.recipe_yaml(), request.overrides());
   for (int r = 0; r < p.recipe.replicas; ++r) {
     p.names.push_back(p.recipe.replicas == 1 ? p.app : absl::StrCat(p.app, "-", r));
   }
@@ -383,6 +404,33 @@ void GroupManager::Unreserve(const std::string& app) {
   std::erase_if(reserved_names_, [&](const auto& entry) { return entry.second == app; });
 }
 
+std::optional<std::string> GroupManager::WhyNotRolled(const Prepared& p) {
+  if (p.previous.size() != p.names.size()) {
+    return absl::StrCat("the replicas change from ", p.previous.size(), " to ", p.names.size());
+  }
+  for (size_t r = 0; r < p.names.size(); ++r) {
+    auto it = std::find_if(p.previous.begin(), p.previous.end(), [&](const v1::StoredGroup& g) {
+      return g.group().name() == p.names[r];
+    });
+    if (it == p.previous.end()) return absl::StrCat("no group ", p.names[r], " runs yet");
+    const v1::Group& running = it->group();
+    if (running.state() != v1::GROUP_STATE_READY) {
+      return absl::StrCat(running.name(), " is ", GroupStateName(running.state()), ", not Ready");
+    }
+    if (running.endpoint().empty()) {
+      return absl::StrCat(running.name(), " serves no endpoint, so it has no router to drain");
+    }
+    std::vector<std::string> now, next;
+    for (const v1::GroupRank& rank : running.ranks()) now.push_back(rank.node_name());
+    for (const engine::NodeView& node : p.nodes[r]) next.push_back(node.name);
+    if (now != next) {
+      return absl::StrCat(running.name(), " moves from ", absl::StrJoin(now, ","), " to ",
+                          absl::StrJoin(next, ","));
+    }
+  }
+  return std::nullopt;
+}
+
 absl::StatusOr<v1::ApplyResponse> GroupManager::Apply(const v1::ApplyRequest& request) {
   ASSIGN_OR_RETURN(Prepared p, PrepareAndReserve(request));
   // Once Apply returns, the groups it stored (or none) say which nodes the application holds.
@@ -414,6 +462,30 @@ absl::StatusOr<v1::ApplyResponse> GroupManager::Apply(const v1::ApplyRequest& re
     Downgrade(&rows);
   }
   for (const CheckRow& r : rows) *response.add_preflight() = ToRow(r);
+
+  // A changed recipe over replicas that serve is rolled behind their router, one replica at a
+  // time (controller_service.cc starts the roll once this returns): each waits in its stored
+  // group until its restart, whose next generation runs it (StartNextGeneration).
+  if (!same_recipe && !p.previous.empty()) {
+    if (std::optional<std::string> why_not = WhyNotRolled(p); why_not) {
+      response.add_notes(absl::StrCat("replaced, not rolled: ", *why_not));
+    } else {
+      absl::MutexLock lock(&mu_);
+      for (const std::string& name : p.names) {
+        v1::StoredGroup& stored = groups_.at(name);
+        stored.set_recipe_yaml(request.recipe_yaml());
+        *stored.mutable_overrides() = request.overrides();
+        stored.mutable_group()->set_recipe_path(request.recipe_path());
+        Persist(stored);
+        *response.add_groups() = stored.group();
+        Event(name, "group-applied",
+              absl::StrCat("rolling: revision ", p.fingerprint.substr(0, 12), " replaces ",
+                           stored.group().fingerprint().substr(0, 12), " at its turn"));
+      }
+      response.set_action("rolling");
+      return response;
+    }
+  }
 
   // The old generation goes first, on every node, so two generations never mix.
   for (const v1::StoredGroup& g : p.previous) {
@@ -447,28 +519,16 @@ absl::StatusOr<v1::ApplyResponse> GroupManager::Apply(const v1::ApplyRequest& re
     if (!group.has_created_at()) *group.mutable_created_at() = ToProtoTime(now);
     group.set_name(p.names[r]);
     group.set_application(p.app);
-    group.set_recipe_name(p.recipe.name);
     group.set_recipe_path(request.recipe_path());
-    group.set_engine(p.recipe.engine);
     group.set_generation(plan.generation);
     group.set_state(v1::GROUP_STATE_STARTING);
     group.set_message("ordering ranks to start");
-    group.set_endpoint(plan.endpoint);
-    group.set_router_port(p.recipe.router.port.value_or(0));
-    group.set_rollout_max_unavailable(static_cast<uint32_t>(p.recipe.rollout.max_unavailable));
-    *group.mutable_rollout_drain_timeout() =
-        TimeUtil::NanosecondsToDuration(absl::ToInt64Nanoseconds(p.recipe.rollout.drain_timeout));
-    group.set_fingerprint(p.fingerprint);
-    group.set_launch_order(std::string(engine::LaunchOrderName(plan.launch_order)));
+    SetRecipeFields(p.recipe, p.fingerprint, plan, group);
     *group.mutable_started_at() = ToProtoTime(now);
     *group.mutable_updated_at() = ToProtoTime(now);
     group.clear_ready_at();
     group.clear_launch_checks();
     group.clear_expected_nccl();
-    *group.mutable_start_timeout() =
-        TimeUtil::NanosecondsToDuration(absl::ToInt64Nanoseconds(p.recipe.health.start_timeout));
-    group.clear_notes();
-    for (const std::string& note : plan.notes) group.add_notes(note);
     // fleet-engine ranks find each other in the controller's rendezvous store, in a scope of
     // this generation that only holders of its token may use: 32 bytes from OpenSSL's CSPRNG.
     stored.set_rendezvous_token(p.recipe.engine == "native" ? pki::HexEncode(pki::RandomBytes(32))

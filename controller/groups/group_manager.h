@@ -161,6 +161,10 @@ class GroupManager {
     std::vector<v1::StoredGroup> previous;             // this application's groups
     std::map<std::string, std::string> addresses;      // node id → agent address
   };
+  // Why an apply of a changed recipe replaces the running replicas instead of rolling them
+  // (their count, names or nodes change, one is not Ready or serves nothing); nullopt when it
+  // rolls.
+  static std::optional<std::string> WhyNotRolled(const Prepared& p);
   // Nodes held by another application's active group or in-flight apply are not candidates.
   absl::StatusOr<Prepared> Prepare(const v1::ApplyRequest& request);
   // Prepare, and the chosen nodes and group names reserved for the application until
@@ -233,7 +237,9 @@ class GroupManager {
   // rank of the generation (confirmed), then fail the group or restart it per its policy.
   void Heal(const std::string& name, uint64_t generation, HealCause cause);
   // The group's recipe rendered again for `generation` on the nodes it holds. Requires mu_.
-  absl::StatusOr<engine::GroupPlan> Replan(const v1::StoredGroup& stored, uint64_t generation)
+  // `recipe`, when given, receives the parsed stored recipe.
+  absl::StatusOr<engine::GroupPlan> Replan(const v1::StoredGroup& stored, uint64_t generation,
+                                           engine::Recipe* recipe = nullptr)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // On the application's queue: the next generation, on the same nodes, in launch order.
   void StartNextGeneration(const std::string& name, uint64_t generation);
@@ -274,6 +280,17 @@ class GroupManager {
 
 // "Pending", "Starting", "Ready", "Degraded", "Failed", "Stopped".
 absl::string_view GroupStateName(v1::GroupState state);
+
+// The revision of an applied recipe: a hash of the application's name, the recipe's text and
+// its overrides. Equal revisions leave an apply nothing to change.
+std::string RecipeFingerprint(absl::string_view app, absl::string_view recipe_yaml,
+                              const google::protobuf::RepeatedPtrField<std::string>& overrides);
+
+// Sets the fields of `group` that come from its recipe (of revision `fingerprint`) and from
+// the plan of a generation: engine, endpoint, router and rollout settings, start timeout,
+// launch order and the plan's notes.
+void SetRecipeFields(const engine::Recipe& recipe, const std::string& fingerprint,
+                     const engine::GroupPlan& plan, v1::Group& group);
 // "Starting", "Running", "Ready", "Stopping", "Exited", "Failed", "-" (not reported yet).
 absl::string_view ShardStateName(v1::ShardState state);
 

@@ -252,10 +252,34 @@ grpc::ServerUnaryReactor* ControllerService::Apply(grpc::CallbackServerContext* 
                                                    v1::ApplyResponse* response) {
   if (absl::Status st = RequireAdmin(context); !st.ok()) return Finish(context, st);
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  d_.groups->ApplyAsync(*request, [reactor, response](absl::StatusOr<v1::ApplyResponse> result) {
-    if (result.ok()) *response = *std::move(result);
-    reactor->Finish(ToGrpc(result.status()));
-  });
+  d_.groups->ApplyAsync(
+      *request, [this, reactor, response](absl::StatusOr<v1::ApplyResponse> result) {
+        if (!result.ok() || result->action() != "rolling") {
+          if (result.ok()) *response = *std::move(result);
+          reactor->Finish(ToGrpc(result.status()));
+          return;
+        }
+        // A changed recipe over serving replicas: rolled behind their router, on the routers'
+        // executor, outside the application's queue that runs the restarts it orders.
+        *response = *std::move(result);
+        d_.routers->RollAsync(
+            response->groups(0).application(),
+            [reactor, response](absl::StatusOr<v1::RollGroupResponse> rolled) {
+              if (!rolled.ok()) {
+                reactor->Finish(ToGrpc(absl::Status(
+                    rolled.status().code(),
+                    absl::StrCat(
+                        "the recipe is applied but its roll stopped: ", rolled.status().message(),
+                        ". Replicas not rolled keep the previous revision until their next "
+                        "restart; `fleet roll` goes on"))));
+                return;
+              }
+              response->set_action("rolled");
+              for (const std::string& step : rolled->steps()) response->add_notes("roll: " + step);
+              *response->mutable_groups() = rolled->groups();
+              reactor->Finish(grpc::Status::OK);
+            });
+      });
   return reactor;
 }
 

@@ -218,12 +218,16 @@ TEST_F(GroupTest, ReapplyIsANoOpAndRestartsOfControllerAndAgentKeepTheRanks) {
   ASSERT_TRUE(logs.ok());
   EXPECT_TRUE(absl::StrContains(logs->stdout_text, "rank 1 env")) << logs->stdout_text;
 
-  // A changed recipe replaces the group: a new generation on new processes.
+  // A changed recipe over the Ready group rolls it behind its router: drained, then a new
+  // generation on new processes.
   absl::StatusOr<CommandResult> changed =
       Fleet({"apply", recipe_path_, "-o", absl::StrCat("port=", port_ + 1), "--timeout", "30s"});
   ASSERT_TRUE(changed.ok() && changed->exit_code == 0)
       << (changed.ok() ? changed->stderr_text : changed.status().ToString());
-  EXPECT_TRUE(absl::StrContains(changed->stdout_text, "replaced")) << changed->stdout_text;
+  EXPECT_TRUE(absl::StrContains(changed->stdout_text, "roll: echo-group drained"))
+      << changed->stdout_text;
+  EXPECT_TRUE(absl::StrContains(changed->stdout_text, "group echo-group rolled: generation 2"))
+      << changed->stdout_text;
   EXPECT_EQ(Describe()["group"].value("generation", ""), "2");
   std::map<int, int> new_pids = RankPids();
   for (const auto& [rank, pid] : new_pids) EXPECT_NE(pid, pids[rank]) << "rank " << rank;

@@ -20,6 +20,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "common/files.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "tests/integration/cluster_fixture.h"
@@ -77,7 +78,8 @@ class RouterTest : public ClusterFixture {
     ClusterFixture::TearDown();
   }
 
-  std::string WriteRecipe() {
+  // `max_seq_len` changes the recipe without changing its placement.
+  std::string WriteRecipe(int max_seq_len = 256) {
     std::string path = absl::StrCat(cluster_->temp_dir(), "/", kApp, ".yaml");
     std::ofstream(path) << absl::StrCat(R"(recipe_version: "2"
 name: routed
@@ -90,7 +92,8 @@ defaults:
 command: >-
   fleet-engine serve --device cpu --port {port} --hidden-size 64 --num-layers 2 --num-heads 4
   --num-experts 4 --experts-per-token 2 --expert-ffn-size 64 --vocab-size 256
-  --max-seq-len 256 --max-num-seqs 8
+  --max-num-seqs 8 --max-seq-len )",
+                                        max_seq_len, R"(
 router:
   port: )",
                                         kRouterPort, R"(
@@ -284,6 +287,52 @@ TEST_F(RouterTest, RollOverTwoReplicasWhileAClientStreamsLosesNoRequest) {
       << " sent; first failure: " << (load.failures.empty() ? "" : load.failures.front());
   std::printf("[ FIGURE   ] roll: %d streamed requests through the router, %d failed\n",
               load.sent.load(), load.failed.load());
+}
+
+TEST_F(RouterTest, ChangedRecipeAppliedOverTwoReplicasRollsWhileAClientStreamsLosesNoRequest) {
+  ASSERT_NO_FATAL_FAILURE(Apply());
+  ASSERT_TRUE(WaitForReadyReplicas(2, absl::Seconds(20))) << Services().dump();
+  ClientLoad load;
+  std::atomic<bool> stop{false};
+  std::thread client = StartClient(load, stop, /*stream=*/true);
+  ASSERT_TRUE(TestCluster::WaitFor([&] { return load.sent.load() >= 3; }, absl::Seconds(20)));
+  absl::StatusOr<CommandResult> applied =
+      Fleet({"apply", WriteRecipe(/*max_seq_len=*/512), "--timeout", "60s"}, absl::Minutes(4));
+  const int sent_before = load.sent.load();
+  EXPECT_TRUE(
+      TestCluster::WaitFor([&] { return load.sent.load() >= sent_before + 3; }, absl::Seconds(20)));
+  stop = true;
+  client.join();
+  ASSERT_TRUE(applied.ok()) << applied.status();
+  EXPECT_EQ(applied->exit_code, 0) << applied->stdout_text << applied->stderr_text;
+  // Each replica drained, restarted on the new recipe and put back before the next one.
+  for (const char* step :
+       {"roll: routed-0 out of rotation, draining", "roll: routed-0 back in rotation",
+        "roll: routed-1 out of rotation, draining", "group routed-1 rolled: generation 2"}) {
+    EXPECT_TRUE(absl::StrContains(applied->stdout_text, step)) << step << "\n"
+                                                               << applied->stdout_text;
+  }
+  EXPECT_LT(applied->stdout_text.find("routed-0 back in rotation"),
+            applied->stdout_text.find("routed-1 out of rotation"))
+      << applied->stdout_text;
+  EXPECT_EQ(ReadyGeneration("routed-0"), 2u);
+  EXPECT_EQ(ReadyGeneration("routed-1"), 2u);
+  for (const std::string group : {"routed-0", "routed-1"}) {
+    std::vector<pid_t> pids = EnginePids("fleet-engine", group);
+    ASSERT_EQ(pids.size(), 1u) << group;
+    absl::StatusOr<std::string> cmdline =
+        ReadFileToString(absl::StrCat("/proc/", pids[0], "/cmdline"));
+    ASSERT_TRUE(cmdline.ok());
+    EXPECT_TRUE(absl::StrContains(*cmdline, std::string("--max-seq-len") + '\0' + "512")) << group;
+  }
+  absl::MutexLock lock(&load.mu);
+  EXPECT_EQ(load.failed.load(), 0)
+      << load.sent.load()
+      << " sent; first failure: " << (load.failures.empty() ? "" : load.failures.front());
+  std::printf(
+      "[ FIGURE   ] apply of a changed recipe: %d streamed requests through the router, "
+      "%d failed\n",
+      load.sent.load(), load.failed.load());
 }
 
 }  // namespace

@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_join.h"
 #include "common/fake_clock.h"
 #include "common/fake_executor.h"
 #include "controller/groups/fake_agent_client.h"
@@ -193,6 +194,9 @@ TEST_F(GroupManagerTest, ChangedRecipeStopsTheOldGenerationThenStartsANewOne) {
   absl::StatusOr<v1::ApplyResponse> changed = Apply({"port=9000"});
   ASSERT_TRUE(changed.ok()) << changed.status();
   EXPECT_EQ(changed->action(), "replaced");
+  // Not Ready yet, so nothing serves that a roll would keep serving.
+  EXPECT_THAT(changed->notes(),
+              ::testing::Contains(HasSubstr("replaced, not rolled: echo is Starting, not Ready")));
   auto stops = agents_.stops();
   ASSERT_EQ(stops.size(), 2u);
   EXPECT_EQ(stops[0].request.group(), "echo");
@@ -778,6 +782,46 @@ TEST_F(GroupManagerTest, NodeWhoseRanksAreNotConfirmedGoneIsGivenToNoOtherGroup)
   groups_.ReportShards("id2", {});
   three = groups_.Apply(ApplyRequestFor("third", 3));
   EXPECT_TRUE(three.ok()) << three.status();
+}
+
+TEST_F(GroupManagerTest, ChangedRecipeOverReadyReplicasWaitsForEachOnesRestartToRunIt) {
+  ASSERT_TRUE(Apply().ok());
+  Report("id1", 1, 0, v1::SHARD_STATE_READY);
+  Report("id2", 1, 1, v1::SHARD_STATE_READY);
+  const std::string old_revision = Get().fingerprint();
+  absl::StatusOr<v1::ApplyResponse> changed = Apply({"port=9000"});
+  ASSERT_TRUE(changed.ok()) << changed.status();
+  EXPECT_EQ(changed->action(), "rolling");
+  // Nothing stopped or started by the apply itself: the roll restarts each replica in turn.
+  EXPECT_TRUE(agents_.stops().empty());
+  EXPECT_EQ(agents_.starts().size(), 2u);
+  EXPECT_EQ(Get().generation(), 1u);
+  EXPECT_EQ(Get().state(), v1::GROUP_STATE_READY);
+  EXPECT_EQ(Get().endpoint(), "http://10.0.0.1:8000");
+  EXPECT_EQ(Get().fingerprint(), old_revision);
+
+  std::optional<absl::StatusOr<std::vector<v1::Group>>> restarted;
+  groups_.RestartAsync("echo", [&](absl::StatusOr<std::vector<v1::Group>> r) { restarted = r; });
+  executor_.RunAll();
+  ASSERT_TRUE(restarted.has_value() && restarted->ok());
+  v1::Group group = Get();
+  EXPECT_EQ(group.generation(), 2u);
+  EXPECT_EQ(group.endpoint(), "http://10.0.0.1:9000");
+  EXPECT_NE(group.fingerprint(), old_revision);
+  auto starts = agents_.starts();
+  ASSERT_EQ(starts.size(), 4u);
+  EXPECT_THAT(absl::StrJoin(starts[2].request.spec().argv(), " "), HasSubstr("--port 9000"));
+  absl::StatusOr<std::vector<v1::GroupEventRecord>> events = groups_.Events("echo", 0, 100);
+  ASSERT_TRUE(events.ok());
+  EXPECT_TRUE(std::any_of(events->begin(), events->end(), [](const v1::GroupEventRecord& e) {
+    return absl::StrContains(e.reason(), "rolled to the applied recipe (revision ");
+  }));
+  // The recipe is now the running one: applying it again changes nothing.
+  Report("id1", 2, 0, v1::SHARD_STATE_READY);
+  Report("id2", 2, 1, v1::SHARD_STATE_READY);
+  absl::StatusOr<v1::ApplyResponse> again = Apply({"port=9000"});
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->action(), "unchanged");
 }
 
 TEST_F(GroupManagerTest, OperatorRestartStopsAndStartsANewGeneration) {
