@@ -108,6 +108,7 @@ absl::Status ControllerServer::Init() {
   routers_ = std::make_unique<RouterManager>(
       RouterManagerConfig{}, options_.clock, agents_.get(), engine_metrics_.get(),
       router_pool_.get(), [this] { return groups_->List(); },
+      [this] { return registry_->LostNodeIds(); },
       [this](const std::string& group) {
         absl::Notification done;
         absl::Status result;

@@ -147,6 +147,28 @@ absl::Status RouterManager::StartRouter(const std::string& application, Router& 
   return absl::OkStatus();
 }
 
+void RouterManager::StopLeftBehind(const std::string& application, Router& router) {
+  std::map<std::string, std::string> left;
+  {
+    absl::MutexLock lock(&mu_);
+    left = router.left_behind;
+  }
+  const absl::flat_hash_set<std::string> lost = lost_nodes_();
+  for (const auto& [address, node_id] : left) {
+    if (lost.contains(node_id)) continue;
+    v1::StopShardsRequest stop;
+    stop.set_group(engine::RouterGroupName(application));
+    absl::Status st = agents_->StopShards(address, node_id, stop, config_.call_deadline).status();
+    if (!st.ok()) {
+      Log(LogLevel::kWarning, "router", "old router not stopped yet",
+          {{"application", application}, {"agent", address}, {"error", st.message()}});
+      continue;
+    }
+    absl::MutexLock lock(&mu_);
+    router.left_behind.erase(address);
+  }
+}
+
 absl::Status RouterManager::ReconcileLocked(const std::string& application, Router& router) {
   const std::string router_group = engine::RouterGroupName(application);
   std::vector<v1::Group> groups = GroupsOf(application);
@@ -170,17 +192,36 @@ absl::Status RouterManager::ReconcileLocked(const std::string& application, Rout
     routers_.erase(application);
     return absl::OkStatus();
   }
-  const v1::Group& first = groups[0];
-  if (first.ranks().empty()) return absl::OkStatus();
+  const absl::flat_hash_set<std::string> lost = lost_nodes_();
+  StopLeftBehind(application, router);
   {
     absl::MutexLock lock(&mu_);
+    if (!router.agent_address.empty() && lost.contains(router.node_id)) {
+      Log(LogLevel::kWarning, "router", "node Lost, moving the router",
+          {{"application", application}, {"node", router.node_name}});
+      router.left_behind[router.agent_address] = router.node_id;
+      router.agent_address.clear();
+      router.port = 0;
+      router.slots = 0;
+      router.shown.clear();
+      router.last_start.reset();
+    }
     if (router.agent_address.empty()) {
-      ASSIGN_OR_RETURN(HostPort head, EndpointHostPort(first.endpoint()));
-      router.node_id = first.ranks(0).node_id();
-      router.node_name = first.ranks(0).node_name();
-      router.agent_address = first.ranks(0).node_address();
+      // On the first replica whose head is on a node that answers.
+      auto first = std::find_if(groups.begin(), groups.end(), [&](const v1::Group& g) {
+        return !g.ranks().empty() && !g.endpoint().empty() && !lost.contains(g.ranks(0).node_id());
+      });
+      if (first == groups.end()) {
+        router.message = "no replica's head is on a node that answers; the router waits for one";
+        return absl::OkStatus();
+      }
+      ASSIGN_OR_RETURN(HostPort head, EndpointHostPort(first->endpoint()));
+      router.node_id = first->ranks(0).node_id();
+      router.node_name = first->ranks(0).node_name();
+      router.agent_address = first->ranks(0).node_address();
+      router.left_behind.erase(router.agent_address);  // the new router there supersedes it
       router.host = head.host;
-      router.port = ChoosePort(first, router.node_id);
+      router.port = ChoosePort(*first, router.node_id);
       if (router.port == 0) {
         router.message =
             absl::StrCat("no free router port from ", config_.first_port, " to ", config_.last_port,

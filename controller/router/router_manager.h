@@ -5,8 +5,10 @@
 // to HAProxy only through that agent (the RouterCommand RPC), never by reload. Level-triggered:
 // each reconcile compares what the router shows with what the groups say and sends only the
 // difference, so a router that restarted, a controller that restarted, or a group whose state
-// changed all converge the same way. Plain class: the controller's ticker calls Tick, the
-// Controller service calls List and RollAsync.
+// changed all converge the same way. A router whose node is Lost cannot answer: it moves to the
+// first replica whose head is on a node that is not Lost (a new endpoint, shown by `fleet get
+// services`), and the old one is stopped once its node answers again. Plain class: the
+// controller's ticker calls Tick, the Controller service calls List and RollAsync.
 #pragma once
 
 #include <functional>
@@ -16,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/functional/any_invocable.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
@@ -45,12 +48,15 @@ struct RouterManagerConfig {
 
 // Example:
 //   RouterManager routers(config, clock, agents, &metrics, pool,
-//                         [&] { return groups.List(); }, restart_group, sleep);
+//                         [&] { return groups.List(); }, [&] { return registry.LostNodeIds(); },
+//                         restart_group, sleep);
 //   routers.Tick();  // a few times a second
 //   std::vector<v1::Service> services = routers.List("");
 class RouterManager {
  public:
   using GroupSource = std::function<std::vector<v1::Group>()>;
+  // The ids of the Lost nodes (NodeRegistry::LostNodeIds).
+  using LostNodeSource = std::function<absl::flat_hash_set<std::string>()>;
   // A coordinated restart of one group (GroupManager::RestartAsync, waited for).
   using Restarter = std::function<absl::Status(const std::string& group)>;
   using Sleeper = std::function<void(absl::Duration)>;
@@ -58,14 +64,15 @@ class RouterManager {
   using Done = absl::AnyInvocable<void(absl::StatusOr<T>) &&>;
 
   RouterManager(RouterManagerConfig config, const Clock* clock, AgentClient* agents,
-                EngineMetrics* metrics, Executor* executor, GroupSource groups, Restarter restart,
-                Sleeper sleep)
+                EngineMetrics* metrics, Executor* executor, GroupSource groups,
+                LostNodeSource lost_nodes, Restarter restart, Sleeper sleep)
       : config_(std::move(config)),
         clock_(clock),
         agents_(agents),
         metrics_(metrics),
         executor_(executor),
         groups_(std::move(groups)),
+        lost_nodes_(std::move(lost_nodes)),
         restart_(std::move(restart)),
         sleep_(std::move(sleep)) {}
 
@@ -98,7 +105,12 @@ class RouterManager {
     std::optional<absl::Time> last_start;  // the last start order sent
     bool posted = false;
     bool rolling = false;
+    // Agents (address → node id) of Lost nodes this router moved away from, whose old router
+    // is stopped once they answer.
+    std::map<std::string, std::string> left_behind;
   };
+  // Stops the routers left on nodes that answer again; forgets each one stopped.
+  void StopLeftBehind(const std::string& application, Router& router);
   // The application's groups, by name (replica order).
   std::vector<v1::Group> GroupsOf(const std::string& application) const;
   std::shared_ptr<Router> RouterOf(const std::string& application) const;
@@ -114,6 +126,7 @@ class RouterManager {
   EngineMetrics* const metrics_;
   Executor* const executor_;
   const GroupSource groups_;
+  const LostNodeSource lost_nodes_;
   const Restarter restart_;
   const Sleeper sleep_;
   mutable absl::Mutex mu_;

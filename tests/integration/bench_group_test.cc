@@ -19,6 +19,7 @@
 #include "tests/integration/cluster_fixture.h"
 #include "tests/integration/cluster_harness.h"
 #include "tests/integration/engine_pids.h"
+#include "tests/integration/haproxy_present.h"
 #include "tests/integration/node_listing.h"
 #include "tests/integration/test_network.h"
 
@@ -154,11 +155,7 @@ TEST_F(BenchGroupTest, SweepsAreStoredPerRevisionAndASlowerRecipeIsFlagged) {
 // Two replicas behind their router: the application's name is a SERVICE target, measured
 // through the router's endpoint and stored under the application with its replicas' revision.
 TEST_F(BenchGroupTest, AServiceIsMeasuredThroughItsRouterAndStoredUnderItsName) {
-  bool haproxy = false;
-  for (const char* path : {"/usr/sbin/haproxy", "/usr/bin/haproxy"}) {
-    haproxy |= ::access(path, X_OK) == 0;
-  }
-  if (!haproxy) GTEST_SKIP() << "haproxy is not installed (scripts/setup.sh installs it)";
+  if (!HaveHaproxy()) GTEST_SKIP() << "haproxy is not installed (scripts/setup.sh installs it)";
   std::string path = absl::StrCat(cluster_->temp_dir(), "/", kGroup, ".yaml");
   std::ofstream(path) << absl::StrCat(R"(recipe_version: "2"
 name: bench-demo

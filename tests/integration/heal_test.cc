@@ -6,6 +6,7 @@
 
 #include <signal.h>
 
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <set>
@@ -24,6 +25,7 @@
 #include "tests/integration/cluster_fixture.h"
 #include "tests/integration/cluster_harness.h"
 #include "tests/integration/engine_pids.h"
+#include "tests/integration/haproxy_present.h"
 #include "tests/integration/node_listing.h"
 #include "tests/integration/test_network.h"
 
@@ -400,6 +402,82 @@ TEST_F(LostNodeTest, ACutLinkIsReplacedAndTheOldRanksStoppedWhenTheLinkReturns) 
   // node-2 is confirmed free again: its node listing shows it Ready.
   EXPECT_TRUE(
       WaitForNodes([&](const Json& d) { return AllReady(d, AgentNames(3)); }, absl::Seconds(10)));
+}
+
+// HAProxy processes started by this test's agents (their working directory is a shard
+// directory under the cluster's temporary directory).
+std::vector<pid_t> RouterPids(const std::string& temp_dir) {
+  std::vector<pid_t> pids;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc", ec)) {
+    pid_t pid = 0;
+    if (!absl::SimpleAtoi(entry.path().filename().string(), &pid)) continue;
+    absl::StatusOr<std::string> comm = ReadFileToString(absl::StrCat("/proc/", pid, "/comm"));
+    if (!comm.ok() || !absl::StartsWith(*comm, "haproxy")) continue;
+    std::string cwd = std::filesystem::read_symlink(entry.path() / "cwd", ec).string();
+    if (!ec && absl::StartsWith(cwd, temp_dir)) pids.push_back(pid);
+  }
+  return pids;
+}
+
+TEST_F(LostNodeTest, TheRouterMovesOffALostNodeAndTheOldOneStopsWhenItReturns) {
+  if (!network_->isolated()) GTEST_SKIP() << "links cannot be cut: " << network_->fallback_reason();
+  if (!HaveHaproxy()) GTEST_SKIP() << "haproxy is not installed (scripts/setup.sh installs it)";
+  absl::StatusOr<CommandResult> applied = Fleet({"apply", WriteRecipe(""), "--timeout", "30s"});
+  ASSERT_TRUE(applied.ok()) << applied.status();
+  ASSERT_EQ(applied->exit_code, 0) << applied->stdout_text << applied->stderr_text;
+  auto service = [&]() -> Json {
+    absl::StatusOr<CommandResult> r = Fleet({"get", "services", "-o", "json"});
+    if (!r.ok() || r->exit_code != 0) return Json();
+    Json doc = Json::parse(r->stdout_text, nullptr, false);
+    return doc.contains("items") && doc["items"].size() == 1 ? doc["items"][0] : Json();
+  };
+  ASSERT_TRUE(TestCluster::WaitFor([&] { return service().value("node", "") == "node-1"; },
+                                   absl::Seconds(20)))
+      << service().dump();
+  ASSERT_EQ(RouterPids(cluster_->temp_dir()).size(), 1u);
+
+  // node-1 holds the head and the router: its link is cut.
+  const absl::Time cut = absl::Now();
+  ASSERT_TRUE(network_->CutLink(1).ok());
+  ASSERT_TRUE(WaitForState("Ready", 2, absl::Seconds(40))) << Describe().dump() << Events();
+  Json moved;
+  ASSERT_TRUE(TestCluster::WaitFor(
+      [&] {
+        moved = service();
+        return moved.value("node", "node-1") != "node-1" &&
+               moved["replicas"].value("ready", 0) == 1;
+      },
+      absl::Seconds(20)))
+      << service().dump();
+  std::printf("[ TIMING   ] link of the router's node cut -> router on %s in %s\n",
+              moved.value("node", "").c_str(), absl::FormatDuration(absl::Now() - cut).c_str());
+  absl::StatusOr<CommandResult> answer = RunCommand(
+      network_->Wrap(
+          0, {"curl", "-sS", "--noproxy", "*", "-m", "5", "-H", "Content-Type: application/json",
+              "-d", R"({"model": "fleet-echo", "prompt": "hello", "max_tokens": 8})",
+              moved.value("endpoint", "") + "/v1/completions"}),
+      std::chrono::seconds(10));
+  ASSERT_TRUE(answer.ok()) << answer.status();
+  EXPECT_TRUE(absl::StrContains(answer->stdout_text, R"("text":"hello")")) << answer->stdout_text;
+  EXPECT_EQ(RouterPids(cluster_->temp_dir()).size(), 2u) << "the old router runs on, unreachable";
+
+  // The link returns: the old head and the old router are stopped; the endpoint stays where it
+  // moved.
+  ASSERT_TRUE(network_->RestoreLink(1).ok());
+  EXPECT_TRUE(TestCluster::WaitFor(
+      [&] {
+        for (pid_t pid : EnginePids("fleet-echo-engi", kGroup)) {
+          if (GenerationOf(pid) == 1) return false;
+        }
+        return true;
+      },
+      absl::Seconds(15)))
+      << "generation 1 still runs on node-1 after its link returned";
+  EXPECT_TRUE(TestCluster::WaitFor([&] { return RouterPids(cluster_->temp_dir()).size() == 1; },
+                                   absl::Seconds(20)))
+      << RouterPids(cluster_->temp_dir()).size() << " routers";
+  EXPECT_EQ(service().value("endpoint", ""), moved.value("endpoint", ""));
 }
 
 // The head watch (agent side): a head that stops working while /health may still be 200.

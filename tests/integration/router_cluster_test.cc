@@ -26,6 +26,7 @@
 #include "tests/integration/cluster_fixture.h"
 #include "tests/integration/cluster_harness.h"
 #include "tests/integration/engine_pids.h"
+#include "tests/integration/haproxy_present.h"
 #include "tests/integration/node_listing.h"
 #include "tests/integration/test_network.h"
 
@@ -42,13 +43,6 @@ constexpr int kHosts = 3;  // the controller's host and two agents
 constexpr int kAgents = kHosts - 1;
 constexpr char kApp[] = "routed";
 constexpr int kRouterPort = 8100;
-
-bool HaveHaproxy() {
-  for (const char* path : {"/usr/sbin/haproxy", "/usr/bin/haproxy", "/usr/local/sbin/haproxy"}) {
-    if (::access(path, X_OK) == 0) return true;
-  }
-  return false;
-}
 
 // Requests sent through the router by a client thread until stopped, and how many failed.
 struct ClientLoad {

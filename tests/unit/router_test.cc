@@ -264,6 +264,7 @@ class RouterManagerTest : public ::testing::Test {
   RouterManagerTest()
       : routers_(
             {}, &clock_, &agents_, &metrics_, &executor_, [this] { return groups_; },
+            [this] { return lost_; },
             [this](const std::string& g) {
               restarted_.push_back(g);
               for (v1::Group& group : groups_) {
@@ -294,6 +295,7 @@ class RouterManagerTest : public ::testing::Test {
   std::vector<v1::Group> groups_ = {MakeGroup("app-0", v1::GROUP_STATE_READY, "10.0.0.2"),
                                     MakeGroup("app-1", v1::GROUP_STATE_STARTING, "10.0.0.3")};
   std::vector<std::string> restarted_;
+  absl::flat_hash_set<std::string> lost_;
   RouterManager routers_;
 };
 
@@ -353,6 +355,40 @@ TEST_F(RouterManagerTest, StoppedApplicationStopsItsRouter) {
   ASSERT_FALSE(agents_.stops().empty());
   EXPECT_EQ(agents_.stops().back().request.group(), "app.router");
   EXPECT_TRUE(absl::IsNotFound(routers_.List("app").status()));
+}
+
+TEST_F(RouterManagerTest, ARouterWhoseNodeIsLostMovesAndTheOldOneStopsWhenItReturns) {
+  groups_[1].set_state(v1::GROUP_STATE_READY);
+  ASSERT_TRUE(routers_.Reconcile("app").ok());
+  ASSERT_TRUE(routers_.Reconcile("app").ok());
+  ASSERT_EQ(routers_.List("app")->at(0).endpoint(), "http://10.0.0.2:8100");
+
+  lost_ = {"id-10.0.0.2"};
+  groups_[0].set_state(v1::GROUP_STATE_STARTING);  // being placed again elsewhere
+  ASSERT_TRUE(routers_.Reconcile("app").ok());
+  std::vector<FakeAgentClient::Call<v1::StartShardRequest>> starts = agents_.starts();
+  ASSERT_EQ(starts.size(), 2u);
+  EXPECT_EQ(starts[1].address, "10.0.0.3:7101");
+  EXPECT_TRUE(absl::StrContains(starts[1].request.spec().files(0).content(), "bind 10.0.0.3:8100"));
+  EXPECT_GT(starts[1].request.spec().generation(), starts[0].request.spec().generation());
+  ASSERT_TRUE(routers_.Reconcile("app").ok());
+  absl::StatusOr<std::vector<v1::Service>> services = routers_.List("app");
+  ASSERT_TRUE(services.ok());
+  EXPECT_EQ(services->at(0).endpoint(), "http://10.0.0.3:8100");
+  EXPECT_EQ(services->at(0).node_name(), "node-10.0.0.3");
+  EXPECT_EQ(services->at(0).replicas_ready(), 1u);
+  EXPECT_TRUE(agents_.stops().empty()) << "nothing is sent to a Lost node";
+
+  // The node answers again: its old router is stopped; the endpoint stays where it moved.
+  lost_.clear();
+  ASSERT_TRUE(routers_.Reconcile("app").ok());
+  std::vector<FakeAgentClient::Call<v1::StopShardsRequest>> stops = agents_.stops();
+  ASSERT_EQ(stops.size(), 1u);
+  EXPECT_EQ(stops[0].address, "10.0.0.2:7101");
+  EXPECT_EQ(stops[0].request.group(), "app.router");
+  ASSERT_TRUE(routers_.Reconcile("app").ok());
+  EXPECT_EQ(agents_.stops().size(), 1u) << "stopped once";
+  EXPECT_EQ(routers_.List("app")->at(0).endpoint(), "http://10.0.0.3:8100");
 }
 
 TEST_F(RouterManagerTest, RollDrainsRestartsAndReturnsEachReplica) {
