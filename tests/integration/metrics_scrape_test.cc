@@ -1,13 +1,16 @@
-// The metrics endpoints for real: `fleet up` starts a controller and two agents with metrics on,
-// prints where they are, and each serves a text exposition that Prometheus's own
-// `promtool check metrics` accepts (skipped, saying why, where promtool is not installed).
+// `fleet up` for real. The metrics endpoints: it starts a controller and two agents with metrics
+// on, prints where they are, and each serves a text exposition that Prometheus's own
+// `promtool check metrics` accepts (skipped, saying why, where promtool is not installed). The
+// demo recipe: served behind its router, whose endpoint `fleet up` prints.
 #include <unistd.h>
 
 #include <cstdlib>
 #include <string>
 #include <vector>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/files.h"
@@ -15,6 +18,7 @@
 #include "common/subprocess.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/integration/haproxy_present.h"
 
 namespace fleet {
 namespace {
@@ -125,6 +129,43 @@ TEST_F(MetricsScrapeTest, PromtoolAcceptsTheControllersAndTheAgentsExposition) {
     // promtool exits 0 with lint findings too: none are expected.
     EXPECT_EQ(ReadFileToString(out).value_or("?"), "") << role;
   }
+}
+
+// The first command of the README: `fleet up` with its demo recipe serves it behind the
+// application's router and prints the one endpoint, which answers the OpenAI API.
+TEST(UpServiceTest, TheDemoIsServedBehindItsRouterAndUpPrintsItsEndpoint) {
+  if (!testing::HaveHaproxy()) {
+    GTEST_SKIP() << "haproxy is not installed (scripts/setup.sh installs it)";
+  }
+  char tmpl[] = "/tmp/fleet-up-XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  const std::string dir = tmpl;
+  absl::Cleanup down = [&] {
+    RunToEnd({FLEET_BINARY, "down", "--dir", dir}, dir + "/down.out", absl::Seconds(30));
+  };
+  ASSERT_EQ(
+      RunToEnd({FLEET_BINARY, "up", "--dir", dir, "--nodes", "2", "--detach", "--timeout", "120s"},
+               dir + "/up.out", absl::Seconds(150)),
+      0)
+      << ReadFileToString(dir + "/up.out").value_or("");
+  const std::string out = ReadFileToString(dir + "/up.out").value_or("");
+  // "service local-demo: http://127.0.0.2:8100 (1/1 replicas ready)"
+  const std::string line = "service local-demo: ";
+  const size_t at = out.find(line);
+  ASSERT_NE(at, std::string::npos) << out;
+  const size_t end = out.find(' ', at + line.size());
+  ASSERT_NE(end, std::string::npos) << out;
+  const std::string endpoint = out.substr(at + line.size(), end - at - line.size());
+  EXPECT_TRUE(absl::StartsWith(endpoint, "http://127.0.0.")) << out;
+  EXPECT_EQ(out.substr(end, 22), " (1/1 replicas ready)\n") << out;
+  absl::StatusOr<HttpClient> http = HttpClient::Create();
+  ASSERT_TRUE(http.ok());
+  const std::string request =
+      R"({"model": "fleet-engine-synthetic", "prompt": "hello", "max_tokens": 4})";
+  absl::StatusOr<std::string> answer =
+      http->Expect200("POST", endpoint + "/v1/completions", &request, 30000);
+  ASSERT_TRUE(answer.ok()) << answer.status();
+  EXPECT_THAT(*answer, HasSubstr(R"("choices")"));
 }
 
 }  // namespace
