@@ -156,11 +156,12 @@ int Run(int requests, int concurrency, int seconds) {
     direct.push_back(d);
     routed.push_back(r);
   }
-  // 2. Throughput at `concurrency`, each side for `seconds`.
-  auto throughput = [&](int port) {
+  // 2. Throughput at `concurrency`, each side for `seconds` in all, in alternating one-second
+  // rounds so that drift of the machine's load hits both alike.
+  auto round = [&](int port) {
     std::atomic<int> done{0}, bad{0};
     std::vector<std::thread> threads;
-    const absl::Time end = absl::Now() + absl::Seconds(seconds);
+    const absl::Time end = absl::Now() + absl::Seconds(1);
     for (int c = 0; c < concurrency; ++c) {
       threads.emplace_back([&] {
         auto t = cli::bench::CurlBenchTransport::Create();
@@ -170,10 +171,15 @@ int Run(int requests, int concurrency, int seconds) {
     }
     for (std::thread& t : threads) t.join();
     failed += bad.load();
-    return done.load() / static_cast<double>(seconds);
+    return done.load();
   };
-  const double rps_direct = throughput(kEnginePort);
-  const double rps_routed = throughput(kRouterPort);
+  int direct_done = 0, routed_done = 0;
+  for (int s = 0; s < seconds; ++s) {
+    direct_done += round(kEnginePort);
+    routed_done += round(kRouterPort);
+  }
+  const double rps_direct = direct_done / static_cast<double>(seconds);
+  const double rps_routed = routed_done / static_cast<double>(seconds);
   // 3. First streamed token.
   std::vector<double> ttft_direct, ttft_routed;
   for (int i = 0; i < std::max(requests / 3, 10); ++i) {
