@@ -106,7 +106,7 @@ absl::Status ControllerServer::Init() {
   router_pool_ = std::make_unique<ThreadPool>(options_.threads.routers);
   engine_metrics_ = std::make_unique<HttpEngineMetrics>();
   routers_ = std::make_unique<RouterManager>(
-      RouterManagerConfig{}, options_.clock, agents_.get(), engine_metrics_.get(),
+      RouterManagerConfig{}, options_.clock, store_.get(), agents_.get(), engine_metrics_.get(),
       router_pool_.get(), [this] { return groups_->List(); },
       [this] { return registry_->LostNodeIds(); },
       [this](const std::string& group) {
@@ -120,6 +120,7 @@ absl::Status ControllerServer::Init() {
         return result;
       },
       [](absl::Duration d) { absl::SleepFor(d); });
+  RETURN_IF_ERROR(routers_->Load());
   fabric_agents_ = std::make_unique<GrpcFabricAgentClient>(transport_);
   fabric_ = std::make_unique<FabricRunner>(
       options_.clock, store_.get(), fabric_agents_.get(),

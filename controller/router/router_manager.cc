@@ -51,6 +51,38 @@ std::shared_ptr<RouterManager::Router> RouterManager::RouterOf(
   return it == routers_.end() ? nullptr : it->second;
 }
 
+absl::Status RouterManager::Load() {
+  ASSIGN_OR_RETURN(std::vector<StoredRouter> stored, store_->LoadRouters());
+  absl::MutexLock lock(&mu_);
+  for (StoredRouter& r : stored) {
+    auto router = std::make_shared<Router>();
+    router->node_id = std::move(r.node_id);
+    router->node_name = std::move(r.node_name);
+    router->agent_address = std::move(r.agent_address);
+    router->host = std::move(r.host);
+    router->port = r.port;
+    router->generation = r.generation;
+    router->left_behind = std::move(r.left_behind);
+    routers_[r.application] = std::move(router);
+  }
+  return absl::OkStatus();
+}
+
+void RouterManager::Persist(const std::string& application, const Router& router) {
+  absl::Status st = store_->PutRouter({.application = application,
+                                       .node_id = router.node_id,
+                                       .node_name = router.node_name,
+                                       .agent_address = router.agent_address,
+                                       .host = router.host,
+                                       .port = router.port,
+                                       .generation = router.generation,
+                                       .left_behind = router.left_behind});
+  if (!st.ok()) {
+    Log(LogLevel::kWarning, "router", "placement not stored",
+        {{"application", application}, {"error", st.message()}});
+  }
+}
+
 void RouterManager::Tick() {
   std::set<std::string> applications;
   for (const v1::Group& group : groups_()) {
@@ -113,6 +145,7 @@ absl::Status RouterManager::StartRouter(const std::string& application, Router& 
         router.generation + 1, static_cast<uint64_t>(absl::ToUnixMillis(clock_->Now())));
     router.slots = slots;
     router.shown.clear();
+    Persist(application, router);
     spec.set_group(engine::RouterGroupName(application));
     spec.set_generation(router.generation);
     spec.set_rank(0);
@@ -166,6 +199,7 @@ void RouterManager::StopLeftBehind(const std::string& application, Router& route
     }
     absl::MutexLock lock(&mu_);
     router.left_behind.erase(address);
+    Persist(application, router);
   }
 }
 
@@ -190,6 +224,10 @@ absl::Status RouterManager::ReconcileLocked(const std::string& application, Rout
     }
     absl::MutexLock lock(&mu_);
     routers_.erase(application);
+    if (absl::Status st = store_->DeleteRouter(application); !st.ok()) {
+      Log(LogLevel::kWarning, "router", "placement not deleted",
+          {{"application", application}, {"error", st.message()}});
+    }
     return absl::OkStatus();
   }
   const absl::flat_hash_set<std::string> lost = lost_nodes_();
@@ -205,6 +243,7 @@ absl::Status RouterManager::ReconcileLocked(const std::string& application, Rout
       router.slots = 0;
       router.shown.clear();
       router.last_start.reset();
+      Persist(application, router);
     }
     if (router.agent_address.empty()) {
       // On the first replica whose head is on a node that answers.

@@ -28,6 +28,7 @@
 #include "controller/groups/agent_client.h"
 #include "controller/router/engine_metrics.h"
 #include "controller/router/rollout.h"
+#include "controller/store/store.h"
 #include "fleet/v1/controller.pb.h"
 
 namespace fleet::controller {
@@ -47,9 +48,10 @@ struct RouterManagerConfig {
 };
 
 // Example:
-//   RouterManager routers(config, clock, agents, &metrics, pool,
+//   RouterManager routers(config, clock, store, agents, &metrics, pool,
 //                         [&] { return groups.List(); }, [&] { return registry.LostNodeIds(); },
 //                         restart_group, sleep);
+//   RETURN_IF_ERROR(routers.Load());
 //   routers.Tick();  // a few times a second
 //   std::vector<v1::Service> services = routers.List("");
 class RouterManager {
@@ -63,11 +65,12 @@ class RouterManager {
   template <typename T>
   using Done = absl::AnyInvocable<void(absl::StatusOr<T>) &&>;
 
-  RouterManager(RouterManagerConfig config, const Clock* clock, AgentClient* agents,
+  RouterManager(RouterManagerConfig config, const Clock* clock, Store* store, AgentClient* agents,
                 EngineMetrics* metrics, Executor* executor, GroupSource groups,
                 LostNodeSource lost_nodes, Restarter restart, Sleeper sleep)
       : config_(std::move(config)),
         clock_(clock),
+        store_(store),
         agents_(agents),
         metrics_(metrics),
         executor_(executor),
@@ -76,6 +79,9 @@ class RouterManager {
         restart_(std::move(restart)),
         sleep_(std::move(sleep)) {}
 
+  // Reads where the routers ran (the store), so the first reconcile adopts each one where it
+  // runs instead of starting another, and still stops those left on Lost nodes.
+  absl::Status Load();
   // Posts a reconcile of every application that has none in flight.
   void Tick();
   // Blocking (agent calls): makes `application`'s router match its groups. Starts the router
@@ -111,6 +117,9 @@ class RouterManager {
   };
   // Stops the routers left on nodes that answer again; forgets each one stopped.
   void StopLeftBehind(const std::string& application, Router& router);
+  // Writes the router's placement to the store (a failure is logged: the router still works).
+  void Persist(const std::string& application, const Router& router)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The application's groups, by name (replica order).
   std::vector<v1::Group> GroupsOf(const std::string& application) const;
   std::shared_ptr<Router> RouterOf(const std::string& application) const;
@@ -122,6 +131,7 @@ class RouterManager {
 
   const RouterManagerConfig config_;
   const Clock* const clock_;
+  Store* const store_;
   AgentClient* const agents_;
   EngineMetrics* const metrics_;
   Executor* const executor_;

@@ -159,6 +159,24 @@ class FakeStore final : public Store {
     return out;
   }
 
+  absl::StatusOr<std::vector<StoredRouter>> LoadRouters() override {
+    absl::MutexLock lock(&mu_);
+    std::vector<StoredRouter> out;
+    for (const auto& [application, router] : routers_) out.push_back(router);
+    return out;
+  }
+  absl::Status PutRouter(const StoredRouter& router) override {
+    absl::MutexLock lock(&mu_);
+    if (!fail_writes_.ok()) return fail_writes_;
+    routers_[router.application] = router;
+    return absl::OkStatus();
+  }
+  absl::Status DeleteRouter(absl::string_view application) override {
+    absl::MutexLock lock(&mu_);
+    routers_.erase(std::string(application));
+    return absl::OkStatus();
+  }
+
   void FailWrites(absl::Status status) {
     absl::MutexLock lock(&mu_);
     fail_writes_ = std::move(status);
@@ -183,6 +201,7 @@ class FakeStore final : public Store {
   std::vector<v1::GroupEventRecord> group_events_;
   int64_t last_group_event_id_ = 0;
   std::vector<v1::BenchRun> bench_runs_;
+  std::map<std::string, StoredRouter> routers_;
   absl::Status fail_writes_;
 };
 

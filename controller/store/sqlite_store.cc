@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
 #include "common/status_macros.h"
 
 namespace fleet::controller {
@@ -97,7 +98,10 @@ absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string
       "CREATE TABLE IF NOT EXISTS bench_runs (id INTEGER PRIMARY KEY AUTOINCREMENT,"
       " group_name TEXT NOT NULL, application TEXT NOT NULL, record BLOB NOT NULL);"
       "CREATE INDEX IF NOT EXISTS bench_runs_by_group ON bench_runs(group_name, id);"
-      "CREATE INDEX IF NOT EXISTS bench_runs_by_application ON bench_runs(application, id);"));
+      "CREATE INDEX IF NOT EXISTS bench_runs_by_application ON bench_runs(application, id);"
+      "CREATE TABLE IF NOT EXISTS routers (application TEXT PRIMARY KEY, node_id TEXT NOT NULL,"
+      " node_name TEXT NOT NULL, agent_address TEXT NOT NULL, host TEXT NOT NULL,"
+      " port INTEGER NOT NULL, generation INTEGER NOT NULL, left_behind TEXT NOT NULL);"));
   {
     Statement get(db, "SELECT value FROM meta WHERE key='schema_version'");
     if (!get.ok()) return store->Error("read schema version");
@@ -374,6 +378,65 @@ absl::StatusOr<std::vector<v1::BenchRun>> SqliteStore::LoadBenchRuns(absl::strin
   if (rc != SQLITE_DONE) return Error("load bench runs");
   std::reverse(out.begin(), out.end());
   return out;
+}
+
+// A router's left-behind agents as "ADDRESS NODE_ID" lines (neither holds a space or newline).
+absl::StatusOr<std::vector<StoredRouter>> SqliteStore::LoadRouters() {
+  Statement q(db_,
+              "SELECT application, node_id, node_name, agent_address, host, port, generation,"
+              " left_behind FROM routers ORDER BY application");
+  if (!q.ok()) return Error("load routers");
+  auto text = [&](int column) {
+    const unsigned char* t = sqlite3_column_text(q.get(), column);
+    return t == nullptr ? std::string() : std::string(reinterpret_cast<const char*>(t));
+  };
+  std::vector<StoredRouter> out;
+  int rc;
+  while ((rc = q.Step()) == SQLITE_ROW) {
+    StoredRouter& r = out.emplace_back();
+    r.application = text(0);
+    r.node_id = text(1);
+    r.node_name = text(2);
+    r.agent_address = text(3);
+    r.host = text(4);
+    r.port = static_cast<uint32_t>(sqlite3_column_int64(q.get(), 5));
+    r.generation = static_cast<uint64_t>(sqlite3_column_int64(q.get(), 6));
+    for (absl::string_view line : absl::StrSplit(text(7), '\n', absl::SkipEmpty())) {
+      std::pair<std::string, std::string> entry = absl::StrSplit(line, absl::MaxSplits(' ', 1));
+      r.left_behind[entry.first] = entry.second;
+    }
+  }
+  if (rc != SQLITE_DONE) return Error("load routers");
+  return out;
+}
+
+absl::Status SqliteStore::PutRouter(const StoredRouter& router) {
+  Statement put(db_,
+                "INSERT OR REPLACE INTO routers(application, node_id, node_name, agent_address,"
+                " host, port, generation, left_behind) VALUES(?, ?, ?, ?, ?, ?, ?, ?)");
+  if (!put.ok()) return Error("store router");
+  std::string left;
+  for (const auto& [address, node_id] : router.left_behind) {
+    absl::StrAppend(&left, address, " ", node_id, "\n");
+  }
+  put.BindText(1, router.application);
+  put.BindText(2, router.node_id);
+  put.BindText(3, router.node_name);
+  put.BindText(4, router.agent_address);
+  put.BindText(5, router.host);
+  sqlite3_bind_int64(put.get(), 6, router.port);
+  sqlite3_bind_int64(put.get(), 7, static_cast<int64_t>(router.generation));
+  put.BindText(8, left);
+  if (put.Step() != SQLITE_DONE) return Error("store router");
+  return absl::OkStatus();
+}
+
+absl::Status SqliteStore::DeleteRouter(absl::string_view application) {
+  Statement del(db_, "DELETE FROM routers WHERE application = ?");
+  if (!del.ok()) return Error("delete router");
+  del.BindText(1, application);
+  if (del.Step() != SQLITE_DONE) return Error("delete router");
+  return absl::OkStatus();
 }
 
 }  // namespace fleet::controller

@@ -47,6 +47,9 @@ class SqliteStore final : public Store {
   absl::StatusOr<int64_t> AppendBenchRun(const v1::BenchRun& run) override;
   absl::StatusOr<std::vector<v1::BenchRun>> LoadBenchRuns(absl::string_view name,
                                                           int limit) override;
+  absl::StatusOr<std::vector<StoredRouter>> LoadRouters() override;
+  absl::Status PutRouter(const StoredRouter& router) override;
+  absl::Status DeleteRouter(absl::string_view application) override;
 
  private:
   // Every record table maps an id to a serialized proto.

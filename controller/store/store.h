@@ -2,6 +2,8 @@
 // FakeStore (fake_store.h) and production uses SqliteStore (sqlite_store.h).
 #pragma once
 
+#include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -20,6 +22,19 @@ struct StoredEvent {
   absl::Time at;
   std::string kind;
   std::string message;
+};
+
+// Where an application's router runs (RouterManager), kept so that a restarted controller adopts
+// it instead of starting a second one, and still stops the routers it left on Lost nodes.
+struct StoredRouter {
+  std::string application;
+  std::string node_id;
+  std::string node_name;
+  std::string agent_address;
+  std::string host;  // the address it listens on
+  uint32_t port = 0;
+  uint64_t generation = 0;                         // of its last start order
+  std::map<std::string, std::string> left_behind;  // agent address → node id
 };
 
 class Store {
@@ -67,6 +82,10 @@ class Store {
   // The last `limit` runs whose group or application is `name`, oldest first.
   virtual absl::StatusOr<std::vector<v1::BenchRun>> LoadBenchRuns(absl::string_view name,
                                                                   int limit) = 0;
+  // Every application's router, as last written by PutRouter (one per application).
+  virtual absl::StatusOr<std::vector<StoredRouter>> LoadRouters() = 0;
+  virtual absl::Status PutRouter(const StoredRouter& router) = 0;
+  virtual absl::Status DeleteRouter(absl::string_view application) = 0;
 };
 
 }  // namespace fleet::controller

@@ -4,6 +4,7 @@
 // token. Every answer is checked (HTTP 200, a completion, the stream's [DONE]).
 //
 //   build/tests/bench/router_bench [--requests 300] [--concurrency 8] [--seconds 5]
+//                                  [--max-tokens 4]
 //
 // Targets (issue 13): added p50 < 1 ms, throughput >= 0.95 of direct, first token within 50 ms.
 #include <signal.h>
@@ -38,9 +39,11 @@ namespace {
 
 constexpr int kEnginePort = 18631;
 constexpr int kRouterPort = 18632;
-const char kBody[] = R"({"model": "fleet-engine-synthetic", "prompt": "hello", "max_tokens": 4})";
-const char kStreamBody[] =
-    R"({"model": "fleet-engine-synthetic", "prompt": "hello", "max_tokens": 4, "stream": true})";
+// A completion request for `max_tokens` tokens.
+std::string Body(int max_tokens, bool stream) {
+  return absl::StrCat(R"({"model": "fleet-engine-synthetic", "prompt": "hello", "max_tokens": )",
+                      max_tokens, stream ? R"(, "stream": true})" : "}");
+}
 
 std::string Url(int port) { return absl::StrCat("http://127.0.0.1:", port, "/v1/completions"); }
 
@@ -58,8 +61,7 @@ bool WaitFor(const std::function<bool()>& ready) {
 }
 
 // Milliseconds of one non-streamed request, or a negative number when it failed.
-double OneRequest(cli::bench::BenchTransport& t, int port) {
-  const std::string body = kBody;
+double OneRequest(cli::bench::BenchTransport& t, int port, const std::string& body) {
   absl::Time start = absl::Now();
   absl::StatusOr<std::string> r = t.Request(Url(port), &body, absl::Seconds(10));
   double ms = absl::ToDoubleMilliseconds(absl::Now() - start);
@@ -67,11 +69,11 @@ double OneRequest(cli::bench::BenchTransport& t, int port) {
 }
 
 // Milliseconds to the first streamed token, or negative when the stream failed.
-double FirstToken(cli::bench::BenchTransport& t, int port) {
+double FirstToken(cli::bench::BenchTransport& t, int port, const std::string& body) {
   absl::Time start = absl::Now();
   double first = -1;
   std::string all;
-  absl::Status st = t.Stream(Url(port), kStreamBody, absl::Seconds(10), [&](absl::string_view c) {
+  absl::Status st = t.Stream(Url(port), body, absl::Seconds(10), [&](absl::string_view c) {
     all.append(c.data(), c.size());
     if (first < 0 && absl::StrContains(all, "\"text\"")) {
       first = absl::ToDoubleMilliseconds(absl::Now() - start);
@@ -81,7 +83,8 @@ double FirstToken(cli::bench::BenchTransport& t, int port) {
   return st.ok() && absl::StrContains(all, "data: [DONE]") ? first : -1;
 }
 
-int Run(int requests, int concurrency, int seconds) {
+int Run(int requests, int concurrency, int seconds, int max_tokens) {
+  const std::string body = Body(max_tokens, false), stream_body = Body(max_tokens, true);
   ProcessRunner* runner = DefaultProcessRunner();
   char dir_template[] = "/tmp/router-bench-XXXXXX";
   if (::mkdtemp(dir_template) == nullptr) return 1;
@@ -125,7 +128,7 @@ int Run(int requests, int concurrency, int seconds) {
   if (!haproxy.ok()) return std::fprintf(stderr, "%s\n", haproxy.status().ToString().c_str()), 1;
   auto transport = cli::bench::CurlBenchTransport::Create();
   if (!transport.ok()) return 1;
-  if (!WaitFor([&] { return OneRequest(**transport, kEnginePort) >= 0; })) {
+  if (!WaitFor([&] { return OneRequest(**transport, kEnginePort, body) >= 0; })) {
     return std::fprintf(stderr, "fleet-engine did not answer; see %s/engine.log\n", dir.c_str()), 1;
   }
   // The slot driven exactly as the agent drives it: typed request → runtime-API lines.
@@ -144,14 +147,15 @@ int Run(int requests, int concurrency, int seconds) {
     }
     return true;
   });
-  if (!set_ok || !WaitFor([&] { return OneRequest(**transport, kRouterPort) >= 0; })) {
+  if (!set_ok || !WaitFor([&] { return OneRequest(**transport, kRouterPort, body) >= 0; })) {
     return std::fprintf(stderr, "the router did not answer; see %s/haproxy.log\n", dir.c_str()), 1;
   }
   int failed = 0;
   // 1. Latency, alternating direct and routed so drift hits both alike.
   std::vector<double> direct, routed;
   for (int i = 0; i < requests; ++i) {
-    double d = OneRequest(**transport, kEnginePort), r = OneRequest(**transport, kRouterPort);
+    double d = OneRequest(**transport, kEnginePort, body),
+           r = OneRequest(**transport, kRouterPort, body);
     if (d < 0 || r < 0) ++failed;
     direct.push_back(d);
     routed.push_back(r);
@@ -166,7 +170,7 @@ int Run(int requests, int concurrency, int seconds) {
       threads.emplace_back([&] {
         auto t = cli::bench::CurlBenchTransport::Create();
         if (!t.ok()) return;
-        while (absl::Now() < end) (OneRequest(**t, port) >= 0 ? done : bad)++;
+        while (absl::Now() < end) (OneRequest(**t, port, body) >= 0 ? done : bad)++;
       });
     }
     for (std::thread& t : threads) t.join();
@@ -183,13 +187,16 @@ int Run(int requests, int concurrency, int seconds) {
   // 3. First streamed token.
   std::vector<double> ttft_direct, ttft_routed;
   for (int i = 0; i < std::max(requests / 3, 10); ++i) {
-    double d = FirstToken(**transport, kEnginePort), r = FirstToken(**transport, kRouterPort);
+    double d = FirstToken(**transport, kEnginePort, stream_body),
+           r = FirstToken(**transport, kRouterPort, stream_body);
     if (d < 0 || r < 0) ++failed;
     ttft_direct.push_back(d);
     ttft_routed.push_back(r);
   }
-  std::printf("router_bench: fleet-engine (CPU, 2 layers) on 127.0.0.1, HAProxy %s\n",
-              "as rendered by launch/router");
+  std::printf(
+      "router_bench: fleet-engine (CPU, 2 layers) on 127.0.0.1, HAProxy as rendered by "
+      "launch/router, %d tokens per request\n",
+      max_tokens);
   std::printf("%-40s %10s %10s %10s\n", "", "direct", "router", "router-direct");
   std::printf("%-40s %10.3f %10.3f %10.3f ms (target < 1 ms)\n",
               absl::StrFormat("p50 latency, %d non-streamed", requests).c_str(), P50(direct),
@@ -211,11 +218,14 @@ int Run(int requests, int concurrency, int seconds) {
 
 int main(int argc, char** argv) {
   CLI::App app("router_bench: the router's added latency, throughput and first-token time");
-  int requests = 300, concurrency = 8, seconds = 5;
+  int requests = 300, concurrency = 8, seconds = 5, max_tokens = 4;
   app.add_option("--requests", requests, "sequential requests per side")->capture_default_str();
   app.add_option("--concurrency", concurrency, "clients in the throughput phase")
       ->capture_default_str();
   app.add_option("--seconds", seconds, "length of each throughput phase")->capture_default_str();
+  app.add_option("--max-tokens", max_tokens, "tokens each request asks for")
+      ->check(CLI::Range(1, 200))
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
-  return fleet::Run(requests, concurrency, seconds);
+  return fleet::Run(requests, concurrency, seconds, max_tokens);
 }

@@ -15,6 +15,7 @@
 #include "controller/router/fake_engine_metrics.h"
 #include "controller/router/rollout.h"
 #include "controller/router/router_manager.h"
+#include "controller/store/fake_store.h"
 #include "gtest/gtest.h"
 #include "launch/recipe.h"
 
@@ -23,6 +24,7 @@ namespace {
 
 using controller::FakeAgentClient;
 using controller::FakeEngineMetrics;
+using controller::FakeStore;
 using controller::Roll;
 using controller::RollActions;
 using controller::RollReplica;
@@ -263,7 +265,7 @@ class RouterManagerTest : public ::testing::Test {
  protected:
   RouterManagerTest()
       : routers_(
-            {}, &clock_, &agents_, &metrics_, &executor_, [this] { return groups_; },
+            {}, &clock_, &store_, &agents_, &metrics_, &executor_, [this] { return groups_; },
             [this] { return lost_; },
             [this](const std::string& g) {
               restarted_.push_back(g);
@@ -289,6 +291,7 @@ class RouterManagerTest : public ::testing::Test {
   }
 
   FakeClock clock_;
+  FakeStore store_;
   FakeAgentClient agents_;
   FakeEngineMetrics metrics_;
   FakeExecutor executor_;
@@ -389,6 +392,35 @@ TEST_F(RouterManagerTest, ARouterWhoseNodeIsLostMovesAndTheOldOneStopsWhenItRetu
   ASSERT_TRUE(routers_.Reconcile("app").ok());
   EXPECT_EQ(agents_.stops().size(), 1u) << "stopped once";
   EXPECT_EQ(routers_.List("app")->at(0).endpoint(), "http://10.0.0.3:8100");
+}
+
+TEST_F(RouterManagerTest, ARestartedControllerAdoptsItsRouterAndStopsTheOneLeftOnALostNode) {
+  groups_[1].set_state(v1::GROUP_STATE_READY);
+  ASSERT_TRUE(routers_.Reconcile("app").ok());
+  lost_ = {"id-10.0.0.2"};
+  ASSERT_TRUE(routers_.Reconcile("app").ok());  // moved to 10.0.0.3
+  ASSERT_TRUE(routers_.Reconcile("app").ok());
+  ASSERT_EQ(agents_.starts().size(), 2u);
+
+  // A new controller on the same store and agents, while 10.0.0.2 is still Lost.
+  RouterManager restarted(
+      {}, &clock_, &store_, &agents_, &metrics_, &executor_, [this] { return groups_; },
+      [this] { return lost_; }, [](const std::string&) { return absl::OkStatus(); },
+      [](absl::Duration) {});
+  ASSERT_TRUE(restarted.Load().ok());
+  ASSERT_TRUE(restarted.Reconcile("app").ok());
+  EXPECT_EQ(agents_.starts().size(), 2u) << "the running router is adopted, not started again";
+  EXPECT_EQ(restarted.List("app")->at(0).endpoint(), "http://10.0.0.3:8100");
+  EXPECT_TRUE(agents_.stops().empty());
+  lost_.clear();
+  ASSERT_TRUE(restarted.Reconcile("app").ok());
+  ASSERT_EQ(agents_.stops().size(), 1u);
+  EXPECT_EQ(agents_.stops()[0].address, "10.0.0.2:7101");
+
+  // Stopping the application forgets the placement.
+  for (v1::Group& g : groups_) g.set_state(v1::GROUP_STATE_STOPPED);
+  ASSERT_TRUE(restarted.Reconcile("app").ok());
+  EXPECT_TRUE(store_.LoadRouters()->empty());
 }
 
 TEST_F(RouterManagerTest, RollDrainsRestartsAndReturnsEachReplica) {

@@ -6,6 +6,8 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <map>
+#include <string>
 
 #include "common/files.h"
 #include "gmock/gmock.h"
@@ -132,6 +134,40 @@ TEST_F(SqliteStoreTest, GroupEventsSurviveReopeningAndArePrunedByAge) {
   ASSERT_TRUE(kept.ok());
   ASSERT_EQ(kept->size(), 1u);
   EXPECT_EQ((*kept)[0].at().seconds(), 3000);
+}
+
+TEST_F(SqliteStoreTest, RouterPlacementsSurviveReopeningAndAreReplacedAndDeleted) {
+  {
+    auto store = SqliteStore::Open(path_);
+    ASSERT_TRUE(store.ok()) << store.status();
+    StoredRouter r{.application = "ds4",
+                   .node_id = "id1",
+                   .node_name = "spark-1",
+                   .agent_address = "10.0.0.1:7101",
+                   .host = "10.0.0.1",
+                   .port = 8100,
+                   .generation = 1796567089584,
+                   .left_behind = {{"10.0.0.2:7101", "id2"}, {"10.0.0.3:7101", "id3"}}};
+    ASSERT_TRUE((*store)->PutRouter(r).ok());
+    r.port = 8101;
+    ASSERT_TRUE((*store)->PutRouter(r).ok());
+    ASSERT_TRUE((*store)->PutRouter({.application = "other", .port = 8100}).ok());
+    ASSERT_TRUE((*store)->DeleteRouter("other").ok());
+  }
+  auto store = SqliteStore::Open(path_);
+  ASSERT_TRUE(store.ok()) << store.status();
+  absl::StatusOr<std::vector<StoredRouter>> routers = (*store)->LoadRouters();
+  ASSERT_TRUE(routers.ok()) << routers.status();
+  ASSERT_EQ(routers->size(), 1u);
+  const StoredRouter& r = (*routers)[0];
+  EXPECT_EQ(r.application, "ds4");
+  EXPECT_EQ(r.node_name, "spark-1");
+  EXPECT_EQ(r.agent_address, "10.0.0.1:7101");
+  EXPECT_EQ(r.host, "10.0.0.1");
+  EXPECT_EQ(r.port, 8101u);
+  EXPECT_EQ(r.generation, 1796567089584u);
+  EXPECT_EQ(r.left_behind, (std::map<std::string, std::string>{{"10.0.0.2:7101", "id2"},
+                                                               {"10.0.0.3:7101", "id3"}}));
 }
 
 TEST_F(SqliteStoreTest, BenchRunsSurviveReopeningAndAreFoundByGroupOrApplication) {
