@@ -167,6 +167,13 @@ TEST_F(StageImageTest, ReachesNodesThatLackItAndSkipsTheOneThatHasIt) {
   std::cout << "staged " << kImage << " to node-2 and node-3 (node-4 skipped) in " << doc["seconds"]
             << " s, " << Node(doc, "node-2")["bytes_sent"] << " bytes per node\n";
 
+  // The table a terminal user gets for the same run (printed for the README).
+  absl::StatusOr<CommandResult> table = cluster_->RunCli({"stage", "status"});
+  ASSERT_TRUE(table.ok()) << table.status();
+  EXPECT_THAT(table->stdout_text, HasSubstr("staging image fleet-test/stage-image:1 from node-1"));
+  EXPECT_THAT(table->stdout_text, HasSubstr("had it already"));
+  std::cout << table->stdout_text;
+
   // Again: everyone has it now.
   nlohmann::json again = StageImage(kImage, "node-2,node-3", &code);
   ASSERT_EQ(code, 0) << again.dump(2);
