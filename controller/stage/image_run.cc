@@ -222,6 +222,9 @@ absl::StatusOr<v1::StageImageResponse> StageRunner::RunImage(const v1::StageImag
       t->result->set_seconds(absl::ToDoubleSeconds(clock_->Now() - start));
       if (!end->error().empty()) {
         fail(*t, end->error());
+      } else if (!end->done()) {
+        fail(*t, absl::StrCat("node ", t->result->node(), ": docker load had not ended after ",
+                              t->result->seconds(), " s; see docker's log there"));
       } else if (end->image_id() != source.image_id()) {
         // The ID is the SHA-256 of the image's config, which names every layer's digest: any
         // other ID is other content.
