@@ -158,7 +158,7 @@ constexpr const char* kImageId =
 constexpr const char* kOldId =
     "sha256:2222222222222222222222222222222222222222222222222222222222222222";
 
-class StageImageTest : public StageRunnerTest {
+class StageRunnerImageTest : public StageRunnerTest {
  protected:
   void SetUp() override { agents_.images[Agent(1)] = kImageId; }
   v1::StageImageRequest Request(std::vector<std::string> to, std::string from = "") {
@@ -170,7 +170,7 @@ class StageImageTest : public StageRunnerTest {
   }
 };
 
-TEST_F(StageImageTest, SkipsTargetsWithTheSameIdAndChainsTheOthers) {
+TEST_F(StageRunnerImageTest, SkipsTargetsWithTheSameIdAndChainsTheOthers) {
   agents_.images[Agent(3)] = kImageId;  // has it: skipped
   agents_.images[Agent(4)] = kOldId;    // an older build under the same tag: replaced
   absl::StatusOr<v1::StageImageResponse> done =
@@ -216,7 +216,7 @@ TEST_F(StageImageTest, SkipsTargetsWithTheSameIdAndChainsTheOthers) {
   EXPECT_EQ(runner_.Status().run().kind(), "image");
 }
 
-TEST_F(StageImageTest, NothingIsSentWhenEveryTargetHasTheImage) {
+TEST_F(StageRunnerImageTest, NothingIsSentWhenEveryTargetHasTheImage) {
   agents_.images[Agent(2)] = kImageId;
   agents_.images[Agent(3)] = kImageId;
   absl::StatusOr<v1::StageImageResponse> done =
@@ -227,7 +227,7 @@ TEST_F(StageImageTest, NothingIsSentWhenEveryTargetHasTheImage) {
   EXPECT_TRUE(agents_.image_sends.empty());
 }
 
-TEST_F(StageImageTest, AnotherIdAfterTheLoadFailsNamingTheNode) {
+TEST_F(StageRunnerImageTest, AnotherIdAfterTheLoadFailsNamingTheNode) {
   agents_.loaded_ids[Agent(3)] = kOldId;
   absl::StatusOr<v1::StageImageResponse> done =
       runner_.RunImage(Request({"spark-2", "spark-3"}), nodes_);
@@ -242,7 +242,7 @@ TEST_F(StageImageTest, AnotherIdAfterTheLoadFailsNamingTheNode) {
   EXPECT_THAT(run.nodes(1).error(), HasSubstr(kImageId));
 }
 
-TEST_F(StageImageTest, TargetsWithoutDockerOrWithAFailedLoadFailAloneWithTheReason) {
+TEST_F(StageRunnerImageTest, TargetsWithoutDockerOrWithAFailedLoadFailAloneWithTheReason) {
   agents_.inspect_errors[Agent(2)] = absl::FailedPreconditionError(
       "no docker CLI on node spark-2: not found; install docker.io there and start dockerd");
   agents_.load_errors[Agent(3)] =
@@ -258,7 +258,7 @@ TEST_F(StageImageTest, TargetsWithoutDockerOrWithAFailedLoadFailAloneWithTheReas
   EXPECT_THAT(run.error(), HasSubstr("not staged on spark-2, spark-3"));
 }
 
-TEST_F(StageImageTest, AHopThatCannotReceiveLeavesTheChainWhichIsPlannedAgain) {
+TEST_F(StageRunnerImageTest, AHopThatCannotReceiveLeavesTheChainWhichIsPlannedAgain) {
   agents_.receive_errors[Agent(3)] =
       absl::FailedPreconditionError("node spark-3: cannot start docker load: not found");
   absl::StatusOr<v1::StageImageResponse> done =
@@ -273,7 +273,7 @@ TEST_F(StageImageTest, AHopThatCannotReceiveLeavesTheChainWhichIsPlannedAgain) {
   EXPECT_EQ(done->run().nodes(1).state(), "failed");
 }
 
-TEST_F(StageImageTest, ASourceWithoutTheImageIsAClearError) {
+TEST_F(StageRunnerImageTest, ASourceWithoutTheImageIsAClearError) {
   agents_.images.clear();
   absl::Status named = runner_.RunImage(Request({"spark-2"}, "spark-1"), nodes_).status();
   EXPECT_EQ(named.code(), absl::StatusCode::kFailedPrecondition);
@@ -291,7 +291,7 @@ TEST_F(StageImageTest, ASourceWithoutTheImageIsAClearError) {
   EXPECT_EQ(done->run().from(), "spark-3");
 }
 
-TEST_F(StageImageTest, BadRequestsAreRefusedWithTheFix) {
+TEST_F(StageRunnerImageTest, BadRequestsAreRefusedWithTheFix) {
   v1::StageImageRequest flag = Request({"spark-2"});
   flag.set_ref("--help");
   EXPECT_THAT(runner_.RunImage(flag, nodes_).status().message(), HasSubstr("repo/name:tag"));
