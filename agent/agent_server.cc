@@ -21,6 +21,7 @@
 #include "agent/session/identity.h"
 #include "agent/session/joiner.h"
 #include "agent/session/node_credentials.h"
+#include "agent/stage/image_stager.h"
 #include "agent/stage/stage_endpoints.h"
 #include "common/files.h"
 #include "common/host_port.h"
@@ -277,6 +278,10 @@ absl::Status AgentServer::Serve(const std::string& controller_address) {
                    .prefix = options_.stage_prefix,
                    .cache_dir = absl::StrCat(options_.state_dir, "/stage-cache"),
                    .corrupt_chunks = options_.stage_test_corrupt_chunks});
+  // The docker CLI from PATH, so the engine is whatever DOCKER_HOST names, as for shards.
+  images_ = std::make_unique<ImageStager>(
+      ImageStagerOptions{.node_name = identity_.name(),
+                         .fifo_dir = absl::StrCat(options_.state_dir, "/stage-images")});
   // Shards reach the controller as this agent does, and trust the same CA (by absolute path:
   // a container mounts it at that path, a process may run elsewhere).
   std::error_code ec;
@@ -292,7 +297,7 @@ absl::Status AgentServer::Serve(const std::string& controller_address) {
       absl::StrCat(options_.state_dir, "/probe-cache"), paths_,
       ControllerAccess{.address = controller_address,
                        .ca_path = ec ? paths.ca : ca_path.lexically_normal().string()},
-      router_admin_.get(), stage_.get());
+      router_admin_.get(), stage_.get(), images_.get());
   grpc::ServerBuilder builder;
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
   interceptors.push_back(metrics_->rpc().InterceptorFactory());
@@ -407,6 +412,7 @@ void AgentServer::Shutdown() {
   if (read_executor_) read_executor_->Shutdown();
   if (fabric_executor_) fabric_executor_->Shutdown();
   if (stage_) stage_->Shutdown();
+  if (images_) images_->Shutdown();
   if (stage_executor_) stage_executor_->Shutdown();
   // Shards keep running: the next agent re-adopts them.
   Log(LogLevel::kInfo, "agent", "stopped", {{"node", identity_.name()}});

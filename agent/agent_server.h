@@ -35,6 +35,7 @@ class AgentService;
 class CachedProbe;
 class ControllerClient;
 class DiscoveryResponder;
+class ImageStager;
 class StageEndpoints;
 class RouterAdmin;
 
@@ -122,6 +123,7 @@ class AgentServer {
   std::unique_ptr<ThreadPool> fabric_executor_;
   std::unique_ptr<ThreadPool> stage_executor_;
   std::unique_ptr<StageEndpoints> stage_;
+  std::unique_ptr<ImageStager> images_;
   std::unique_ptr<DiscoveryResponder> responder_;
   std::unique_ptr<RouterAdmin> router_admin_;
   std::unique_ptr<AgentService> service_;

@@ -175,6 +175,12 @@ absl::StatusOr<v1::StageModelResponse> AdminClient::StageModel(const v1::StageMo
                                                              request, extra);
 }
 
+absl::StatusOr<v1::StageImageResponse> AdminClient::StageImage(const v1::StageImageRequest& request,
+                                                               absl::Duration extra) {
+  return Call<v1::StageImageRequest, v1::StageImageResponse>(&v1::Controller::Stub::StageImage,
+                                                             request, extra);
+}
+
 absl::StatusOr<v1::StageStatusResponse> AdminClient::StageStatus() {
   return Call<v1::StageStatusRequest, v1::StageStatusResponse>(
       &v1::Controller::Stub::StageStatus, v1::StageStatusRequest(), absl::ZeroDuration());

@@ -54,6 +54,9 @@ class AdminClient {
   absl::StatusOr<v1::StageModelResponse> StageModel(const v1::StageModelRequest& request,
                                                     absl::Duration extra);
   absl::StatusOr<v1::StageStatusResponse> StageStatus();
+  // `fleet stage image`: up to `extra` more, like a model copy.
+  absl::StatusOr<v1::StageImageResponse> StageImage(const v1::StageImageRequest& request,
+                                                    absl::Duration extra);
   absl::StatusOr<v1::ListServicesResponse> ListServices(const std::string& name);
   // A roll restarts every replica in turn: up to `extra` more.
   absl::StatusOr<v1::RollGroupResponse> RollGroup(const std::string& name, absl::Duration extra);

@@ -453,7 +453,8 @@ int Main(int argc, char** argv) {
       ->capture_default_str();
 
   StageFlags stage_flags;
-  CLI::App* stage = app.add_subcommand("stage", "copy model weights to nodes at link rate");
+  CLI::App* stage =
+      app.add_subcommand("stage", "copy model weights and images to nodes at link rate");
   stage->require_subcommand(1);
   CLI::App* stage_model =
       stage->add_subcommand("model", "copy a model directory from one node to others, verified");
@@ -468,6 +469,16 @@ int Main(int argc, char** argv) {
                           "absolute destination directory (default: the same path)");
   stage_model->add_option("--streams", stage_flags.streams, "TCP streams per link (1..16)")
       ->capture_default_str();
+  StageImageFlags stage_image_flags;
+  CLI::App* stage_image = stage->add_subcommand(
+      "image", "copy a Docker image from one node's engine to others (docker save -> load)");
+  stage_image->add_option("ref", stage_image_flags.ref, "image: repo/name:tag or an image ID")
+      ->required();
+  stage_image->add_option("--from", stage_image_flags.from,
+                          "source node (default: the first Ready non-target that has the image)");
+  stage_image->add_option("--to", stage_image_flags.to, "target nodes: a,b,...")
+      ->delimiter(',')
+      ->required();
   CLI::App* stage_status = stage->add_subcommand("status", "the current or last staging run");
 
   CLI::App* health = app.add_subcommand(
@@ -557,6 +568,7 @@ int Main(int argc, char** argv) {
   if (*fabric_history) return FabricHistory(g, history_limit);
   if (*fabric) return Fabric(g, fabric_flags);
   if (*stage_model) return StageModel(g, stage_flags);
+  if (*stage_image) return StageImage(g, stage_image_flags);
   if (*stage_status) return StageStatus(g);
   if (*health) return Health(g, health_watch);
   if (*bench_history) return BenchHistory(g, bench_history_name, bench_history_limit);

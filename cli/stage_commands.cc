@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <functional>
 #include <iostream>
 #include <optional>
 #include <thread>
@@ -40,6 +41,25 @@ int ExitCode(const v1::StageRun& run) { return run.state() == "done" ? 0 : 1; }
 }  // namespace
 
 nlohmann::ordered_json StageRunJson(const v1::StageRun& run) {
+  if (run.kind() == "image") {
+    nlohmann::ordered_json o = {
+        {"apiVersion", "fleet/v1"}, {"kind", "StageRun"},     {"stage", "image"},
+        {"id", run.id()},           {"source", run.source()}, {"from", run.from()},
+        {"state", run.state()},     {"error", run.error()},   {"seconds", run.seconds()}};
+    o["nodes"] = nlohmann::ordered_json::array();
+    for (const v1::StageNodeResult& n : run.nodes()) {
+      o["nodes"].push_back({{"node", n.node()},
+                            {"image_id", n.image_id()},
+                            {"skipped", n.skipped()},
+                            {"bytes_sent", n.bytes_sent()},
+                            {"seconds", n.seconds()},
+                            {"bytes_done", n.bytes_done()},
+                            {"bytes_needed", n.bytes_needed()},
+                            {"state", n.state()},
+                            {"error", n.error()}});
+    }
+    return o;
+  }
   nlohmann::ordered_json o = {
       {"apiVersion", "fleet/v1"}, {"kind", "StageRun"},     {"id", run.id()},
       {"source", run.source()},   {"from", run.from()},     {"state", run.state()},
@@ -63,6 +83,22 @@ nlohmann::ordered_json StageRunJson(const v1::StageRun& run) {
 }
 
 std::string RenderStageRun(const v1::StageRun& run) {
+  if (run.kind() == "image") {
+    Table t({"NODE", "STATE", "IMAGE ID", "SENT", "SECONDS", "NOTE/ERROR"});
+    for (const v1::StageNodeResult& n : run.nodes()) {
+      t.AddRow({n.node(), n.state(), n.image_id().empty() ? "-" : n.image_id().substr(0, 19),
+                Bytes(static_cast<double>(n.bytes_sent())), absl::StrFormat("%.1f", n.seconds()),
+                !n.error().empty() ? n.error()
+                : n.skipped()      ? "had it already"
+                                   : "-"});
+    }
+    std::string out = absl::StrCat("staging image ", run.source(), " from ",
+                                   run.from().empty() ? "?" : run.from(), ": ", run.state(), " in ",
+                                   absl::StrFormat("%.1f", run.seconds()), " s\n");
+    absl::StrAppend(&out, t.Render());
+    if (!run.error().empty()) absl::StrAppend(&out, "error: ", run.error(), "\n");
+    return out;
+  }
   Table t({"NODE", "STATE", "DEST", "FILES", "SIZE", "SENT", "SECONDS", "REJECTED", "TREE/ERROR"});
   for (const v1::StageNodeResult& n : run.nodes()) {
     t.AddRow({n.node(), n.state(), n.dest().empty() ? "-" : n.dest(), absl::StrCat(n.files()),
@@ -101,30 +137,21 @@ std::string RenderStageProgress(const v1::StageRun& run, const v1::StageRun* pre
   return out;
 }
 
-int StageModel(const Globals& g, const StageFlags& flags) {
-  if (flags.to.empty()) {
-    std::cerr << "fleet: error: name the target nodes: --to node-2,node-3\n";
-    return 2;
-  }
-  if (flags.streams < 1 || flags.streams > 16) {
-    std::cerr << "fleet: error: --streams must be 1..16; got " << flags.streams << "\n";
-    return 2;
-  }
-  v1::StageModelRequest request;
-  request.set_path(flags.path);
-  request.set_from(flags.from);
-  for (const std::string& n : flags.to) request.add_to(n);
-  request.set_dest(flags.dest);
-  request.set_streams(flags.streams);
+namespace {
+
+// Runs `call` (the blocking staging RPC) while a second connection redraws the controller's
+// progress twice a second on a terminal; then prints the run. `call` answers the run.
+int RunWithProgress(const Globals& g,
+                    const std::function<absl::StatusOr<v1::StageRun>(AdminClient&)>& call) {
   absl::StatusOr<AdminClient> client = Connect(g);
   if (!client.ok()) return Fail(std::string(client.status().message()));
   absl::StatusOr<AdminClient> watcher = Connect(g);
   if (!watcher.ok()) return Fail(std::string(watcher.status().message()));
 
-  absl::StatusOr<v1::StageModelResponse> response = absl::UnknownError("not run");
+  absl::StatusOr<v1::StageRun> response = absl::UnknownError("not run");
   absl::Notification done;
-  std::thread call([&] {
-    response = client->StageModel(request, absl::Hours(24));
+  std::thread caller([&] {
+    response = call(*client);
     done.Notify();
   });
   // Live progress only on a terminal; the status is the controller's, read twice a second.
@@ -143,14 +170,54 @@ int StageModel(const Globals& g, const StageFlags& flags) {
     lines = static_cast<size_t>(std::count(view.begin(), view.end(), '\n'));
     previous = status->run();
   }
-  call.join();
+  caller.join();
   if (!response.ok()) return Fail(std::string(response.status().message()));
   if (g.output == "json" || g.output == "yaml") {
-    std::cout << PrintDocument(StageRunJson(response->run()), g.output);
+    std::cout << PrintDocument(StageRunJson(*response), g.output);
   } else {
-    std::cout << RenderStageRun(response->run());
+    std::cout << RenderStageRun(*response);
   }
-  return ExitCode(response->run());
+  return ExitCode(*response);
+}
+
+}  // namespace
+
+int StageModel(const Globals& g, const StageFlags& flags) {
+  if (flags.to.empty()) {
+    std::cerr << "fleet: error: name the target nodes: --to node-2,node-3\n";
+    return 2;
+  }
+  if (flags.streams < 1 || flags.streams > 16) {
+    std::cerr << "fleet: error: --streams must be 1..16; got " << flags.streams << "\n";
+    return 2;
+  }
+  v1::StageModelRequest request;
+  request.set_path(flags.path);
+  request.set_from(flags.from);
+  for (const std::string& n : flags.to) request.add_to(n);
+  request.set_dest(flags.dest);
+  request.set_streams(flags.streams);
+  return RunWithProgress(g, [&](AdminClient& client) -> absl::StatusOr<v1::StageRun> {
+    absl::StatusOr<v1::StageModelResponse> done = client.StageModel(request, absl::Hours(24));
+    if (!done.ok()) return done.status();
+    return done->run();
+  });
+}
+
+int StageImage(const Globals& g, const StageImageFlags& flags) {
+  if (flags.to.empty()) {
+    std::cerr << "fleet: error: name the target nodes: --to node-2,node-3\n";
+    return 2;
+  }
+  v1::StageImageRequest request;
+  request.set_ref(flags.ref);
+  request.set_from(flags.from);
+  for (const std::string& n : flags.to) request.add_to(n);
+  return RunWithProgress(g, [&](AdminClient& client) -> absl::StatusOr<v1::StageRun> {
+    absl::StatusOr<v1::StageImageResponse> done = client.StageImage(request, absl::Hours(24));
+    if (!done.ok()) return done.status();
+    return done->run();
+  });
 }
 
 int StageStatus(const Globals& g) {
@@ -162,7 +229,8 @@ int StageStatus(const Globals& g) {
     if (g.output == "json" || g.output == "yaml") {
       std::cout << PrintDocument(nlohmann::ordered_json::object(), g.output);
     } else {
-      std::cout << "no staging run yet; run `fleet stage model PATH --to NODES`\n";
+      std::cout << "no staging run yet; run `fleet stage model PATH --to NODES` or `fleet stage "
+                   "image REF --to NODES`\n";
     }
     return 0;
   }

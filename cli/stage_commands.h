@@ -1,6 +1,6 @@
-// `fleet stage model` and `fleet stage status`: copy a model directory from one node to others
-// through the controller's staging chain, with live progress on a terminal, and show the
-// current or last run.
+// `fleet stage model`, `fleet stage image` and `fleet stage status`: copy a model directory or a
+// Docker image from one node to others through the controller's staging chain, with live
+// progress on a terminal, and show the current or last run.
 #pragma once
 
 #include <string>
@@ -20,14 +20,22 @@ struct StageFlags {
   uint32_t streams = 4;         // --streams (1..16)
 };
 
-// Exit code 0 when every target holds the tree, 1 when one failed, 2 for bad flags.
+struct StageImageFlags {
+  std::string ref;              // the image, as docker names it
+  std::string from;             // --from NODE
+  std::vector<std::string> to;  // --to a,b
+};
+
+// Exit code 0 when every target holds the tree (the image), 1 when one failed, 2 for bad flags.
 int StageModel(const Globals& g, const StageFlags& flags);
+int StageImage(const Globals& g, const StageImageFlags& flags);
 int StageStatus(const Globals& g);
 
 // `-o json` of a run (keys: apiVersion, kind, id, source, from, state, error, rounds, seconds,
 // nodes: [{node, dest, files, bytes, bytes_sent, seconds, tree_sha256, chunks_rejected,
 // bytes_done, bytes_needed, state, error}]); bytes_done of bytes_needed is the progress of a run
-// still copying.
+// still copying. An image run (kind "image") has "stage": "image", and per node: node, image_id,
+// skipped, bytes_sent, seconds, bytes_done, bytes_needed, state, error.
 nlohmann::ordered_json StageRunJson(const v1::StageRun& run);
 // The table of a run, one row per target.
 std::string RenderStageRun(const v1::StageRun& run);

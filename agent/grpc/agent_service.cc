@@ -215,4 +215,38 @@ grpc::ServerUnaryReactor* AgentService::StageFinish(grpc::CallbackServerContext*
                  [this, request] { return stage_->Finish(*request); });
 }
 
+// Image staging: an inspect or a receive's set-up is short, a send or a finish that waits lasts
+// the whole transfer; all on the stage executor but progress polls, which read counters.
+grpc::ServerUnaryReactor* AgentService::StageImageInspect(
+    grpc::CallbackServerContext* context, const v1::StageImageInspectRequest* request,
+    v1::StageImageInspectResponse* response) {
+  if (images_ == nullptr) return Finish(context, absl::UnimplementedError("no image staging here"));
+  return OnStage(context, executors_.stage, response,
+                 [this, request] { return images_->Inspect(*request); });
+}
+
+grpc::ServerUnaryReactor* AgentService::StageImageReceive(
+    grpc::CallbackServerContext* context, const v1::StageImageReceiveRequest* request,
+    v1::StageImageReceiveResponse* response) {
+  if (images_ == nullptr) return Finish(context, absl::UnimplementedError("no image staging here"));
+  return OnStage(context, executors_.stage, response,
+                 [this, request] { return images_->Receive(*request); });
+}
+
+grpc::ServerUnaryReactor* AgentService::StageImageSend(grpc::CallbackServerContext* context,
+                                                       const v1::StageImageSendRequest* request,
+                                                       v1::StageSendResponse* response) {
+  if (images_ == nullptr) return Finish(context, absl::UnimplementedError("no image staging here"));
+  return OnStage(context, executors_.stage, response,
+                 [this, request] { return images_->Send(*request); });
+}
+
+grpc::ServerUnaryReactor* AgentService::StageImageFinish(grpc::CallbackServerContext* context,
+                                                         const v1::StageFinishRequest* request,
+                                                         v1::StageImageFinishResponse* response) {
+  if (images_ == nullptr) return Finish(context, absl::UnimplementedError("no image staging here"));
+  return OnStage(context, request->wait() ? executors_.stage : executors_.reads, response,
+                 [this, request] { return images_->Finish(*request); });
+}
+
 }  // namespace fleet::agent

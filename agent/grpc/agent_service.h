@@ -6,6 +6,7 @@
 #include "agent/fabric/fabric_endpoints.h"
 #include "agent/router/router_admin.h"
 #include "agent/shards/supervisor.h"
+#include "agent/stage/image_stager.h"
 #include "agent/stage/stage_endpoints.h"
 #include "common/executor.h"
 #include "common/serial_queue.h"
@@ -34,10 +35,11 @@ class AgentService final : public v1::Agent::CallbackService {
   // Probes cache model hashes in `probe_cache_dir` and report `paths`. Every shard started gets
   // `controller` in its environment (WithControllerAccess), so fleet-engine ranks can reach the
   // rendezvous store. Router commands go to `router` (it must outlive the service); staging
-  // orders go to `stage`.
+  // orders go to `stage`, image staging orders to `images`.
   AgentService(v1::NodeIdentity identity, std::string root, Supervisor* supervisor,
                AgentExecutors executors, std::string probe_cache_dir, v1::AgentPaths paths,
-               ControllerAccess controller, RouterAdmin* router, StageEndpoints* stage = nullptr)
+               ControllerAccess controller, RouterAdmin* router, StageEndpoints* stage = nullptr,
+               ImageStager* images = nullptr)
       : identity_(std::move(identity)),
         root_(std::move(root)),
         supervisor_(supervisor),
@@ -47,7 +49,8 @@ class AgentService final : public v1::Agent::CallbackService {
         paths_(std::move(paths)),
         controller_(std::move(controller)),
         router_(router),
-        stage_(stage) {}
+        stage_(stage),
+        images_(images) {}
 
   grpc::ServerUnaryReactor* Describe(grpc::CallbackServerContext* context,
                                      const v1::DescribeRequest* request,
@@ -88,6 +91,18 @@ class AgentService final : public v1::Agent::CallbackService {
   grpc::ServerUnaryReactor* RouterCommand(grpc::CallbackServerContext* context,
                                           const v1::RouterCommandRequest* request,
                                           v1::RouterCommandResponse* response) override;
+  grpc::ServerUnaryReactor* StageImageInspect(grpc::CallbackServerContext* context,
+                                              const v1::StageImageInspectRequest* request,
+                                              v1::StageImageInspectResponse* response) override;
+  grpc::ServerUnaryReactor* StageImageReceive(grpc::CallbackServerContext* context,
+                                              const v1::StageImageReceiveRequest* request,
+                                              v1::StageImageReceiveResponse* response) override;
+  grpc::ServerUnaryReactor* StageImageSend(grpc::CallbackServerContext* context,
+                                           const v1::StageImageSendRequest* request,
+                                           v1::StageSendResponse* response) override;
+  grpc::ServerUnaryReactor* StageImageFinish(grpc::CallbackServerContext* context,
+                                             const v1::StageFinishRequest* request,
+                                             v1::StageImageFinishResponse* response) override;
 
  private:
   template <typename Response, typename Call>
@@ -105,6 +120,7 @@ class AgentService final : public v1::Agent::CallbackService {
   RouterAdmin* const router_;
   FabricEndpoints fabric_;
   StageEndpoints* const stage_;
+  ImageStager* const images_;
 };
 
 }  // namespace fleet::agent

@@ -389,6 +389,17 @@ grpc::ServerUnaryReactor* ControllerService::StageStatus(grpc::CallbackServerCon
   return Finish(context, absl::OkStatus());
 }
 
+grpc::ServerUnaryReactor* ControllerService::StageImage(grpc::CallbackServerContext* context,
+                                                        const v1::StageImageRequest* request,
+                                                        v1::StageImageResponse* response) {
+  if (absl::Status st = RequireAdmin(context); !st.ok()) return Finish(context, st);
+  // A save and loads take minutes: the stage thread, like a model copy.
+  return FinishOn(context, d_.stage_executor, [this, request, response] {
+    ASSIGN_OR_RETURN(*response, d_.stage->RunImage(*request, d_.registry->List()));
+    return absl::OkStatus();
+  });
+}
+
 void ControllerService::WaitForAgentCalls() {
   absl::MutexLock lock(&mu_);
   mu_.Await(absl::Condition(

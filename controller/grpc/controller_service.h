@@ -150,6 +150,9 @@ class ControllerService final : public v1::Controller::CallbackService {
   grpc::ServerUnaryReactor* StageStatus(grpc::CallbackServerContext* context,
                                         const v1::StageStatusRequest* request,
                                         v1::StageStatusResponse* response) override;
+  grpc::ServerUnaryReactor* StageImage(grpc::CallbackServerContext* context,
+                                       const v1::StageImageRequest* request,
+                                       v1::StageImageResponse* response) override;
 
   // Blocks until every call-back to an agent started by Register has finished (each has a
   // deadline), so the registry can be destroyed safely.

@@ -78,4 +78,36 @@ absl::StatusOr<v1::StageFinishResponse> GrpcStageAgentClient::Finish(
       deadline);
 }
 
+absl::StatusOr<v1::StageImageInspectResponse> GrpcStageAgentClient::InspectImage(
+    const std::string& address, const std::string& node_id,
+    const v1::StageImageInspectRequest& request, absl::Duration deadline) {
+  return CallAgent<v1::StageImageInspectRequest, v1::StageImageInspectResponse>(
+      StubFor(address, node_id, deadline), &v1::Agent::Stub::StageImageInspect, request, address,
+      deadline);
+}
+
+absl::StatusOr<v1::StageImageReceiveResponse> GrpcStageAgentClient::ReceiveImage(
+    const std::string& address, const std::string& node_id,
+    const v1::StageImageReceiveRequest& request, absl::Duration deadline) {
+  return CallAgent<v1::StageImageReceiveRequest, v1::StageImageReceiveResponse>(
+      StubFor(address, node_id, deadline), &v1::Agent::Stub::StageImageReceive, request, address,
+      deadline);
+}
+
+absl::StatusOr<v1::StageSendResponse> GrpcStageAgentClient::SendImage(
+    const std::string& address, const std::string& node_id,
+    const v1::StageImageSendRequest& request, absl::Duration deadline) {
+  return CallAgent<v1::StageImageSendRequest, v1::StageSendResponse>(
+      StubFor(address, node_id, deadline), &v1::Agent::Stub::StageImageSend, request, address,
+      deadline);
+}
+
+absl::StatusOr<v1::StageImageFinishResponse> GrpcStageAgentClient::FinishImage(
+    const std::string& address, const std::string& node_id, const v1::StageFinishRequest& request,
+    absl::Duration deadline) {
+  return CallAgent<v1::StageFinishRequest, v1::StageImageFinishResponse>(
+      StubFor(address, node_id, deadline), &v1::Agent::Stub::StageImageFinish, request, address,
+      deadline);
+}
+
 }  // namespace fleet::controller

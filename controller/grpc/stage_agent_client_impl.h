@@ -30,6 +30,20 @@ class GrpcStageAgentClient final : public StageAgentClient {
                                                  const std::string& node_id,
                                                  const v1::StageFinishRequest& request,
                                                  absl::Duration deadline) override;
+  absl::StatusOr<v1::StageImageInspectResponse> InspectImage(
+      const std::string& address, const std::string& node_id,
+      const v1::StageImageInspectRequest& request, absl::Duration deadline) override;
+  absl::StatusOr<v1::StageImageReceiveResponse> ReceiveImage(
+      const std::string& address, const std::string& node_id,
+      const v1::StageImageReceiveRequest& request, absl::Duration deadline) override;
+  absl::StatusOr<v1::StageSendResponse> SendImage(const std::string& address,
+                                                  const std::string& node_id,
+                                                  const v1::StageImageSendRequest& request,
+                                                  absl::Duration deadline) override;
+  absl::StatusOr<v1::StageImageFinishResponse> FinishImage(const std::string& address,
+                                                           const std::string& node_id,
+                                                           const v1::StageFinishRequest& request,
+                                                           absl::Duration deadline) override;
 
  private:
   // The agent's stub once its channel is connected (at most 10 s, less within `deadline`): a

@@ -1,7 +1,8 @@
 // FakeStageAgentClient: agents as tables. `trees` says which agent (by address) holds which
 // manifest; `lacking` which chunk indices each target lacks; `rejects` how many of the chunks a
-// target receives in its next round fail their hash. Every call is recorded in order, so tests
-// check the chain the runner planned.
+// target receives in its next round fail their hash. For images, `images` says which agent holds
+// which image ID; a load gives the target the ID the source sent unless `loaded_ids` says
+// otherwise. Every call is recorded in order, so tests check the chain the runner planned.
 #pragma once
 
 #include <map>
@@ -84,7 +85,66 @@ class FakeStageAgentClient final : public StageAgentClient {
     return response;
   }
 
+  absl::StatusOr<v1::StageImageInspectResponse> InspectImage(const std::string& address,
+                                                             const std::string&,
+                                                             const v1::StageImageInspectRequest&,
+                                                             absl::Duration) override {
+    absl::MutexLock lock(&mu_);
+    calls.push_back(absl::StrCat("inspect ", address));
+    if (auto it = inspect_errors.find(address); it != inspect_errors.end()) return it->second;
+    v1::StageImageInspectResponse response;
+    if (auto it = images.find(address); it != images.end()) {
+      response.set_present(true);
+      response.set_image_id(it->second);
+      response.set_size(kImageBytes);
+    }
+    return response;
+  }
+  absl::StatusOr<v1::StageImageReceiveResponse> ReceiveImage(
+      const std::string& address, const std::string&, const v1::StageImageReceiveRequest& request,
+      absl::Duration) override {
+    absl::MutexLock lock(&mu_);
+    calls.push_back(absl::StrCat("receive ", address));
+    receives[address].push_back(request);
+    if (auto it = receive_errors.find(address); it != receive_errors.end()) return it->second;
+    v1::StageImageReceiveResponse response;
+    response.set_port(41000 + static_cast<uint32_t>(calls.size()));
+    return response;
+  }
+  absl::StatusOr<v1::StageSendResponse> SendImage(const std::string& address, const std::string&,
+                                                  const v1::StageImageSendRequest& request,
+                                                  absl::Duration) override {
+    absl::MutexLock lock(&mu_);
+    calls.push_back(absl::StrCat("send-image ", address));
+    image_sends.push_back(request);
+    sent_id_ = images[address];
+    v1::StageSendResponse response;
+    response.set_bytes_sent(kImageBytes);
+    return response;
+  }
+  // With wait: the image the last send carried, loaded (or `load_errors`).
+  absl::StatusOr<v1::StageImageFinishResponse> FinishImage(const std::string& address,
+                                                           const std::string&,
+                                                           const v1::StageFinishRequest& request,
+                                                           absl::Duration) override {
+    absl::MutexLock lock(&mu_);
+    v1::StageImageFinishResponse response;
+    if (!request.wait()) return response;
+    calls.push_back(absl::StrCat("finish-image ", address));
+    response.set_done(true);
+    response.set_bytes_received(kImageBytes);
+    if (auto it = load_errors.find(address); it != load_errors.end()) {
+      response.set_error(it->second);
+      return response;
+    }
+    auto it = loaded_ids.find(address);
+    images[address] = it != loaded_ids.end() ? it->second : sent_id_;
+    response.set_image_id(images[address]);
+    return response;
+  }
+
   static constexpr uint64_t kChunkBytes = 100;
+  static constexpr uint64_t kImageBytes = 5000;
   std::map<std::string, v1::StageManifest> trees;      // agent address -> tree it holds
   std::map<std::string, std::set<uint32_t>> lacking;   // agent address -> chunk indices
   std::map<std::string, int> rejects;                  // agent address -> bad chunks to come
@@ -92,9 +152,17 @@ class FakeStageAgentClient final : public StageAgentClient {
   std::vector<std::string> calls;                      // "prepare 10.0.0.3:7101", ...
   std::map<std::string, std::vector<v1::StagePrepareRequest>> prepares;
   std::vector<v1::StageSendRequest> sends;
+  std::map<std::string, std::string> images;           // agent address -> image ID it holds
+  std::map<std::string, absl::Status> inspect_errors;  // agent address -> InspectImage's answer
+  std::map<std::string, absl::Status> receive_errors;  // agent address -> ReceiveImage's answer
+  std::map<std::string, std::string> load_errors;      // agent address -> its load's error
+  std::map<std::string, std::string> loaded_ids;       // agent address -> ID a load yields
+  std::map<std::string, std::vector<v1::StageImageReceiveRequest>> receives;
+  std::vector<v1::StageImageSendRequest> image_sends;
 
  private:
   absl::Mutex mu_;
+  std::string sent_id_;  // the image ID the last SendImage carried
 };
 
 }  // namespace fleet::controller

@@ -31,6 +31,20 @@ class StageAgentClient {
                                                          const std::string& node_id,
                                                          const v1::StageFinishRequest& request,
                                                          absl::Duration deadline) = 0;
+  // `fleet stage image`: the agent's ImageStager (agent/stage/image_stager.h).
+  virtual absl::StatusOr<v1::StageImageInspectResponse> InspectImage(
+      const std::string& address, const std::string& node_id,
+      const v1::StageImageInspectRequest& request, absl::Duration deadline) = 0;
+  virtual absl::StatusOr<v1::StageImageReceiveResponse> ReceiveImage(
+      const std::string& address, const std::string& node_id,
+      const v1::StageImageReceiveRequest& request, absl::Duration deadline) = 0;
+  virtual absl::StatusOr<v1::StageSendResponse> SendImage(const std::string& address,
+                                                          const std::string& node_id,
+                                                          const v1::StageImageSendRequest& request,
+                                                          absl::Duration deadline) = 0;
+  virtual absl::StatusOr<v1::StageImageFinishResponse> FinishImage(
+      const std::string& address, const std::string& node_id, const v1::StageFinishRequest& request,
+      absl::Duration deadline) = 0;
 };
 
 }  // namespace fleet::controller

@@ -1,10 +1,10 @@
-// StageRunner: `fleet stage model` on the controller. It scans the tree on the source node,
-// plans the chain FROM -> n1 -> n2 -> ... over the nodes' fabric addresses with a one-time
-// token per link, asks each target what it lacks (last first, so each hop knows what to pass
-// on), has the source send the union once, and collects each node's end. Chunks that failed
-// verification (or never arrived) are sent again in a further round, at most three; a node that
-// fails is left out of later rounds so the others still complete. Plain class: the Controller
-// service calls it on its stage executor.
+// StageRunner: `fleet stage model` (and `fleet stage image`, see RunImage) on the controller.
+// It scans the tree on the source node, plans the chain FROM -> n1 -> n2 -> ... over the nodes'
+// fabric addresses with a one-time token per link, asks each target what it lacks (last first, so
+// each hop knows what to pass on), has the source send the union once, and collects each node's
+// end. Chunks that failed verification (or never arrived) are sent again in a further round, at
+// most three; a node that fails is left out of later rounds so the others still complete. Plain
+// class: the Controller service calls it on its stage executor.
 #pragma once
 
 #include <optional>
@@ -32,6 +32,14 @@ class StageRunner {
   // whose copy failed on some node answers OK with that node's state "failed" and its error.
   absl::StatusOr<v1::StageModelResponse> Run(const v1::StageModelRequest& request,
                                              const std::vector<v1::Node>& nodes);
+  // `fleet stage image` (image_run.cc): asks every target for the image's ID, skips those that
+  // have the source's, has the source stream `docker save` through a chain of the others into
+  // `docker load`, and compares each loaded ID with the source's. The same errors as Run, plus
+  // FailedPrecondition when no source has the image; a target whose docker is missing, whose
+  // load fails or whose ID differs answers OK with that node "failed" and the reason. Shares
+  // Run's lock and Status().
+  absl::StatusOr<v1::StageImageResponse> RunImage(const v1::StageImageRequest& request,
+                                                  const std::vector<v1::Node>& nodes);
   // The current or last run (kept in memory; a restarted controller has none).
   v1::StageStatusResponse Status();
 

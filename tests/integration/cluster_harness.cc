@@ -175,7 +175,8 @@ std::string TestCluster::LogPath(const std::string& role) const {
 }
 
 absl::StatusOr<Process> TestCluster::StartDaemon(int host, const std::string& role,
-                                                 std::vector<std::string> args) {
+                                                 std::vector<std::string> args,
+                                                 std::vector<std::string> env) {
   args.insert(args.begin(), fleet_binary_);
   std::string log = LogPath(role);
   // A line between runs tells the restarts apart in the appended log.
@@ -187,7 +188,7 @@ absl::StatusOr<Process> TestCluster::StartDaemon(int host, const std::string& ro
   // SIGTERMs the daemon if the test dies, and the network's destructor kills whatever is left in
   // its namespaces.
   absl::StatusOr<Process> process = Process::Start({.argv = network_.Wrap(host, std::move(args)),
-                                                    .env = {},
+                                                    .env = std::move(env),
                                                     .output_path = log,
                                                     .new_session = false,
                                                     .die_with_parent = true});
@@ -312,7 +313,7 @@ absl::Status TestCluster::StartAgent(int i, const AgentStartOptions& options) {
   }
   if (!network_.isolated()) args.insert(args.end(), {"--discovery-listen", ""});
   args.insert(args.end(), options.extra_flags.begin(), options.extra_flags.end());
-  absl::StatusOr<Process> process = StartDaemon(i, AgentName(i), std::move(args));
+  absl::StatusOr<Process> process = StartDaemon(i, AgentName(i), std::move(args), options.env);
   if (!process.ok()) return process.status();
   agent = *std::move(process);
   return absl::OkStatus();

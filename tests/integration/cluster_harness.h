@@ -38,6 +38,8 @@ struct AgentStartOptions {
   bool with_controller = true;
   // Appended after the harness's own flags.
   std::vector<std::string> extra_flags;
+  // "KEY=VALUE" over the test's environment (DOCKER_HOST of the node's own engine, say).
+  std::vector<std::string> env;
 };
 
 // A daemon the cluster started, for checking that none outlives the cluster. The pid and its
@@ -196,7 +198,8 @@ class TestCluster {
   std::string LogPath(const std::string& role) const;
   // Starts `fleet args...` on `host` with its output appended to the role's log.
   absl::StatusOr<Process> StartDaemon(int host, const std::string& role,
-                                      std::vector<std::string> args);
+                                      std::vector<std::string> args,
+                                      std::vector<std::string> env = {});
   absl::StatusOr<int> KillDaemon(std::optional<Process>& process, const std::string& role,
                                  int signo);
   static absl::Status SignalDaemon(std::optional<Process>& process, const std::string& role,

@@ -1,6 +1,8 @@
 // StageRunner with a fake agent client: the chain it plans (last hop prepared first, each hop
 // forwarding what the nodes after it lack), the rounds that re-send rejected chunks, a target
-// that fails, and requests refused with the fix. No network, fake clock.
+// that fails, and requests refused with the fix; for images, the skip rule (same ID), the chain
+// of the targets that lack the image, and the ID comparison after the load. No network, fake
+// clock.
 #include "controller/stage/stage_runner.h"
 
 #include "absl/strings/str_cat.h"
@@ -149,6 +151,156 @@ TEST_F(StageRunnerTest, BadRequestsAreRefusedWithTheFix) {
   EXPECT_THAT(runner_.Run(self, nodes_).status().message(), HasSubstr("also a target"));
   EXPECT_THAT(runner_.Run(Request({"spark-2", "spark-2"}), nodes_).status().message(),
               HasSubstr("named twice"));
+}
+
+constexpr const char* kImageId =
+    "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+constexpr const char* kOldId =
+    "sha256:2222222222222222222222222222222222222222222222222222222222222222";
+
+class StageRunnerImageTest : public StageRunnerTest {
+ protected:
+  void SetUp() override { agents_.images[Agent(1)] = kImageId; }
+  v1::StageImageRequest Request(std::vector<std::string> to, std::string from = "") {
+    v1::StageImageRequest request;
+    request.set_ref("fleet-test/app:1");
+    request.set_from(std::move(from));
+    for (std::string& n : to) request.add_to(std::move(n));
+    return request;
+  }
+};
+
+TEST_F(StageRunnerImageTest, SkipsTargetsWithTheSameIdAndChainsTheOthers) {
+  agents_.images[Agent(3)] = kImageId;  // has it: skipped
+  agents_.images[Agent(4)] = kOldId;    // an older build under the same tag: replaced
+  absl::StatusOr<v1::StageImageResponse> done =
+      runner_.RunImage(Request({"spark-2", "spark-3", "spark-4"}), nodes_);
+  ASSERT_TRUE(done.ok()) << done.status();
+  EXPECT_THAT(agents_.calls,
+              ElementsAre("inspect " + Agent(1), "inspect " + Agent(2), "inspect " + Agent(3),
+                          "inspect " + Agent(4), "receive " + Agent(4), "receive " + Agent(2),
+                          "send-image " + Agent(1), "finish-image " + Agent(2),
+                          "finish-image " + Agent(4)));
+  // source -> spark-2 -> spark-4: each hop admits only its upstream, with its own token.
+  const v1::StageImageReceiveRequest& last = agents_.receives[Agent(4)][0];
+  const v1::StageImageReceiveRequest& first = agents_.receives[Agent(2)][0];
+  EXPECT_EQ(last.peer_ip(), "192.168.100.2");
+  EXPECT_EQ(last.bind_ip(), "192.168.100.4");
+  EXPECT_FALSE(last.has_forward());
+  EXPECT_EQ(first.peer_ip(), "192.168.100.1");
+  ASSERT_TRUE(first.has_forward());
+  EXPECT_THAT(first.forward().target(), ::testing::StartsWith("192.168.100.4:"));
+  EXPECT_EQ(first.forward().token(), last.token());
+  EXPECT_EQ(first.forward().source_ip(), "192.168.100.2");
+  EXPECT_EQ(first.token().size(), 32u);
+  EXPECT_NE(first.token(), last.token());
+  ASSERT_EQ(agents_.image_sends.size(), 1u);
+  EXPECT_EQ(agents_.image_sends[0].token(), first.token());
+  EXPECT_THAT(agents_.image_sends[0].target(), ::testing::StartsWith("192.168.100.2:"));
+  EXPECT_EQ(agents_.image_sends[0].ref(), "fleet-test/app:1");
+
+  const v1::StageRun& run = done->run();
+  EXPECT_EQ(run.kind(), "image");
+  EXPECT_EQ(run.from(), "spark-1");
+  EXPECT_EQ(run.state(), "done");
+  ASSERT_EQ(run.nodes_size(), 3);
+  for (const v1::StageNodeResult& n : run.nodes()) {
+    EXPECT_EQ(n.state(), "done") << n.node();
+    EXPECT_EQ(n.image_id(), kImageId) << n.node();
+  }
+  EXPECT_FALSE(run.nodes(0).skipped());
+  EXPECT_EQ(run.nodes(0).bytes_sent(), FakeStageAgentClient::kImageBytes);
+  EXPECT_TRUE(run.nodes(1).skipped());
+  EXPECT_EQ(run.nodes(1).bytes_sent(), 0u);
+  EXPECT_FALSE(run.nodes(2).skipped());
+  EXPECT_EQ(runner_.Status().run().kind(), "image");
+}
+
+TEST_F(StageRunnerImageTest, NothingIsSentWhenEveryTargetHasTheImage) {
+  agents_.images[Agent(2)] = kImageId;
+  agents_.images[Agent(3)] = kImageId;
+  absl::StatusOr<v1::StageImageResponse> done =
+      runner_.RunImage(Request({"spark-2", "spark-3"}), nodes_);
+  ASSERT_TRUE(done.ok()) << done.status();
+  EXPECT_EQ(done->run().state(), "done");
+  EXPECT_TRUE(agents_.receives.empty());
+  EXPECT_TRUE(agents_.image_sends.empty());
+}
+
+TEST_F(StageRunnerImageTest, AnotherIdAfterTheLoadFailsNamingTheNode) {
+  agents_.loaded_ids[Agent(3)] = kOldId;
+  absl::StatusOr<v1::StageImageResponse> done =
+      runner_.RunImage(Request({"spark-2", "spark-3"}), nodes_);
+  ASSERT_TRUE(done.ok()) << done.status();
+  const v1::StageRun& run = done->run();
+  EXPECT_EQ(run.state(), "failed");
+  EXPECT_THAT(run.error(), HasSubstr("not staged on spark-3"));
+  EXPECT_EQ(run.nodes(0).state(), "done");
+  EXPECT_EQ(run.nodes(1).state(), "failed");
+  EXPECT_EQ(run.nodes(1).image_id(), kOldId);
+  EXPECT_THAT(run.nodes(1).error(), HasSubstr("node spark-3 holds fleet-test/app:1 as"));
+  EXPECT_THAT(run.nodes(1).error(), HasSubstr(kImageId));
+}
+
+TEST_F(StageRunnerImageTest, TargetsWithoutDockerOrWithAFailedLoadFailAloneWithTheReason) {
+  agents_.inspect_errors[Agent(2)] = absl::FailedPreconditionError(
+      "no docker CLI on node spark-2: not found; install docker.io there and start dockerd");
+  agents_.load_errors[Agent(3)] =
+      "node spark-3: docker load failed (exited with status 1): "
+      "\"Error processing tar file(exit status 1): unexpected EOF\"";
+  absl::StatusOr<v1::StageImageResponse> done =
+      runner_.RunImage(Request({"spark-2", "spark-3", "spark-4"}), nodes_);
+  ASSERT_TRUE(done.ok()) << done.status();
+  const v1::StageRun& run = done->run();
+  EXPECT_THAT(run.nodes(0).error(), HasSubstr("install docker.io"));
+  EXPECT_THAT(run.nodes(1).error(), HasSubstr("unexpected EOF"));
+  EXPECT_EQ(run.nodes(2).state(), "done");
+  EXPECT_THAT(run.error(), HasSubstr("not staged on spark-2, spark-3"));
+}
+
+TEST_F(StageRunnerImageTest, AHopThatCannotReceiveLeavesTheChainWhichIsPlannedAgain) {
+  agents_.receive_errors[Agent(3)] =
+      absl::FailedPreconditionError("node spark-3: cannot start docker load: not found");
+  absl::StatusOr<v1::StageImageResponse> done =
+      runner_.RunImage(Request({"spark-2", "spark-3"}), nodes_);
+  ASSERT_TRUE(done.ok()) << done.status();
+  EXPECT_THAT(agents_.calls,
+              ElementsAre("inspect " + Agent(1), "inspect " + Agent(2), "inspect " + Agent(3),
+                          "receive " + Agent(3), "receive " + Agent(2), "send-image " + Agent(1),
+                          "finish-image " + Agent(2)));
+  EXPECT_FALSE(agents_.receives[Agent(2)][0].has_forward());
+  EXPECT_EQ(done->run().nodes(0).state(), "done");
+  EXPECT_EQ(done->run().nodes(1).state(), "failed");
+}
+
+TEST_F(StageRunnerImageTest, ASourceWithoutTheImageIsAClearError) {
+  agents_.images.clear();
+  absl::Status named = runner_.RunImage(Request({"spark-2"}, "spark-1"), nodes_).status();
+  EXPECT_EQ(named.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(named.message(),
+            "image fleet-test/app:1 not found on node spark-1; pull or build it there, or name "
+            "another --from");
+  absl::Status any = runner_.RunImage(Request({"spark-2"}), nodes_).status();
+  EXPECT_THAT(any.message(), HasSubstr("spark-1: not there; spark-3: not there"));
+  EXPECT_THAT(any.message(), HasSubstr("name --from NODE"));
+  EXPECT_EQ(runner_.Status().run().state(), "failed");
+  // The first Ready non-target that has it is the source.
+  agents_.images[Agent(3)] = kImageId;
+  absl::StatusOr<v1::StageImageResponse> done = runner_.RunImage(Request({"spark-2"}), nodes_);
+  ASSERT_TRUE(done.ok()) << done.status();
+  EXPECT_EQ(done->run().from(), "spark-3");
+}
+
+TEST_F(StageRunnerImageTest, BadRequestsAreRefusedWithTheFix) {
+  v1::StageImageRequest flag = Request({"spark-2"});
+  flag.set_ref("--help");
+  EXPECT_THAT(runner_.RunImage(flag, nodes_).status().message(), HasSubstr("repo/name:tag"));
+  EXPECT_THAT(runner_.RunImage(Request({}), nodes_).status().message(), HasSubstr("--to"));
+  EXPECT_THAT(runner_.RunImage(Request({"spark-2"}, "spark-2"), nodes_).status().message(),
+              HasSubstr("also a target"));
+  EXPECT_THAT(runner_.RunImage(Request({"spark-9"}), nodes_).status().message(),
+              HasSubstr("spark-9"));
+  EXPECT_TRUE(agents_.calls.empty());
 }
 
 }  // namespace
