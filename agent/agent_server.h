@@ -36,6 +36,8 @@ class CachedProbe;
 class ControllerClient;
 class DiscoveryResponder;
 class StageEndpoints;
+class RdmaEndpoints;
+class VerbsDevices;
 class RouterAdmin;
 
 struct AgentOptions {
@@ -122,6 +124,8 @@ class AgentServer {
   std::unique_ptr<ThreadPool> fabric_executor_;
   std::unique_ptr<ThreadPool> stage_executor_;
   std::unique_ptr<StageEndpoints> stage_;
+  std::unique_ptr<VerbsDevices> verbs_devices_;  // RDMA fabric tests: libibverbs, loaded at use
+  std::unique_ptr<RdmaEndpoints> rdma_;
   std::unique_ptr<DiscoveryResponder> responder_;
   std::unique_ptr<RouterAdmin> router_admin_;
   std::unique_ptr<AgentService> service_;

@@ -4,6 +4,7 @@
 #include <string>
 
 #include "agent/fabric/fabric_endpoints.h"
+#include "agent/fabric/rdma_endpoints.h"
 #include "agent/router/router_admin.h"
 #include "agent/shards/supervisor.h"
 #include "agent/stage/stage_endpoints.h"
@@ -34,10 +35,11 @@ class AgentService final : public v1::Agent::CallbackService {
   // Probes cache model hashes in `probe_cache_dir` and report `paths`. Every shard started gets
   // `controller` in its environment (WithControllerAccess), so fleet-engine ranks can reach the
   // rendezvous store. Router commands go to `router` (it must outlive the service); staging
-  // orders go to `stage`.
+  // orders go to `stage`, RDMA fabric tests to `rdma` (null: answered UNIMPLEMENTED).
   AgentService(v1::NodeIdentity identity, std::string root, Supervisor* supervisor,
                AgentExecutors executors, std::string probe_cache_dir, v1::AgentPaths paths,
-               ControllerAccess controller, RouterAdmin* router, StageEndpoints* stage = nullptr)
+               ControllerAccess controller, RouterAdmin* router, StageEndpoints* stage = nullptr,
+               RdmaEndpoints* rdma = nullptr)
       : identity_(std::move(identity)),
         root_(std::move(root)),
         supervisor_(supervisor),
@@ -47,7 +49,8 @@ class AgentService final : public v1::Agent::CallbackService {
         paths_(std::move(paths)),
         controller_(std::move(controller)),
         router_(router),
-        stage_(stage) {}
+        stage_(stage),
+        rdma_(rdma) {}
 
   grpc::ServerUnaryReactor* Describe(grpc::CallbackServerContext* context,
                                      const v1::DescribeRequest* request,
@@ -88,11 +91,26 @@ class AgentService final : public v1::Agent::CallbackService {
   grpc::ServerUnaryReactor* RouterCommand(grpc::CallbackServerContext* context,
                                           const v1::RouterCommandRequest* request,
                                           v1::RouterCommandResponse* response) override;
+  grpc::ServerUnaryReactor* RdmaPrepare(grpc::CallbackServerContext* context,
+                                        const v1::RdmaPrepareRequest* request,
+                                        v1::RdmaPrepareResponse* response) override;
+  grpc::ServerUnaryReactor* RdmaConnect(grpc::CallbackServerContext* context,
+                                        const v1::RdmaConnectRequest* request,
+                                        v1::RdmaConnectResponse* response) override;
+  grpc::ServerUnaryReactor* RdmaRun(grpc::CallbackServerContext* context,
+                                    const v1::RdmaRunRequest* request,
+                                    v1::RdmaRunResponse* response) override;
+  grpc::ServerUnaryReactor* RdmaFinish(grpc::CallbackServerContext* context,
+                                       const v1::RdmaFinishRequest* request,
+                                       v1::RdmaFinishResponse* response) override;
 
  private:
   template <typename Response, typename Call>
   grpc::ServerUnaryReactor* OnStage(grpc::CallbackServerContext* context, Executor* executor,
                                     Response* response, Call call);
+  template <typename Response, typename Call>
+  grpc::ServerUnaryReactor* OnRdma(grpc::CallbackServerContext* context, Response* response,
+                                   Call call);
 
   const v1::NodeIdentity identity_;
   const std::string root_;
@@ -105,6 +123,7 @@ class AgentService final : public v1::Agent::CallbackService {
   RouterAdmin* const router_;
   FabricEndpoints fabric_;
   StageEndpoints* const stage_;
+  RdmaEndpoints* const rdma_;
 };
 
 }  // namespace fleet::agent
