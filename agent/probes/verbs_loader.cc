@@ -105,6 +105,14 @@ absl::StatusOr<std::vector<std::string>> VerbsLibrary::DeviceNames() const {
 absl::StatusOr<ibv_context*> VerbsLibrary::OpenDevice(const std::string& device) const {
   int count = 0;
   ibv_device** list = get_device_list_(&count);
+  if (list == nullptr && errno == ENOSYS) {
+    // libibverbs finds no /sys/class/infiniband_verbs: the kernel offers no verbs devices.
+    return absl::FailedPreconditionError(absl::StrCat(
+        "ibv_get_device_list: ", std::strerror(ENOSYS), ": the kernel offers no verbs devices, so ",
+        device,
+        " cannot be opened; load the verbs module (modprobe ib_uverbs) where an RDMA device "
+        "exists"));
+  }
   if (list == nullptr) return ErrnoStatus("ibv_get_device_list");
   ibv_context* context = nullptr;
   bool found = false;

@@ -10,6 +10,7 @@
 
 #include "agent/fabric/fake_verbs_device.h"
 #include "agent/fabric/rdma_endpoints.h"
+#include "agent/fabric/verbs_device_impl.h"
 #include "common/fake_clock.h"
 
 namespace fleet::agent {
@@ -264,6 +265,37 @@ TEST(RdmaEndpointsTest, UnfinishedTestsExpire) {
   ASSERT_TRUE(endpoints.Prepare(Request("dev_b", spec)).ok());
   EXPECT_EQ(endpoints.in_flight(), 1);
   EXPECT_EQ(fabric.open_contexts(), 1);
+}
+
+// The real device's loader: every symbol it needs resolves in this machine's libibverbs, and a
+// device that cannot be opened is answered with what to do. The build machine has libibverbs
+// but no kernel verbs support, so libibverbs answers ENOSYS there; with verbs devices, an absent
+// one is named with the ones there are.
+TEST(VerbsDevicesImplTest, AnAbsentDeviceIsAnsweredWithTheFix) {
+  VerbsDevicesImpl devices;
+  absl::StatusOr<std::unique_ptr<VerbsContext>> context = devices.Open("fleet-absent0");
+  ASSERT_FALSE(context.ok());
+  const std::string message(context.status().message());
+  if (message.find("needs libibverbs") != std::string::npos) {
+    EXPECT_THAT(message, HasSubstr("install rdma-core"));
+    GTEST_SKIP() << "no libibverbs here: " << message;
+  }
+  if (absl::IsFailedPrecondition(context.status())) {
+    EXPECT_THAT(message, AllOf(HasSubstr("ibv_get_device_list: Function not implemented"),
+                               HasSubstr("fleet-absent0"), HasSubstr("modprobe ib_uverbs")));
+    return;
+  }
+  EXPECT_EQ(context.status().code(), absl::StatusCode::kNotFound) << context.status();
+  EXPECT_THAT(message, AllOf(HasSubstr("fleet-absent0"), HasSubstr("(it lists ")));
+}
+
+TEST(VerbsDevicesImplTest, WithoutLibibverbsTheFixIsNamed) {
+  VerbsDevicesImpl devices("libibverbs-fleet-absent.so.1");
+  absl::StatusOr<std::unique_ptr<VerbsContext>> context = devices.Open("rocep1s0f1");
+  EXPECT_EQ(context.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(context.status().message(),
+              AllOf(HasSubstr("the RDMA test needs libibverbs"),
+                    HasSubstr("libibverbs-fleet-absent.so.1"), HasSubstr("install rdma-core")));
 }
 
 }  // namespace
