@@ -8,7 +8,6 @@
 #include <cstring>
 #include <utility>
 
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 
@@ -262,18 +261,6 @@ absl::StatusOr<std::unique_ptr<VerbsContext>> VerbsDevicesImpl::Open(const std::
     return VerbsCallError(device, "ibv_alloc_pd", err);
   }
   return std::make_unique<RealContext>(lib, device, *context, pd);
-}
-
-absl::Status VerbsCallError(absl::string_view device, absl::string_view call, int err) {
-  std::string message = absl::StrCat(device, ": ", call, ": ", std::strerror(err));
-  if (err == ENOMEM &&
-      (absl::StartsWith(call, "ibv_reg_mr") || absl::StartsWith(call, "ibv_create"))) {
-    absl::StrAppend(&message,
-                    ": pinning the test's memory exceeded the locked-memory limit (ulimit -l); "
-                    "run fleet-agent with LimitMEMLOCK=infinity (systemd) or raise memlock in "
-                    "/etc/security/limits.conf, then restart it");
-  }
-  return absl::FailedPreconditionError(message);
 }
 
 }  // namespace fleet::agent
