@@ -8,6 +8,8 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "agent/discovery/discovery_responder.h"
+#include "agent/fabric/rdma_endpoints.h"
+#include "agent/fabric/verbs_device_impl.h"
 #include "agent/grpc/agent_service.h"
 #include "agent/metrics/agent_metrics.h"
 #include "agent/probes/gpu.h"
@@ -268,8 +270,11 @@ absl::Status AgentServer::Serve(const std::string& controller_address) {
   shard_executor_ = std::make_unique<ThreadPool>(4);
   probe_executor_ = std::make_unique<ThreadPool>(2);
   read_executor_ = std::make_unique<ThreadPool>(2);
-  // A fabric test's receiver and sender at once (the controller gives a node one test at a time).
-  fabric_executor_ = std::make_unique<ThreadPool>(2);
+  // A fabric test's receiver and sender at once (the controller gives a node one test at a
+  // time), or the RDMA runs of a port's two devices with room for their prepare and finish calls.
+  fabric_executor_ = std::make_unique<ThreadPool>(4);
+  verbs_devices_ = std::make_unique<VerbsDevicesImpl>();
+  rdma_ = std::make_unique<RdmaEndpoints>(verbs_devices_.get(), RealClock::Get());
   // A transfer holds up to two threads here (a send, or a finish waiting for its end) and a
   // scan or prepare may run beside it.
   stage_executor_ = std::make_unique<ThreadPool>(4);
@@ -297,7 +302,7 @@ absl::Status AgentServer::Serve(const std::string& controller_address) {
       absl::StrCat(options_.state_dir, "/probe-cache"), paths_,
       ControllerAccess{.address = controller_address,
                        .ca_path = ec ? paths.ca : ca_path.lexically_normal().string()},
-      router_admin_.get(), stage_.get(), images_.get());
+      router_admin_.get(), stage_.get(), images_.get(), rdma_.get());
   grpc::ServerBuilder builder;
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
   interceptors.push_back(metrics_->rpc().InterceptorFactory());

@@ -37,6 +37,8 @@ class ControllerClient;
 class DiscoveryResponder;
 class ImageStager;
 class StageEndpoints;
+class RdmaEndpoints;
+class VerbsDevices;
 class RouterAdmin;
 
 struct AgentOptions {
@@ -124,6 +126,8 @@ class AgentServer {
   std::unique_ptr<ThreadPool> stage_executor_;
   std::unique_ptr<StageEndpoints> stage_;
   std::unique_ptr<ImageStager> images_;
+  std::unique_ptr<VerbsDevices> verbs_devices_;  // RDMA fabric tests: libibverbs, loaded at use
+  std::unique_ptr<RdmaEndpoints> rdma_;
   std::unique_ptr<DiscoveryResponder> responder_;
   std::unique_ptr<RouterAdmin> router_admin_;
   std::unique_ptr<AgentService> service_;

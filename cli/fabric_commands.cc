@@ -29,10 +29,25 @@ nlohmann::ordered_json FabricResultJson(const v1::FabricResult& r) {
       {"test", r.test()}, {"from", r.from()}, {"to", r.to()}, {"device", r.device()}};
   o["bandwidth_gbps"] = r.measured() ? nlohmann::ordered_json(r.bandwidth_gbps()) : nullptr;
   if (r.has_latency_us()) o["latency_us"] = r.latency_us();
+  if (r.has_latency_p99_us()) o["latency_p99_us"] = r.latency_p99_us();
+  if (r.test() == "rdma" && r.measured()) o["peak_gbps"] = r.peak_gbps();
   o["expected_gbps"] = r.expected_gbps() > 0 ? nlohmann::ordered_json(r.expected_gbps()) : nullptr;
   o["verdict"] = r.verdict();
   o["reason"] = r.reason();
   if (!r.regression().empty()) o["regression"] = r.regression();
+  if (r.devices_size() > 0) {
+    nlohmann::ordered_json devices = nlohmann::ordered_json::array();
+    for (const v1::RdmaDeviceFigures& d : r.devices()) {
+      nlohmann::ordered_json one = {{"from_device", d.from_device()},
+                                    {"to_device", d.to_device()},
+                                    {"bandwidth_gbps", d.bandwidth_gbps()},
+                                    {"peak_gbps", d.peak_gbps()}};
+      if (d.has_latency_us()) one["latency_us"] = d.latency_us();
+      if (d.has_latency_p99_us()) one["latency_p99_us"] = d.latency_p99_us();
+      devices.push_back(std::move(one));
+    }
+    o["devices"] = std::move(devices);
+  }
   if (r.has_at())
     o["at"] = absl::FormatTime(absl::RFC3339_sec, FromProtoTime(r.at()), absl::UTCTimeZone());
   return o;

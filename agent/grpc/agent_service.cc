@@ -6,6 +6,7 @@
 #include "agent/probes/probe_all.h"
 #include "common/grpc_status.h"
 #include "common/peer.h"
+#include "common/status_macros.h"
 #include "common/version.h"
 
 namespace fleet::agent {
@@ -151,6 +152,58 @@ grpc::ServerUnaryReactor* AgentService::FabricSend(grpc::CallbackServerContext* 
     absl::StatusOr<v1::FabricSendResponse> sent = fabric_.Send(*request);
     if (sent.ok()) *response = *std::move(sent);
     reactor->Finish(ToGrpc(sent.status()));
+  });
+  return reactor;
+}
+
+// RDMA fabric tests run on the fabric executor: a Run blocks for the test's duration.
+grpc::ServerUnaryReactor* AgentService::RdmaPrepare(grpc::CallbackServerContext* context,
+                                                    const v1::RdmaPrepareRequest* request,
+                                                    v1::RdmaPrepareResponse* response) {
+  return OnRdma(context, response, [this, request]() -> absl::StatusOr<v1::RdmaPrepareResponse> {
+    ASSIGN_OR_RETURN(v1::RdmaEndpoint endpoint, rdma_->Prepare(*request));
+    v1::RdmaPrepareResponse prepared;
+    *prepared.mutable_endpoint() = std::move(endpoint);
+    return prepared;
+  });
+}
+
+grpc::ServerUnaryReactor* AgentService::RdmaConnect(grpc::CallbackServerContext* context,
+                                                    const v1::RdmaConnectRequest* request,
+                                                    v1::RdmaConnectResponse* response) {
+  return OnRdma(context, response, [this, request]() -> absl::StatusOr<v1::RdmaConnectResponse> {
+    RETURN_IF_ERROR(rdma_->Connect(*request));
+    return v1::RdmaConnectResponse();
+  });
+}
+
+grpc::ServerUnaryReactor* AgentService::RdmaRun(grpc::CallbackServerContext* context,
+                                                const v1::RdmaRunRequest* request,
+                                                v1::RdmaRunResponse* response) {
+  return OnRdma(context, response, [this, request] { return rdma_->Run(*request); });
+}
+
+grpc::ServerUnaryReactor* AgentService::RdmaFinish(grpc::CallbackServerContext* context,
+                                                   const v1::RdmaFinishRequest* request,
+                                                   v1::RdmaFinishResponse* response) {
+  return OnRdma(context, response, [this, request]() -> absl::StatusOr<v1::RdmaFinishResponse> {
+    RETURN_IF_ERROR(rdma_->Finish(*request));
+    return v1::RdmaFinishResponse();
+  });
+}
+
+template <typename Response, typename Call>
+grpc::ServerUnaryReactor* AgentService::OnRdma(grpc::CallbackServerContext* context,
+                                               Response* response, Call call) {
+  if (absl::Status st = RequireController(context); !st.ok()) return Finish(context, st);
+  if (rdma_ == nullptr || executors_.fabric == nullptr) {
+    return Finish(context, absl::UnimplementedError("this agent does not run RDMA tests"));
+  }
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  executors_.fabric->Post([reactor, response, call = std::move(call)] {
+    absl::StatusOr<Response> result = call();
+    if (result.ok()) *response = *std::move(result);
+    reactor->Finish(ToGrpc(result.status()));
   });
   return reactor;
 }

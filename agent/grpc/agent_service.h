@@ -4,6 +4,7 @@
 #include <string>
 
 #include "agent/fabric/fabric_endpoints.h"
+#include "agent/fabric/rdma_endpoints.h"
 #include "agent/router/router_admin.h"
 #include "agent/shards/supervisor.h"
 #include "agent/stage/image_stager.h"
@@ -35,11 +36,12 @@ class AgentService final : public v1::Agent::CallbackService {
   // Probes cache model hashes in `probe_cache_dir` and report `paths`. Every shard started gets
   // `controller` in its environment (WithControllerAccess), so fleet-engine ranks can reach the
   // rendezvous store. Router commands go to `router` (it must outlive the service); staging
-  // orders go to `stage`, image staging orders to `images`.
+  // orders go to `stage`, image staging orders to `images`, RDMA fabric tests to `rdma` (null:
+  // answered UNIMPLEMENTED).
   AgentService(v1::NodeIdentity identity, std::string root, Supervisor* supervisor,
                AgentExecutors executors, std::string probe_cache_dir, v1::AgentPaths paths,
                ControllerAccess controller, RouterAdmin* router, StageEndpoints* stage = nullptr,
-               ImageStager* images = nullptr)
+               ImageStager* images = nullptr, RdmaEndpoints* rdma = nullptr)
       : identity_(std::move(identity)),
         root_(std::move(root)),
         supervisor_(supervisor),
@@ -50,7 +52,8 @@ class AgentService final : public v1::Agent::CallbackService {
         controller_(std::move(controller)),
         router_(router),
         stage_(stage),
-        images_(images) {}
+        images_(images),
+        rdma_(rdma) {}
 
   grpc::ServerUnaryReactor* Describe(grpc::CallbackServerContext* context,
                                      const v1::DescribeRequest* request,
@@ -103,11 +106,26 @@ class AgentService final : public v1::Agent::CallbackService {
   grpc::ServerUnaryReactor* StageImageFinish(grpc::CallbackServerContext* context,
                                              const v1::StageFinishRequest* request,
                                              v1::StageImageFinishResponse* response) override;
+  grpc::ServerUnaryReactor* RdmaPrepare(grpc::CallbackServerContext* context,
+                                        const v1::RdmaPrepareRequest* request,
+                                        v1::RdmaPrepareResponse* response) override;
+  grpc::ServerUnaryReactor* RdmaConnect(grpc::CallbackServerContext* context,
+                                        const v1::RdmaConnectRequest* request,
+                                        v1::RdmaConnectResponse* response) override;
+  grpc::ServerUnaryReactor* RdmaRun(grpc::CallbackServerContext* context,
+                                    const v1::RdmaRunRequest* request,
+                                    v1::RdmaRunResponse* response) override;
+  grpc::ServerUnaryReactor* RdmaFinish(grpc::CallbackServerContext* context,
+                                       const v1::RdmaFinishRequest* request,
+                                       v1::RdmaFinishResponse* response) override;
 
  private:
   template <typename Response, typename Call>
   grpc::ServerUnaryReactor* OnStage(grpc::CallbackServerContext* context, Executor* executor,
                                     Response* response, Call call);
+  template <typename Response, typename Call>
+  grpc::ServerUnaryReactor* OnRdma(grpc::CallbackServerContext* context, Response* response,
+                                   Call call);
 
   const v1::NodeIdentity identity_;
   const std::string root_;
@@ -121,6 +139,7 @@ class AgentService final : public v1::Agent::CallbackService {
   FabricEndpoints fabric_;
   StageEndpoints* const stage_;
   ImageStager* const images_;
+  RdmaEndpoints* const rdma_;
 };
 
 }  // namespace fleet::agent

@@ -1,6 +1,8 @@
 // libibverbs loaded at run time with dlopen, so the agent runs on nodes without rdma-core and
-// never links it. Only the calls the RDMA probe needs: list devices, open one, query a port and
-// a GID. Types come from <infiniband/verbs.h>; no function of that header is called directly.
+// never links it. The calls the RDMA probe needs (list devices, open one, query a port and a
+// GID) and those of the RDMA fabric test (agent/fabric/verbs_device_impl.cc). Types come from
+// <infiniband/verbs.h>; no exported function of that header is called directly (its inline
+// ibv_post_send and ibv_poll_cq call through the context's ops and need no symbol).
 #pragma once
 
 #include <infiniband/verbs.h>
@@ -47,6 +49,31 @@ class VerbsLibrary {
                                       const std::vector<uint32_t>& gid_indexes,
                                       std::vector<ibv_gid>* gids) const;
 
+  // ibv_open_device of the device named `device`: NotFound naming the devices there are, or
+  // errno's Status of ibv_open_device. The caller closes it with CloseDevice.
+  absl::StatusOr<ibv_context*> OpenDevice(const std::string& device) const;
+  void CloseDevice(ibv_context* context) const { close_device_(context); }
+  // ibv_query_port as verbs.h's inline ___ibv_query_port does it; 0 or an errno value.
+  int QueryPortAttr(ibv_context* context, uint8_t port, ibv_port_attr* attr) const;
+  int QueryGid(ibv_context* context, uint8_t port, int index, ibv_gid* gid) const {
+    return query_gid_(context, port, index, gid);
+  }
+
+  // Entry points of the RDMA fabric test, resolved by Load with the others.
+  struct DataPath {
+    ibv_pd* (*alloc_pd)(ibv_context*) = nullptr;
+    int (*dealloc_pd)(ibv_pd*) = nullptr;
+    ibv_mr* (*reg_mr)(ibv_pd*, void*, size_t, int) = nullptr;
+    int (*dereg_mr)(ibv_mr*) = nullptr;
+    ibv_cq* (*create_cq)(ibv_context*, int, void*, ibv_comp_channel*, int) = nullptr;
+    int (*destroy_cq)(ibv_cq*) = nullptr;
+    ibv_qp* (*create_qp)(ibv_pd*, ibv_qp_init_attr*) = nullptr;
+    int (*destroy_qp)(ibv_qp*) = nullptr;
+    int (*modify_qp)(ibv_qp*, ibv_qp_attr*, int) = nullptr;
+    const char* (*wc_status_str)(ibv_wc_status) = nullptr;
+  };
+  const DataPath& data_path() const { return data_path_; }
+
  private:
   using GetDeviceListFn = ibv_device** (*)(int*);
   using FreeDeviceListFn = void (*)(ibv_device**);
@@ -68,6 +95,7 @@ class VerbsLibrary {
   CloseDeviceFn close_device_ = nullptr;
   QueryPortFn query_port_ = nullptr;
   QueryGidFn query_gid_ = nullptr;
+  DataPath data_path_;
 };
 
 }  // namespace fleet::agent

@@ -23,6 +23,23 @@ class FabricAgentClient {
                                                       const std::string& node_id,
                                                       const v1::FabricSendRequest& request,
                                                       absl::Duration deadline) = 0;
+  // The RDMA test's four calls (agent.proto: RdmaPrepare, RdmaConnect, RdmaRun, RdmaFinish).
+  virtual absl::StatusOr<v1::RdmaPrepareResponse> RdmaPrepare(const std::string& address,
+                                                              const std::string& node_id,
+                                                              const v1::RdmaPrepareRequest& request,
+                                                              absl::Duration deadline) = 0;
+  virtual absl::StatusOr<v1::RdmaConnectResponse> RdmaConnect(const std::string& address,
+                                                              const std::string& node_id,
+                                                              const v1::RdmaConnectRequest& request,
+                                                              absl::Duration deadline) = 0;
+  virtual absl::StatusOr<v1::RdmaRunResponse> RdmaRun(const std::string& address,
+                                                      const std::string& node_id,
+                                                      const v1::RdmaRunRequest& request,
+                                                      absl::Duration deadline) = 0;
+  virtual absl::StatusOr<v1::RdmaFinishResponse> RdmaFinish(const std::string& address,
+                                                            const std::string& node_id,
+                                                            const v1::RdmaFinishRequest& request,
+                                                            absl::Duration deadline) = 0;
 };
 
 }  // namespace fleet::controller

@@ -6,6 +6,7 @@
 #include <optional>
 #include <thread>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -40,6 +41,22 @@ v1::FabricResult NotMeasured(const std::string& test, const FabricEndpoint& from
   return r;
 }
 
+// Results are compared with earlier ones of the same test and link, and for rdma of the same
+// port (a link may have two).
+std::string RegressionKey(const v1::FabricResult& r) {
+  std::string key = absl::StrCat(r.test(), " ", r.from(), ">", r.to());
+  if (r.test() == "rdma") absl::StrAppend(&key, " ", r.device());
+  return key;
+}
+
+std::vector<v1::FabricResult> Flatten(std::vector<std::vector<v1::FabricResult>> nested) {
+  std::vector<v1::FabricResult> flat;
+  for (std::vector<v1::FabricResult>& results : nested) {
+    for (v1::FabricResult& r : results) flat.push_back(std::move(r));
+  }
+  return flat;
+}
+
 }  // namespace
 
 FabricEndpoint EndpointOf(const v1::Node& node) {
@@ -72,7 +89,38 @@ FabricEndpoint EndpointOf(const v1::Node& node) {
     e.device = chosen->name();
     e.rate_gbps = chosen->speed_mbps() / 1000.0;
   }
+  std::map<std::string, RdmaPortGroup> groups;
+  for (const v1::RdmaDevice& device : node.probe().rdma()) {
+    for (const v1::RdmaPort& port : device.ports()) {
+      bool infiniband = port.link_layer() == "InfiniBand";
+      if (port.state() != "ACTIVE" || (!infiniband && port.roce_v2_gid_index() < 0)) continue;
+      RdmaPortGroup& group = groups[RdmaPortKey(device.name())];
+      group.key = RdmaPortKey(device.name());
+      group.devices.push_back({.device = device.name(),
+                               .port = port.port(),
+                               .gid_index = infiniband ? -1 : port.roce_v2_gid_index(),
+                               .rate_gbps = port.rate_gbps()});
+      break;  // one port per device: the first that can run the test
+    }
+  }
+  for (auto& [key, group] : groups) {
+    std::sort(group.devices.begin(), group.devices.end(),
+              [](const auto& a, const auto& b) { return a.device < b.device; });
+    e.rdma_ports.push_back(std::move(group));
+  }
   return e;
+}
+
+std::string RdmaPortKey(const std::string& device) {
+  // udev's predictable names put "P<domain>" before "p<bus>" only for a PCI domain other than 0.
+  for (size_t i = 0; i + 2 < device.size(); ++i) {
+    if (device[i] != 'P' || !absl::ascii_isdigit(static_cast<unsigned char>(device[i + 1])))
+      continue;
+    size_t j = i + 1;
+    while (j < device.size() && absl::ascii_isdigit(static_cast<unsigned char>(device[j]))) ++j;
+    if (j < device.size() && device[j] == 'p') return device.substr(0, i) + device.substr(j);
+  }
+  return device;
 }
 
 ReadyEndpoints ReadyEndpointsOf(const std::vector<v1::Node>& nodes) {
@@ -122,6 +170,11 @@ absl::StatusOr<v1::RunFabricResponse> FabricRunner::Run(const v1::RunFabricReque
                      spec.buffer_bytes(), " bytes (4 KiB..16 MiB)"));
   }
 
+  v1::RdmaSpec rdma = request.rdma();
+  rdma.set_duration_ms(spec.duration_ms());
+  // perftest's default of ib_write_lat (DEF_ITERS): 1000 round trips.
+  if (rdma.latency_iterations() == 0) rdma.set_latency_iterations(1000);
+
   absl::MutexLock run(&run_mu_);
   // The last passing bandwidth of each test and link, for the regression rule.
   std::map<std::string, double> last_pass;
@@ -129,7 +182,7 @@ absl::StatusOr<v1::RunFabricResponse> FabricRunner::Run(const v1::RunFabricReque
       stored.ok()) {
     for (const v1::FabricResult& r : *stored) {
       if (r.verdict() == "pass") {
-        last_pass[absl::StrCat(r.test(), " ", r.from(), ">", r.to())] = r.bandwidth_gbps();
+        last_pass[RegressionKey(r)] = r.bandwidth_gbps();
       }
     }
   }
@@ -138,40 +191,56 @@ absl::StatusOr<v1::RunFabricResponse> FabricRunner::Run(const v1::RunFabricReque
   int test_number = 0;
   for (const std::string& test : tests) {
     for (const FabricRound& round : rounds) {
-      std::vector<v1::FabricResult> results(round.size());
+      // A link gives one result, or (rdma) one per port both nodes have.
+      std::vector<std::vector<v1::FabricResult>> results(round.size());
       std::vector<std::thread> threads;
       for (size_t i = 0; i < round.size(); ++i) {
         const FabricEndpoint& from = ready.by_name.at(round[i].from);
         const FabricEndpoint& to = ready.by_name.at(round[i].to);
         if (test == "rdma") {
           const FabricEndpoint* without = !from.has_rdma ? &from : !to.has_rdma ? &to : nullptr;
-          results[i] = NotMeasured(
-              test, from, to,
-              without != nullptr
-                  ? absl::StrCat("not measured: no RDMA device on ", without->name)
-                  : "not measured: the RDMA bandwidth test is not part of this version");
+          if (without != nullptr) {
+            results[i] = {NotMeasured(
+                test, from, to, absl::StrCat("not measured: no RDMA device on ", without->name))};
+            continue;
+          }
+          const FabricEndpoint* inactive = from.rdma_ports.empty() ? &from
+                                           : to.rdma_ports.empty() ? &to
+                                                                   : nullptr;
+          if (inactive != nullptr) {
+            results[i] = {NotMeasured(
+                test, from, to,
+                absl::StrCat("not measured: no RDMA port on ", inactive->name,
+                             " is ACTIVE with a RoCE v2 GID; bring its link up and check "
+                             "`fleet probe` there"))};
+            continue;
+          }
+          v1::RdmaSpec one = rdma;
+          one.set_test_id(absl::StrCat(run_id, "-", ++test_number));
+          threads.emplace_back(
+              [this, &results, i, &from, &to, one] { results[i] = RunRdma(from, to, one); });
           continue;
         }
         if (test == "nccl") {
           const FabricEndpoint* without = !from.has_gpu ? &from : !to.has_gpu ? &to : nullptr;
-          results[i] = NotMeasured(test, from, to,
-                                   without != nullptr
-                                       ? absl::StrCat("not measured: no GPU on ", without->name)
-                                       : "not measured: the NCCL test is not part of this version");
+          results[i] = {NotMeasured(
+              test, from, to,
+              without != nullptr ? absl::StrCat("not measured: no GPU on ", without->name)
+                                 : "not measured: the NCCL test is not part of this version")};
           continue;
         }
         v1::FabricTcpSpec one = spec;
         one.set_test_id(absl::StrCat(run_id, "-", ++test_number));
         one.set_token(pki::RandomBytes(32));
         threads.emplace_back(
-            [this, &results, i, &from, &to, one] { results[i] = RunTcp(from, to, one); });
+            [this, &results, i, &from, &to, one] { results[i] = {RunTcp(from, to, one)}; });
       }
       for (std::thread& t : threads) t.join();
-      for (v1::FabricResult& r : results) {
+      for (v1::FabricResult& r : Flatten(std::move(results))) {
         r.set_run_id(run_id);
         *r.mutable_at() = ToProtoTime(clock_->Now());
         if (r.measured()) {
-          auto it = last_pass.find(absl::StrCat(r.test(), " ", r.from(), ">", r.to()));
+          auto it = last_pass.find(RegressionKey(r));
           if (std::optional<std::string> drop = FabricRegression(
                   r.bandwidth_gbps(),
                   it == last_pass.end() ? std::nullopt : std::optional<double>(it->second))) {
@@ -233,6 +302,137 @@ v1::FabricResult FabricRunner::RunTcp(const FabricEndpoint& from, const FabricEn
                                  expected));
   }
   return r;
+}
+
+absl::StatusOr<v1::RdmaRunResponse> FabricRunner::RunRdmaDevices(
+    const FabricEndpoint& from, const RdmaDeviceEndpoint& from_device, const FabricEndpoint& to,
+    const RdmaDeviceEndpoint& to_device, const v1::RdmaSpec& spec) {
+  // The responder (`to`) is prepared first, then the requester; the responder connects (and
+  // starts answering pings) before the requester connects and runs. Every end that was
+  // prepared is finished, whatever happened.
+  constexpr absl::Duration kCallDeadline = absl::Seconds(10);
+  v1::RdmaSpec one = spec;
+  one.set_test_id(absl::StrCat(spec.test_id(), "-", from_device.device));
+  auto prepare = [&](const FabricEndpoint& node, const RdmaDeviceEndpoint& device) {
+    v1::RdmaPrepareRequest request;
+    *request.mutable_spec() = one;
+    request.set_device(device.device);
+    request.set_port(device.port);
+    request.set_gid_index(device.gid_index);
+    return agents_->RdmaPrepare(node.agent_address, node.node_id, request, kCallDeadline);
+  };
+  v1::RdmaFinishRequest finish;
+  finish.set_test_id(one.test_id());
+  absl::StatusOr<v1::RdmaPrepareResponse> responder = prepare(to, to_device);
+  if (!responder.ok()) return responder.status();
+  absl::StatusOr<v1::RdmaPrepareResponse> requester = prepare(from, from_device);
+  absl::StatusOr<v1::RdmaRunResponse> figures = absl::UnknownError("not run");
+  if (!requester.ok()) {
+    figures = requester.status();
+  } else {
+    v1::RdmaConnectRequest connect;
+    connect.set_test_id(one.test_id());
+    *connect.mutable_peer() = requester->endpoint();
+    absl::StatusOr<v1::RdmaConnectResponse> connected =
+        agents_->RdmaConnect(to.agent_address, to.node_id, connect, kCallDeadline);
+    if (!connected.ok()) {
+      figures = connected.status();
+    } else {
+      v1::RdmaRunRequest run;
+      run.set_test_id(one.test_id());
+      *run.mutable_peer() = responder->endpoint();
+      // The bandwidth phase, then up to 100,000 round trips of a few microseconds each.
+      figures = agents_->RdmaRun(from.agent_address, from.node_id, run,
+                                 absl::Milliseconds(spec.duration_ms()) + absl::Seconds(30));
+    }
+    (void)agents_->RdmaFinish(from.agent_address, from.node_id, finish, kCallDeadline);
+  }
+  (void)agents_->RdmaFinish(to.agent_address, to.node_id, finish, kCallDeadline);
+  return figures;
+}
+
+std::vector<v1::FabricResult> FabricRunner::RunRdma(const FabricEndpoint& from,
+                                                    const FabricEndpoint& to,
+                                                    const v1::RdmaSpec& spec) {
+  std::vector<v1::FabricResult> results;
+  const size_t ports = std::min(from.rdma_ports.size(), to.rdma_ports.size());
+  for (size_t p = 0; p < ports; ++p) {
+    const std::vector<RdmaDeviceEndpoint>& senders = from.rdma_ports[p].devices;
+    const std::vector<RdmaDeviceEndpoint>& receivers = to.rdma_ports[p].devices;
+    const size_t pairs = std::min(senders.size(), receivers.size());
+    // The devices of a port run at once: the port's figure is their sum.
+    std::vector<absl::StatusOr<v1::RdmaRunResponse>> figures(pairs, absl::UnknownError("not run"));
+    std::vector<std::thread> threads;
+    for (size_t d = 0; d < pairs; ++d) {
+      threads.emplace_back([this, &figures, d, &from, &to, &senders, &receivers, &spec] {
+        figures[d] = RunRdmaDevices(from, senders[d], to, receivers[d], spec);
+      });
+    }
+    for (std::thread& t : threads) t.join();
+
+    v1::FabricResult r;
+    r.set_test("rdma");
+    r.set_from(from.name);
+    r.set_to(to.name);
+    std::vector<std::string> names;
+    double expected = 0;
+    bool rates_known = true;
+    std::vector<std::string> failures;
+    for (size_t d = 0; d < pairs; ++d) {
+      names.push_back(senders[d].device);
+      double rate = std::min(senders[d].rate_gbps, receivers[d].rate_gbps);
+      rates_known = rates_known && rate > 0;
+      expected += rate;
+      if (!figures[d].ok()) {
+        failures.push_back(absl::StrCat(senders[d].device, " to ", receivers[d].device, ": ",
+                                        figures[d].status().message()));
+        continue;
+      }
+      v1::RdmaDeviceFigures* device = r.add_devices();
+      device->set_from_device(senders[d].device);
+      device->set_to_device(receivers[d].device);
+      device->set_bandwidth_gbps(figures[d]->bandwidth_gbps());
+      device->set_peak_gbps(figures[d]->peak_gbps());
+      if (figures[d]->latency_samples() > 0) {
+        device->set_latency_us(figures[d]->latency_median_us());
+        device->set_latency_p99_us(figures[d]->latency_p99_us());
+      }
+      r.set_bandwidth_gbps(r.bandwidth_gbps() + figures[d]->bandwidth_gbps());
+      r.set_peak_gbps(r.peak_gbps() + figures[d]->peak_gbps());
+      // The port's latency is its first device pair's: latency does not add up.
+      if (!r.has_latency_us() && device->has_latency_us()) {
+        r.set_latency_us(device->latency_us());
+        r.set_latency_p99_us(device->latency_p99_us());
+      }
+    }
+    r.set_device(absl::StrJoin(names, "+"));
+    r.set_expected_gbps(rates_known ? expected : 0);
+    if (!failures.empty()) {
+      // A port measured on some of its devices only would look slow for the wrong reason.
+      r.clear_devices();
+      r.set_bandwidth_gbps(0);
+      r.set_peak_gbps(0);
+      r.clear_latency_us();
+      r.clear_latency_p99_us();
+      r.set_measured(false);
+      r.set_verdict("fail");
+      r.set_reason(absl::StrCat("not measured: ", absl::StrJoin(failures, "; ")));
+      results.push_back(std::move(r));
+      continue;
+    }
+    r.set_measured(true);
+    r.set_verdict(FabricVerdict(r.bandwidth_gbps(), r.expected_gbps()));
+    if (r.verdict() == "unknown") {
+      r.set_reason(absl::StrCat("the rate of ", r.device(),
+                                " is not known, so there is nothing to compare against"));
+    } else if (r.verdict() != "pass") {
+      r.set_reason(absl::StrFormat("%.1f Gb/s is %.0f%% of the port's %.0f Gb/s (pass from 90%%)",
+                                   r.bandwidth_gbps(), 100 * r.bandwidth_gbps() / expected,
+                                   expected));
+    }
+    results.push_back(std::move(r));
+  }
+  return results;
 }
 
 absl::StatusOr<v1::FabricHistoryResponse> FabricRunner::History(

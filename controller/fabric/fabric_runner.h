@@ -19,6 +19,25 @@
 
 namespace fleet::controller {
 
+// One RDMA device port that can run the RDMA test: ACTIVE, with a RoCE v2 GID (or InfiniBand,
+// addressed by LID: gid_index -1).
+struct RdmaDeviceEndpoint {
+  std::string device;
+  uint32_t port = 1;
+  int32_t gid_index = -1;
+  double rate_gbps = 0;  // 0 when unknown
+};
+// The devices behind one physical port. Devices are grouped by their name without the PCI
+// domain part of udev's name ("roceP2p1s0f1" joins "rocep1s0f1"): a DGX Spark's CX-7 shows each
+// port as two devices, one per PCIe domain, of about 100 Gb/s each.
+struct RdmaPortGroup {
+  std::string key;
+  std::vector<RdmaDeviceEndpoint> devices;  // by name
+};
+// The port key of an RDMA device name: the name without a "P<digits>" PCI domain before its
+// "p<bus>" part.
+std::string RdmaPortKey(const std::string& device);
+
 // Where a node takes part in fabric tests: its fabric interface's IPv4 address (the advertised
 // address's host where no interface is marked fabric), the interface, and its rate.
 struct FabricEndpoint {
@@ -30,6 +49,7 @@ struct FabricEndpoint {
   double rate_gbps = 0;  // 0 when unknown
   bool has_rdma = false;
   bool has_gpu = false;
+  std::vector<RdmaPortGroup> rdma_ports;  // by key; empty when no port can run the RDMA test
 };
 FabricEndpoint EndpointOf(const v1::Node& node);
 
@@ -62,6 +82,16 @@ class FabricRunner {
  private:
   v1::FabricResult RunTcp(const FabricEndpoint& from, const FabricEndpoint& to,
                           const v1::FabricTcpSpec& spec);
+  // One result per port both nodes have (the i-th port group of each), its devices paired in
+  // order and run at once, their figures summed.
+  std::vector<v1::FabricResult> RunRdma(const FabricEndpoint& from, const FabricEndpoint& to,
+                                        const v1::RdmaSpec& spec);
+  // One device pair: prepare both ends, connect the responder, run the requester, finish both.
+  absl::StatusOr<v1::RdmaRunResponse> RunRdmaDevices(const FabricEndpoint& from,
+                                                     const RdmaDeviceEndpoint& from_device,
+                                                     const FabricEndpoint& to,
+                                                     const RdmaDeviceEndpoint& to_device,
+                                                     const v1::RdmaSpec& spec);
 
   const Clock* const clock_;
   Store* const store_;

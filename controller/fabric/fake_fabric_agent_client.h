@@ -1,7 +1,10 @@
-// FakeFabricAgentClient: answers fabric calls from a table of bandwidths per (from, to) and
-// records the order of calls, so tests can check who was tested with whom and when.
+// FakeFabricAgentClient: answers TCP fabric calls from a table of bandwidths per (from, to) and
+// records the order of calls, so tests can check who was tested with whom and when. RDMA calls
+// go to the handlers a test sets (e.g. agent::RdmaEndpoints on a fake verbs device, one per
+// agent address); unset, they answer Unimplemented.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <string>
 #include <utility>
@@ -43,11 +46,59 @@ class FakeFabricAgentClient final : public FabricAgentClient {
     return response;
   }
 
+  template <typename Request, typename Response>
+  using Handler =
+      std::function<absl::StatusOr<Response>(const std::string& address, const Request& request)>;
+  absl::StatusOr<v1::RdmaPrepareResponse> RdmaPrepare(const std::string& address,
+                                                      const std::string&,
+                                                      const v1::RdmaPrepareRequest& request,
+                                                      absl::Duration) override {
+    Record(address, "prepare", request.device());
+    return Dispatch(rdma_prepare, address, request);
+  }
+  absl::StatusOr<v1::RdmaConnectResponse> RdmaConnect(const std::string& address,
+                                                      const std::string&,
+                                                      const v1::RdmaConnectRequest& request,
+                                                      absl::Duration) override {
+    Record(address, "connect", request.peer().device());
+    return Dispatch(rdma_connect, address, request);
+  }
+  absl::StatusOr<v1::RdmaRunResponse> RdmaRun(const std::string& address, const std::string&,
+                                              const v1::RdmaRunRequest& request,
+                                              absl::Duration) override {
+    Record(address, "run", request.peer().device());
+    return Dispatch(rdma_run, address, request);
+  }
+  absl::StatusOr<v1::RdmaFinishResponse> RdmaFinish(const std::string& address, const std::string&,
+                                                    const v1::RdmaFinishRequest& request,
+                                                    absl::Duration) override {
+    Record(address, "finish", request.test_id());
+    return Dispatch(rdma_finish, address, request);
+  }
+
+  Handler<v1::RdmaPrepareRequest, v1::RdmaPrepareResponse> rdma_prepare;
+  Handler<v1::RdmaConnectRequest, v1::RdmaConnectResponse> rdma_connect;
+  Handler<v1::RdmaRunRequest, v1::RdmaRunResponse> rdma_run;
+  Handler<v1::RdmaFinishRequest, v1::RdmaFinishResponse> rdma_finish;
+  // "ADDRESS CALL DETAIL" for every RDMA call, in order.
+  std::vector<std::string> rdma_calls;
+
   std::map<std::pair<std::string, std::string>, double> bandwidth;  // {from ip, to ip} → Gb/s
   std::vector<std::pair<std::string, v1::FabricListenRequest>> listens;
   std::vector<std::pair<std::string, v1::FabricSendRequest>> sends;
 
  private:
+  void Record(const std::string& address, const char* call, const std::string& detail) {
+    absl::MutexLock lock(&mu_);
+    rdma_calls.push_back(absl::StrCat(address, " ", call, " ", detail));
+  }
+  template <typename Request, typename Response>
+  static absl::StatusOr<Response> Dispatch(const Handler<Request, Response>& handler,
+                                           const std::string& address, const Request& request) {
+    if (!handler) return absl::UnimplementedError("this fake agent runs no RDMA tests");
+    return handler(address, request);
+  }
+
   absl::Mutex mu_;
 };
 

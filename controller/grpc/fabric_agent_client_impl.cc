@@ -50,4 +50,44 @@ absl::StatusOr<v1::FabricSendResponse> GrpcFabricAgentClient::Send(
   return Result(status, std::move(response), address);
 }
 
+template <typename Request, typename Response, typename Method>
+absl::StatusOr<Response> GrpcFabricAgentClient::Call(const std::string& address,
+                                                     const std::string& node_id,
+                                                     const Request& request,
+                                                     absl::Duration deadline, Method method) {
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + deadline));
+  Response response;
+  grpc::Status status = (StubFor(address, node_id)->*method)(&context, request, &response);
+  return Result(status, std::move(response), address);
+}
+
+absl::StatusOr<v1::RdmaPrepareResponse> GrpcFabricAgentClient::RdmaPrepare(
+    const std::string& address, const std::string& node_id, const v1::RdmaPrepareRequest& request,
+    absl::Duration deadline) {
+  return Call<v1::RdmaPrepareRequest, v1::RdmaPrepareResponse>(address, node_id, request, deadline,
+                                                               &v1::Agent::Stub::RdmaPrepare);
+}
+
+absl::StatusOr<v1::RdmaConnectResponse> GrpcFabricAgentClient::RdmaConnect(
+    const std::string& address, const std::string& node_id, const v1::RdmaConnectRequest& request,
+    absl::Duration deadline) {
+  return Call<v1::RdmaConnectRequest, v1::RdmaConnectResponse>(address, node_id, request, deadline,
+                                                               &v1::Agent::Stub::RdmaConnect);
+}
+
+absl::StatusOr<v1::RdmaRunResponse> GrpcFabricAgentClient::RdmaRun(
+    const std::string& address, const std::string& node_id, const v1::RdmaRunRequest& request,
+    absl::Duration deadline) {
+  return Call<v1::RdmaRunRequest, v1::RdmaRunResponse>(address, node_id, request, deadline,
+                                                       &v1::Agent::Stub::RdmaRun);
+}
+
+absl::StatusOr<v1::RdmaFinishResponse> GrpcFabricAgentClient::RdmaFinish(
+    const std::string& address, const std::string& node_id, const v1::RdmaFinishRequest& request,
+    absl::Duration deadline) {
+  return Call<v1::RdmaFinishRequest, v1::RdmaFinishResponse>(address, node_id, request, deadline,
+                                                             &v1::Agent::Stub::RdmaFinish);
+}
+
 }  // namespace fleet::controller

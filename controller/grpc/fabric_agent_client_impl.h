@@ -1,4 +1,5 @@
-// FabricAgentClient over gRPC: the Agent service's FabricListen and FabricSend, mutual TLS.
+// FabricAgentClient over gRPC: the Agent service's FabricListen, FabricSend and Rdma* calls,
+// mutual TLS.
 #pragma once
 
 #include <memory>
@@ -24,8 +25,29 @@ class GrpcFabricAgentClient final : public FabricAgentClient {
                                               const std::string& node_id,
                                               const v1::FabricSendRequest& request,
                                               absl::Duration deadline) override;
+  absl::StatusOr<v1::RdmaPrepareResponse> RdmaPrepare(const std::string& address,
+                                                      const std::string& node_id,
+                                                      const v1::RdmaPrepareRequest& request,
+                                                      absl::Duration deadline) override;
+  absl::StatusOr<v1::RdmaConnectResponse> RdmaConnect(const std::string& address,
+                                                      const std::string& node_id,
+                                                      const v1::RdmaConnectRequest& request,
+                                                      absl::Duration deadline) override;
+  absl::StatusOr<v1::RdmaRunResponse> RdmaRun(const std::string& address,
+                                              const std::string& node_id,
+                                              const v1::RdmaRunRequest& request,
+                                              absl::Duration deadline) override;
+  absl::StatusOr<v1::RdmaFinishResponse> RdmaFinish(const std::string& address,
+                                                    const std::string& node_id,
+                                                    const v1::RdmaFinishRequest& request,
+                                                    absl::Duration deadline) override;
 
  private:
+  // One unary call with `deadline` through the stub's `method`.
+  template <typename Request, typename Response, typename Method>
+  absl::StatusOr<Response> Call(const std::string& address, const std::string& node_id,
+                                const Request& request, absl::Duration deadline, Method method);
+
   v1::Agent::Stub* StubFor(const std::string& address, const std::string& node_id);
 
   const std::shared_ptr<TransportCredentials> transport_;

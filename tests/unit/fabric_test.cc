@@ -1,10 +1,14 @@
 // `fleet fabric`'s policy without a network: the planner (pairs, ring, no node in two tests of a
 // round), the verdict and regression rules, and the runner through a fake agent client and a
-// fake store: expected figures from the link rate, "not measured" reasons, stored history.
+// fake store: expected figures from the link rate, "not measured" reasons, stored history. The
+// RDMA test's queue-pair exchange runs through the fake agent client into the agents' real
+// RdmaEndpoints on a fake verbs device.
 #include <set>
 #include <string>
 #include <vector>
 
+#include "agent/fabric/fake_verbs_device.h"
+#include "agent/fabric/rdma_endpoints.h"
 #include "cli/fabric_commands.h"
 #include "common/fake_clock.h"
 #include "controller/fabric/fabric_plan.h"
@@ -216,6 +220,153 @@ TEST_F(FabricRunnerTest, BadRequestsAreRefusedWithTheFix) {
   v1::RunFabricRequest streams;
   streams.set_streams(65);
   EXPECT_TRUE(absl::IsInvalidArgument(runner_.Run(streams, nodes).status()));
+}
+
+// A DGX Spark's RDMA view: its port's two devices (one per PCIe domain), ACTIVE, RoCE v2 GID 3.
+v1::Node MakeRdmaNode(int i, std::vector<std::string> devices, std::string state = "ACTIVE") {
+  v1::Node node = MakeNode(i, 200);
+  for (const std::string& name : devices) {
+    v1::RdmaDevice* device = node.mutable_probe()->add_rdma();
+    device->set_name(name);
+    v1::RdmaPort* port = device->add_ports();
+    port->set_port(1);
+    port->set_state(state);
+    port->set_link_layer("Ethernet");
+    port->set_rate_gbps(100);
+    port->set_roce_v2_gid_index(3);
+  }
+  return node;
+}
+
+TEST(RdmaPortKey, DevicesOfOnePortInTwoPciDomainsShareAKey) {
+  EXPECT_EQ(RdmaPortKey("roceP2p1s0f1"), "rocep1s0f1");
+  EXPECT_EQ(RdmaPortKey("rocep1s0f1"), "rocep1s0f1");
+  EXPECT_EQ(RdmaPortKey("roceP2p1s0f0"), "rocep1s0f0");
+  EXPECT_EQ(RdmaPortKey("mlx5_0"), "mlx5_0");
+  FabricEndpoint e = EndpointOf(MakeRdmaNode(1, {"rocep1s0f1", "roceP2p1s0f1", "rocep1s0f0"}));
+  ASSERT_EQ(e.rdma_ports.size(), 2u);
+  EXPECT_EQ(e.rdma_ports[1].key, "rocep1s0f1");
+  ASSERT_EQ(e.rdma_ports[1].devices.size(), 2u);
+  EXPECT_EQ(e.rdma_ports[1].devices[0].device, "roceP2p1s0f1");
+  EXPECT_EQ(e.rdma_ports[1].devices[0].gid_index, 3);
+}
+
+// Two agents, each with its RdmaEndpoints on one fake verbs fabric, behind the fake client.
+class FabricRdmaTest : public FabricRunnerTest {
+ protected:
+  FabricRdmaTest() {
+    fabric_.on_write = [this](uint32_t bytes) {
+      clock_.Advance(bytes == 8 ? absl::Microseconds(2) : absl::Milliseconds(1));
+    };
+    agents_.rdma_prepare =
+        [this](const std::string& address,
+               const v1::RdmaPrepareRequest& r) -> absl::StatusOr<v1::RdmaPrepareResponse> {
+      absl::StatusOr<v1::RdmaEndpoint> endpoint = Agent(address).Prepare(r);
+      if (!endpoint.ok()) return endpoint.status();
+      v1::RdmaPrepareResponse response;
+      *response.mutable_endpoint() = *endpoint;
+      return response;
+    };
+    agents_.rdma_connect =
+        [this](const std::string& address,
+               const v1::RdmaConnectRequest& r) -> absl::StatusOr<v1::RdmaConnectResponse> {
+      if (absl::Status st = Agent(address).Connect(r); !st.ok()) return st;
+      return v1::RdmaConnectResponse();
+    };
+    agents_.rdma_run = [this](const std::string& address, const v1::RdmaRunRequest& r) {
+      return Agent(address).Run(r);
+    };
+    agents_.rdma_finish =
+        [this](const std::string& address,
+               const v1::RdmaFinishRequest& r) -> absl::StatusOr<v1::RdmaFinishResponse> {
+      if (absl::Status st = Agent(address).Finish(r); !st.ok()) return st;
+      return v1::RdmaFinishResponse();
+    };
+  }
+  agent::RdmaEndpoints& Agent(const std::string& address) {
+    return address == "10.0.0.1:7101" ? node1_ : node2_;
+  }
+  static v1::RunFabricRequest Request() {
+    v1::RunFabricRequest request;
+    request.add_tests("rdma");
+    request.set_duration_ms(100);
+    request.mutable_rdma()->set_queue_pairs(2);
+    request.mutable_rdma()->set_tx_depth(8);
+    request.mutable_rdma()->set_latency_iterations(20);
+    return request;
+  }
+
+  agent::FakeVerbsFabric fabric_{{"rocep1s0f1", "roceP2p1s0f1"}};
+  agent::RdmaEndpoints node1_{&fabric_, &clock_};
+  agent::RdmaEndpoints node2_{&fabric_, &clock_};
+};
+
+TEST_F(FabricRdmaTest, EachDeviceOfAPortRunsAndThePortIsTheirSum) {
+  const std::vector<std::string> devices = {"rocep1s0f1", "roceP2p1s0f1"};
+  absl::StatusOr<v1::RunFabricResponse> r =
+      runner_.Run(Request(), {MakeRdmaNode(1, devices), MakeRdmaNode(2, devices)});
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r->results_size(), 1);
+  const v1::FabricResult& result = r->results(0);
+  EXPECT_EQ(result.test(), "rdma");
+  EXPECT_EQ(result.device(), "roceP2p1s0f1+rocep1s0f1");
+  ASSERT_TRUE(result.measured()) << result.reason();
+  ASSERT_EQ(result.devices_size(), 2);
+  EXPECT_EQ(result.devices(0).from_device(), "roceP2p1s0f1");
+  EXPECT_EQ(result.devices(0).to_device(), "roceP2p1s0f1");
+  EXPECT_GT(result.devices(0).bandwidth_gbps(), 0);
+  EXPECT_DOUBLE_EQ(result.bandwidth_gbps(),
+                   result.devices(0).bandwidth_gbps() + result.devices(1).bandwidth_gbps());
+  EXPECT_EQ(result.expected_gbps(), 200);  // two devices of 100 Gb/s
+  EXPECT_EQ(result.verdict(), FabricVerdict(result.bandwidth_gbps(), 200));
+  ASSERT_TRUE(result.has_latency_us());
+  EXPECT_EQ(result.latency_us(), result.devices(0).latency_us());
+  EXPECT_GT(result.latency_p99_us(), 0);
+  // Each device pair: the responder (spark-2) is prepared first, then connected with the
+  // requester's details; the requester runs with the responder's; both are finished.
+  std::vector<std::string> pair;
+  for (const std::string& call : agents_.rdma_calls) {
+    if (call.find("rocep1s0f1") != std::string::npos) pair.push_back(call);
+  }
+  EXPECT_THAT(pair,
+              ElementsAre("10.0.0.2:7101 prepare rocep1s0f1", "10.0.0.1:7101 prepare rocep1s0f1",
+                          "10.0.0.2:7101 connect rocep1s0f1", "10.0.0.1:7101 run rocep1s0f1",
+                          testing::StartsWith("10.0.0.1:7101 finish"),
+                          testing::StartsWith("10.0.0.2:7101 finish")));
+  EXPECT_EQ(fabric_.open_contexts(), 0);
+  EXPECT_EQ(fabric_.open_queue_pairs(), 0);
+  EXPECT_EQ(node1_.in_flight() + node2_.in_flight(), 0);
+  nlohmann::ordered_json json = cli::FabricResultJson(result);
+  for (const char* field : {"test", "from", "to", "device", "bandwidth_gbps", "latency_us",
+                            "latency_p99_us", "peak_gbps", "expected_gbps", "verdict", "reason"}) {
+    EXPECT_TRUE(json.contains(field)) << field;
+  }
+}
+
+TEST_F(FabricRdmaTest, AVerbsFailureFailsThePortNamingDeviceCallAndFix) {
+  fabric_.reg_mr_errno = ENOMEM;
+  const std::vector<std::string> devices = {"rocep1s0f1"};
+  absl::StatusOr<v1::RunFabricResponse> r =
+      runner_.Run(Request(), {MakeRdmaNode(1, devices), MakeRdmaNode(2, devices)});
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r->results_size(), 1);
+  EXPECT_FALSE(r->results(0).measured());
+  EXPECT_EQ(r->results(0).verdict(), "fail");
+  EXPECT_THAT(r->results(0).reason(),
+              testing::AllOf(HasSubstr("not measured: rocep1s0f1 to rocep1s0f1: rocep1s0f1: "
+                                       "ibv_reg_mr"),
+                             HasSubstr("Cannot allocate memory"), HasSubstr("LimitMEMLOCK")));
+  EXPECT_EQ(fabric_.open_contexts(), 0);
+}
+
+TEST_F(FabricRdmaTest, NodesWithoutAnActivePortAreNotMeasured) {
+  absl::StatusOr<v1::RunFabricResponse> r = runner_.Run(
+      Request(), {MakeRdmaNode(1, {"rocep1s0f1"}), MakeRdmaNode(2, {"rocep1s0f1"}, "DOWN")});
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r->results_size(), 1);
+  EXPECT_EQ(r->results(0).verdict(), "not-measured");
+  EXPECT_THAT(r->results(0).reason(), HasSubstr("no RDMA port on spark-2 is ACTIVE"));
+  EXPECT_TRUE(agents_.rdma_calls.empty());
 }
 
 }  // namespace
