@@ -170,20 +170,35 @@ command: fleet-echo-engine --port {port} --rendezvous-timeout 20 )",
     EXPECT_TRUE(absl::StrContains(events, "started generation 2")) << events;
   }
 
+  // Applies the 2-rank group with `engine_flags`: rank 0 on node-1, rank 1 on node-2.
+  void ApplyOnNodesOneAndTwo(const std::string& engine_flags) {
+    absl::StatusOr<CommandResult> applied =
+        Fleet({"apply", WriteRecipe(engine_flags), "--timeout", "30s"});
+    ASSERT_TRUE(applied.ok()) << applied.status();
+    ASSERT_EQ(applied->exit_code, 0) << applied->stdout_text << applied->stderr_text;
+    Json ranks = Describe()["group"]["ranks"];
+    ASSERT_EQ(ranks.size(), 2u) << ranks.dump();
+    ASSERT_EQ(ranks[1].value("nodeName", ""), "node-2") << ranks.dump();
+  }
+
+  // Whether an engine process of `generation` still runs on any host.
+  bool GenerationRuns(uint64_t generation) {
+    for (pid_t pid : EnginePids("fleet-echo-engi", kGroup)) {
+      if (GenerationOf(pid) == generation) return true;
+    }
+    return false;
+  }
+
   int port_ = 0;
 };
 
 TEST_F(HealTest, KilledHeadIsReplacedByANewGenerationThatAnswers) {
-  absl::StatusOr<CommandResult> applied = Fleet({"apply", WriteRecipe(""), "--timeout", "30s"});
-  ASSERT_TRUE(applied.ok()) << applied.status();
-  ASSERT_EQ(applied->exit_code, 0) << applied->stdout_text << applied->stderr_text;
+  ASSERT_NO_FATAL_FAILURE(ApplyOnNodesOneAndTwo(""));
   ASSERT_NO_FATAL_FAILURE(KillRankAndExpectANewGeneration(0));
 }
 
 TEST_F(HealTest, KilledWorkerIsReplacedByANewGenerationThatAnswers) {
-  absl::StatusOr<CommandResult> applied = Fleet({"apply", WriteRecipe(""), "--timeout", "30s"});
-  ASSERT_TRUE(applied.ok()) << applied.status();
-  ASSERT_EQ(applied->exit_code, 0) << applied->stdout_text << applied->stderr_text;
+  ASSERT_NO_FATAL_FAILURE(ApplyOnNodesOneAndTwo(""));
   ASSERT_NO_FATAL_FAILURE(KillRankAndExpectANewGeneration(1));
 }
 
@@ -310,13 +325,8 @@ class LostNodeTest : public HealTest {
 
 TEST_F(LostNodeTest, AnAgentKeptDownIsReplacedByAFreeNodeAndItsRanksStoppedWhenItReturns) {
   // Workers that hang when their head dies: the one on the Lost node outlives its group.
-  absl::StatusOr<CommandResult> applied =
-      Fleet({"apply", WriteRecipe("--hang-when-head-dies"), "--timeout", "30s"});
-  ASSERT_TRUE(applied.ok()) << applied.status();
-  ASSERT_EQ(applied->exit_code, 0) << applied->stdout_text << applied->stderr_text;
-  Json ranks = Describe()["group"]["ranks"];
-  ASSERT_EQ(ranks.size(), 2u) << ranks.dump();
-  ASSERT_EQ(ranks[1].value("nodeName", ""), "node-2") << ranks.dump();
+  ASSERT_NO_FATAL_FAILURE(ApplyOnNodesOneAndTwo("--hang-when-head-dies"));
+  Json ranks;
 
   const absl::Time killed = absl::Now();
   ASSERT_TRUE(cluster_->KillAgent(2).ok());
@@ -339,31 +349,17 @@ TEST_F(LostNodeTest, AnAgentKeptDownIsReplacedByAFreeNodeAndItsRanksStoppedWhenI
   EXPECT_TRUE(absl::StrContains(events, "re-placed: rank 1 node-2 -> node-3")) << events;
 
   // The worker of generation 1 still runs on node-2; when its agent returns it is stopped.
-  bool old_left = false;
-  for (pid_t pid : EnginePids("fleet-echo-engi", kGroup)) old_left |= GenerationOf(pid) == 1;
-  EXPECT_TRUE(old_left) << "the hung worker of generation 1 should outlive its Lost agent";
+  EXPECT_TRUE(GenerationRuns(1)) << "the hung worker of generation 1 should outlive its Lost agent";
   ASSERT_TRUE(cluster_->StartAgent(2).ok());
-  EXPECT_TRUE(TestCluster::WaitFor(
-      [&] {
-        for (pid_t pid : EnginePids("fleet-echo-engi", kGroup)) {
-          if (GenerationOf(pid) == 1) return false;
-        }
-        return true;
-      },
-      absl::Seconds(30)))
+  EXPECT_TRUE(TestCluster::WaitFor([&] { return !GenerationRuns(1); }, absl::Seconds(30)))
       << "generation 1 still runs on node-2 after its agent returned";
   ExpectOnlyGeneration(2);
 }
 
 TEST_F(LostNodeTest, ACutLinkIsReplacedAndTheOldRanksStoppedWhenTheLinkReturns) {
   if (!network_->isolated()) GTEST_SKIP() << "links cannot be cut: " << network_->fallback_reason();
-  absl::StatusOr<CommandResult> applied =
-      Fleet({"apply", WriteRecipe("--hang-when-head-dies"), "--timeout", "30s"});
-  ASSERT_TRUE(applied.ok()) << applied.status();
-  ASSERT_EQ(applied->exit_code, 0) << applied->stdout_text << applied->stderr_text;
-  Json ranks = Describe()["group"]["ranks"];
-  ASSERT_EQ(ranks.size(), 2u) << ranks.dump();
-  ASSERT_EQ(ranks[1].value("nodeName", ""), "node-2") << ranks.dump();
+  ASSERT_NO_FATAL_FAILURE(ApplyOnNodesOneAndTwo("--hang-when-head-dies"));
+  Json ranks;
 
   // Unlike a killed agent, everything on node-2 keeps running: its agent, and the worker of
   // generation 1, which hangs once its head is stopped.
@@ -377,23 +373,15 @@ TEST_F(LostNodeTest, ACutLinkIsReplacedAndTheOldRanksStoppedWhenTheLinkReturns) 
   for (const Json& r : ranks) nodes.insert(r.value("nodeName", ""));
   EXPECT_EQ(nodes, (std::set<std::string>{"node-1", "node-3"})) << ranks.dump();
   EXPECT_TRUE(absl::StrContains(Completion(), R"("text":"hello")"));
-  bool old_left = false;
-  for (pid_t pid : EnginePids("fleet-echo-engi", kGroup)) old_left |= GenerationOf(pid) == 1;
-  EXPECT_TRUE(old_left) << "the worker of generation 1 on the cut-off node should still run";
+  EXPECT_TRUE(GenerationRuns(1))
+      << "the worker of generation 1 on the cut-off node should still run";
 
   // The link returns: the agent's heartbeats of the same session arrive again, and the
   // controller asks what still runs there and stops generation 1, well before the periodic
   // shard refresh.
   const absl::Time restored = absl::Now();
   ASSERT_TRUE(network_->RestoreLink(2).ok());
-  EXPECT_TRUE(TestCluster::WaitFor(
-      [&] {
-        for (pid_t pid : EnginePids("fleet-echo-engi", kGroup)) {
-          if (GenerationOf(pid) == 1) return false;
-        }
-        return true;
-      },
-      absl::Seconds(15)))
+  EXPECT_TRUE(TestCluster::WaitFor([&] { return !GenerationRuns(1); }, absl::Seconds(15)))
       << "generation 1 still runs on node-2 after its link returned";
   std::printf("[ TIMING   ] link of node-2 restored -> generation 1 stopped there in %s\n",
               absl::FormatDuration(absl::Now() - restored).c_str());
@@ -423,9 +411,7 @@ std::vector<pid_t> RouterPids(const std::string& temp_dir) {
 TEST_F(LostNodeTest, TheRouterMovesOffALostNodeAndTheOldOneStopsWhenItReturns) {
   if (!network_->isolated()) GTEST_SKIP() << "links cannot be cut: " << network_->fallback_reason();
   if (!HaveHaproxy()) GTEST_SKIP() << "haproxy is not installed (scripts/setup.sh installs it)";
-  absl::StatusOr<CommandResult> applied = Fleet({"apply", WriteRecipe(""), "--timeout", "30s"});
-  ASSERT_TRUE(applied.ok()) << applied.status();
-  ASSERT_EQ(applied->exit_code, 0) << applied->stdout_text << applied->stderr_text;
+  ASSERT_NO_FATAL_FAILURE(ApplyOnNodesOneAndTwo(""));
   auto service = [&]() -> Json {
     absl::StatusOr<CommandResult> r = Fleet({"get", "services", "-o", "json"});
     if (!r.ok() || r->exit_code != 0) return Json();
@@ -465,14 +451,7 @@ TEST_F(LostNodeTest, TheRouterMovesOffALostNodeAndTheOldOneStopsWhenItReturns) {
   // The link returns: the old head and the old router are stopped; the endpoint stays where it
   // moved.
   ASSERT_TRUE(network_->RestoreLink(1).ok());
-  EXPECT_TRUE(TestCluster::WaitFor(
-      [&] {
-        for (pid_t pid : EnginePids("fleet-echo-engi", kGroup)) {
-          if (GenerationOf(pid) == 1) return false;
-        }
-        return true;
-      },
-      absl::Seconds(15)))
+  EXPECT_TRUE(TestCluster::WaitFor([&] { return !GenerationRuns(1); }, absl::Seconds(15)))
       << "generation 1 still runs on node-1 after its link returned";
   EXPECT_TRUE(TestCluster::WaitFor([&] { return RouterPids(cluster_->temp_dir()).size() == 1; },
                                    absl::Seconds(20)))

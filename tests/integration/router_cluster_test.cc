@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <fstream>
+#include <functional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -186,6 +187,35 @@ health:
     }
     return 0;
   }
+
+  // Two Ready replicas and a client sending requests through the router without pause
+  // (streamed or not): `action` runs once the client has sent 3, and the client goes on until it
+  // has sent 3 more after it.
+  void DuringClientLoad(bool stream, const std::function<void()>& action, ClientLoad& load) {
+    ASSERT_NO_FATAL_FAILURE(Apply());
+    ASSERT_TRUE(WaitForReadyReplicas(2, absl::Seconds(20))) << Services().dump();
+    std::atomic<bool> stop{false};
+    std::thread client = StartClient(load, stop, stream);
+    const bool started =
+        TestCluster::WaitFor([&] { return load.sent.load() >= 3; }, absl::Seconds(20));
+    if (started) action();
+    const int sent_before = load.sent.load();
+    EXPECT_TRUE(TestCluster::WaitFor([&] { return load.sent.load() >= sent_before + 3; },
+                                     absl::Seconds(20)));
+    stop = true;
+    client.join();
+    ASSERT_TRUE(started) << "the client sent nothing through the router";
+  }
+
+  // No request of `load` failed; prints how many went through during `what`.
+  static void ExpectNoFailedRequest(ClientLoad& load, const char* what) {
+    absl::MutexLock lock(&load.mu);
+    EXPECT_EQ(load.failed.load(), 0)
+        << load.sent.load()
+        << " sent; first failure: " << (load.failures.empty() ? "" : load.failures.front());
+    std::printf("[ FIGURE   ] %s: %d requests through the router, %d failed\n", what,
+                load.sent.load(), load.failed.load());
+  }
 };
 
 TEST_F(RouterTest, RequestsThroughTheEndpointReachBothReplicas) {
@@ -225,48 +255,36 @@ TEST_F(RouterTest, RequestsThroughTheEndpointReachBothReplicas) {
 }
 
 TEST_F(RouterTest, KilledHeadTheEndpointKeepsAnsweringAndTheSameUrlWorksAfterTheRestart) {
-  ASSERT_NO_FATAL_FAILURE(Apply());
-  ASSERT_TRUE(WaitForReadyReplicas(2, absl::Seconds(20))) << Services().dump();
   ClientLoad load;
-  std::atomic<bool> stop{false};
-  std::thread client = StartClient(load, stop, /*stream=*/false);
-  ASSERT_TRUE(TestCluster::WaitFor([&] { return load.sent.load() >= 3; }, absl::Seconds(20)));
-  std::vector<pid_t> heads = EnginePids("fleet-engine", absl::StrCat(kApp, "-0"));
-  ASSERT_FALSE(heads.empty());
-  for (pid_t pid : heads) ::kill(pid, SIGKILL);
-  const bool healed =
-      TestCluster::WaitFor([&] { return ReadyGeneration("routed-0") >= 2; }, absl::Seconds(60));
-  const bool back = healed && WaitForReadyReplicas(2, absl::Seconds(20));
-  const int sent_before = load.sent.load();
-  EXPECT_TRUE(
-      TestCluster::WaitFor([&] { return load.sent.load() >= sent_before + 3; }, absl::Seconds(20)));
-  stop = true;
-  client.join();
+  bool killed = false, healed = false, back = false;
+  ASSERT_NO_FATAL_FAILURE(DuringClientLoad(
+      /*stream=*/false,
+      [&] {
+        std::vector<pid_t> heads = EnginePids("fleet-engine", absl::StrCat(kApp, "-0"));
+        killed = !heads.empty();
+        for (pid_t pid : heads) ::kill(pid, SIGKILL);
+        healed = killed && TestCluster::WaitFor([&] { return ReadyGeneration("routed-0") >= 2; },
+                                                absl::Seconds(60));
+        back = healed && WaitForReadyReplicas(2, absl::Seconds(20));
+      },
+      load));
+  ASSERT_TRUE(killed) << "no head process of " << kApp << "-0 found";
   ASSERT_TRUE(healed) << Groups().dump();
   EXPECT_TRUE(back) << Services().dump();
-  absl::MutexLock lock(&load.mu);
-  EXPECT_EQ(load.failed.load(), 0)
-      << load.sent.load()
-      << " sent; first failure: " << (load.failures.empty() ? "" : load.failures.front());
-  std::printf("[ FIGURE   ] head killed: %d requests through the router, %d failed\n",
-              load.sent.load(), load.failed.load());
+  ExpectNoFailedRequest(load, "head killed");
   absl::StatusOr<std::string> after = Request(/*stream=*/true);
   EXPECT_TRUE(after.ok()) << after.status();
 }
 
 TEST_F(RouterTest, RollOverTwoReplicasWhileAClientStreamsLosesNoRequest) {
-  ASSERT_NO_FATAL_FAILURE(Apply());
-  ASSERT_TRUE(WaitForReadyReplicas(2, absl::Seconds(20))) << Services().dump();
   ClientLoad load;
-  std::atomic<bool> stop{false};
-  std::thread client = StartClient(load, stop, /*stream=*/true);
-  ASSERT_TRUE(TestCluster::WaitFor([&] { return load.sent.load() >= 3; }, absl::Seconds(20)));
-  absl::StatusOr<CommandResult> rolled = Fleet({"roll", kApp}, absl::Minutes(4));
-  const int sent_before = load.sent.load();
-  EXPECT_TRUE(
-      TestCluster::WaitFor([&] { return load.sent.load() >= sent_before + 3; }, absl::Seconds(20)));
-  stop = true;
-  client.join();
+  absl::StatusOr<CommandResult> rolled = absl::UnknownError("not run");
+  ASSERT_NO_FATAL_FAILURE(DuringClientLoad(
+      /*stream=*/true,
+      [&] {
+        rolled = Fleet({"roll", kApp}, absl::Minutes(4));
+      },
+      load));
   ASSERT_TRUE(rolled.ok()) << rolled.status();
   EXPECT_EQ(rolled->exit_code, 0) << rolled->stdout_text << rolled->stderr_text;
   EXPECT_TRUE(absl::StrContains(rolled->stdout_text, "routed-0 out of rotation, draining"))
@@ -275,28 +293,19 @@ TEST_F(RouterTest, RollOverTwoReplicasWhileAClientStreamsLosesNoRequest) {
       << rolled->stdout_text;
   EXPECT_EQ(ReadyGeneration("routed-0"), 2u);
   EXPECT_EQ(ReadyGeneration("routed-1"), 2u);
-  absl::MutexLock lock(&load.mu);
-  EXPECT_EQ(load.failed.load(), 0)
-      << load.sent.load()
-      << " sent; first failure: " << (load.failures.empty() ? "" : load.failures.front());
-  std::printf("[ FIGURE   ] roll: %d streamed requests through the router, %d failed\n",
-              load.sent.load(), load.failed.load());
+  ExpectNoFailedRequest(load, "roll (streamed)");
 }
 
 TEST_F(RouterTest, ChangedRecipeAppliedOverTwoReplicasRollsWhileAClientStreamsLosesNoRequest) {
-  ASSERT_NO_FATAL_FAILURE(Apply());
-  ASSERT_TRUE(WaitForReadyReplicas(2, absl::Seconds(20))) << Services().dump();
   ClientLoad load;
-  std::atomic<bool> stop{false};
-  std::thread client = StartClient(load, stop, /*stream=*/true);
-  ASSERT_TRUE(TestCluster::WaitFor([&] { return load.sent.load() >= 3; }, absl::Seconds(20)));
-  absl::StatusOr<CommandResult> applied =
-      Fleet({"apply", WriteRecipe(/*max_seq_len=*/512), "--timeout", "60s"}, absl::Minutes(4));
-  const int sent_before = load.sent.load();
-  EXPECT_TRUE(
-      TestCluster::WaitFor([&] { return load.sent.load() >= sent_before + 3; }, absl::Seconds(20)));
-  stop = true;
-  client.join();
+  absl::StatusOr<CommandResult> applied = absl::UnknownError("not run");
+  ASSERT_NO_FATAL_FAILURE(DuringClientLoad(
+      /*stream=*/true,
+      [&] {
+        applied = Fleet({"apply", WriteRecipe(/*max_seq_len=*/512), "--timeout", "60s"},
+                        absl::Minutes(4));
+      },
+      load));
   ASSERT_TRUE(applied.ok()) << applied.status();
   EXPECT_EQ(applied->exit_code, 0) << applied->stdout_text << applied->stderr_text;
   // Each replica drained, restarted on the new recipe and put back before the next one.
@@ -319,14 +328,7 @@ TEST_F(RouterTest, ChangedRecipeAppliedOverTwoReplicasRollsWhileAClientStreamsLo
     ASSERT_TRUE(cmdline.ok());
     EXPECT_TRUE(absl::StrContains(*cmdline, std::string("--max-seq-len") + '\0' + "512")) << group;
   }
-  absl::MutexLock lock(&load.mu);
-  EXPECT_EQ(load.failed.load(), 0)
-      << load.sent.load()
-      << " sent; first failure: " << (load.failures.empty() ? "" : load.failures.front());
-  std::printf(
-      "[ FIGURE   ] apply of a changed recipe: %d streamed requests through the router, "
-      "%d failed\n",
-      load.sent.load(), load.failed.load());
+  ExpectNoFailedRequest(load, "apply of a changed recipe (streamed)");
 }
 
 }  // namespace
