@@ -130,7 +130,8 @@ TEST_F(BenchGroupTest, SweepsAreStoredPerRevisionAndASlowerRecipeIsFlagged) {
   ASSERT_TRUE(second.contains("stored")) << second.dump();
   EXPECT_EQ(second["stored"]["revision"], slow);
   std::string drops = second["stored"]["drops"].dump();
-  EXPECT_TRUE(absl::StrContains(drops, "d0 c1: tg_tps 2")) << drops;
+  // "d0 c1: tg_tps 200.71 -> 100.04 (-50.2%)": the figures themselves vary with the machine's load.
+  EXPECT_TRUE(absl::StrContains(drops, "d0 c1: tg_tps ")) << drops;
   EXPECT_TRUE(absl::StrContains(drops, "d0 c2: tg_tps_total")) << drops;
   EXPECT_TRUE(
       absl::StrContains(drops, absl::StrCat("against run ", first["stored"]["run"].get<int>(),
