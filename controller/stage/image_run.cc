@@ -42,20 +42,8 @@ absl::StatusOr<v1::StageImageResponse> StageRunner::RunImage(const v1::StageImag
     return absl::InvalidArgumentError("name the target nodes: --to node-2,node-3");
   }
   const ReadyEndpoints ready = ReadyEndpointsOf(nodes);
-  std::set<std::string> seen;
-  for (const std::string& name : request.to()) {
-    RETURN_IF_ERROR(ready.Require(name));
-    if (!seen.insert(name).second) {
-      return absl::InvalidArgumentError(absl::StrCat("node ", name, " is named twice in --to"));
-    }
-  }
-  if (!request.from().empty()) {
-    RETURN_IF_ERROR(ready.Require(request.from()));
-    if (seen.contains(request.from())) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("--from ", request.from(), " is also a target; leave it out of --to"));
-    }
-  }
+  ASSIGN_OR_RETURN(const std::set<std::string> seen,
+                   CheckFromAndTo(ready, request.to(), request.from()));
 
   absl::MutexLock run_lock(&run_mu_);
   const absl::Time start = clock_->Now();

@@ -47,6 +47,26 @@ void StageRunner::Publish(const v1::StageRun& run) {
   last_ = run;
 }
 
+absl::StatusOr<std::set<std::string>> StageRunner::CheckFromAndTo(
+    const ReadyEndpoints& ready, const google::protobuf::RepeatedPtrField<std::string>& to,
+    const std::string& from) {
+  std::set<std::string> seen;
+  for (const std::string& name : to) {
+    RETURN_IF_ERROR(ready.Require(name));
+    if (!seen.insert(name).second) {
+      return absl::InvalidArgumentError(absl::StrCat("node ", name, " is named twice in --to"));
+    }
+  }
+  if (!from.empty()) {
+    RETURN_IF_ERROR(ready.Require(from));
+    if (seen.contains(from)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--from ", from, " is also a target; leave it out of --to"));
+    }
+  }
+  return seen;
+}
+
 absl::StatusOr<v1::StageModelResponse> StageRunner::Run(const v1::StageModelRequest& request,
                                                         const std::vector<v1::Node>& nodes) {
   if (request.path().empty() || request.path()[0] != '/') {
@@ -65,20 +85,8 @@ absl::StatusOr<v1::StageModelResponse> StageRunner::Run(const v1::StageModelRequ
     return absl::InvalidArgumentError(absl::StrCat("--streams must be 1..16; got ", streams));
   }
   const ReadyEndpoints ready = ReadyEndpointsOf(nodes);
-  std::set<std::string> seen;
-  for (const std::string& name : request.to()) {
-    RETURN_IF_ERROR(ready.Require(name));
-    if (!seen.insert(name).second) {
-      return absl::InvalidArgumentError(absl::StrCat("node ", name, " is named twice in --to"));
-    }
-  }
-  if (!request.from().empty()) {
-    RETURN_IF_ERROR(ready.Require(request.from()));
-    if (seen.contains(request.from())) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("--from ", request.from(), " is also a target; leave it out of --to"));
-    }
-  }
+  ASSIGN_OR_RETURN(const std::set<std::string> seen,
+                   CheckFromAndTo(ready, request.to(), request.from()));
 
   absl::MutexLock run_lock(&run_mu_);
   const absl::Time start = clock_->Now();

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -19,6 +20,8 @@
 #include "fleet/v1/stage.pb.h"
 
 namespace fleet::controller {
+
+struct ReadyEndpoints;  // controller/fabric/fabric_runner.h
 
 // Example:
 //   StageRunner runner(clock, &agents);
@@ -45,6 +48,11 @@ class StageRunner {
 
  private:
   void Publish(const v1::StageRun& run);
+  // Every node of `to` named once and Ready, and `from` (when named) Ready and not a target:
+  // the checks a model and an image run share. Returns the targets.
+  static absl::StatusOr<std::set<std::string>> CheckFromAndTo(
+      const ReadyEndpoints& ready, const google::protobuf::RepeatedPtrField<std::string>& to,
+      const std::string& from);
 
   const Clock* const clock_;
   StageAgentClient* const agents_;
