@@ -11,6 +11,9 @@
 #include "agent/fabric/rdma_endpoints.h"
 #include "agent/fabric/verbs_device_impl.h"
 #include "agent/grpc/agent_service.h"
+#include "agent/health/gpu_errors.h"
+#include "agent/health/health_collector.h"
+#include "agent/health/port_counters.h"
 #include "agent/metrics/agent_metrics.h"
 #include "agent/probes/gpu.h"
 #include "agent/probes/limits.h"
@@ -186,6 +189,8 @@ absl::Status AgentServer::ServeMetrics() {
     std::vector<prometheus::MetricFamily> out = NodeFigures(figures_->Get());
     std::vector<prometheus::MetricFamily> shards = ShardFigures(supervisor_->List());
     out.insert(out.end(), shards.begin(), shards.end());
+    std::vector<prometheus::MetricFamily> ports = PortErrorFigures(ReadPortCounters(options_.root));
+    out.insert(out.end(), ports.begin(), ports.end());
     return out;
   });
   ASSIGN_OR_RETURN(metrics_server_,
@@ -292,6 +297,26 @@ absl::Status AgentServer::Serve(const std::string& controller_address) {
   std::error_code ec;
   std::filesystem::path ca_path = std::filesystem::absolute(paths.ca, ec);
   router_admin_ = std::make_unique<RouterAdmin>(options_.state_dir, supervisor_.get());
+  // `fleet health`: the probes of a node that change while it runs, fresh at each look (not the
+  // model hashes or NCCL's helper process), with the disk paths the controller asks about.
+  gpu_errors_ = options_.root == "/" ? OpenNvmlGpuErrors() : nullptr;
+  health_ = std::make_unique<HealthCollector>(
+      HealthCollectorDeps{.clock = RealClock::Get(),
+                          .probe =
+                              [this](const v1::ProbeRequest& request) {
+                                ProbeContext ctx{.root = options_.root,
+                                                 .live = options_.root == "/",
+                                                 .node_name = identity_.name(),
+                                                 .request = request};
+                                v1::NodeProbe probe;
+                                ProbeRdma(ctx, &probe);
+                                ProbeLimits(ctx, &probe);
+                                ProbeGpu(ctx, &probe);
+                                return probe;
+                              },
+                          .read_ports = [this] { return ReadPortCounters(options_.root); },
+                          .gpus = gpu_errors_.get(),
+                          .shards = [this] { return supervisor_->List(); }});
   service_ = std::make_unique<AgentService>(
       identity_, options_.root, supervisor_.get(),
       AgentExecutors{.shards = shard_executor_.get(),
@@ -302,7 +327,7 @@ absl::Status AgentServer::Serve(const std::string& controller_address) {
       absl::StrCat(options_.state_dir, "/probe-cache"), paths_,
       ControllerAccess{.address = controller_address,
                        .ca_path = ec ? paths.ca : ca_path.lexically_normal().string()},
-      router_admin_.get(), stage_.get(), images_.get(), rdma_.get());
+      router_admin_.get(), stage_.get(), images_.get(), rdma_.get(), health_.get());
   grpc::ServerBuilder builder;
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
   interceptors.push_back(metrics_->rpc().InterceptorFactory());

@@ -32,6 +32,8 @@ namespace fleet::agent {
 
 class AgentMetrics;
 class AgentService;
+class GpuErrorSource;
+class HealthCollector;
 class CachedProbe;
 class ControllerClient;
 class DiscoveryResponder;
@@ -133,6 +135,8 @@ class AgentServer {
   std::unique_ptr<AgentService> service_;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<CachedProbe> figures_;
+  std::unique_ptr<GpuErrorSource> gpu_errors_;  // keeps NVML's XID event set for the agent's life
+  std::unique_ptr<HealthCollector> health_;
   std::unique_ptr<MetricsServer> metrics_server_;  // reads the supervisor and figures_
   std::thread main_;
   bool shut_down_ = false;

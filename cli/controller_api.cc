@@ -143,6 +143,11 @@ absl::StatusOr<v1::FabricHistoryResponse> AdminClient::FabricHistory(
       &v1::Controller::Stub::FabricHistory, request, absl::ZeroDuration());
 }
 
+absl::StatusOr<v1::HealthResponse> AdminClient::Health() {
+  return Call<v1::HealthRequest, v1::HealthResponse>(&v1::Controller::Stub::Health, {},
+                                                     absl::Seconds(5));
+}
+
 absl::StatusOr<v1::RestartGroupResponse> AdminClient::RestartGroup(const std::string& name,
                                                                    absl::Duration extra) {
   v1::RestartGroupRequest request;

@@ -44,6 +44,8 @@ class AdminClient {
   absl::StatusOr<v1::RunFabricResponse> RunFabric(const v1::RunFabricRequest& request,
                                                   absl::Duration extra);
   absl::StatusOr<v1::FabricHistoryResponse> FabricHistory(const v1::FabricHistoryRequest& request);
+  // Every agent's look at its node (`fleet health`); each agent has 5 s to answer.
+  absl::StatusOr<v1::HealthResponse> Health();
   // A restart waits for every rank's stop and the new start orders: up to `extra` more.
   absl::StatusOr<v1::RestartGroupResponse> RestartGroup(const std::string& name,
                                                         absl::Duration extra);

@@ -1,9 +1,12 @@
 // `fleet health`: one view of the cluster with a verdict (healthy, degraded, unhealthy) and the
-// reasons for every node and group, judged from what the controller holds: node states and
-// heartbeat ages, each node's probes as of its registration (GPU or why none, RDMA ports,
-// memlock, /dev/shm, disks), the last fabric result of each link, and the groups' ranks.
+// reasons for every node and group. The agents collect (a fresh look at each node: GPU figures
+// or why none, ECC and XID errors, RDMA ports and their error counters with the change since the
+// last look, memlock, /dev/shm, free disk at the paths the ranks mount, and each engine head's
+// live /metrics figures); the controller gathers the looks with node states, heartbeat ages,
+// the groups and the last fabric result of each link; this draws them.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -29,6 +32,9 @@ struct NodeHealth {
   std::string memlock;          // "unlimited" or "8 MiB"
   std::string shm_free;         // "30.1 GiB"
   std::string fabric;           // last fabric result of each link from this node
+  std::string gpu_errors;       // "ecc 0/0, no xid" (uncorrected/corrected since the last look)
+  std::string link_errors;      // "none new", "symbol_error +3 (rocep1s0f1/1)", "first look"
+  std::string disks;            // "/srv/models 1.2 TiB free"
   HealthVerdict health;
 };
 
@@ -38,6 +44,12 @@ struct GroupHealth {
   std::string ranks;  // "3/4 ready"
   std::string endpoint;
   uint64_t generation = 0;
+  // Summed over the heads of the group's current generation (KV: the fullest); unset when no
+  // head's /metrics was read.
+  std::optional<double> tokens_per_second;
+  std::optional<double> requests_running;
+  std::optional<double> requests_waiting;
+  std::optional<double> kv_cache_usage;
   HealthVerdict health;
 };
 
@@ -47,9 +59,11 @@ struct HealthReport {
 };
 
 // Judges every node and group. `fabric` is the stored history (the newest result per test and
-// link counts).
+// link counts); `looks` are the agents' (a node without one is judged on its registration
+// probe, and says why).
 HealthReport JudgeHealth(const v1::ListNodesResponse& nodes, const v1::ListGroupsResponse& groups,
-                         const std::vector<v1::FabricResult>& fabric);
+                         const std::vector<v1::FabricResult>& fabric,
+                         const v1::HealthResponse& looks);
 std::string RenderHealth(const HealthReport& report);
 nlohmann::ordered_json HealthJson(const HealthReport& report);
 

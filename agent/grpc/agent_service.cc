@@ -302,4 +302,20 @@ grpc::ServerUnaryReactor* AgentService::StageImageFinish(grpc::CallbackServerCon
                  [this, request] { return images_->Finish(*request); });
 }
 
+// On the reads executor, not the probes one: a health look must not wait behind a model hash.
+grpc::ServerUnaryReactor* AgentService::CollectHealth(grpc::CallbackServerContext* context,
+                                                      const v1::CollectHealthRequest* request,
+                                                      v1::NodeHealthSample* response) {
+  if (absl::Status st = RequireController(context); !st.ok()) return Finish(context, st);
+  if (health_ == nullptr) {
+    return Finish(context, absl::UnimplementedError("this agent does not collect health"));
+  }
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  executors_.reads->Post([this, reactor, request, response] {
+    *response = health_->Collect(*request);
+    reactor->Finish(grpc::Status::OK);
+  });
+  return reactor;
+}
+
 }  // namespace fleet::agent

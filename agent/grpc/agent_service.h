@@ -5,6 +5,7 @@
 
 #include "agent/fabric/fabric_endpoints.h"
 #include "agent/fabric/rdma_endpoints.h"
+#include "agent/health/health_collector.h"
 #include "agent/router/router_admin.h"
 #include "agent/shards/supervisor.h"
 #include "agent/stage/image_stager.h"
@@ -37,11 +38,12 @@ class AgentService final : public v1::Agent::CallbackService {
   // `controller` in its environment (WithControllerAccess), so fleet-engine ranks can reach the
   // rendezvous store. Router commands go to `router` (it must outlive the service); staging
   // orders go to `stage`, image staging orders to `images`, RDMA fabric tests to `rdma` (null:
-  // answered UNIMPLEMENTED).
+  // answered UNIMPLEMENTED), health looks to `health` (null: UNIMPLEMENTED).
   AgentService(v1::NodeIdentity identity, std::string root, Supervisor* supervisor,
                AgentExecutors executors, std::string probe_cache_dir, v1::AgentPaths paths,
                ControllerAccess controller, RouterAdmin* router, StageEndpoints* stage = nullptr,
-               ImageStager* images = nullptr, RdmaEndpoints* rdma = nullptr)
+               ImageStager* images = nullptr, RdmaEndpoints* rdma = nullptr,
+               HealthCollector* health = nullptr)
       : identity_(std::move(identity)),
         root_(std::move(root)),
         supervisor_(supervisor),
@@ -53,7 +55,8 @@ class AgentService final : public v1::Agent::CallbackService {
         router_(router),
         stage_(stage),
         images_(images),
-        rdma_(rdma) {}
+        rdma_(rdma),
+        health_(health) {}
 
   grpc::ServerUnaryReactor* Describe(grpc::CallbackServerContext* context,
                                      const v1::DescribeRequest* request,
@@ -118,6 +121,9 @@ class AgentService final : public v1::Agent::CallbackService {
   grpc::ServerUnaryReactor* RdmaFinish(grpc::CallbackServerContext* context,
                                        const v1::RdmaFinishRequest* request,
                                        v1::RdmaFinishResponse* response) override;
+  grpc::ServerUnaryReactor* CollectHealth(grpc::CallbackServerContext* context,
+                                          const v1::CollectHealthRequest* request,
+                                          v1::NodeHealthSample* response) override;
 
  private:
   template <typename Response, typename Call>
@@ -140,6 +146,7 @@ class AgentService final : public v1::Agent::CallbackService {
   StageEndpoints* const stage_;
   ImageStager* const images_;
   RdmaEndpoints* const rdma_;
+  HealthCollector* const health_;
 };
 
 }  // namespace fleet::agent

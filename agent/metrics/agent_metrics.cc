@@ -93,6 +93,23 @@ void AddRdma(const v1::NodeProbe& probe, std::vector<prometheus::MetricFamily>& 
 
 }  // namespace
 
+std::vector<prometheus::MetricFamily> PortErrorFigures(const std::vector<v1::PortCounters>& ports) {
+  prometheus::MetricFamily errors =
+      CounterFamily("fleet_node_rdma_port_errors_total",
+                    "Error counters of the RDMA port from sysfs counters/ and hw_counters/, by "
+                    "the kernel's name");
+  for (const v1::PortCounters& port : ports) {
+    for (const v1::PortCounter& c : port.counters()) {
+      AddSample(
+          errors,
+          {{"device", port.device()}, {"port", absl::StrCat(port.port())}, {"counter", c.name()}},
+          static_cast<double>(c.value()));
+    }
+  }
+  if (errors.metric.empty()) return {};
+  return {std::move(errors)};
+}
+
 std::vector<prometheus::MetricFamily> NodeFigures(const v1::NodeProbe& probe) {
   std::vector<prometheus::MetricFamily> out;
   AddLimits(probe, out);

@@ -15,6 +15,7 @@
 //   node_rdma_port_up{device,port,netdev}      gauge   1 when ACTIVE and LinkUp
 //   node_rdma_port_speed_bytes{device,port}    gauge   link rate in bytes per second
 //   node_rdma_port_mtu_bytes{device,port}      gauge   active MTU
+//   node_rdma_port_errors_total{device,port,counter}  counter  sysfs error counters
 //   node_probe_unavailable{probe}              gauge   1 per probe that could not run (why: logs)
 //   agent_shards{state}                        gauge   this node's shards by state
 //   agent_heartbeat_rtt_seconds                histogram  beat sent to ack received
@@ -42,6 +43,8 @@ namespace fleet::agent {
 
 // The node's figures from one probe.
 std::vector<prometheus::MetricFamily> NodeFigures(const v1::NodeProbe& probe);
+// The RDMA ports' error counters (agent/health/port_counters.h); nothing without any.
+std::vector<prometheus::MetricFamily> PortErrorFigures(const std::vector<v1::PortCounters>& ports);
 // The node's shards by state; every state appears, zero included.
 std::vector<prometheus::MetricFamily> ShardFigures(const std::vector<v1::ShardStatus>& shards);
 

@@ -1,8 +1,6 @@
 // The GPU probe through dlopen()ed NVML and CUDA runtime libraries.
 #include "agent/probes/gpu.h"
 
-#include <dlfcn.h>
-
 #include <array>
 #include <cstdint>
 #include <string>
@@ -14,6 +12,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "agent/probes/dynamic_library.h"
 
 namespace fleet::agent {
 namespace {
@@ -37,55 +36,6 @@ constexpr unsigned int kNvmlStringSize = 96;
 
 // The CUDA runtime's error type (cudaError_t), 0 being cudaSuccess.
 using cudaError_t = int;
-
-// A dlopen()ed library, closed when the handle goes away.
-class DynamicLibrary {
- public:
-  // Tries `names` in order; NotFound with the last dlerror() when none loads.
-  static absl::StatusOr<DynamicLibrary> Create(const std::vector<std::string>& names) {
-    std::string errors;
-    for (const std::string& name : names) {
-      if (void* handle = ::dlopen(name.c_str(), RTLD_NOW | RTLD_LOCAL)) {
-        return DynamicLibrary(handle, name);
-      }
-      const char* error = ::dlerror();
-      errors = error != nullptr ? error : absl::StrCat(name, ": dlopen failed");
-    }
-    return absl::NotFoundError(errors);
-  }
-
-  DynamicLibrary(DynamicLibrary&& other) noexcept
-      : handle_(std::exchange(other.handle_, nullptr)), name_(std::move(other.name_)) {}
-  DynamicLibrary& operator=(DynamicLibrary&& other) noexcept {
-    if (this != &other) {
-      Close();
-      handle_ = std::exchange(other.handle_, nullptr);
-      name_ = std::move(other.name_);
-    }
-    return *this;
-  }
-  DynamicLibrary(const DynamicLibrary&) = delete;
-  DynamicLibrary& operator=(const DynamicLibrary&) = delete;
-  ~DynamicLibrary() { Close(); }
-
-  const std::string& name() const { return name_; }
-
-  // The symbol as a function pointer of type `F`; nullptr when the library lacks it.
-  template <typename F>
-  F Symbol(const char* symbol) const {
-    return reinterpret_cast<F>(::dlsym(handle_, symbol));
-  }
-
- private:
-  DynamicLibrary(void* handle, std::string name) : handle_(handle), name_(std::move(name)) {}
-  void Close() {
-    if (handle_ != nullptr) ::dlclose(handle_);
-    handle_ = nullptr;
-  }
-
-  void* handle_;
-  std::string name_;
-};
 
 // Why a library did not load, in the words an operator needs.
 std::string LoadFailure(absl::string_view what, absl::string_view dlerror, absl::string_view why) {

@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "common/proto_time.h"
 
 namespace fleet::agent {
 namespace {
@@ -57,10 +58,32 @@ std::optional<HeadMetrics> ParseHeadMetrics(absl::string_view text) {
                (v = Sample(line, "llamacpp:tokens_predicted_total"))) {
       m.generated += *v;
       generated = true;
+    } else if ((v = Sample(line, "vllm:num_requests_waiting")) ||
+               (v = Sample(line, "llamacpp:requests_deferred"))) {
+      m.waiting = m.waiting.value_or(0) + *v;
+    } else if ((v = Sample(line, "vllm:kv_cache_usage_perc")) ||
+               (v = Sample(line, "vllm:gpu_cache_usage_perc")) ||
+               (v = Sample(line, "llamacpp:kv_cache_usage_ratio"))) {
+      m.kv_cache_usage = std::max(m.kv_cache_usage.value_or(0), *v);
     }
   }
   if (!running || !generated) return std::nullopt;
   return m;
+}
+
+v1::EngineFigures EngineFiguresOf(const HeadMetrics& now_metrics, absl::Time now,
+                                  const std::optional<HeadMetrics>& previous,
+                                  absl::Time previous_at) {
+  v1::EngineFigures f;
+  f.set_requests_running(now_metrics.running);
+  if (now_metrics.waiting) f.set_requests_waiting(*now_metrics.waiting);
+  if (now_metrics.kv_cache_usage) f.set_kv_cache_usage(*now_metrics.kv_cache_usage);
+  *f.mutable_read_at() = ToProtoTime(now);
+  if (previous.has_value() && now > previous_at && now_metrics.generated >= previous->generated) {
+    f.set_tokens_per_second((now_metrics.generated - previous->generated) /
+                            absl::ToDoubleSeconds(now - previous_at));
+  }
+  return f;
 }
 
 HeadWatchJudge::HeadWatchJudge(const v1::HeadWatch& watch, absl::Time ready_at)

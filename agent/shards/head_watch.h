@@ -22,15 +22,27 @@
 
 namespace fleet::agent {
 
-// The two series of an engine's /metrics the watch reads, summed over their labels.
+// The series of an engine's /metrics the watch reads, summed over their labels; the last two
+// are shown by `fleet health` only.
 struct HeadMetrics {
   double running = 0;    // vllm:num_requests_running (llama-server: llamacpp:requests_processing)
   double generated = 0;  // vllm:generation_tokens_total (llamacpp:tokens_predicted_total)
+  std::optional<double> waiting;  // vllm:num_requests_waiting (llamacpp:requests_deferred)
+  // vllm:kv_cache_usage_perc (vllm:gpu_cache_usage_perc before vLLM 0.10,
+  // llamacpp:kv_cache_usage_ratio), 0..1: the fullest engine's where there are several
+  std::optional<double> kv_cache_usage;
 };
 
-// Reads both series from Prometheus text; nullopt when either is absent (the watch then sees
-// no stall and probes an idle head by time alone).
+// Reads the series from Prometheus text; nullopt when running or generated is absent (the
+// watch then sees no stall and probes an idle head by time alone).
 std::optional<HeadMetrics> ParseHeadMetrics(absl::string_view text);
+
+// What `fleet health` shows of a head: these figures read at `now`, with the token rate since
+// `previous` (read at `previous_at`) when there is one and the counter did not go down (a
+// restarted engine).
+v1::EngineFigures EngineFiguresOf(const HeadMetrics& now_metrics, absl::Time now,
+                                  const std::optional<HeadMetrics>& previous,
+                                  absl::Time previous_at);
 
 class HeadWatchJudge {
  public:

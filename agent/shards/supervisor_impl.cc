@@ -584,6 +584,9 @@ void SupervisorImpl::WatchHead(Entry& entry) {
   if (probe.port() == 0 || !probe.has_watch() || !deps_.look_at_head || !deps_.one_token) return;
   const absl::Duration period = DurationOf(probe.watch().period(), absl::Seconds(5));
   HeadWatchJudge judge(probe.watch(), deps_.clock->Now());
+  // The previous metrics read, for `fleet health`'s token rate.
+  std::optional<HeadMetrics> last;
+  absl::Time last_at;
   std::optional<std::string> why;
   while (!why.has_value()) {
     if (SleepUnlessStopped(entry, period)) return;
@@ -592,7 +595,14 @@ void SupervisorImpl::WatchHead(Entry& entry) {
       if (entry.ended) return;
     }
     HeadLook look = deps_.look_at_head(probe);
-    why = judge.Observe(deps_.clock->Now(), look.health, look.metrics);
+    const absl::Time now = deps_.clock->Now();
+    if (look.metrics.has_value()) {
+      absl::MutexLock lock(&mu_);
+      *entry.status.mutable_engine() = EngineFiguresOf(*look.metrics, now, last, last_at);
+      last = look.metrics;
+      last_at = now;
+    }
+    why = judge.Observe(now, look.health, look.metrics);
     if (!why.has_value() && judge.WantsCompletion(deps_.clock->Now())) {
       absl::Status answered = deps_.one_token(probe, judge.idle_probe_timeout());
       why = judge.ObserveCompletion(deps_.clock->Now(), answered);

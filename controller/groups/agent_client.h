@@ -41,6 +41,10 @@ class AgentClient {
   virtual absl::StatusOr<v1::RouterCommandResponse> RouterCommand(
       const std::string& address, const std::string& node_id,
       const v1::RouterCommandRequest& request, absl::Duration deadline) = 0;
+  // `fleet health`: the agent's look at its node (agent.proto CollectHealth).
+  virtual absl::StatusOr<v1::NodeHealthSample> CollectHealth(
+      const std::string& address, const std::string& node_id,
+      const v1::CollectHealthRequest& request, absl::Duration deadline) = 0;
 };
 
 }  // namespace fleet::controller

@@ -136,6 +136,22 @@ class FakeAgentClient final : public AgentClient {
     probes_[address] = std::move(probe);
   }
 
+  // Health looks answer with what SetHealth gave for the address, or its error; an empty
+  // sample otherwise.
+  absl::StatusOr<v1::NodeHealthSample> CollectHealth(const std::string& address, const std::string&,
+                                                     const v1::CollectHealthRequest& request,
+                                                     absl::Duration) override {
+    absl::MutexLock lock(&mu_);
+    health_asked_.push_back({address, request});
+    auto it = health_.find(address);
+    if (it == health_.end()) return v1::NodeHealthSample();
+    return it->second;
+  }
+  void SetHealth(const std::string& address, absl::StatusOr<v1::NodeHealthSample> sample) {
+    absl::MutexLock lock(&mu_);
+    health_.insert_or_assign(address, std::move(sample));
+  }
+
   template <typename Request>
   struct Call {
     std::string address;
@@ -196,6 +212,11 @@ class FakeAgentClient final : public AgentClient {
     sessions_[absl::StrCat(address, "/", group)] = n;
   }
 
+  std::vector<Call<v1::CollectHealthRequest>> health_asked() const {
+    absl::MutexLock lock(&mu_);
+    return health_asked_;
+  }
+
   // Orders to the agent at `address` fail with `error` from now on.
   void FailStarts(const std::string& address, absl::Status error) {
     absl::MutexLock lock(&mu_);
@@ -223,6 +244,8 @@ class FakeAgentClient final : public AgentClient {
   bool hold_all_probes_ ABSL_GUARDED_BY(mu_) = false;
   std::set<std::string> held_probes_ ABSL_GUARDED_BY(mu_);
   int probes_waiting_ ABSL_GUARDED_BY(mu_) = 0;
+  std::map<std::string, absl::StatusOr<v1::NodeHealthSample>> health_ ABSL_GUARDED_BY(mu_);
+  std::vector<Call<v1::CollectHealthRequest>> health_asked_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace fleet::controller

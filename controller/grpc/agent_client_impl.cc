@@ -88,6 +88,12 @@ absl::StatusOr<v1::NodeProbe> GrpcAgentClient::Probe(const std::string& address,
   return Call(address, node_id, &v1::Agent::Stub::Probe, request, deadline);
 }
 
+absl::StatusOr<v1::NodeHealthSample> GrpcAgentClient::CollectHealth(
+    const std::string& address, const std::string& node_id, const v1::CollectHealthRequest& request,
+    absl::Duration deadline) {
+  return Call(address, node_id, &v1::Agent::Stub::CollectHealth, request, deadline);
+}
+
 absl::StatusOr<v1::RouterCommandResponse> GrpcAgentClient::RouterCommand(
     const std::string& address, const std::string& node_id, const v1::RouterCommandRequest& request,
     absl::Duration deadline) {

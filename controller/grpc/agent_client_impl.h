@@ -39,6 +39,10 @@ class GrpcAgentClient final : public AgentClient {
                                                           const std::string& node_id,
                                                           const v1::RouterCommandRequest& request,
                                                           absl::Duration deadline) override;
+  absl::StatusOr<v1::NodeHealthSample> CollectHealth(const std::string& address,
+                                                     const std::string& node_id,
+                                                     const v1::CollectHealthRequest& request,
+                                                     absl::Duration deadline) override;
 
  private:
   // One blocking call of `method` with a deadline; errors name the address.

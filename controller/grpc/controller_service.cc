@@ -9,12 +9,17 @@
 #include "common/pki.h"
 #include "common/proto_time.h"
 #include "common/status_macros.h"
+#include "controller/groups/health_gather.h"
 #include "google/protobuf/util/time_util.h"
 
 namespace fleet::controller {
 namespace {
 
 using google::protobuf::util::TimeUtil;
+
+// A health look runs the node's probes (NVML, sysfs, statvfs): well under a second on a node
+// that works; an agent that takes longer is listed as not answering.
+constexpr absl::Duration kHealthDeadline = absl::Seconds(5);
 
 grpc::ServerUnaryReactor* Finish(grpc::CallbackServerContext* context, const absl::Status& st) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
@@ -498,6 +503,19 @@ grpc::ServerUnaryReactor* ControllerService::RollGroup(grpc::CallbackServerConte
                           reactor->Finish(ToGrpc(result.status()));
                         });
   return reactor;
+}
+
+// Every agent is asked at once, each call bounded by kHealthDeadline: a probe thread, never a
+// reactor.
+grpc::ServerUnaryReactor* ControllerService::Health(grpc::CallbackServerContext* context,
+                                                    const v1::HealthRequest* request,
+                                                    v1::HealthResponse* response) {
+  if (absl::Status st = RequireAdmin(context); !st.ok()) return Finish(context, st);
+  (void)request;
+  return FinishOn(context, d_.probe_executor, [this, response] {
+    *response = GatherHealth(*d_.agents, d_.registry->List(), d_.groups->List(), kHealthDeadline);
+    return absl::OkStatus();
+  });
 }
 
 }  // namespace fleet::controller

@@ -153,6 +153,9 @@ class ControllerService final : public v1::Controller::CallbackService {
   grpc::ServerUnaryReactor* StageImage(grpc::CallbackServerContext* context,
                                        const v1::StageImageRequest* request,
                                        v1::StageImageResponse* response) override;
+  grpc::ServerUnaryReactor* Health(grpc::CallbackServerContext* context,
+                                   const v1::HealthRequest* request,
+                                   v1::HealthResponse* response) override;
 
   // Blocks until every call-back to an agent started by Register has finished (each has a
   // deadline), so the registry can be destroyed safely.

@@ -6,11 +6,15 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <memory>
 #include <string>
 #include <system_error>
+#include <vector>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "agent/health/gpu_errors.h"
 #include "agent/probes/gpu.h"
 #include "agent/probes/nccl.h"
 #include "gmock/gmock.h"
@@ -92,6 +96,32 @@ TEST_F(GpuProbeTest, FindsTheSystemNccl) {
               std::filesystem::canonical(expected, ec))
         << probe.nccl().library() << " is not " << expected;
   }
+}
+
+// `fleet health`'s GPU errors: every GPU NVML sees, with its ECC totals or why they are not
+// read, and XIDs watched (none expected on a healthy machine) or why not.
+TEST_F(GpuProbeTest, GpuErrorsAreReadOrSayWhyForEveryGpu) {
+  v1::NodeProbe probe;
+  ProbeGpu({.node_name = "gpu-host"}, &probe);
+  std::unique_ptr<GpuErrorSource> source = OpenNvmlGpuErrors();
+  std::vector<v1::GpuErrors> errors = source->Read();
+  ASSERT_EQ(static_cast<int>(errors.size()), probe.gpu().gpus_size());
+  for (const v1::GpuErrors& e : errors) {
+    std::printf("gpu %u: ecc %s, xid %s\n", e.index(),
+                e.ecc_unavailable().empty() ? absl::StrCat(e.ecc_uncorrected(), " uncorrected / ",
+                                                           e.ecc_corrected(), " corrected")
+                                                  .c_str()
+                                            : e.ecc_unavailable().c_str(),
+                e.xid_unavailable().empty() ? absl::StrCat(e.xids_size(), " events").c_str()
+                                            : e.xid_unavailable().c_str());
+    // Data-center GPUs have ECC memory: its counters are read.
+    if (absl::StrContains(probe.gpu().gpus(e.index()).name(), "H100") ||
+        absl::StrContains(probe.gpu().gpus(e.index()).name(), "H200")) {
+      EXPECT_EQ(e.ecc_unavailable(), "");
+    }
+  }
+  // A second read right after sees no new XID on a machine that is not failing.
+  for (const v1::GpuErrors& e : source->Read()) EXPECT_EQ(e.xids_size(), 0);
 }
 
 }  // namespace

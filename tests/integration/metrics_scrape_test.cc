@@ -4,8 +4,10 @@
 // demo recipe: served behind its router, whose endpoint `fleet up` prints.
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/cleanup/cleanup.h"
@@ -18,12 +20,14 @@
 #include "common/subprocess.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
 #include "tests/integration/haproxy_present.h"
 
 namespace fleet {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 std::string FindOnPath(const std::string& name) {
   const char* path = std::getenv("PATH");
@@ -131,33 +135,47 @@ TEST_F(MetricsScrapeTest, PromtoolAcceptsTheControllersAndTheAgentsExposition) {
   }
 }
 
+// `fleet up` with the demo recipe in a fresh directory; `fleet down` when the test ends.
+class UpDemoTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!testing::HaveHaproxy()) {
+      GTEST_SKIP() << "haproxy is not installed (scripts/setup.sh installs it)";
+    }
+    char tmpl[] = "/tmp/fleet-up-XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+    ASSERT_EQ(RunToEnd({FLEET_BINARY, "up", "--dir", dir_, "--nodes", "2", "--detach", "--timeout",
+                        "120s"},
+                       dir_ + "/up.out", absl::Seconds(150)),
+              0)
+        << ReadFileToString(dir_ + "/up.out").value_or("");
+    up_output_ = ReadFileToString(dir_ + "/up.out").value_or("");
+  }
+  void TearDown() override {
+    if (!dir_.empty())
+      RunToEnd({FLEET_BINARY, "down", "--dir", dir_}, dir_ + "/down.out", absl::Seconds(30));
+  }
+  // "service local-demo: http://127.0.0.2:8100 (1/1 replicas ready)": the URL.
+  std::string Endpoint() {
+    const std::string line = "service local-demo: ";
+    const size_t at = up_output_.find(line);
+    if (at == std::string::npos) return "";
+    const size_t end = up_output_.find(' ', at + line.size());
+    if (end == std::string::npos) return "";
+    return up_output_.substr(at + line.size(), end - at - line.size());
+  }
+  std::string dir_;
+  std::string up_output_;
+};
+
 // The first command of the README: `fleet up` with its demo recipe serves it behind the
 // application's router and prints the one endpoint, which answers the OpenAI API.
-TEST(UpServiceTest, TheDemoIsServedBehindItsRouterAndUpPrintsItsEndpoint) {
-  if (!testing::HaveHaproxy()) {
-    GTEST_SKIP() << "haproxy is not installed (scripts/setup.sh installs it)";
-  }
-  char tmpl[] = "/tmp/fleet-up-XXXXXX";
-  ASSERT_NE(::mkdtemp(tmpl), nullptr);
-  const std::string dir = tmpl;
-  absl::Cleanup down = [&] {
-    RunToEnd({FLEET_BINARY, "down", "--dir", dir}, dir + "/down.out", absl::Seconds(30));
-  };
-  ASSERT_EQ(
-      RunToEnd({FLEET_BINARY, "up", "--dir", dir, "--nodes", "2", "--detach", "--timeout", "120s"},
-               dir + "/up.out", absl::Seconds(150)),
-      0)
-      << ReadFileToString(dir + "/up.out").value_or("");
-  const std::string out = ReadFileToString(dir + "/up.out").value_or("");
-  // "service local-demo: http://127.0.0.2:8100 (1/1 replicas ready)"
-  const std::string line = "service local-demo: ";
-  const size_t at = out.find(line);
-  ASSERT_NE(at, std::string::npos) << out;
-  const size_t end = out.find(' ', at + line.size());
-  ASSERT_NE(end, std::string::npos) << out;
-  const std::string endpoint = out.substr(at + line.size(), end - at - line.size());
-  EXPECT_TRUE(absl::StartsWith(endpoint, "http://127.0.0.")) << out;
-  EXPECT_EQ(out.substr(end, 22), " (1/1 replicas ready)\n") << out;
+TEST_F(UpDemoTest, TheDemoIsServedBehindItsRouterAndUpPrintsItsEndpoint) {
+  const std::string endpoint = Endpoint();
+  ASSERT_FALSE(endpoint.empty()) << up_output_;
+  EXPECT_TRUE(absl::StartsWith(endpoint, "http://127.0.0.")) << up_output_;
+  EXPECT_THAT(up_output_, HasSubstr(endpoint + " (1/1 replicas ready)\n"));
   absl::StatusOr<HttpClient> http = HttpClient::Create();
   ASSERT_TRUE(http.ok());
   const std::string request =
@@ -166,6 +184,69 @@ TEST(UpServiceTest, TheDemoIsServedBehindItsRouterAndUpPrintsItsEndpoint) {
       http->Expect200("POST", endpoint + "/v1/completions", &request, 30000);
   ASSERT_TRUE(answer.ok()) << answer.status();
   EXPECT_THAT(*answer, HasSubstr(R"("choices")"));
+}
+
+// `fleet health -o json` on that cluster while a client sends requests: every node has a fresh
+// look from its agent (GPU figures or why none, link errors, free disk), and the group shows
+// its head's live figures read from fleet-engine's /metrics by the agent's head watch.
+TEST_F(UpDemoTest, HealthShowsEachAgentsLookAndTheGroupsLiveFigures) {
+  const std::string endpoint = Endpoint();
+  ASSERT_FALSE(endpoint.empty()) << up_output_;
+  std::atomic<bool> stop = false;
+  std::atomic<int> answered = 0;
+  std::thread client([&] {
+    absl::StatusOr<HttpClient> http = HttpClient::Create();
+    if (!http.ok()) return;
+    const std::string request =
+        R"({"model": "fleet-engine-synthetic", "prompt": "tell me", "max_tokens": 48})";
+    const absl::Time end = absl::Now() + absl::Seconds(60);
+    while (!stop && absl::Now() < end) {
+      if (http->Expect200("POST", endpoint + "/v1/completions", &request, 30000).ok()) ++answered;
+    }
+  });
+  absl::Cleanup join = [&] {
+    stop = true;
+    client.join();
+  };
+  // The head watch reads /metrics every 5 s; the rate needs two reads while tokens flow.
+  nlohmann::json doc;
+  nlohmann::json group;
+  const std::string cmd = absl::StrCat("FLEET_CONFIG='", dir_, "/config.yaml' exec '", FLEET_BINARY,
+                                       "' health -o json");
+  for (int attempt = 0; attempt < 40; ++attempt) {
+    // The runner appends to its output file: each look gets its own.
+    const std::string out = absl::StrCat(dir_, "/health-", attempt, ".json");
+    RunToEnd({"/bin/sh", "-c", cmd}, out, absl::Seconds(20));
+    doc = nlohmann::json::parse(ReadFileToString(out).value_or(""), nullptr,
+                                /*allow_exceptions=*/false);
+    ASSERT_FALSE(doc.is_discarded()) << ReadFileToString(out).value_or("");
+    for (const nlohmann::json& g : doc["groups"]) {
+      if (absl::StartsWith(g["name"].get<std::string>(), "local-demo")) group = g;
+    }
+    if (group.is_object() && group["tokens_per_second"].is_number() &&
+        group["tokens_per_second"].get<double>() > 0) {
+      break;
+    }
+    absl::SleepFor(absl::Seconds(1));
+  }
+  ASSERT_TRUE(group.is_object()) << doc.dump(2);
+  ASSERT_TRUE(group["tokens_per_second"].is_number()) << doc.dump(2);
+  EXPECT_GT(group["tokens_per_second"].get<double>(), 0) << doc.dump(2);
+  EXPECT_GE(group["requests_running"].get<double>(), 0);
+  EXPECT_GE(group["requests_waiting"].get<double>(), 0);
+  EXPECT_GE(group["kv_cache_usage"].get<double>(), 0);
+  EXPECT_LE(group["kv_cache_usage"].get<double>(), 1);
+  ASSERT_EQ(doc["nodes"].size(), 2u) << doc.dump(2);
+  for (const nlohmann::json& node : doc["nodes"]) {
+    for (const nlohmann::json& reason : node["reasons"]) {
+      EXPECT_THAT(reason.get<std::string>(), Not(HasSubstr("no fresh look"))) << doc.dump(2);
+    }
+    // This machine has no RDMA device: no counters to show, and the GPU column says why
+    // there is none, or names it.
+    EXPECT_EQ(node["link_errors"], "-") << doc.dump(2);
+    EXPECT_FALSE(node["gpu"].get<std::string>().empty());
+  }
+  EXPECT_GT(answered.load(), 0);
 }
 
 }  // namespace

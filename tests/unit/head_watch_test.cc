@@ -26,6 +26,42 @@ v1::HeadWatch Watch() {
   return w;
 }
 
+TEST(ParseHeadMetricsTest, ReadsTheQueueAndTheKvCacheWhereServed) {
+  std::optional<HeadMetrics> m = ParseHeadMetrics(
+      "vllm:num_requests_running{engine=\"0\"} 2\n"
+      "vllm:generation_tokens_total{engine=\"0\"} 10\n"
+      "vllm:num_requests_waiting{engine=\"0\"} 4\n"
+      "vllm:num_requests_waiting{engine=\"1\"} 1\n"
+      "vllm:kv_cache_usage_perc{engine=\"0\"} 0.25\n"
+      "vllm:kv_cache_usage_perc{engine=\"1\"} 0.75\n");
+  ASSERT_TRUE(m.has_value());
+  EXPECT_THAT(m->waiting, Optional(5.0));
+  EXPECT_THAT(m->kv_cache_usage, Optional(0.75));  // the fullest engine's
+  std::optional<HeadMetrics> old = ParseHeadMetrics(
+      "vllm:num_requests_running 0\nvllm:generation_tokens_total 1\n"
+      "vllm:gpu_cache_usage_perc 0.5\n");
+  ASSERT_TRUE(old.has_value());
+  EXPECT_THAT(old->kv_cache_usage, Optional(0.5));
+  EXPECT_FALSE(old->waiting.has_value());
+}
+
+TEST(EngineFiguresTest, TheTokenRateNeedsTwoReadsAndACounterThatDidNotGoDown) {
+  HeadMetrics first{.running = 2, .generated = 1000, .waiting = 1, .kv_cache_usage = 0.4};
+  v1::EngineFigures f = EngineFiguresOf(first, At(0), std::nullopt, absl::InfinitePast());
+  EXPECT_FALSE(f.has_tokens_per_second());
+  EXPECT_EQ(f.requests_running(), 2);
+  EXPECT_EQ(f.requests_waiting(), 1);
+  EXPECT_EQ(f.kv_cache_usage(), 0.4);
+
+  HeadMetrics second{.running = 2, .generated = 1500};
+  f = EngineFiguresOf(second, At(5), first, At(0));
+  EXPECT_DOUBLE_EQ(f.tokens_per_second(), 100);
+  EXPECT_FALSE(f.has_requests_waiting());  // not served: unknown, not 0
+
+  HeadMetrics restarted{.running = 0, .generated = 20};
+  EXPECT_FALSE(EngineFiguresOf(restarted, At(10), second, At(5)).has_tokens_per_second());
+}
+
 TEST(ParseHeadMetricsTest, SumsVllmSeriesOverLabelsAndNeedsBoth) {
   std::optional<HeadMetrics> m = ParseHeadMetrics(
       "# HELP vllm:num_requests_running Number of requests.\n"

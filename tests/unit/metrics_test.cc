@@ -139,6 +139,20 @@ TEST(NodeFigures, LimitsWithUnlimitedMemlockAndGpus) {
   EXPECT_THAT(text, HasSubstr("fleet_node_gpu_throttled{gpu=\"0\",reason=\"SwPowerCap\"} 1\n"));
 }
 
+TEST(PortErrorFigures, EachCounterOfEachPortAndNothingWithoutPorts) {
+  v1::PortCounters port;
+  port.set_device("rocep1s0f1");
+  port.set_port(1);
+  v1::PortCounter* c = port.add_counters();
+  c->set_name("symbol_error");
+  c->set_value(3);
+  std::string text = Text(agent::PortErrorFigures({port}));
+  EXPECT_THAT(text, HasSubstr("# TYPE fleet_node_rdma_port_errors_total counter\n"));
+  EXPECT_THAT(text, HasSubstr("fleet_node_rdma_port_errors_total{device=\"rocep1s0f1\",port=\"1\","
+                              "counter=\"symbol_error\"} 3\n"));
+  EXPECT_TRUE(agent::PortErrorFigures({}).empty());
+}
+
 TEST(ShardFigures, EveryStateWithItsCount) {
   std::vector<v1::ShardStatus> shards(3);
   shards[0].set_state(v1::SHARD_STATE_READY);
