@@ -54,8 +54,8 @@ nlohmann::ordered_json FabricResultJson(const v1::FabricResult& r) {
 }
 
 std::string RenderFabricResults(const std::vector<v1::FabricResult>& results, bool history) {
-  std::vector<std::string> headers = {"TEST",      "FROM",     "TO",      "DEVICE",
-                                      "BANDWIDTH", "EXPECTED", "VERDICT", "REASON"};
+  std::vector<std::string> headers = {"TEST",    "FROM",     "TO",      "DEVICE", "BANDWIDTH",
+                                      "LATENCY", "EXPECTED", "VERDICT", "REASON"};
   if (history) headers.insert(headers.begin() + 3, "AT");
   Table t(headers);
   for (const v1::FabricResult& r : results) {
@@ -64,14 +64,16 @@ std::string RenderFabricResults(const std::vector<v1::FabricResult>& results, bo
     if (!r.regression().empty()) {
       reason = absl::StrCat("REGRESSION: ", r.regression(), reason.empty() ? "" : "; ", reason);
     }
-    std::vector<std::string> row = {r.test(),
-                                    r.from(),
-                                    r.to(),
-                                    r.device().empty() ? "-" : r.device(),
-                                    r.measured() ? Gbps(r.bandwidth_gbps()) : "-",
-                                    r.expected_gbps() > 0 ? Gbps(r.expected_gbps()) : "-",
-                                    r.verdict(),
-                                    reason.empty() ? "-" : reason};
+    std::vector<std::string> row = {
+        r.test(),
+        r.from(),
+        r.to(),
+        r.device().empty() ? "-" : r.device(),
+        r.measured() ? Gbps(r.bandwidth_gbps()) : "-",
+        r.has_latency_us() ? absl::StrFormat("%.2f us", r.latency_us()) : "-",
+        r.expected_gbps() > 0 ? Gbps(r.expected_gbps()) : "-",
+        r.verdict(),
+        reason.empty() ? "-" : reason};
     if (history) {
       row.insert(row.begin() + 3,
                  absl::FormatTime("%Y-%m-%d %H:%M:%S", FromProtoTime(r.at()), absl::UTCTimeZone()));
@@ -95,6 +97,12 @@ int Fabric(const Globals& g, const FabricFlags& flags) {
   request.set_duration_ms(static_cast<uint32_t>(absl::ToInt64Milliseconds(*duration)));
   request.set_streams(flags.streams);
   request.set_buffer_bytes(flags.buffer_bytes);
+  v1::RdmaSpec& rdma = *request.mutable_rdma();
+  rdma.set_queue_pairs(flags.rdma_qps);
+  rdma.set_message_bytes(flags.rdma_size);
+  rdma.set_tx_depth(flags.rdma_tx_depth);
+  rdma.set_cq_mod(flags.rdma_cq_mod);
+  rdma.set_latency_iterations(flags.rdma_latency_iters);
   absl::StatusOr<AdminClient> client = Connect(g);
   if (!client.ok()) return Fail(std::string(client.status().message()));
   // Every pair of up to 64 nodes, each round its duration plus connection set-up.

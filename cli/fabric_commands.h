@@ -18,6 +18,12 @@ struct FabricFlags {
   std::string duration = "5s";
   uint32_t streams = 4;
   uint32_t buffer_bytes = 128 << 10;
+  // rdma, as perftest's -q, -s, -t, -Q and ib_write_lat's -n; 0 takes perftest's default.
+  uint32_t rdma_qps = 0;
+  uint32_t rdma_size = 0;
+  uint32_t rdma_tx_depth = 0;
+  uint32_t rdma_cq_mod = 0;
+  uint32_t rdma_latency_iters = 0;
 };
 
 // Exit code 0 when every result passed (or could not be judged), 1 when one warned, failed or

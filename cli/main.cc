@@ -446,6 +446,16 @@ int Main(int argc, char** argv) {
       ->capture_default_str();
   fabric->add_option("--buffer-bytes", fabric_flags.buffer_bytes, "bytes per write (4096..16Mi)")
       ->capture_default_str();
+  fabric->add_option("--rdma-qps", fabric_flags.rdma_qps,
+                     "rdma: RC queue pairs per device (1..16; default 4, perftest -q)");
+  fabric->add_option("--rdma-size", fabric_flags.rdma_size,
+                     "rdma: bytes per WRITE (1024..8Mi; default 65536, perftest -s)");
+  fabric->add_option("--rdma-tx-depth", fabric_flags.rdma_tx_depth,
+                     "rdma: send queue depth (1..1024; default 128, perftest -t)");
+  fabric->add_option("--rdma-cq-mod", fabric_flags.rdma_cq_mod,
+                     "rdma: one signaled WRITE every N (1..tx depth; default 100, perftest -Q)");
+  fabric->add_option("--rdma-latency-iters", fabric_flags.rdma_latency_iters,
+                     "rdma: latency round trips (1..100000; default 1000, ib_write_lat -n)");
   int history_limit = 20;
   CLI::App* fabric_history =
       fabric->add_subcommand("history", "stored fabric results per link, oldest first");

@@ -15,6 +15,7 @@
 #include "common/status_macros.h"
 #include "controller/discovery/discovery_prober.h"
 #include "controller/fabric/fabric_runner.h"
+#include "controller/groups/nccl_bench_group.h"
 #include "controller/grpc/agent_client_impl.h"
 #include "controller/grpc/controller_service.h"
 #include "controller/grpc/fabric_agent_client_impl.h"
@@ -124,7 +125,11 @@ absl::Status ControllerServer::Init() {
   fabric_agents_ = std::make_unique<GrpcFabricAgentClient>(transport_);
   fabric_ = std::make_unique<FabricRunner>(
       options_.clock, store_.get(), fabric_agents_.get(),
-      [this](const v1::FabricResult& r) { metrics_->OnFabricResult(r.test(), r.verdict()); });
+      [this](const v1::FabricResult& r) { metrics_->OnFabricResult(r.test(), r.verdict()); },
+      // A sweep of 1 MiB to 256 MiB takes seconds; minutes leave room for a first NCCL init.
+      [this](const std::vector<std::string>& nodes) {
+        return RunNcclBenchGroup(*groups_, nodes, absl::Minutes(5));
+      });
   bench_ = std::make_unique<BenchRecords>(options_.clock, store_.get());
   stage_pool_ = std::make_unique<ThreadPool>(1);
   stage_agents_ = std::make_unique<GrpcStageAgentClient>(transport_);

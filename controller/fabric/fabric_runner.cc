@@ -15,6 +15,7 @@
 #include "common/proto_time.h"
 #include "common/status_macros.h"
 #include "controller/fabric/fabric_plan.h"
+#include "controller/fabric/nccl_fabric.h"
 
 namespace fleet::controller {
 namespace {
@@ -60,11 +61,13 @@ std::vector<v1::FabricResult> Flatten(std::vector<std::vector<v1::FabricResult>>
 }  // namespace
 
 FabricEndpoint EndpointOf(const v1::Node& node) {
-  FabricEndpoint e{.name = node.identity().name(),
-                   .node_id = node.identity().node_id(),
-                   .agent_address = node.address(),
-                   .has_rdma = node.probe().rdma_size() > 0,
-                   .has_gpu = node.probe().gpu().gpus_size() > 0};
+  FabricEndpoint e{
+      .name = node.identity().name(),
+      .node_id = node.identity().node_id(),
+      .agent_address = node.address(),
+      .has_rdma = node.probe().rdma_size() > 0,
+      .has_gpu = node.probe().gpu().gpus_size() > 0,
+      .gpu_name = node.probe().gpu().gpus_size() > 0 ? node.probe().gpu().gpus(0).name() : ""};
   const v1::ProbedInterface* chosen = nullptr;
   for (const v1::ProbedInterface& itf : node.probe().interfaces()) {
     if (!itf.fabric()) continue;
@@ -154,9 +157,14 @@ absl::StatusOr<v1::RunFabricResponse> FabricRunner::Run(const v1::RunFabricReque
   std::vector<std::string> chosen(request.nodes().begin(), request.nodes().end());
   if (chosen.empty()) chosen = ready.names;
   for (const std::string& name : chosen) RETURN_IF_ERROR(ready.Require(name));
-  ASSIGN_OR_RETURN(
-      std::vector<FabricRound> rounds,
-      PlanFabric(chosen, request.ring() ? FabricTopology::kRing : FabricTopology::kPairs));
+  // Links are planned for the tests that run per link; nccl alone runs on one node too.
+  std::vector<FabricRound> rounds;
+  if (std::any_of(tests.begin(), tests.end(), [](const std::string& t) { return t != "nccl"; })) {
+    ASSIGN_OR_RETURN(rounds, PlanFabric(chosen, request.ring() ? FabricTopology::kRing
+                                                               : FabricTopology::kPairs));
+  } else if (chosen.empty()) {
+    return absl::FailedPreconditionError("no Ready node to run the NCCL test on");
+  }
   v1::FabricTcpSpec spec;
   spec.set_streams(request.streams() == 0 ? 4 : request.streams());
   spec.set_duration_ms(request.duration_ms() == 0 ? 5000 : request.duration_ms());
@@ -190,6 +198,12 @@ absl::StatusOr<v1::RunFabricResponse> FabricRunner::Run(const v1::RunFabricReque
   v1::RunFabricResponse response;
   int test_number = 0;
   for (const std::string& test : tests) {
+    if (test == "nccl") {
+      std::vector<FabricEndpoint> endpoints;
+      for (const std::string& name : chosen) endpoints.push_back(ready.by_name.at(name));
+      Record(RunNccl(endpoints), run_id, last_pass, response);
+      continue;
+    }
     for (const FabricRound& round : rounds) {
       // A link gives one result, or (rdma) one per port both nodes have.
       std::vector<std::vector<v1::FabricResult>> results(round.size());
@@ -221,14 +235,6 @@ absl::StatusOr<v1::RunFabricResponse> FabricRunner::Run(const v1::RunFabricReque
               [this, &results, i, &from, &to, one] { results[i] = RunRdma(from, to, one); });
           continue;
         }
-        if (test == "nccl") {
-          const FabricEndpoint* without = !from.has_gpu ? &from : !to.has_gpu ? &to : nullptr;
-          results[i] = {NotMeasured(
-              test, from, to,
-              without != nullptr ? absl::StrCat("not measured: no GPU on ", without->name)
-                                 : "not measured: the NCCL test is not part of this version")};
-          continue;
-        }
         v1::FabricTcpSpec one = spec;
         one.set_test_id(absl::StrCat(run_id, "-", ++test_number));
         one.set_token(pki::RandomBytes(32));
@@ -236,24 +242,61 @@ absl::StatusOr<v1::RunFabricResponse> FabricRunner::Run(const v1::RunFabricReque
             [this, &results, i, &from, &to, one] { results[i] = {RunTcp(from, to, one)}; });
       }
       for (std::thread& t : threads) t.join();
-      for (v1::FabricResult& r : Flatten(std::move(results))) {
-        r.set_run_id(run_id);
-        *r.mutable_at() = ToProtoTime(clock_->Now());
-        if (r.measured()) {
-          auto it = last_pass.find(RegressionKey(r));
-          if (std::optional<std::string> drop = FabricRegression(
-                  r.bandwidth_gbps(),
-                  it == last_pass.end() ? std::nullopt : std::optional<double>(it->second))) {
-            r.set_regression(*drop);
-          }
-        }
-        (void)store_->AppendFabricResult(r);
-        if (on_result_) on_result_(r);
-        *response.add_results() = std::move(r);
-      }
+      Record(Flatten(std::move(results)), run_id, last_pass, response);
     }
   }
   return response;
+}
+
+void FabricRunner::Record(std::vector<v1::FabricResult> results, const std::string& run_id,
+                          const std::map<std::string, double>& last_pass,
+                          v1::RunFabricResponse& response) {
+  for (v1::FabricResult& r : results) {
+    r.set_run_id(run_id);
+    *r.mutable_at() = ToProtoTime(clock_->Now());
+    if (r.measured()) {
+      auto it = last_pass.find(RegressionKey(r));
+      if (std::optional<std::string> drop = FabricRegression(
+              r.bandwidth_gbps(),
+              it == last_pass.end() ? std::nullopt : std::optional<double>(it->second))) {
+        r.set_regression(*drop);
+      }
+    }
+    (void)store_->AppendFabricResult(r);
+    if (on_result_) on_result_(r);
+    *response.add_results() = std::move(r);
+  }
+}
+
+std::vector<v1::FabricResult> FabricRunner::RunNccl(const std::vector<FabricEndpoint>& nodes) {
+  std::vector<std::string> names;
+  for (const FabricEndpoint& n : nodes) names.push_back(n.name);
+  // One result standing for the whole test when no figure can be taken.
+  auto whole = [&](const std::string& verdict, std::string reason) {
+    v1::FabricResult r;
+    r.set_test("nccl");
+    r.set_from(names.front());
+    r.set_to(names.size() == 1 ? names.front()
+                               : absl::StrJoin(names.begin() + 1, names.end(), ","));
+    r.set_verdict(verdict);
+    r.set_reason(std::move(reason));
+    return std::vector<v1::FabricResult>{std::move(r)};
+  };
+  for (const FabricEndpoint& n : nodes) {
+    if (!n.has_gpu) return whole("not-measured", absl::StrCat("not measured: no GPU on ", n.name));
+  }
+  if (!nccl_) {
+    return whole("not-measured", "not measured: this controller was started without the NCCL test");
+  }
+  absl::StatusOr<std::string> output = nccl_(names);
+  absl::StatusOr<std::vector<NcclRow>> rows =
+      output.ok() ? ParseBenchTables(*output)
+                  : absl::StatusOr<std::vector<NcclRow>>(output.status());
+  if (!rows.ok()) {
+    return whole("fail",
+                 absl::StrCat("the NCCL test did not run to the end: ", rows.status().message()));
+  }
+  return NcclResults(*rows, nodes);
 }
 
 v1::FabricResult FabricRunner::RunTcp(const FabricEndpoint& from, const FabricEndpoint& to,

@@ -49,6 +49,7 @@ struct FabricEndpoint {
   double rate_gbps = 0;  // 0 when unknown
   bool has_rdma = false;
   bool has_gpu = false;
+  std::string gpu_name;  // the first GPU's, as NVML names it ("NVIDIA GB10"); "" without one
   std::vector<RdmaPortGroup> rdma_ports;  // by key; empty when no port can run the RDMA test
 };
 FabricEndpoint EndpointOf(const v1::Node& node);
@@ -68,9 +69,17 @@ ReadyEndpoints ReadyEndpointsOf(const std::vector<v1::Node>& nodes);
 class FabricRunner {
  public:
   using ResultListener = std::function<void(const v1::FabricResult&)>;
+  // Runs fleet-engine's collective benchmark across the named nodes (the first is rank 0) and
+  // answers rank 0's output (nccl_fabric.h).
+  using NcclBench =
+      std::function<absl::StatusOr<std::string>(const std::vector<std::string>& nodes)>;
   FabricRunner(const Clock* clock, Store* store, FabricAgentClient* agents,
-               ResultListener on_result)
-      : clock_(clock), store_(store), agents_(agents), on_result_(std::move(on_result)) {}
+               ResultListener on_result, NcclBench nccl = nullptr)
+      : clock_(clock),
+        store_(store),
+        agents_(agents),
+        on_result_(std::move(on_result)),
+        nccl_(std::move(nccl)) {}
 
   // Blocking for every round's duration. One run at a time: a second waits for the first, so
   // two runs never share a link. InvalidArgument for an unknown test or bad figures,
@@ -96,8 +105,16 @@ class FabricRunner {
   const Clock* const clock_;
   Store* const store_;
   FabricAgentClient* const agents_;
+  // Judges each result against the last passing run of its test and link (last_pass), stores
+  // it, tells the listener and adds it to `response`.
+  void Record(std::vector<v1::FabricResult> results, const std::string& run_id,
+              const std::map<std::string, double>& last_pass, v1::RunFabricResponse& response);
+  // nccl: one test across every chosen node, not one per link.
+  std::vector<v1::FabricResult> RunNccl(const std::vector<FabricEndpoint>& nodes);
+
   const ResultListener on_result_;
-  absl::Mutex run_mu_;  // held for a whole run
+  const NcclBench nccl_;  // null: the NCCL test is answered "not measured", saying why
+  absl::Mutex run_mu_;    // held for a whole run
 };
 
 }  // namespace fleet::controller

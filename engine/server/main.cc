@@ -373,13 +373,18 @@ absl::Status BenchRank(const CommonFlags& flags, const Place& place, KvStore* st
   ASSIGN_OR_RETURN(std::unique_ptr<Collectives> collectives,
                    Connect(flags, place, store, "bench/"));
   ASSIGN_OR_RETURN(std::vector<BenchRow> rows, RunCollectiveBench(*collectives, options));
+  if (place.rank == 0) {
+    for (const std::string& op : options.ops) {
+      std::printf("%s\n", FormatBenchTable(op, rows, *collectives).c_str());
+    }
+    std::fflush(stdout);
+  }
+  // No rank exits before rank 0 has written the tables: an orchestrator that stops a group
+  // when one of its ranks ends would otherwise stop rank 0 before it prints.
+  RETURN_IF_ERROR(collectives->Barrier());
   if (place.rank != 0) return absl::OkStatus();
   int64_t wrong = 0;
-  for (const std::string& op : options.ops) {
-    std::printf("%s\n", FormatBenchTable(op, rows, *collectives).c_str());
-  }
   for (const BenchRow& row : rows) wrong += row.wrong;
-  std::fflush(stdout);
   if (wrong != 0) {
     return absl::DataLossError(absl::StrCat(wrong,
                                             " elements were wrong: the collectives "

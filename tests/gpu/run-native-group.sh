@@ -3,8 +3,9 @@
 # cluster of N agents on 127.0.0.x (one per GPU; rank r uses GPU r), `fleet apply` of a `native`
 # recipe with --device cuda (tensor parallel over N ranks, experts split across them), the
 # group's own reference check against a single-rank model (N > 1), completions whole and
-# streamed, a burst of concurrent requests batched into shared steps, the collective benchmark
-# over the N GPUs, and `fleet stop` leaving no fleet-engine process. Prints a short table last.
+# streamed, a burst of concurrent requests batched into shared steps, `fleet health` while it
+# serves, `fleet stop` leaving no fleet-engine process, `fleet fabric --tests nccl` over the N
+# nodes, and the collective benchmark over the N GPUs. Prints a short table last.
 # Needs the pack of make-dist.sh (fleet, fleet-engine and their libraries).
 # Usage: tests/gpu/run-native-group.sh [DIST_DIR (default: dist/gpu)] [GPUS (default: all)]
 set -u
@@ -97,6 +98,15 @@ get /metrics >"$out/metrics.txt"
 grep -E '^(vllm:generation_tokens_total|fleet_engine:step_seconds_(sum|count))' \
   "$out/metrics.txt" | tee -a "$out/summary.txt"
 
+# `fleet health` while the group serves: the agents' fresh looks (GPU temperature and clock, ECC
+# and XID errors) and the group's live figures from its head's /metrics.
+"$fleet" health -o json >"$out/health.json" 2>&1
+grep -Eq '"tokens_per_second": [0-9]' "$out/health.json" &&
+  grep -Eq '"gpu": "[0-9]+ x [^"]*, [0-9]+ C, [0-9]+ MHz' "$out/health.json"
+check "fleet health: live GPU figures and the group's tokens/s" $?
+grep -E '"(gpu|gpu_errors|tokens_per_second|kv_cache_usage)"' "$out/health.json" | sort | uniq -c |
+  head -n 8 | tee -a "$out/summary.txt"
+
 "$fleet" logs gpu-group --rank 0 >"$out/rank0.log" 2>&1
 grep -E 'reference check|rank 0 of' "$out/rank0.log" | tee -a "$out/summary.txt"
 "$fleet" stop gpu-group >"$work/stop.log" 2>&1
@@ -109,6 +119,16 @@ for _ in $(seq 100); do
 done
 [ "$left" = 0 ]
 check "no fleet-engine process left after stop ($left)" $?
+# `fleet fabric --tests nccl`: fleet-engine's collective benchmark as a group over every node
+# (one GPU each). One rank has no bus to measure: its result says the sums were right.
+"$fleet" fabric --tests nccl -o json >"$out/fabric-nccl.json" 2>&1
+if [ "$gpus" = 1 ]; then
+  grep -q 'every result correct' "$out/fabric-nccl.json"
+else
+  grep -Eq '"bandwidth_gbps": [0-9]' "$out/fabric-nccl.json"
+fi
+check "fleet fabric --tests nccl over $gpus node(s)" $?
+grep -E '"(device|bandwidth_gbps|verdict|reason)"' "$out/fabric-nccl.json" | tee -a "$out/summary.txt"
 "$fleet" down --dir "$work/cluster" >"$work/down.log" 2>&1
 
 "$dist/bin/fleet-engine" bench-collectives --device cuda --local-ranks "$gpus" -b 8 -e 1G -f 4 \

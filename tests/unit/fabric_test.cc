@@ -7,13 +7,16 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_replace.h"
 #include "agent/fabric/fake_verbs_device.h"
 #include "agent/fabric/rdma_endpoints.h"
 #include "cli/fabric_commands.h"
 #include "common/fake_clock.h"
+#include "common/files.h"
 #include "controller/fabric/fabric_plan.h"
 #include "controller/fabric/fabric_runner.h"
 #include "controller/fabric/fake_fabric_agent_client.h"
+#include "controller/fabric/nccl_fabric.h"
 #include "controller/store/fake_store.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -220,6 +223,130 @@ TEST_F(FabricRunnerTest, BadRequestsAreRefusedWithTheFix) {
   v1::RunFabricRequest streams;
   streams.set_streams(65);
   EXPECT_TRUE(absl::IsInvalidArgument(runner_.Run(streams, nodes).status()));
+}
+
+// The NCCL test: fleet-engine's benchmark output (a real run's, Gloo on CPUs, kept in
+// tests/fixtures/nccl) turned into one result per collective at its largest size.
+std::string BenchOutput() {
+  return ReadFileToString(std::string(FLEET_SOURCE_DIR) +
+                          "/tests/fixtures/nccl/bench-collectives-2ranks.txt")
+      .value_or("");
+}
+
+v1::Node GpuNode(int i, const std::string& gpu = "NVIDIA GB10") {
+  v1::Node node = MakeNode(i, 200);
+  node.mutable_probe()->mutable_gpu()->add_gpus()->set_name(gpu);
+  return node;
+}
+
+TEST(ParseBenchTables, ReadsEveryRowOfBothTablesAndSkipsLogLines) {
+  absl::StatusOr<std::vector<NcclRow>> rows = ParseBenchTables(BenchOutput());
+  ASSERT_TRUE(rows.ok()) << rows.status();
+  ASSERT_EQ(rows->size(), 4u);
+  EXPECT_EQ((*rows)[0].op, "all_reduce");
+  EXPECT_EQ((*rows)[0].ranks, 2);
+  EXPECT_EQ((*rows)[0].bytes, 1048576u);
+  EXPECT_DOUBLE_EQ((*rows)[0].time_us, 18725.72);
+  EXPECT_EQ((*rows)[3].op, "all_gather");
+  EXPECT_DOUBLE_EQ((*rows)[3].algbw_gbs, 1.54);
+  EXPECT_DOUBLE_EQ((*rows)[3].busbw_gbs, 0.77);  // nccl-tests: algbw * (n-1)/n
+  EXPECT_EQ((*rows)[3].wrong, 0);
+}
+
+TEST(ParseBenchTables, AGarbledRowOrNoTableIsAClearError) {
+  std::string garbled = BenchOutput();
+  garbled.replace(garbled.find("30511.17"), 8, "fast");
+  EXPECT_THAT(ParseBenchTables(garbled).status().message(),
+              HasSubstr("line 7 of the benchmark's output is not a row"));
+  EXPECT_TRUE(absl::IsNotFound(ParseBenchTables("rank 0: NCCL error 2 (unhandled system "
+                                                "error)\n")
+                                   .status()));
+}
+
+class FabricNcclTest : public FabricRunnerTest {
+ protected:
+  absl::StatusOr<std::string> output_ = BenchOutput();
+  std::vector<std::vector<std::string>> asked_;
+  FabricRunner nccl_runner_{&clock_, &store_, &agents_,
+                            [this](const v1::FabricResult& r) { seen_.push_back(r); },
+                            [this](const std::vector<std::string>& nodes) {
+                              asked_.push_back(nodes);
+                              return output_;
+                            }};
+};
+
+TEST_F(FabricNcclTest, OneRunAcrossTheChosenNodesGivesEachCollectivesBusBandwidth) {
+  v1::RunFabricRequest request;
+  request.add_tests("nccl");
+  absl::StatusOr<v1::RunFabricResponse> r =
+      nccl_runner_.Run(request, {GpuNode(1), GpuNode(2), GpuNode(3)});
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(asked_.size(), 1u);  // one benchmark over every node, not one per link
+  EXPECT_THAT(asked_[0], ElementsAre("spark-1", "spark-2", "spark-3"));
+  ASSERT_EQ(r->results_size(), 2);
+  const v1::FabricResult& gather = r->results(0);
+  EXPECT_EQ(gather.test(), "nccl");
+  EXPECT_EQ(gather.from(), "spark-1");
+  EXPECT_EQ(gather.to(), "spark-2,spark-3");
+  EXPECT_EQ(gather.device(), "all_gather 4 MiB");
+  EXPECT_TRUE(gather.measured());
+  EXPECT_DOUBLE_EQ(gather.bandwidth_gbps(), 0.77 * 8);  // GB/s of the largest size, in Gb/s
+  EXPECT_EQ(gather.expected_gbps(), 175);               // between DGX Sparks
+  EXPECT_EQ(gather.verdict(), "fail");
+  EXPECT_THAT(gather.reason(), HasSubstr("is 4% of the 175 Gb/s NVIDIA's cluster check demands"));
+  EXPECT_EQ(r->results(1).device(), "all_reduce 4 MiB");
+  EXPECT_DOUBLE_EQ(r->results(1).bandwidth_gbps(), 0.14 * 8);
+  EXPECT_EQ(seen_.size(), 2u);
+  absl::StatusOr<v1::FabricHistoryResponse> history = nccl_runner_.History({});
+  ASSERT_TRUE(history.ok());
+  EXPECT_EQ(history->results_size(), 2);  // stored with the other tests' results
+}
+
+TEST_F(FabricNcclTest, OneNodeRunsOneRankWhoseSumsAreCheckedButHasNoBus) {
+  output_ = absl::StrReplaceAll(BenchOutput(), {{", 2 ranks,", ", 1 ranks,"}});
+  v1::RunFabricRequest request;
+  request.add_tests("nccl");
+  request.add_nodes("spark-1");
+  absl::StatusOr<v1::RunFabricResponse> r = nccl_runner_.Run(request, {GpuNode(1), GpuNode(2)});
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r->results_size(), 2);
+  for (const v1::FabricResult& x : r->results()) {
+    EXPECT_FALSE(x.measured());
+    EXPECT_EQ(x.verdict(), "not-measured");
+    EXPECT_EQ(x.to(), "spark-1");
+    EXPECT_THAT(x.reason(), HasSubstr("one rank has no bus to measure"));
+    EXPECT_THAT(x.reason(), HasSubstr("0 wrong elements, every result correct"));
+  }
+}
+
+TEST_F(FabricNcclTest, WrongElementsFailAndOtherGpusHaveNoExpectedFigure) {
+  output_ =
+      absl::StrReplaceAll(BenchOutput(), {{"1.54     0.77       0", "1.54     0.77       3"}});
+  v1::RunFabricRequest request;
+  request.add_tests("nccl");
+  absl::StatusOr<v1::RunFabricResponse> r = nccl_runner_.Run(
+      request, {GpuNode(1, "NVIDIA H100 80GB HBM3"), GpuNode(2, "NVIDIA H100 80GB HBM3")});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->results(0).verdict(), "fail");
+  EXPECT_THAT(r->results(0).reason(), HasSubstr("3 elements of all_gather were wrong"));
+  EXPECT_EQ(r->results(1).verdict(), "unknown");
+  EXPECT_EQ(r->results(1).expected_gbps(), 0);
+  EXPECT_THAT(r->results(1).reason(), HasSubstr("no expected bus bandwidth for these GPUs"));
+}
+
+TEST_F(FabricNcclTest, ABenchmarkThatDidNotFinishFailsWithItsReason) {
+  output_ = absl::AbortedError(
+      "rank 0 on spark-1 exited with status 1; the end of its output: "
+      "NCCL error 2");
+  v1::RunFabricRequest request;
+  request.add_tests("nccl");
+  absl::StatusOr<v1::RunFabricResponse> r = nccl_runner_.Run(request, {GpuNode(1), GpuNode(2)});
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r->results_size(), 1);
+  EXPECT_EQ(r->results(0).verdict(), "fail");
+  EXPECT_FALSE(r->results(0).measured());
+  EXPECT_THAT(r->results(0).reason(),
+              HasSubstr("the NCCL test did not run to the end: rank 0 on spark-1 exited"));
 }
 
 // A DGX Spark's RDMA view: its port's two devices (one per PCIe domain), ACTIVE, RoCE v2 GID 3.
