@@ -153,6 +153,9 @@ class ControllerService final : public v1::Controller::CallbackService {
   grpc::ServerUnaryReactor* StageImage(grpc::CallbackServerContext* context,
                                        const v1::StageImageRequest* request,
                                        v1::StageImageResponse* response) override;
+  grpc::ServerUnaryReactor* StageCancel(grpc::CallbackServerContext* context,
+                                        const v1::StageCancelRequest* request,
+                                        v1::StageCancelResponse* response) override;
 
   // Blocks until every call-back to an agent started by Register has finished (each has a
   // deadline), so the registry can be destroyed safely.

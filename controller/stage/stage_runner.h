@@ -45,9 +45,43 @@ class StageRunner {
                                                   const std::vector<v1::Node>& nodes);
   // The current or last run (kept in memory; a restarted controller has none).
   v1::StageStatusResponse Status();
+  // `fleet stage cancel`: stops the run in flight. Every target prepared so far is told
+  // StageFinish{abort} (its data port and streams close; verified chunks stay under temporary
+  // names, so the next run resumes), the source's send ends as its first hop closes, and the run
+  // ends with state "cancelled", each unfinished node "cancelled". Waits up to 60 s for the run
+  // to end (a source still hashing the tree ends it once the scan returns) and answers the run
+  // as it then stands. FailedPrecondition when no run is in flight.
+  absl::StatusOr<v1::StageCancelResponse> Cancel();
 
  private:
+  // A target whose transfer is open in the current round: what an abort needs.
+  struct Opened {
+    std::string agent_address;
+    std::string node_id;
+    std::string transfer_id;
+  };
+  // Marks a run in flight for Cancel while it lives (Run and RunImage hold one).
+  class InFlight {
+   public:
+    InFlight(StageRunner* runner, bool image);
+    ~InFlight();
+    InFlight(const InFlight&) = delete;
+    InFlight& operator=(const InFlight&) = delete;
+
+   private:
+    StageRunner* const runner_;
+  };
+
   void Publish(const v1::StageRun& run);
+  bool CancelRequested();
+  // Records a transfer that Cancel must abort.
+  void TrackOpened(const std::string& agent_address, const std::string& node_id,
+                   const std::string& transfer_id);
+  // Tells every opened transfer to abort (idempotent: an agent that no longer has it answers
+  // NotFound, which is ignored).
+  void AbortOpened();
+  // Ends `run` as cancelled: every node not done or failed is "cancelled".
+  void EndCancelled(v1::StageRun& run, absl::Time start);
   // Every node of `to` named once and Ready, and `from` (when named) Ready and not a target:
   // the checks a model and an image run share. Returns the targets.
   static absl::StatusOr<std::set<std::string>> CheckFromAndTo(
@@ -59,6 +93,10 @@ class StageRunner {
   absl::Mutex run_mu_;  // held for a whole run
   absl::Mutex status_mu_;
   std::optional<v1::StageRun> last_ ABSL_GUARDED_BY(status_mu_);
+  bool in_flight_ ABSL_GUARDED_BY(status_mu_) = false;
+  bool in_flight_image_ ABSL_GUARDED_BY(status_mu_) = false;
+  bool cancel_ ABSL_GUARDED_BY(status_mu_) = false;
+  std::vector<Opened> opened_ ABSL_GUARDED_BY(status_mu_);
 };
 
 }  // namespace fleet::controller

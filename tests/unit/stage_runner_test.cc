@@ -5,6 +5,9 @@
 // clock.
 #include "controller/stage/stage_runner.h"
 
+#include <thread>
+
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/fake_clock.h"
 #include "controller/stage/fake_stage_agent_client.h"
@@ -153,6 +156,40 @@ TEST_F(StageRunnerTest, BadRequestsAreRefusedWithTheFix) {
               HasSubstr("named twice"));
 }
 
+// `fleet stage cancel` while the source sends: each prepared target is told to abort (which is
+// what ends the send), no target is asked to finish, and the run ends "cancelled".
+TEST_F(StageRunnerTest, CancelAbortsEveryPreparedTargetAndEndsTheRunCancelled) {
+  EXPECT_TRUE(absl::IsFailedPrecondition(runner_.Cancel().status()));
+  agents_.lacking[Agent(2)] = {0, 1};
+  agents_.lacking[Agent(3)] = {2};
+  agents_.hold_sends = true;
+  absl::StatusOr<v1::StageModelResponse> done = absl::UnknownError("not run");
+  std::thread run([&] { done = runner_.Run(Request({"spark-2", "spark-3"}), nodes_); });
+  ASSERT_TRUE(agents_.WaitForHeldSend());
+  absl::StatusOr<v1::StageCancelResponse> cancelled = runner_.Cancel();
+  run.join();
+  ASSERT_TRUE(cancelled.ok()) << cancelled.status();
+  ASSERT_TRUE(done.ok()) << done.status();
+  const std::string id = agents_.prepares[Agent(2)][0].transfer_id();
+  EXPECT_THAT(agents_.calls, ::testing::IsSupersetOf(
+                                 {"abort " + Agent(2) + " " + id, "abort " + Agent(3) + " " + id}));
+  for (const std::string& call : agents_.calls) {
+    EXPECT_FALSE(absl::StartsWith(call, "finish ")) << call;
+  }
+  const v1::StageStatusResponse status = runner_.Status();
+  for (const v1::StageRun* run : {&done->run(), &cancelled->run(), &status.run()}) {
+    EXPECT_EQ(run->state(), "cancelled");
+    EXPECT_THAT(run->error(), HasSubstr("the next run resumes"));
+    ASSERT_EQ(run->nodes_size(), 2);
+    EXPECT_EQ(run->nodes(0).state(), "cancelled");
+    EXPECT_EQ(run->nodes(1).state(), "cancelled");
+    EXPECT_EQ(run->nodes(0).tree_sha256(), "");
+  }
+  EXPECT_TRUE(absl::IsFailedPrecondition(runner_.Cancel().status()));
+  EXPECT_THAT(std::string(runner_.Cancel().status().message()),
+              HasSubstr("no stage run in flight"));
+}
+
 constexpr const char* kImageId =
     "sha256:1111111111111111111111111111111111111111111111111111111111111111";
 constexpr const char* kOldId =
@@ -214,6 +251,26 @@ TEST_F(StageRunnerImageTest, SkipsTargetsWithTheSameIdAndChainsTheOthers) {
   EXPECT_EQ(run.nodes(1).bytes_sent(), 0u);
   EXPECT_FALSE(run.nodes(2).skipped());
   EXPECT_EQ(runner_.Status().run().kind(), "image");
+}
+
+// Cancelling an image run aborts each receiving target (its docker load is killed there); a
+// target that had the image already stays "done".
+TEST_F(StageRunnerImageTest, CancelAbortsTheLoadsAndKeepsSkippedTargetsDone) {
+  agents_.images[Agent(3)] = kImageId;
+  agents_.hold_sends = true;
+  absl::StatusOr<v1::StageImageResponse> done = absl::UnknownError("not run");
+  std::thread run([&] { done = runner_.RunImage(Request({"spark-2", "spark-3"}), nodes_); });
+  ASSERT_TRUE(agents_.WaitForHeldSend());
+  ASSERT_TRUE(runner_.Cancel().ok());
+  run.join();
+  ASSERT_TRUE(done.ok()) << done.status();
+  const std::string id = agents_.receives[Agent(2)][0].transfer_id();
+  EXPECT_THAT(agents_.calls, ::testing::Contains("abort-image " + Agent(2) + " " + id));
+  EXPECT_THAT(agents_.calls, ::testing::Not(::testing::Contains("finish-image " + Agent(2))));
+  EXPECT_EQ(done->run().state(), "cancelled");
+  EXPECT_EQ(done->run().nodes(0).state(), "cancelled");
+  EXPECT_EQ(done->run().nodes(1).state(), "done");
+  EXPECT_TRUE(done->run().nodes(1).skipped());
 }
 
 TEST_F(StageRunnerImageTest, NothingIsSentWhenEveryTargetHasTheImage) {
