@@ -37,6 +37,10 @@ struct Target {
   uint32_t rejected_base = 0;
 };
 
+bool Ended(const std::string& state) {
+  return state == "done" || state == "failed" || state == "cancelled" || state == "interrupted";
+}
+
 }  // namespace
 
 v1::StageStatusResponse StageRunner::Status() {
@@ -49,6 +53,31 @@ v1::StageStatusResponse StageRunner::Status() {
 void StageRunner::Publish(const v1::StageRun& run) {
   absl::MutexLock lock(&status_mu_);
   last_ = run;
+  if (store_ != nullptr && run.state() != stored_state_) {
+    // `fleet stage status` after a restart is all the store serves; a failed write costs only
+    // that view, never the copy.
+    (void)store_->PutLastStageRun(run);
+    stored_state_ = run.state();
+  }
+}
+
+absl::Status StageRunner::Load() {
+  if (store_ == nullptr) return absl::OkStatus();
+  ASSIGN_OR_RETURN(std::optional<v1::StageRun> last, store_->LoadLastStageRun());
+  if (!last.has_value()) return absl::OkStatus();
+  if (!Ended(last->state())) {
+    for (v1::StageNodeResult& node : *last->mutable_nodes()) {
+      if (node.state() != "done" && node.state() != "failed") node.set_state("interrupted");
+    }
+    last->set_state("interrupted");
+    last->set_error(
+        "the controller stopped while this run was in flight; run the same command again: the "
+        "targets keep the chunks they verified, so it resumes");
+    RETURN_IF_ERROR(store_->PutLastStageRun(*last));
+  }
+  absl::MutexLock lock(&status_mu_);
+  last_ = std::move(last);
+  return absl::OkStatus();
 }
 
 StageRunner::InFlight::InFlight(StageRunner* runner, bool image) : runner_(runner) {
@@ -57,6 +86,7 @@ StageRunner::InFlight::InFlight(StageRunner* runner, bool image) : runner_(runne
   runner_->in_flight_image_ = image;
   runner_->cancel_ = false;
   runner_->opened_.clear();
+  runner_->stored_state_.clear();
 }
 
 StageRunner::InFlight::~InFlight() {

@@ -4,7 +4,9 @@
 // each hop knows what to pass on), has the source send the union once, and collects each node's
 // end. Chunks that failed verification (or never arrived) are sent again in a further round, at
 // most three; a node that fails is left out of later rounds so the others still complete. Plain
-// class: the Controller service calls it on its stage executor.
+// class: the Controller service calls it on its stage executor. The current or last run is kept
+// in the Store, so `fleet stage status` shows it after a controller restart (a run that was in
+// flight then shows as "interrupted").
 #pragma once
 
 #include <optional>
@@ -16,6 +18,7 @@
 #include "absl/synchronization/mutex.h"
 #include "common/clock.h"
 #include "controller/stage/stage_agent_client.h"
+#include "controller/store/store.h"
 #include "fleet/v1/controller.pb.h"
 #include "fleet/v1/stage.pb.h"
 
@@ -24,11 +27,18 @@ namespace fleet::controller {
 struct ReadyEndpoints;  // controller/fabric/fabric_runner.h
 
 // Example:
-//   StageRunner runner(clock, &agents);
+//   StageRunner runner(clock, &agents, &store);
+//   RETURN_IF_ERROR(runner.Load());
 //   ASSIGN_OR_RETURN(v1::StageModelResponse done, runner.Run(request, registry.List()));
 class StageRunner {
  public:
-  StageRunner(const Clock* clock, StageAgentClient* agents) : clock_(clock), agents_(agents) {}
+  // `store` (may be null: nothing kept across restarts) keeps the last run.
+  StageRunner(const Clock* clock, StageAgentClient* agents, Store* store = nullptr)
+      : clock_(clock), agents_(agents), store_(store) {}
+
+  // Reads the last run from the store. A run stored in flight (the controller stopped during
+  // it) becomes "interrupted", each unfinished node too, and is written back so.
+  absl::Status Load();
 
   // Blocking for the whole copy; one run at a time (a second waits). InvalidArgument for bad
   // flags, FailedPrecondition for a node that is not Ready or a source without the path. A run
@@ -43,7 +53,7 @@ class StageRunner {
   // Run's lock and Status().
   absl::StatusOr<v1::StageImageResponse> RunImage(const v1::StageImageRequest& request,
                                                   const std::vector<v1::Node>& nodes);
-  // The current or last run (kept in memory; a restarted controller has none).
+  // The current or last run (kept in the store too; see Load).
   v1::StageStatusResponse Status();
   // `fleet stage cancel`: stops the run in flight. Every target prepared so far is told
   // StageFinish{abort} (its data port and streams close; verified chunks stay under temporary
@@ -90,6 +100,7 @@ class StageRunner {
 
   const Clock* const clock_;
   StageAgentClient* const agents_;
+  Store* const store_;
   absl::Mutex run_mu_;  // held for a whole run
   absl::Mutex status_mu_;
   std::optional<v1::StageRun> last_ ABSL_GUARDED_BY(status_mu_);
@@ -97,6 +108,9 @@ class StageRunner {
   bool in_flight_image_ ABSL_GUARDED_BY(status_mu_) = false;
   bool cancel_ ABSL_GUARDED_BY(status_mu_) = false;
   std::vector<Opened> opened_ ABSL_GUARDED_BY(status_mu_);
+  // The state last written to the store in this run ("" before its first write): a run is
+  // stored when its state changes, not on every progress poll.
+  std::string stored_state_ ABSL_GUARDED_BY(status_mu_);
 };
 
 }  // namespace fleet::controller

@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/fake_clock.h"
 #include "controller/stage/fake_stage_agent_client.h"
+#include "controller/store/fake_store.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -188,6 +189,52 @@ TEST_F(StageRunnerTest, CancelAbortsEveryPreparedTargetAndEndsTheRunCancelled) {
   EXPECT_TRUE(absl::IsFailedPrecondition(runner_.Cancel().status()));
   EXPECT_THAT(std::string(runner_.Cancel().status().message()),
               HasSubstr("no stage run in flight"));
+}
+
+// The last run is kept in the store: a new runner (a restarted controller) shows it.
+TEST_F(StageRunnerTest, TheLastRunIsShownByARunnerStartedLater) {
+  FakeStore store;
+  agents_.lacking[Agent(2)] = {0};
+  StageRunner first(&clock_, &agents_, &store);
+  ASSERT_TRUE(first.Load().ok());
+  EXPECT_FALSE(first.Status().has_run());
+  ASSERT_TRUE(first.Run(Request({"spark-2"}), nodes_).ok());
+
+  StageRunner restarted(&clock_, &agents_, &store);
+  ASSERT_TRUE(restarted.Load().ok());
+  const v1::StageStatusResponse status = restarted.Status();
+  ASSERT_TRUE(status.has_run());
+  EXPECT_EQ(status.run().id(), first.Status().run().id());
+  EXPECT_EQ(status.run().state(), "done");
+  ASSERT_EQ(status.run().nodes_size(), 1);
+  EXPECT_EQ(status.run().nodes(0).bytes_sent(), FakeStageAgentClient::kChunkBytes);
+  EXPECT_EQ(status.run().nodes(0).tree_sha256(), manifest_.tree_sha256());
+}
+
+// A run the store holds in flight belonged to a controller that died during it.
+TEST_F(StageRunnerTest, ARunInFlightWhenTheControllerDiedIsInterrupted) {
+  FakeStore store;
+  v1::StageRun stored;
+  stored.set_id("stage-1");
+  stored.set_kind("model");
+  stored.set_state("copying");
+  v1::StageNodeResult* done = stored.add_nodes();
+  done->set_node("spark-2");
+  done->set_state("done");
+  stored.add_nodes()->set_node("spark-3");
+  stored.mutable_nodes(1)->set_state("copying");
+  ASSERT_TRUE(store.PutLastStageRun(stored).ok());
+
+  StageRunner restarted(&clock_, &agents_, &store);
+  ASSERT_TRUE(restarted.Load().ok());
+  const v1::StageRun run = restarted.Status().run();
+  EXPECT_EQ(run.id(), "stage-1");
+  EXPECT_EQ(run.state(), "interrupted");
+  EXPECT_THAT(run.error(), HasSubstr("run the same command again"));
+  EXPECT_EQ(run.nodes(0).state(), "done");
+  EXPECT_EQ(run.nodes(1).state(), "interrupted");
+  EXPECT_EQ((*store.LoadLastStageRun())->state(), "interrupted");
+  EXPECT_TRUE(absl::IsFailedPrecondition(restarted.Cancel().status()));
 }
 
 constexpr const char* kImageId =
