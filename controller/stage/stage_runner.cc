@@ -81,18 +81,27 @@ absl::Status StageRunner::Load() {
 }
 
 StageRunner::InFlight::InFlight(StageRunner* runner, bool image) : runner_(runner) {
-  absl::MutexLock lock(&runner_->status_mu_);
-  runner_->in_flight_ = true;
-  runner_->in_flight_image_ = image;
-  runner_->cancel_ = false;
-  runner_->opened_.clear();
-  runner_->stored_state_.clear();
+  {
+    absl::MutexLock lock(&runner_->status_mu_);
+    runner_->in_flight_ = true;
+    runner_->in_flight_image_ = image;
+    runner_->cancel_ = false;
+    runner_->opened_.clear();
+    runner_->stored_state_.clear();
+  }
+  if (runner_->events_.started) runner_->events_.started(image ? "image" : "model");
 }
 
 StageRunner::InFlight::~InFlight() {
-  absl::MutexLock lock(&runner_->status_mu_);
-  runner_->in_flight_ = false;
-  runner_->opened_.clear();
+  v1::StageRun last;
+  {
+    absl::MutexLock lock(&runner_->status_mu_);
+    runner_->in_flight_ = false;
+    runner_->opened_.clear();
+    // Every path of a run publishes it before it returns: this is the run as it ended.
+    if (runner_->last_.has_value()) last = *runner_->last_;
+  }
+  if (runner_->events_.ended) runner_->events_.ended(last);
 }
 
 bool StageRunner::CancelRequested() {

@@ -9,6 +9,7 @@
 // flight then shows as "interrupted").
 #pragma once
 
+#include <functional>
 #include <optional>
 #include <set>
 #include <string>
@@ -26,6 +27,12 @@ namespace fleet::controller {
 
 struct ReadyEndpoints;  // controller/fabric/fabric_runner.h
 
+// What a run tells the controller's metrics (controller/metrics); either may be empty.
+struct StageRunEvents {
+  std::function<void(const std::string& kind)> started;  // "model" or "image"
+  std::function<void(const v1::StageRun& run)> ended;    // the run in its final state
+};
+
 // Example:
 //   StageRunner runner(clock, &agents, &store);
 //   RETURN_IF_ERROR(runner.Load());
@@ -33,8 +40,9 @@ struct ReadyEndpoints;  // controller/fabric/fabric_runner.h
 class StageRunner {
  public:
   // `store` (may be null: nothing kept across restarts) keeps the last run.
-  StageRunner(const Clock* clock, StageAgentClient* agents, Store* store = nullptr)
-      : clock_(clock), agents_(agents), store_(store) {}
+  StageRunner(const Clock* clock, StageAgentClient* agents, Store* store = nullptr,
+              StageRunEvents events = {})
+      : clock_(clock), agents_(agents), store_(store), events_(std::move(events)) {}
 
   // Reads the last run from the store. A run stored in flight (the controller stopped during
   // it) becomes "interrupted", each unfinished node too, and is written back so.
@@ -101,6 +109,7 @@ class StageRunner {
   const Clock* const clock_;
   StageAgentClient* const agents_;
   Store* const store_;
+  const StageRunEvents events_;
   absl::Mutex run_mu_;  // held for a whole run
   absl::Mutex status_mu_;
   std::optional<v1::StageRun> last_ ABSL_GUARDED_BY(status_mu_);

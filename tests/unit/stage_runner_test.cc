@@ -237,6 +237,24 @@ TEST_F(StageRunnerTest, ARunInFlightWhenTheControllerDiedIsInterrupted) {
   EXPECT_TRUE(absl::IsFailedPrecondition(restarted.Cancel().status()));
 }
 
+// What the controller's metrics are told: a start with the kind, an end with the final run.
+TEST_F(StageRunnerTest, EveryRunReportsItsStartAndItsEnd) {
+  std::vector<std::string> seen;
+  StageRunner runner(&clock_, &agents_, nullptr,
+                     {.started = [&](const std::string& kind) { seen.push_back("start " + kind); },
+                      .ended =
+                          [&](const v1::StageRun& run) {
+                            seen.push_back(absl::StrCat("end ", run.kind(), " ", run.state()));
+                          }});
+  agents_.lacking[Agent(2)] = {0};
+  ASSERT_TRUE(runner.Run(Request({"spark-2"}), nodes_).ok());
+  v1::StageModelRequest nowhere = Request({"spark-2"});
+  nowhere.set_path("/absent");
+  EXPECT_FALSE(runner.Run(nowhere, nodes_).ok());
+  EXPECT_THAT(seen,
+              ElementsAre("start model", "end model done", "start model", "end model failed"));
+}
+
 constexpr const char* kImageId =
     "sha256:1111111111111111111111111111111111111111111111111111111111111111";
 constexpr const char* kOldId =
