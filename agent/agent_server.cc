@@ -324,7 +324,8 @@ absl::Status AgentServer::Serve(const std::string& controller_address) {
                      .reads = read_executor_.get(),
                      .fabric = fabric_executor_.get(),
                      .stage = stage_executor_.get()},
-      absl::StrCat(options_.state_dir, "/probe-cache"), paths_,
+      // Model hashes come from the staging manifests' cache, so a staged model is not re-read.
+      absl::StrCat(options_.state_dir, "/stage-cache"), paths_,
       ControllerAccess{.address = controller_address,
                        .ca_path = ec ? paths.ca : ca_path.lexically_normal().string()},
       router_admin_.get(), stage_.get(), images_.get(), rdma_.get(), health_.get());

@@ -191,6 +191,11 @@ absl::StatusOr<v1::StageStatusResponse> AdminClient::StageStatus() {
       &v1::Controller::Stub::StageStatus, v1::StageStatusRequest(), absl::ZeroDuration());
 }
 
+absl::StatusOr<v1::StageCancelResponse> AdminClient::StageCancel() {
+  return Call<v1::StageCancelRequest, v1::StageCancelResponse>(
+      &v1::Controller::Stub::StageCancel, v1::StageCancelRequest(), absl::Minutes(2));
+}
+
 absl::StatusOr<v1::ListServicesResponse> AdminClient::ListServices(const std::string& name) {
   v1::ListServicesRequest request;
   request.set_name(name);

@@ -59,6 +59,8 @@ class AdminClient {
   // `fleet stage image`: up to `extra` more, like a model copy.
   absl::StatusOr<v1::StageImageResponse> StageImage(const v1::StageImageRequest& request,
                                                     absl::Duration extra);
+  // `fleet stage cancel`: waits up to a minute for the run to end.
+  absl::StatusOr<v1::StageCancelResponse> StageCancel();
   absl::StatusOr<v1::ListServicesResponse> ListServices(const std::string& name);
   // A roll restarts every replica in turn: up to `extra` more.
   absl::StatusOr<v1::RollGroupResponse> RollGroup(const std::string& name, absl::Duration extra);

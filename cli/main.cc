@@ -490,6 +490,8 @@ int Main(int argc, char** argv) {
       ->delimiter(',')
       ->required();
   CLI::App* stage_status = stage->add_subcommand("status", "the current or last staging run");
+  CLI::App* stage_cancel = stage->add_subcommand(
+      "cancel", "stop the staging run in flight (the next run resumes what it verified)");
 
   CLI::App* health = app.add_subcommand(
       "health", "nodes, links, limits, fabric results and groups, each with a verdict");
@@ -580,6 +582,7 @@ int Main(int argc, char** argv) {
   if (*stage_model) return StageModel(g, stage_flags);
   if (*stage_image) return StageImage(g, stage_image_flags);
   if (*stage_status) return StageStatus(g);
+  if (*stage_cancel) return StageCancel(g);
   if (*health) return Health(g, health_watch);
   if (*bench_history) return BenchHistory(g, bench_history_name, bench_history_limit);
   if (*bench) return Bench(g, bench_flags);

@@ -245,4 +245,17 @@ int StageStatus(const Globals& g) {
   return 0;
 }
 
+int StageCancel(const Globals& g) {
+  absl::StatusOr<AdminClient> client = Connect(g);
+  if (!client.ok()) return Fail(std::string(client.status().message()));
+  absl::StatusOr<v1::StageCancelResponse> cancelled = client->StageCancel();
+  if (!cancelled.ok()) return Fail(std::string(cancelled.status().message()));
+  if (g.output == "json" || g.output == "yaml") {
+    std::cout << PrintDocument(StageRunJson(cancelled->run()), g.output);
+  } else {
+    std::cout << RenderStageRun(cancelled->run());
+  }
+  return 0;
+}
+
 }  // namespace fleet::cli

@@ -1,6 +1,6 @@
-// `fleet stage model`, `fleet stage image` and `fleet stage status`: copy a model directory or a
-// Docker image from one node to others through the controller's staging chain, with live
-// progress on a terminal, and show the current or last run.
+// `fleet stage model`, `fleet stage image`, `fleet stage status` and `fleet stage cancel`: copy a
+// model directory or a Docker image from one node to others through the controller's staging
+// chain, with live progress on a terminal, show the current or last run, and stop one.
 #pragma once
 
 #include <string>
@@ -30,6 +30,9 @@ struct StageImageFlags {
 int StageModel(const Globals& g, const StageFlags& flags);
 int StageImage(const Globals& g, const StageImageFlags& flags);
 int StageStatus(const Globals& g);
+// `fleet stage cancel`: stops the run in flight and prints it as it ended ("cancelled"); exit
+// code 1 with the controller's reason when none is in flight.
+int StageCancel(const Globals& g);
 
 // `-o json` of a run (keys: apiVersion, kind, id, source, from, state, error, rounds, seconds,
 // nodes: [{node, dest, files, bytes, bytes_sent, seconds, tree_sha256, chunks_rejected,

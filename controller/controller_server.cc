@@ -133,7 +133,11 @@ absl::Status ControllerServer::Init() {
   bench_ = std::make_unique<BenchRecords>(options_.clock, store_.get());
   stage_pool_ = std::make_unique<ThreadPool>(1);
   stage_agents_ = std::make_unique<GrpcStageAgentClient>(transport_);
-  stage_ = std::make_unique<StageRunner>(options_.clock, stage_agents_.get());
+  stage_ = std::make_unique<StageRunner>(
+      options_.clock, stage_agents_.get(), store_.get(),
+      StageRunEvents{.started = [this](const std::string&) { metrics_->OnStageStarted(); },
+                     .ended = [this](const v1::StageRun& run) { metrics_->OnStageEnded(run); }});
+  RETURN_IF_ERROR(stage_->Load());
 
   grpc::ServerBuilder builder;
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;

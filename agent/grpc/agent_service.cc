@@ -264,8 +264,10 @@ grpc::ServerUnaryReactor* AgentService::StageSend(grpc::CallbackServerContext* c
 grpc::ServerUnaryReactor* AgentService::StageFinish(grpc::CallbackServerContext* context,
                                                     const v1::StageFinishRequest* request,
                                                     v1::StageFinishResponse* response) {
-  return OnStage(context, request->wait() ? executors_.stage : executors_.reads, response,
-                 [this, request] { return stage_->Finish(*request); });
+  // An abort must not queue behind the transfer it ends: the reads executor, like a poll.
+  return OnStage(context,
+                 request->wait() && !request->abort() ? executors_.stage : executors_.reads,
+                 response, [this, request] { return stage_->Finish(*request); });
 }
 
 // Image staging: an inspect or a receive's set-up is short, a send or a finish that waits lasts
@@ -298,8 +300,9 @@ grpc::ServerUnaryReactor* AgentService::StageImageFinish(grpc::CallbackServerCon
                                                          const v1::StageFinishRequest* request,
                                                          v1::StageImageFinishResponse* response) {
   if (images_ == nullptr) return Finish(context, absl::UnimplementedError("no image staging here"));
-  return OnStage(context, request->wait() ? executors_.stage : executors_.reads, response,
-                 [this, request] { return images_->Finish(*request); });
+  return OnStage(context,
+                 request->wait() && !request->abort() ? executors_.stage : executors_.reads,
+                 response, [this, request] { return images_->Finish(*request); });
 }
 
 // On the reads executor, not the probes one: a health look must not wait behind a model hash.

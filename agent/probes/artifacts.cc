@@ -1,8 +1,7 @@
-// Image and model probes: `docker image inspect`, a walk of each model directory, and a
-// streamed SHA-256 of its files cached by (path, size, count, newest mtime).
+// Image and model probes: `docker image inspect`, a walk of each model directory, and its
+// content hash: the tree hash of its stage manifest, through the agent's manifest cache.
 #include "agent/probes/artifacts.h"
 
-#include <fcntl.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -12,8 +11,6 @@
 #include <cstdint>
 #include <cstdlib>
 #include <filesystem>
-#include <memory>
-#include <optional>
 #include <string>
 #include <system_error>
 #include <utility>
@@ -24,19 +21,17 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "agent/stage/manifest.h"
 #include "common/files.h"
 #include "common/process/process_runner_impl.h"
 #include "common/status_macros.h"
 #include "nlohmann/json.hpp"
-#include "openssl/evp.h"
 
 namespace fleet::agent {
 namespace {
 
 // `docker image inspect` answers from the local store; seconds only when the engine is busy.
 constexpr absl::Duration kInspectTimeout = absl::Seconds(30);
-// Files are hashed through a buffer of this size, so memory stays bounded for any model.
-constexpr size_t kHashChunk = 1 << 20;
 
 bool Exited0(int wait_status) { return WIFEXITED(wait_status) && WEXITSTATUS(wait_status) == 0; }
 
@@ -154,12 +149,8 @@ struct ModelFile {
 struct ModelTree {
   std::vector<ModelFile> files;  // sorted by `relative`
   uint64_t total_bytes = 0;
-  int64_t newest_mtime_ns = 0;
+  bool single_file = false;  // the model path is one file, not a directory
 };
-
-int64_t MtimeNs(const struct stat& st) {
-  return int64_t{st.st_mtim.tv_sec} * 1'000'000'000 + st.st_mtim.tv_nsec;
-}
 
 // Every regular file beneath `dir` (or `dir` itself when it is one file), following symlinks to
 // files but not to directories, so a link loop cannot trap the walk.
@@ -167,8 +158,8 @@ absl::StatusOr<ModelTree> WalkModel(const std::string& dir) {
   ModelTree tree;
   struct stat top {};
   if (::stat(dir.c_str(), &top) != 0) return ErrnoStatus(dir);
-  tree.newest_mtime_ns = MtimeNs(top);
   if (S_ISREG(top.st_mode)) {
+    tree.single_file = true;
     tree.files.push_back({.relative = std::filesystem::path(dir).filename().string(),
                           .path = dir,
                           .size = static_cast<uint64_t>(top.st_size)});
@@ -191,12 +182,10 @@ absl::StatusOr<ModelTree> WalkModel(const std::string& dir) {
       }
       if (!S_ISREG(st.st_mode)) continue;
     } else if (S_ISDIR(st.st_mode)) {
-      tree.newest_mtime_ns = std::max(tree.newest_mtime_ns, MtimeNs(st));
       continue;
     } else if (!S_ISREG(st.st_mode)) {
       continue;
     }
-    tree.newest_mtime_ns = std::max(tree.newest_mtime_ns, MtimeNs(st));
     tree.total_bytes += st.st_size;
     tree.files.push_back({.relative = it->path().lexically_relative(dir).string(),
                           .path = std::move(path),
@@ -208,113 +197,51 @@ absl::StatusOr<ModelTree> WalkModel(const std::string& dir) {
   return tree;
 }
 
-std::string Hex(const unsigned char* data, size_t size) {
-  static constexpr char kDigits[] = "0123456789abcdef";
-  std::string hex;
-  hex.reserve(2 * size);
-  for (size_t i = 0; i < size; ++i) {
-    hex.push_back(kDigits[data[i] >> 4]);
-    hex.push_back(kDigits[data[i] & 0xf]);
-  }
-  return hex;
+int64_t MtimeNs(const struct stat& st) {
+  return int64_t{st.st_mtim.tv_sec} * 1'000'000'000 + st.st_mtim.tv_nsec;
 }
 
-struct DigestDeleter {
-  void operator()(EVP_MD_CTX* ctx) const { EVP_MD_CTX_free(ctx); }
-};
-using DigestContext = std::unique_ptr<EVP_MD_CTX, DigestDeleter>;
-
-absl::StatusOr<DigestContext> NewSha256() {
-  DigestContext digest(EVP_MD_CTX_new());
-  if (digest == nullptr || EVP_DigestInit_ex(digest.get(), EVP_sha256(), nullptr) != 1) {
-    return absl::InternalError("OpenSSL: cannot start a SHA-256 digest");
-  }
-  return digest;
-}
-
-std::string FinishSha256(EVP_MD_CTX* digest) {
-  unsigned char sum[EVP_MAX_MD_SIZE];
-  unsigned int size = 0;
-  EVP_DigestFinal_ex(digest, sum, &size);
-  return Hex(sum, size);
-}
-
-std::string Sha256Of(absl::string_view data) {
-  absl::StatusOr<DigestContext> digest = NewSha256();
-  if (!digest.ok()) return "";
-  EVP_DigestUpdate(digest->get(), data.data(), data.size());
-  return FinishSha256(digest->get());
-}
-
-// The content hash documented at ProbeArtifacts.
-absl::StatusOr<std::string> HashModel(const ModelTree& tree) {
-  ASSIGN_OR_RETURN(DigestContext digest, NewSha256());
-  std::vector<char> buffer(kHashChunk);
-  for (const ModelFile& file : tree.files) {
-    std::string header =
-        absl::StrCat(file.relative, std::string(1, '\0'), file.size, std::string(1, '\0'));
-    EVP_DigestUpdate(digest.get(), header.data(), header.size());
-    int fd = ::open(file.path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return ErrnoStatus(absl::StrCat("open ", file.path));
-    uint64_t read_total = 0;
-    for (;;) {
-      ssize_t n = ::read(fd, buffer.data(), buffer.size());
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) {
-        absl::Status status = ErrnoStatus(absl::StrCat("read ", file.path));
-        ::close(fd);
-        return status;
-      }
-      if (n == 0) break;
-      EVP_DigestUpdate(digest.get(), buffer.data(), n);
-      read_total += n;
+// The model's content hash: the tree hash of its stage manifest (agent/stage/manifest.h), built
+// through the agent's manifest cache, so a tree that `fleet stage model` wrote or scanned is not
+// read again. A single model file is hashed as a tree of that one file, cached with its
+// directory's entries.
+absl::StatusOr<ScannedTree> ModelManifest(const ProbeContext& ctx, const std::string& path,
+                                          const ModelTree& tree) {
+  if (!tree.single_file) return BuildManifest(path, {.cache_dir = ctx.cache_dir});
+  const std::filesystem::path file(path);
+  const std::string name = file.filename().string();
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return ErrnoStatus(absl::StrCat("stat ", path));
+  ScannedTree scanned{.from_cache = true};
+  v1::StageManifest& manifest = scanned.manifest;
+  manifest.set_root(file.parent_path().string());
+  manifest.set_chunk_bytes(kStageChunkBytes);
+  manifest.set_total_bytes(static_cast<uint64_t>(st.st_size));
+  v1::StageFile* entry = manifest.add_files();
+  entry->set_path(name);
+  entry->set_size(static_cast<uint64_t>(st.st_size));
+  entry->set_mode(st.st_mode & 07777);
+  entry->set_mtime_ns(MtimeNs(st));
+  ManifestCache cache(ctx.cache_dir, manifest.root());
+  const uint64_t chunks = (entry->size() + kStageChunkBytes - 1) / kStageChunkBytes;
+  const v1::StageFile* cached = cache.Lookup(name, entry->size(), entry->mtime_ns());
+  if (cached != nullptr && static_cast<uint64_t>(cached->chunk_sha256_size()) == chunks) {
+    *entry->mutable_chunk_sha256() = cached->chunk_sha256();
+  } else {
+    scanned.from_cache = false;
+    ASSIGN_OR_RETURN(std::vector<std::string> hashes,
+                     HashFileChunks(path, entry->size(), kStageChunkBytes));
+    if (hashes.size() != chunks) {
+      return absl::AbortedError(
+          absl::StrCat(path, " changed while it was hashed: probe again once the copy is done"));
     }
-    ::close(fd);
-    if (read_total != file.size) {
-      return absl::AbortedError(absl::StrCat(file.path, " changed while it was hashed (", file.size,
-                                             " bytes, then ", read_total,
-                                             "): probe again once the copy is done"));
-    }
+    for (std::string& h : hashes) entry->add_chunk_sha256(std::move(h));
+    cache.Put(*entry);
+    // The hash is right either way; a cache that cannot be written costs only a later rehash.
+    (void)cache.Save();
   }
-  return FinishSha256(digest.get());
-}
-
-// The cache entry of a model directory: the hash is valid while every key field matches.
-nlohmann::json CacheKey(const std::string& path, const ModelTree& tree) {
-  return {{"path", path},
-          {"total_bytes", tree.total_bytes},
-          {"file_count", tree.files.size()},
-          {"newest_mtime_ns", tree.newest_mtime_ns}};
-}
-
-std::string CachePath(const ProbeContext& ctx, const std::string& path) {
-  return absl::StrCat(ctx.cache_dir, "/model-", Sha256Of(path), ".json");
-}
-
-std::optional<std::string> CachedHash(const ProbeContext& ctx, const std::string& path,
-                                      const ModelTree& tree) {
-  if (ctx.cache_dir.empty()) return std::nullopt;
-  absl::StatusOr<std::string> text = ReadFileToString(CachePath(ctx, path));
-  if (!text.ok()) return std::nullopt;
-  nlohmann::json entry = nlohmann::json::parse(*text, nullptr, /*allow_exceptions=*/false);
-  if (!entry.is_object() || !entry.contains("sha256") || !entry["sha256"].is_string()) {
-    return std::nullopt;
-  }
-  std::string sha256 = entry["sha256"].get<std::string>();
-  entry.erase("sha256");
-  if (entry != CacheKey(path, tree)) return std::nullopt;
-  return sha256;
-}
-
-// The hash is right either way, so a cache that cannot be written costs only a later rehash;
-// the caller reports it as unavailable so the operator learns why hashing repeats.
-absl::Status StoreHash(const ProbeContext& ctx, const std::string& path, const ModelTree& tree,
-                       const std::string& sha256) {
-  if (ctx.cache_dir.empty()) return absl::OkStatus();
-  RETURN_IF_ERROR(MakeDirectories(ctx.cache_dir, 0700));
-  nlohmann::json entry = CacheKey(path, tree);
-  entry["sha256"] = sha256;
-  return WriteFileAtomically(CachePath(ctx, path), entry.dump(), 0600);
+  manifest.set_tree_sha256(TreeSha256(manifest));
+  return scanned;
 }
 
 void ProbeModel(const ProbeContext& ctx, const std::string& spec, v1::NodeProbe* out) {
@@ -341,20 +268,13 @@ void ProbeModel(const ProbeContext& ctx, const std::string& spec, v1::NodeProbe*
   probe->set_total_bytes(tree->total_bytes);
   probe->set_file_count(tree->files.size());
   if (!ctx.request.hash_models()) return;
-  if (std::optional<std::string> cached = CachedHash(ctx, *path, *tree)) {
-    probe->set_sha256(*cached);
-    probe->set_from_cache(true);
+  absl::StatusOr<ScannedTree> scanned = ModelManifest(ctx, *path, *tree);
+  if (!scanned.ok()) {
+    probe->set_error(absl::StrCat("model ", spec, ": hash: ", scanned.status().message()));
     return;
   }
-  absl::StatusOr<std::string> sha256 = HashModel(*tree);
-  if (!sha256.ok()) {
-    probe->set_error(absl::StrCat("model ", spec, ": hash: ", sha256.status().message()));
-    return;
-  }
-  probe->set_sha256(*sha256);
-  if (absl::Status stored = StoreHash(ctx, *path, *tree, *sha256); !stored.ok()) {
-    out->add_unavailable(absl::StrCat("model cache: ", stored.message()));
-  }
+  probe->set_sha256(scanned->manifest.tree_sha256());
+  probe->set_from_cache(scanned->from_cache);
 }
 
 }  // namespace

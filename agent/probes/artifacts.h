@@ -1,6 +1,6 @@
 // The artifacts a recipe names, as this node has them: the container image (Docker's image ID
 // and repo digests) and the model directories (size, file count and an optional content hash,
-// cached so an unchanged directory is hashed once).
+// the stage manifest's tree hash, cached so an unchanged file is hashed once).
 #pragma once
 
 #include <string>
@@ -22,14 +22,17 @@ namespace fleet::agent {
 //     $HOME/.cache/huggingface/hub/models--org--name (the directory itself when refs/main is
 //     absent), where `huggingface-cli download` and vLLM keep it.
 // ModelProbe.path is the directory resolved that way (beneath ctx.root when that is not "/").
-// With request.hash_models the SHA-256 covers every regular file, symlinked files included
-// (a Hugging Face snapshot is all symlinks into blobs/), symlinked directories not followed:
-//   for each file, sorted by relative path (bytewise):  REL_PATH '\0' SIZE_DECIMAL '\0' CONTENT
-// It is kept in ctx.cache_dir under the key (path, total size, file count, newest mtime of any
-// file or directory) and reused while that key holds (ModelProbe.from_cache).
+// With request.hash_models, ModelProbe.sha256 is the tree hash of the directory's stage manifest
+// (agent/stage/manifest.h: every regular file, symlinked files included — a Hugging Face
+// snapshot is all symlinks into blobs/ — symlinked directories not followed, each file's path,
+// size, mode and 8 MiB chunk hashes), the hash `fleet stage model` reports as tree_sha256; a
+// single model file is hashed as a tree of that one file. Chunk hashes come from the manifest
+// cache in ctx.cache_dir, the one staging uses, while a file's (path, size, mtime) hold, so a
+// tree that `fleet stage model` wrote here is not read again (ModelProbe.from_cache: no content
+// was read).
 //
 // Example:
-//   ProbeContext ctx{.cache_dir = "/var/lib/fleet/probe-cache"};
+//   ProbeContext ctx{.cache_dir = "/var/lib/fleet/stage-cache"};
 //   ctx.request.add_model_paths("~/models/Qwen3-32B");
 //   ctx.request.set_hash_models(true);
 //   ProbeArtifacts(ctx, &probe);  // probe.models(0).sha256() == "9f2c..."

@@ -17,7 +17,8 @@ struct ProbeContext {
   bool live = true;
   std::string node_name;          // for messages
   std::string docker = "docker";  // docker CLI
-  // Where cached model hashes are kept (STATE_DIR/probe-cache); empty: no cache.
+  // The stage manifest cache that model hashes are read from and added to (STATE_DIR/stage-cache,
+  // shared with `fleet stage`, see agent/stage/manifest.h); empty: no cache.
   std::string cache_dir;
   v1::ProbeRequest request;
   // Reported as NodeProbe.agent: where this agent puts a docker shard's files.

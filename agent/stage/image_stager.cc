@@ -46,6 +46,8 @@ constexpr absl::Duration kLoadOpenTimeout = absl::Seconds(30);
 constexpr absl::Duration kLoadEndTimeout = absl::Minutes(30);
 constexpr absl::Duration kSaveEndTimeout = absl::Seconds(60);
 constexpr absl::Duration kFinishWait = absl::Minutes(30);
+// A killed load and a woken relay end within this; the answer is only progress otherwise.
+constexpr absl::Duration kAbortWait = absl::Seconds(30);
 constexpr size_t kBufferBytes = 1 << 20;
 
 std::string Trimmed(absl::string_view text) {
@@ -460,6 +462,13 @@ absl::StatusOr<v1::StageImageFinishResponse> ImageStager::Finish(
                                               " on node ", options_.node_name));
     }
     transfer = it->second;
+    if (request.abort()) transfers_.erase(it);
+  }
+  if (request.abort()) {
+    // Cancelled: the relay's sockets close and `docker load` is killed before it tags anything.
+    transfer->Stop();
+    transfer->WaitDone(kAbortWait);
+    return transfer->Progress();
   }
   if (request.wait()) transfer->WaitDone(kFinishWait);
   v1::StageImageFinishResponse response = transfer->Progress();

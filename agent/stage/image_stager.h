@@ -57,7 +57,8 @@ class ImageStager {
   // fails (REF not here), Unavailable when the first hop is lost.
   absl::StatusOr<v1::StageSendResponse> Send(const v1::StageImageSendRequest& request);
   // NotFound for an unknown transfer. With wait, at most 30 minutes for the load to end; a
-  // finished transfer is forgotten once its end was answered.
+  // finished transfer is forgotten once its end was answered. With abort (`fleet stage cancel`):
+  // the data port and connections close, `docker load` is killed, and the transfer is forgotten.
   absl::StatusOr<v1::StageImageFinishResponse> Finish(const v1::StageFinishRequest& request);
   // Ends every receive (the agent is stopping): their loads are killed, waiting calls return.
   void Shutdown();

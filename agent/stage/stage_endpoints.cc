@@ -599,6 +599,15 @@ absl::StatusOr<v1::StageFinishResponse> StageEndpoints::Finish(
                                               " (the agent restarted?); stage again to resume"));
     }
     transfer = it->second;
+    // Cancelled: forgotten now, so the streams end and the data port closes once the last call
+    // holding it returns. Verified chunks stay in the partial files for the next run.
+    if (request.abort()) transfers_.erase(it);
+  }
+  if (request.abort()) {
+    transfer->Stop();
+    v1::StageFinishResponse response = transfer->Progress();
+    response.set_done(true);
+    return response;
   }
   if (!request.wait()) return transfer->Progress();
   v1::StageFinishResponse response = transfer->Finish();

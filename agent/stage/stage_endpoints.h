@@ -56,6 +56,9 @@ class StageEndpoints {
   // Blocking until every asked chunk is sent. Unavailable when the first hop is lost.
   absl::StatusOr<v1::StageSendResponse> Send(const v1::StageSendRequest& request);
   // NotFound for an unknown transfer. With wait, at most 10 minutes for the upstream to end.
+  // With abort (`fleet stage cancel`): the data port and streams close, files not yet complete
+  // stay under their temporary names with the chunks verified so far (the next run resumes from
+  // them), and the transfer is forgotten.
   absl::StatusOr<v1::StageFinishResponse> Finish(const v1::StageFinishRequest& request);
   // Ends every transfer's streams (the agent is stopping): waiting calls return soon, partial
   // copies stay for the next run to resume.

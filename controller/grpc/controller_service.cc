@@ -518,4 +518,17 @@ grpc::ServerUnaryReactor* ControllerService::Health(grpc::CallbackServerContext*
   });
 }
 
+grpc::ServerUnaryReactor* ControllerService::StageCancel(grpc::CallbackServerContext* context,
+                                                         const v1::StageCancelRequest* request,
+                                                         v1::StageCancelResponse* response) {
+  if (absl::Status st = RequireAdmin(context); !st.ok()) return Finish(context, st);
+  (void)request;
+  // Not the stage thread: the run being cancelled holds it. The aborts and the wait for the
+  // run's end take seconds, so off the reactor.
+  return FinishOn(context, d_.rpc_executor, [this, response] {
+    ASSIGN_OR_RETURN(*response, d_.stage->Cancel());
+    return absl::OkStatus();
+  });
+}
+
 }  // namespace fleet::controller

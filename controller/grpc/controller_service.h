@@ -156,6 +156,9 @@ class ControllerService final : public v1::Controller::CallbackService {
   grpc::ServerUnaryReactor* Health(grpc::CallbackServerContext* context,
                                    const v1::HealthRequest* request,
                                    v1::HealthResponse* response) override;
+  grpc::ServerUnaryReactor* StageCancel(grpc::CallbackServerContext* context,
+                                        const v1::StageCancelRequest* request,
+                                        v1::StageCancelResponse* response) override;
 
   // Blocks until every call-back to an agent started by Register has finished (each has a
   // deadline), so the registry can be destroyed safely.

@@ -14,6 +14,11 @@
 //   rank_exits_total{group,state}        counter  ranks that exited or failed
 //   preflight_failures_total{check}      counter  preflight rows judged fail
 //   fabric_results_total{test,verdict}   counter  fabric test results
+//   stage_runs_total{kind,result}        counter  `fleet stage` runs ended, by model/image and
+//                                                 done/failed/cancelled
+//   stage_sent_bytes_total{kind}         counter  bytes staging wrote to targets (sum over nodes)
+//   stage_run_seconds{kind}              histogram how long each staging run took
+//   stage_in_flight                      gauge    staging runs in flight (0 or 1)
 //   rpc_duration_seconds{method,code}    histogram (common/metrics/rpc_metrics.h)
 #pragma once
 
@@ -27,8 +32,11 @@
 #include "controller/groups/group_listener.h"
 #include "controller/registry/heartbeat_sessions.h"
 #include "fleet/v1/controller.pb.h"
+#include "fleet/v1/stage.pb.h"
 #include "prometheus/collectable.h"
 #include "prometheus/counter.h"
+#include "prometheus/gauge.h"
+#include "prometheus/histogram.h"
 #include "prometheus/metric_family.h"
 #include "prometheus/registry.h"
 
@@ -57,6 +65,9 @@ class ControllerMetrics : public GroupListener {
   void OnPreflight(const std::vector<CheckRow>& rows) override;
   // `test` is "tcp", "rdma" or "nccl"; `verdict` "pass", "warn", "fail" or "not-measured".
   void OnFabricResult(absl::string_view test, absl::string_view verdict);
+  // `fleet stage` (StageRunEvents): a run started; `run` ended, in its final state.
+  void OnStageStarted();
+  void OnStageEnded(const v1::StageRun& run);
 
  private:
   std::shared_ptr<prometheus::Registry> registry_;
@@ -64,6 +75,10 @@ class ControllerMetrics : public GroupListener {
   prometheus::Family<prometheus::Counter>& rank_exits_;
   prometheus::Family<prometheus::Counter>& preflight_failures_;
   prometheus::Family<prometheus::Counter>& fabric_results_;
+  prometheus::Family<prometheus::Counter>& stage_runs_;
+  prometheus::Family<prometheus::Counter>& stage_sent_bytes_;
+  prometheus::Family<prometheus::Histogram>& stage_run_seconds_;
+  prometheus::Gauge& stage_in_flight_;
   RpcMetrics rpc_;
 };
 

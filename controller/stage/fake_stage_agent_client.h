@@ -2,7 +2,9 @@
 // manifest; `lacking` which chunk indices each target lacks; `rejects` how many of the chunks a
 // target receives in its next round fail their hash. For images, `images` says which agent holds
 // which image ID; a load gives the target the ID the source sent unless `loaded_ids` says
-// otherwise. Every call is recorded in order, so tests check the chain the runner planned.
+// otherwise. Every call is recorded in order, so tests check the chain the runner planned. With
+// `hold_sends`, a send (model or image) blocks until a target is told to abort, then fails as a
+// send whose first hop closed does: a copy in flight for `fleet stage cancel` to stop.
 #pragma once
 
 #include <map>
@@ -53,6 +55,7 @@ class FakeStageAgentClient final : public StageAgentClient {
     absl::MutexLock lock(&mu_);
     calls.push_back(absl::StrCat("send ", address));
     sends.push_back(request);
+    if (hold_sends) return HeldSend();
     v1::StageSendResponse response;
     response.set_bytes_sent(request.chunks_size() * kChunkBytes);
     return response;
@@ -63,6 +66,11 @@ class FakeStageAgentClient final : public StageAgentClient {
                                                  absl::Duration) override {
     absl::MutexLock lock(&mu_);
     v1::StageFinishResponse response;
+    if (request.abort()) {
+      calls.push_back(absl::StrCat("abort ", address, " ", request.transfer_id()));
+      ++aborts_;
+      return response;
+    }
     if (!request.wait()) return response;
     calls.push_back(absl::StrCat("finish ", address));
     std::set<uint32_t> sent(sends.back().chunks().begin(), sends.back().chunks().end());
@@ -117,6 +125,7 @@ class FakeStageAgentClient final : public StageAgentClient {
     absl::MutexLock lock(&mu_);
     calls.push_back(absl::StrCat("send-image ", address));
     image_sends.push_back(request);
+    if (hold_sends) return HeldSend();
     sent_id_ = images[address];
     v1::StageSendResponse response;
     response.set_bytes_sent(kImageBytes);
@@ -129,6 +138,11 @@ class FakeStageAgentClient final : public StageAgentClient {
                                                            absl::Duration) override {
     absl::MutexLock lock(&mu_);
     v1::StageImageFinishResponse response;
+    if (request.abort()) {
+      calls.push_back(absl::StrCat("abort-image ", address, " ", request.transfer_id()));
+      ++aborts_;
+      return response;
+    }
     if (!request.wait()) return response;
     calls.push_back(absl::StrCat("finish-image ", address));
     response.set_done(true);
@@ -159,8 +173,27 @@ class FakeStageAgentClient final : public StageAgentClient {
   std::map<std::string, std::string> loaded_ids;       // agent address -> ID a load yields
   std::map<std::string, std::vector<v1::StageImageReceiveRequest>> receives;
   std::vector<v1::StageImageSendRequest> image_sends;
+  bool hold_sends = false;  // set before the run starts
+
+  // Waits (up to 10 s) until a send is held; false when none came.
+  bool WaitForHeldSend() {
+    absl::MutexLock lock(&mu_);
+    auto held = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return held_ > 0; };
+    return mu_.AwaitWithTimeout(absl::Condition(&held), absl::Seconds(10));
+  }
 
  private:
+  absl::StatusOr<v1::StageSendResponse> HeldSend() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    ++held_;
+    auto aborted = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return aborts_ > 0; };
+    if (!mu_.AwaitWithTimeout(absl::Condition(&aborted), absl::Seconds(10))) {
+      return absl::DeadlineExceededError("the held send was never released by an abort");
+    }
+    return absl::UnavailableError("sending to the first hop: Connection reset by peer");
+  }
+
+  int held_ ABSL_GUARDED_BY(mu_) = 0;
+  int aborts_ ABSL_GUARDED_BY(mu_) = 0;
   absl::Mutex mu_;
   std::string sent_id_;  // the image ID the last SendImage carried
 };

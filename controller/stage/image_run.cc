@@ -46,6 +46,7 @@ absl::StatusOr<v1::StageImageResponse> StageRunner::RunImage(const v1::StageImag
                    CheckFromAndTo(ready, request.to(), request.from()));
 
   absl::MutexLock run_lock(&run_mu_);
+  InFlight in_flight(this, /*image=*/true);
   const absl::Time start = clock_->Now();
   v1::StageRun run;
   run.set_id(absl::StrCat("stage-", absl::ToUnixMillis(start)));
@@ -126,17 +127,24 @@ absl::StatusOr<v1::StageImageResponse> StageRunner::RunImage(const v1::StageImag
     }
   }
   Publish(run);
+  auto cancelled = [&] {
+    EndCancelled(run, start);
+    v1::StageImageResponse response;
+    *response.mutable_run() = run;
+    return response;
+  };
 
   // The chain source -> chain[0] -> chain[1] -> ..., the last hop prepared first so each
   // hop can connect to the next. A hop that cannot be prepared leaves the chain, and the chain
   // is planned again without it (the ports already opened time out unused).
   const std::string transfer_base = absl::StrCat(run.id(), "-image");
   for (int attempt = 1; !chain.empty(); ++attempt) {
+    if (CancelRequested()) return cancelled();
     const std::string transfer_id = absl::StrCat(transfer_base, "-", attempt);
     std::string next_target;
     std::string next_token;
     Target* dropped = nullptr;
-    for (int k = static_cast<int>(chain.size()) - 1; k >= 0; --k) {
+    for (int k = static_cast<int>(chain.size()) - 1; k >= 0 && !CancelRequested(); --k) {
       Target& t = *chain[k];
       v1::StageImageReceiveRequest receive;
       receive.set_transfer_id(transfer_id);
@@ -157,10 +165,12 @@ absl::StatusOr<v1::StageImageResponse> StageRunner::RunImage(const v1::StageImag
         dropped = &t;
         break;
       }
+      TrackOpened(t.endpoint.agent_address, t.endpoint.node_id, transfer_id);
       t.result->set_state("copying");
       next_target = JoinHostPort(t.endpoint.ip, static_cast<uint16_t>(port->port()));
       next_token = receive.token();
     }
+    if (CancelRequested()) return cancelled();
     if (dropped != nullptr) {
       std::erase(chain, dropped);
       continue;
@@ -181,7 +191,13 @@ absl::StatusOr<v1::StageImageResponse> StageRunner::RunImage(const v1::StageImag
       sent = agents_->SendImage(from->agent_address, from->node_id, send, kCopyDeadline);
       send_done.Notify();
     });
+    bool aborted = false;
     while (!send_done.WaitForNotificationWithTimeout(kPollEvery)) {
+      // Cancel aborts the targets itself; this covers an abort that did not reach one.
+      if (!aborted && CancelRequested()) {
+        AbortOpened();
+        aborted = true;
+      }
       for (Target* t : chain) {
         v1::StageFinishRequest poll;
         poll.set_transfer_id(transfer_id);
@@ -193,6 +209,7 @@ absl::StatusOr<v1::StageImageResponse> StageRunner::RunImage(const v1::StageImag
       Publish(run);
     }
     sender.join();
+    if (CancelRequested()) return cancelled();
     if (!sent.ok()) run.set_error(std::string(sent.status().message()));
     for (Target* t : chain) {
       v1::StageFinishRequest finish;
@@ -226,6 +243,7 @@ absl::StatusOr<v1::StageImageResponse> StageRunner::RunImage(const v1::StageImag
     }
     break;
   }
+  if (CancelRequested()) return cancelled();
 
   std::vector<std::string> failed;
   for (Target& t : targets) {

@@ -23,6 +23,10 @@ constexpr absl::Duration kCopyDeadline = absl::Hours(12);
 constexpr absl::Duration kPollDeadline = absl::Seconds(5);
 // How often progress is read from the targets while the source sends.
 constexpr absl::Duration kPollEvery = absl::Milliseconds(500);
+// An abort closes sockets (and kills a docker load): seconds at most.
+constexpr absl::Duration kAbortDeadline = absl::Seconds(40);
+// How long `fleet stage cancel` waits for the run to end before answering it as it stands.
+constexpr absl::Duration kCancelWait = absl::Seconds(60);
 
 struct Target {
   FabricEndpoint endpoint;
@@ -32,6 +36,10 @@ struct Target {
   uint64_t round_base = 0;  // bytes_sent before this round
   uint32_t rejected_base = 0;
 };
+
+bool Ended(const std::string& state) {
+  return state == "done" || state == "failed" || state == "cancelled" || state == "interrupted";
+}
 
 }  // namespace
 
@@ -45,6 +53,124 @@ v1::StageStatusResponse StageRunner::Status() {
 void StageRunner::Publish(const v1::StageRun& run) {
   absl::MutexLock lock(&status_mu_);
   last_ = run;
+  if (store_ != nullptr && run.state() != stored_state_) {
+    // `fleet stage status` after a restart is all the store serves; a failed write costs only
+    // that view, never the copy.
+    (void)store_->PutLastStageRun(run);
+    stored_state_ = run.state();
+  }
+}
+
+absl::Status StageRunner::Load() {
+  if (store_ == nullptr) return absl::OkStatus();
+  ASSIGN_OR_RETURN(std::optional<v1::StageRun> last, store_->LoadLastStageRun());
+  if (!last.has_value()) return absl::OkStatus();
+  if (!Ended(last->state())) {
+    for (v1::StageNodeResult& node : *last->mutable_nodes()) {
+      if (node.state() != "done" && node.state() != "failed") node.set_state("interrupted");
+    }
+    last->set_state("interrupted");
+    last->set_error(
+        "the controller stopped while this run was in flight; run the same command again: the "
+        "targets keep the chunks they verified, so it resumes");
+    RETURN_IF_ERROR(store_->PutLastStageRun(*last));
+  }
+  absl::MutexLock lock(&status_mu_);
+  last_ = std::move(last);
+  return absl::OkStatus();
+}
+
+StageRunner::InFlight::InFlight(StageRunner* runner, bool image) : runner_(runner) {
+  {
+    absl::MutexLock lock(&runner_->status_mu_);
+    runner_->in_flight_ = true;
+    runner_->in_flight_image_ = image;
+    runner_->cancel_ = false;
+    runner_->opened_.clear();
+    runner_->stored_state_.clear();
+  }
+  if (runner_->events_.started) runner_->events_.started(image ? "image" : "model");
+}
+
+StageRunner::InFlight::~InFlight() {
+  v1::StageRun last;
+  {
+    absl::MutexLock lock(&runner_->status_mu_);
+    runner_->in_flight_ = false;
+    runner_->opened_.clear();
+    // Every path of a run publishes it before it returns: this is the run as it ended.
+    if (runner_->last_.has_value()) last = *runner_->last_;
+  }
+  if (runner_->events_.ended) runner_->events_.ended(last);
+}
+
+bool StageRunner::CancelRequested() {
+  absl::MutexLock lock(&status_mu_);
+  return cancel_;
+}
+
+void StageRunner::TrackOpened(const std::string& agent_address, const std::string& node_id,
+                              const std::string& transfer_id) {
+  absl::MutexLock lock(&status_mu_);
+  opened_.push_back(
+      {.agent_address = agent_address, .node_id = node_id, .transfer_id = transfer_id});
+}
+
+void StageRunner::AbortOpened() {
+  std::vector<Opened> opened;
+  bool image = false;
+  {
+    absl::MutexLock lock(&status_mu_);
+    opened = opened_;
+    image = in_flight_image_;
+  }
+  for (const Opened& o : opened) {
+    v1::StageFinishRequest abort;
+    abort.set_transfer_id(o.transfer_id);
+    abort.set_abort(true);
+    // An agent that is gone or has forgotten the transfer has nothing left to close.
+    if (image) {
+      (void)agents_->FinishImage(o.agent_address, o.node_id, abort, kAbortDeadline);
+    } else {
+      (void)agents_->Finish(o.agent_address, o.node_id, abort, kAbortDeadline);
+    }
+  }
+}
+
+void StageRunner::EndCancelled(v1::StageRun& run, absl::Time start) {
+  AbortOpened();
+  const double seconds = absl::ToDoubleSeconds(clock_->Now() - start);
+  for (v1::StageNodeResult& node : *run.mutable_nodes()) {
+    if (node.state() == "done" || node.state() == "failed") continue;
+    node.set_state("cancelled");
+    node.set_bytes_sent(std::max(node.bytes_sent(), node.bytes_done()));
+    node.set_seconds(seconds);
+  }
+  run.set_state("cancelled");
+  run.set_error(
+      "cancelled by `fleet stage cancel`; the targets keep the chunks they verified (under "
+      "temporary names), so the next run resumes");
+  run.set_seconds(seconds);
+  Publish(run);
+}
+
+absl::StatusOr<v1::StageCancelResponse> StageRunner::Cancel() {
+  {
+    absl::MutexLock lock(&status_mu_);
+    if (!in_flight_) {
+      return absl::FailedPreconditionError(
+          "no stage run in flight; `fleet stage status` shows the last one");
+    }
+    cancel_ = true;
+  }
+  // Closing the targets' ports ends the source's send, which is what the run is waiting on.
+  AbortOpened();
+  absl::MutexLock lock(&status_mu_);
+  auto ended = [this]() ABSL_SHARED_LOCKS_REQUIRED(status_mu_) { return !in_flight_; };
+  status_mu_.AwaitWithTimeout(absl::Condition(&ended), kCancelWait);
+  v1::StageCancelResponse response;
+  if (last_.has_value()) *response.mutable_run() = *last_;
+  return response;
 }
 
 absl::StatusOr<std::set<std::string>> StageRunner::CheckFromAndTo(
@@ -89,6 +215,7 @@ absl::StatusOr<v1::StageModelResponse> StageRunner::Run(const v1::StageModelRequ
                    CheckFromAndTo(ready, request.to(), request.from()));
 
   absl::MutexLock run_lock(&run_mu_);
+  InFlight in_flight(this, /*image=*/false);
   const absl::Time start = clock_->Now();
   v1::StageRun run;
   run.set_id(absl::StrCat("stage-", absl::ToUnixMillis(start)));
@@ -143,8 +270,15 @@ absl::StatusOr<v1::StageModelResponse> StageRunner::Run(const v1::StageModelRequ
     t.result->set_error(error);
     t.result->set_seconds(absl::ToDoubleSeconds(clock_->Now() - start));
   };
+  auto cancelled = [&] {
+    EndCancelled(run, start);
+    v1::StageModelResponse response;
+    *response.mutable_run() = run;
+    return response;
+  };
 
   for (int round = 1; round <= kMaxRounds; ++round) {
+    if (CancelRequested()) return cancelled();
     std::vector<Target*> chain;
     for (Target& t : targets) {
       if (!t.failed && (round == 1 || t.missing > 0)) chain.push_back(&t);
@@ -157,7 +291,7 @@ absl::StatusOr<v1::StageModelResponse> StageRunner::Run(const v1::StageModelRequ
     std::string next_target;
     std::string next_token;
     std::vector<Target*> prepared;
-    for (int k = static_cast<int>(chain.size()) - 1; k >= 0; --k) {
+    for (int k = static_cast<int>(chain.size()) - 1; k >= 0 && !CancelRequested(); --k) {
       Target& t = *chain[k];
       v1::StagePrepareRequest prepare;
       prepare.set_transfer_id(transfer_id);
@@ -181,6 +315,7 @@ absl::StatusOr<v1::StageModelResponse> StageRunner::Run(const v1::StageModelRequ
         fail(t, std::string(p.status().message()));
         continue;
       }
+      TrackOpened(t.endpoint.agent_address, t.endpoint.node_id, transfer_id);
       t.result->set_dest(p->real_dest());
       t.result->set_bytes_needed(p->bytes_needed());
       t.result->set_state(p->needed_size() > 0 ? "copying" : "done");
@@ -193,6 +328,7 @@ absl::StatusOr<v1::StageModelResponse> StageRunner::Run(const v1::StageModelRequ
     }
     // A dropped target breaks the planned upstream addresses of the one after it; that one
     // refuses the connection and is retried in the next round with a fresh plan.
+    if (CancelRequested()) return cancelled();
     if (prepared.empty()) break;
     run.set_state("copying");
     Publish(run);
@@ -211,7 +347,13 @@ absl::StatusOr<v1::StageModelResponse> StageRunner::Run(const v1::StageModelRequ
       sent = agents_->Send(from->agent_address, from->node_id, send, kCopyDeadline);
       send_done.Notify();
     });
+    bool aborted = false;
     while (!send_done.WaitForNotificationWithTimeout(kPollEvery)) {
+      // Cancel aborts the targets itself; this covers an abort that did not reach one.
+      if (!aborted && CancelRequested()) {
+        AbortOpened();
+        aborted = true;
+      }
       for (Target* t : prepared) {
         v1::StageFinishRequest poll;
         poll.set_transfer_id(transfer_id);
@@ -223,6 +365,7 @@ absl::StatusOr<v1::StageModelResponse> StageRunner::Run(const v1::StageModelRequ
       Publish(run);
     }
     sender.join();
+    if (CancelRequested()) return cancelled();
     if (!sent.ok()) run.set_error(std::string(sent.status().message()));
     for (Target* t : prepared) {
       v1::StageFinishRequest finish;
@@ -248,6 +391,7 @@ absl::StatusOr<v1::StageModelResponse> StageRunner::Run(const v1::StageModelRequ
     }
     Publish(run);
   }
+  if (CancelRequested()) return cancelled();
   std::vector<std::string> failed;
   for (Target& t : targets) {
     if (t.failed) {

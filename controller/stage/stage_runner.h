@@ -4,9 +4,12 @@
 // each hop knows what to pass on), has the source send the union once, and collects each node's
 // end. Chunks that failed verification (or never arrived) are sent again in a further round, at
 // most three; a node that fails is left out of later rounds so the others still complete. Plain
-// class: the Controller service calls it on its stage executor.
+// class: the Controller service calls it on its stage executor. The current or last run is kept
+// in the Store, so `fleet stage status` shows it after a controller restart (a run that was in
+// flight then shows as "interrupted").
 #pragma once
 
+#include <functional>
 #include <optional>
 #include <set>
 #include <string>
@@ -16,6 +19,7 @@
 #include "absl/synchronization/mutex.h"
 #include "common/clock.h"
 #include "controller/stage/stage_agent_client.h"
+#include "controller/store/store.h"
 #include "fleet/v1/controller.pb.h"
 #include "fleet/v1/stage.pb.h"
 
@@ -23,12 +27,26 @@ namespace fleet::controller {
 
 struct ReadyEndpoints;  // controller/fabric/fabric_runner.h
 
+// What a run tells the controller's metrics (controller/metrics); either may be empty.
+struct StageRunEvents {
+  std::function<void(const std::string& kind)> started;  // "model" or "image"
+  std::function<void(const v1::StageRun& run)> ended;    // the run in its final state
+};
+
 // Example:
-//   StageRunner runner(clock, &agents);
+//   StageRunner runner(clock, &agents, &store);
+//   RETURN_IF_ERROR(runner.Load());
 //   ASSIGN_OR_RETURN(v1::StageModelResponse done, runner.Run(request, registry.List()));
 class StageRunner {
  public:
-  StageRunner(const Clock* clock, StageAgentClient* agents) : clock_(clock), agents_(agents) {}
+  // `store` (may be null: nothing kept across restarts) keeps the last run.
+  StageRunner(const Clock* clock, StageAgentClient* agents, Store* store = nullptr,
+              StageRunEvents events = {})
+      : clock_(clock), agents_(agents), store_(store), events_(std::move(events)) {}
+
+  // Reads the last run from the store. A run stored in flight (the controller stopped during
+  // it) becomes "interrupted", each unfinished node too, and is written back so.
+  absl::Status Load();
 
   // Blocking for the whole copy; one run at a time (a second waits). InvalidArgument for bad
   // flags, FailedPrecondition for a node that is not Ready or a source without the path. A run
@@ -43,11 +61,45 @@ class StageRunner {
   // Run's lock and Status().
   absl::StatusOr<v1::StageImageResponse> RunImage(const v1::StageImageRequest& request,
                                                   const std::vector<v1::Node>& nodes);
-  // The current or last run (kept in memory; a restarted controller has none).
+  // The current or last run (kept in the store too; see Load).
   v1::StageStatusResponse Status();
+  // `fleet stage cancel`: stops the run in flight. Every target prepared so far is told
+  // StageFinish{abort} (its data port and streams close; verified chunks stay under temporary
+  // names, so the next run resumes), the source's send ends as its first hop closes, and the run
+  // ends with state "cancelled", each unfinished node "cancelled". Waits up to 60 s for the run
+  // to end (a source still hashing the tree ends it once the scan returns) and answers the run
+  // as it then stands. FailedPrecondition when no run is in flight.
+  absl::StatusOr<v1::StageCancelResponse> Cancel();
 
  private:
+  // A target whose transfer is open in the current round: what an abort needs.
+  struct Opened {
+    std::string agent_address;
+    std::string node_id;
+    std::string transfer_id;
+  };
+  // Marks a run in flight for Cancel while it lives (Run and RunImage hold one).
+  class InFlight {
+   public:
+    InFlight(StageRunner* runner, bool image);
+    ~InFlight();
+    InFlight(const InFlight&) = delete;
+    InFlight& operator=(const InFlight&) = delete;
+
+   private:
+    StageRunner* const runner_;
+  };
+
   void Publish(const v1::StageRun& run);
+  bool CancelRequested();
+  // Records a transfer that Cancel must abort.
+  void TrackOpened(const std::string& agent_address, const std::string& node_id,
+                   const std::string& transfer_id);
+  // Tells every opened transfer to abort (idempotent: an agent that no longer has it answers
+  // NotFound, which is ignored).
+  void AbortOpened();
+  // Ends `run` as cancelled: every node not done or failed is "cancelled".
+  void EndCancelled(v1::StageRun& run, absl::Time start);
   // Every node of `to` named once and Ready, and `from` (when named) Ready and not a target:
   // the checks a model and an image run share. Returns the targets.
   static absl::StatusOr<std::set<std::string>> CheckFromAndTo(
@@ -56,9 +108,18 @@ class StageRunner {
 
   const Clock* const clock_;
   StageAgentClient* const agents_;
+  Store* const store_;
+  const StageRunEvents events_;
   absl::Mutex run_mu_;  // held for a whole run
   absl::Mutex status_mu_;
   std::optional<v1::StageRun> last_ ABSL_GUARDED_BY(status_mu_);
+  bool in_flight_ ABSL_GUARDED_BY(status_mu_) = false;
+  bool in_flight_image_ ABSL_GUARDED_BY(status_mu_) = false;
+  bool cancel_ ABSL_GUARDED_BY(status_mu_) = false;
+  std::vector<Opened> opened_ ABSL_GUARDED_BY(status_mu_);
+  // The state last written to the store in this run ("" before its first write): a run is
+  // stored when its state changes, not on every progress poll.
+  std::string stored_state_ ABSL_GUARDED_BY(status_mu_);
 };
 
 }  // namespace fleet::controller

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -177,6 +178,18 @@ class FakeStore final : public Store {
     return absl::OkStatus();
   }
 
+  absl::StatusOr<std::optional<v1::StageRun>> LoadLastStageRun() override {
+    absl::MutexLock lock(&mu_);
+    return last_stage_run_;
+  }
+  absl::Status PutLastStageRun(const v1::StageRun& run) override {
+    absl::MutexLock lock(&mu_);
+    if (!fail_writes_.ok()) return fail_writes_;
+    last_stage_run_ = run;
+    ++stage_run_writes_;
+    return absl::OkStatus();
+  }
+
   void FailWrites(absl::Status status) {
     absl::MutexLock lock(&mu_);
     fail_writes_ = std::move(status);
@@ -184,6 +197,10 @@ class FakeStore final : public Store {
   std::vector<Event> events() const {
     absl::MutexLock lock(&mu_);
     return events_;
+  }
+  int stage_run_writes() const {
+    absl::MutexLock lock(&mu_);
+    return stage_run_writes_;
   }
   std::map<std::string, v1::Node> nodes() const {
     absl::MutexLock lock(&mu_);
@@ -200,8 +217,10 @@ class FakeStore final : public Store {
   std::vector<Event> events_;
   std::vector<v1::GroupEventRecord> group_events_;
   int64_t last_group_event_id_ = 0;
+  int stage_run_writes_ = 0;
   std::vector<v1::BenchRun> bench_runs_;
   std::map<std::string, StoredRouter> routers_;
+  std::optional<v1::StageRun> last_stage_run_;
   absl::Status fail_writes_;
 };
 

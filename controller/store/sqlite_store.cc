@@ -101,7 +101,10 @@ absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string
       "CREATE INDEX IF NOT EXISTS bench_runs_by_application ON bench_runs(application, id);"
       "CREATE TABLE IF NOT EXISTS routers (application TEXT PRIMARY KEY, node_id TEXT NOT NULL,"
       " node_name TEXT NOT NULL, agent_address TEXT NOT NULL, host TEXT NOT NULL,"
-      " port INTEGER NOT NULL, generation INTEGER NOT NULL, left_behind TEXT NOT NULL);"));
+      " port INTEGER NOT NULL, generation INTEGER NOT NULL, left_behind TEXT NOT NULL);"
+      // One row (slot 0): the last staging run, a serialized fleet.v1.StageRun.
+      "CREATE TABLE IF NOT EXISTS last_stage_run (slot INTEGER PRIMARY KEY CHECK (slot = 0),"
+      " record BLOB NOT NULL);"));
   {
     Statement get(db, "SELECT value FROM meta WHERE key='schema_version'");
     if (!get.ok()) return store->Error("read schema version");
@@ -436,6 +439,30 @@ absl::Status SqliteStore::DeleteRouter(absl::string_view application) {
   if (!del.ok()) return Error("delete router");
   del.BindText(1, application);
   if (del.Step() != SQLITE_DONE) return Error("delete router");
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::optional<v1::StageRun>> SqliteStore::LoadLastStageRun() {
+  Statement q(db_, "SELECT record FROM last_stage_run WHERE slot = 0");
+  if (!q.ok()) return Error("load the last stage run");
+  const int rc = q.Step();
+  if (rc == SQLITE_DONE) return std::optional<v1::StageRun>();
+  if (rc != SQLITE_ROW) return Error("load the last stage run");
+  v1::StageRun run;
+  const void* blob = sqlite3_column_blob(q.get(), 0);
+  const int size = sqlite3_column_bytes(q.get(), 0);
+  if (!run.ParseFromArray(blob, size)) {
+    return absl::DataLossError(
+        absl::StrCat("state database ", path_, ": the last stage run's record does not parse"));
+  }
+  return std::optional<v1::StageRun>(std::move(run));
+}
+
+absl::Status SqliteStore::PutLastStageRun(const v1::StageRun& run) {
+  Statement put(db_, "INSERT OR REPLACE INTO last_stage_run(slot, record) VALUES(0, ?)");
+  if (!put.ok()) return Error("store the last stage run");
+  put.BindBlob(1, run.SerializeAsString());
+  if (put.Step() != SQLITE_DONE) return Error("store the last stage run");
   return absl::OkStatus();
 }
 

@@ -50,6 +50,8 @@ class SqliteStore final : public Store {
   absl::StatusOr<std::vector<StoredRouter>> LoadRouters() override;
   absl::Status PutRouter(const StoredRouter& router) override;
   absl::Status DeleteRouter(absl::string_view application) override;
+  absl::StatusOr<std::optional<v1::StageRun>> LoadLastStageRun() override;
+  absl::Status PutLastStageRun(const v1::StageRun& run) override;
 
  private:
   // Every record table maps an id to a serialized proto.

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -14,6 +15,7 @@
 #include "fleet/v1/bench.pb.h"
 #include "fleet/v1/controller.pb.h"
 #include "fleet/v1/fabric.pb.h"
+#include "fleet/v1/stage.pb.h"
 #include "fleet/v1/state.pb.h"
 
 namespace fleet::controller {
@@ -86,6 +88,10 @@ class Store {
   virtual absl::StatusOr<std::vector<StoredRouter>> LoadRouters() = 0;
   virtual absl::Status PutRouter(const StoredRouter& router) = 0;
   virtual absl::Status DeleteRouter(absl::string_view application) = 0;
+  // The last staging run (`fleet stage status`), replaced whole by each write: nullopt before
+  // the first run.
+  virtual absl::StatusOr<std::optional<v1::StageRun>> LoadLastStageRun() = 0;
+  virtual absl::Status PutLastStageRun(const v1::StageRun& run) = 0;
 };
 
 }  // namespace fleet::controller

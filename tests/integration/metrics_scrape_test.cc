@@ -1,7 +1,8 @@
 // `fleet up` for real. The metrics endpoints: it starts a controller and two agents with metrics
 // on, prints where they are, and each serves a text exposition that Prometheus's own
-// `promtool check metrics` accepts (skipped, saying why, where promtool is not installed). The
-// demo recipe: served behind its router, whose endpoint `fleet up` prints.
+// `promtool check metrics` accepts (skipped, saying why, where promtool is not installed), the
+// staging series included after one `fleet stage model`. The demo recipe: served behind its
+// router, whose endpoint `fleet up` prints.
 #include <unistd.h>
 
 #include <atomic>
@@ -121,9 +122,25 @@ TEST_F(MetricsScrapeTest, PromtoolAcceptsTheControllersAndTheAgentsExposition) {
     GTEST_SKIP() << "promtool is not installed (Debian: apt-get install prometheus); the "
                     "exposition was not checked";
   }
+  // A staging run first, so the fleet_stage_ series carry a result too.
+  const std::string model = dir_ + "/model";
+  ASSERT_TRUE(MakeDirectories(model, 0755).ok());
+  ASSERT_TRUE(WriteFileAtomically(model + "/weights.bin", std::string(1 << 20, 'w')).ok());
+  ASSERT_EQ(RunToEnd({"env", absl::StrCat("FLEET_CONFIG=", dir_, "/config.yaml"), FLEET_BINARY,
+                      "stage", "model", model, "--from", "node-1", "--to", "node-2"},
+                     dir_ + "/stage.out", absl::Seconds(60)),
+            0)
+      << ReadFileToString(dir_ + "/stage.out").value_or("");
   for (const std::string role : {"controller", "node-1"}) {
     std::string file = absl::StrCat(dir_, "/", role, ".prom");
-    ASSERT_TRUE(WriteFileAtomically(file, Scrape(Address(role))).ok());
+    const std::string text = Scrape(Address(role));
+    if (role == "controller") {
+      EXPECT_THAT(text, HasSubstr("fleet_stage_runs_total{kind=\"model\",result=\"done\"} 1\n"));
+      EXPECT_THAT(text, HasSubstr("fleet_stage_sent_bytes_total{kind=\"model\"} 1048576\n"));
+      EXPECT_THAT(text, HasSubstr("fleet_stage_run_seconds_count{kind=\"model\"} 1\n"));
+      EXPECT_THAT(text, HasSubstr("fleet_stage_in_flight 0\n"));
+    }
+    ASSERT_TRUE(WriteFileAtomically(file, text).ok());
     std::string out = absl::StrCat(dir_, "/", role, ".promtool");
     // promtool reads the exposition on its standard input.
     int status = RunToEnd(

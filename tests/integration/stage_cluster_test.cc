@@ -206,6 +206,52 @@ TEST_F(StageTest, AnAgentKilledMidCopyResumesOnTheNextRun) {
   ASSERT_NO_FATAL_FAILURE(ExpectSameTree(4));
 }
 
+TEST_F(StageTest, ACancelledCopyLeavesNothingHalfNamedAndTheNextRunResumesIt) {
+  ASSERT_NO_FATAL_FAILURE(Start());
+  const uint64_t size = 768ull << 20;
+  WriteRandomFile(source_ + "/weights.bin", size, 10);
+  int code = -1;
+  nlohmann::json first;
+  std::thread stage([&] { first = Stage("node-2,node-3", &code); });
+  // Cancelled once the last hop holds part of the file.
+  bool partial = TestCluster::WaitFor(
+      [&] {
+        absl::StatusOr<CommandResult> s = cluster_->RunCli({"stage", "status", "-o", "json"});
+        if (!s.ok()) return false;
+        nlohmann::json doc = nlohmann::json::parse(s->stdout_text, nullptr, false);
+        if (doc.is_discarded() || doc["state"] != "copying") return false;
+        const nlohmann::json& n = Node(doc, "node-3");
+        return n["bytes_done"].get<uint64_t>() > 0 &&
+               n["bytes_done"].get<uint64_t>() < n["bytes_needed"].get<uint64_t>();
+      },
+      absl::Seconds(60));
+  ASSERT_TRUE(partial);
+  absl::StatusOr<CommandResult> cancel = cluster_->RunCli({"stage", "cancel", "-o", "json"});
+  stage.join();
+  ASSERT_TRUE(cancel.ok()) << cancel.status();
+  EXPECT_EQ(cancel->exit_code, 0) << cancel->stderr_text << cluster_->LogTails();
+  nlohmann::json cancelled = nlohmann::json::parse(cancel->stdout_text, nullptr, false);
+  EXPECT_EQ(cancelled["state"], "cancelled") << cancel->stdout_text;
+  EXPECT_EQ(code, 1) << first.dump(2);
+  EXPECT_EQ(first["state"], "cancelled") << first.dump(2);
+  EXPECT_EQ(Node(first, "node-3")["state"], "cancelled") << first.dump(2);
+  // Nothing under the final name; what was verified waits under the temporary one.
+  for (int i = 2; i <= 3; ++i) {
+    EXPECT_FALSE(std::filesystem::exists(Dest(i) + "/weights.bin")) << "node-" << i;
+  }
+  EXPECT_TRUE(std::filesystem::exists(Dest(3) + "/.weights.bin.fleet-partial"));
+  absl::StatusOr<CommandResult> again = cluster_->RunCli({"stage", "cancel"});
+  ASSERT_TRUE(again.ok());
+  EXPECT_NE(again->exit_code, 0);
+  EXPECT_THAT(again->stderr_text, HasSubstr("no stage run in flight"));
+
+  nlohmann::json second = Stage("node-2,node-3", &code);
+  ASSERT_EQ(code, 0) << second.dump(2) << cluster_->LogTails();
+  EXPECT_LT(Node(second, "node-3")["bytes_sent"].get<uint64_t>(), size) << second.dump(2);
+  ASSERT_NO_FATAL_FAILURE(ExpectSameTree(2));
+  ASSERT_NO_FATAL_FAILURE(ExpectSameTree(3));
+}
+
 TEST_F(StageTest, ACorruptedChunkIsDetectedAndSentAgain) {
   // node-1 flips a byte in the first 2 chunks it sends (the agent's test-only hook).
   ASSERT_NO_FATAL_FAILURE(Start({{1, {"--stage-test-corrupt-chunks", "2"}}}));

@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -25,6 +26,7 @@
 #include "agent/probes/artifacts.h"
 #include "agent/probes/gpu.h"
 #include "agent/probes/nccl.h"
+#include "agent/stage/manifest.h"
 #include "common/files.h"
 #include "common/pki.h"
 #include "common/process/fake_process_runner.h"
@@ -441,11 +443,17 @@ TEST(ImageProbeTest, NoDockerCliSaysWhy) {
   EXPECT_THAT(probe.unavailable(), Contains(StartsWith("nccl: docker CLI /nonexistent/docker")));
 }
 
-// The hash ProbeArtifacts documents, computed here with the one-shot Sha256Hex.
-std::string ExpectedHash(const std::vector<std::pair<std::string, std::string>>& files) {
+// The hash ProbeArtifacts documents (a stage manifest's tree hash), computed here with the
+// one-shot Sha256Hex; every file is under one 8 MiB chunk, so its one chunk hash is its own.
+std::string ExpectedHash(const std::string& dir,
+                         const std::vector<std::pair<std::string, std::string>>& files) {
   std::string data;
   for (const auto& [relative, content] : files) {
-    data += relative + '\0' + std::to_string(content.size()) + '\0' + content;
+    struct stat st {};
+    EXPECT_EQ(::stat((dir + "/" + relative).c_str(), &st), 0) << relative;
+    data += relative + '\0' + std::to_string(content.size()) + '\0' +
+            std::to_string(st.st_mode & 07777) + '\0' +
+            absl::HexStringToBytes(pki::Sha256Hex(content));
   }
   return pki::Sha256Hex(data);
 }
@@ -465,7 +473,7 @@ class ModelProbeTest : public ::testing::Test {
   }
 
   v1::ModelProbe Probe(const std::string& path, bool hash = true) {
-    ProbeContext ctx{.node_name = "spark-1", .cache_dir = cache_.path() + "/probe-cache"};
+    ProbeContext ctx{.node_name = "spark-1", .cache_dir = cache_.path() + "/stage-cache"};
     ctx.request.add_model_paths(path);
     ctx.request.set_hash_models(hash);
     v1::NodeProbe probe;
@@ -487,10 +495,11 @@ TEST_F(ModelProbeTest, SizesCountsAndHashesEveryFile) {
   EXPECT_EQ(model.error(), "");
   EXPECT_EQ(model.file_count(), 4u);
   EXPECT_EQ(model.total_bytes(), 2 + big_.size() + 6 + 6);
-  EXPECT_EQ(model.sha256(), ExpectedHash({{"config.json", "{}"},
-                                          {"tokenizer.json", "tokens"},
-                                          {"vocab.json", "tokens"},
-                                          {"weights/model-00001.safetensors", big_}}));
+  EXPECT_EQ(model.sha256(),
+            ExpectedHash(model_.path(), {{"config.json", "{}"},
+                                         {"tokenizer.json", "tokens"},
+                                         {"vocab.json", "tokens"},
+                                         {"weights/model-00001.safetensors", big_}}));
   EXPECT_FALSE(model.from_cache());
   EXPECT_EQ(Probe(model_.path(), /*hash=*/false).sha256(), "");
 }
@@ -521,6 +530,27 @@ TEST_F(ModelProbeTest, CachedHashIsReusedUntilAFileChanges) {
   EXPECT_NE(renamed.sha256(), changed.sha256());
 }
 
+// `fleet stage model` scans (and a receiver records) through the same manifest cache, so the
+// first probe after staging reads no content and reports the manifest's tree hash.
+TEST_F(ModelProbeTest, ATreeStagingScannedIsProbedFromItsManifestCache) {
+  absl::StatusOr<ScannedTree> staged =
+      BuildManifest(model_.path(), {.cache_dir = cache_.path() + "/stage-cache"});
+  ASSERT_TRUE(staged.ok()) << staged.status();
+  ASSERT_FALSE(staged->from_cache);
+  v1::ModelProbe model = Probe(model_.path());
+  EXPECT_TRUE(model.from_cache());
+  EXPECT_EQ(model.sha256(), staged->manifest.tree_sha256());
+}
+
+TEST_F(ModelProbeTest, ASingleModelFileIsHashedAsATreeOfThatFile) {
+  v1::ModelProbe file = Probe(model_.path() + "/config.json");
+  EXPECT_TRUE(file.present());
+  EXPECT_EQ(file.file_count(), 1u);
+  EXPECT_FALSE(file.from_cache());
+  EXPECT_EQ(file.sha256(), ExpectedHash(model_.path(), {{"config.json", "{}"}}));
+  EXPECT_TRUE(Probe(model_.path() + "/config.json").from_cache());
+}
+
 TEST_F(ModelProbeTest, ResolvesHomeAndHuggingFaceIds) {
   TempDir home;
   std::string hub = home.path() + "/.cache/huggingface/hub/models--Qwen--Qwen3-0.6B";
@@ -537,7 +567,7 @@ TEST_F(ModelProbeTest, ResolvesHomeAndHuggingFaceIds) {
   EXPECT_EQ(hf.path(), hub + "/snapshots/abc123");
   EXPECT_TRUE(hf.present());
   EXPECT_EQ(hf.file_count(), 1u);
-  EXPECT_EQ(hf.sha256(), ExpectedHash({{"config.json", "{\"a\":1}"}}));
+  EXPECT_EQ(hf.sha256(), ExpectedHash(hf.path(), {{"config.json", "{\"a\":1}"}}));
 
   v1::ModelProbe tilde = Probe("~/models/tiny");
   EXPECT_EQ(tilde.path(), home.path() + "/models/tiny");

@@ -90,6 +90,37 @@ TEST(ControllerMetrics, CountsRankExitsPreflightFailuresAndFabricResults) {
                               "method=\"/fleet.v1.Controller/Apply\",le=\"0.5\"} 1\n"));
 }
 
+TEST(ControllerMetrics, CountsStagingRunsTheirBytesAndDurationAndTheOneInFlight) {
+  controller::ControllerMetrics metrics;
+  std::string idle = SerializeMetrics({metrics.registry()});
+  EXPECT_THAT(idle, HasSubstr("fleet_stage_in_flight 0\n"));
+  EXPECT_THAT(idle, HasSubstr("fleet_stage_sent_bytes_total{kind=\"image\"} 0\n"));
+  EXPECT_THAT(idle, HasSubstr("fleet_stage_run_seconds_count{kind=\"model\"} 0\n"));
+
+  metrics.OnStageStarted();
+  EXPECT_THAT(SerializeMetrics({metrics.registry()}), HasSubstr("fleet_stage_in_flight 1\n"));
+  v1::StageRun run;
+  run.set_kind("model");
+  run.set_state("done");
+  run.set_seconds(42.5);
+  run.add_nodes()->set_bytes_sent(1000);
+  run.add_nodes()->set_bytes_sent(24);
+  metrics.OnStageEnded(run);
+  metrics.OnStageStarted();
+  run.set_state("cancelled");
+  run.set_seconds(3);
+  metrics.OnStageEnded(run);
+
+  std::string text = SerializeMetrics({metrics.registry()});
+  EXPECT_THAT(text, HasSubstr("fleet_stage_in_flight 0\n"));
+  EXPECT_THAT(text, HasSubstr("fleet_stage_runs_total{kind=\"model\",result=\"done\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("fleet_stage_runs_total{kind=\"model\",result=\"cancelled\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("fleet_stage_sent_bytes_total{kind=\"model\"} 2048\n"));
+  EXPECT_THAT(text, HasSubstr("fleet_stage_run_seconds_bucket{kind=\"model\",le=\"5\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("fleet_stage_run_seconds_bucket{kind=\"model\",le=\"60\"} 2\n"));
+  EXPECT_THAT(text, HasSubstr("fleet_stage_run_seconds_sum{kind=\"model\"} 45.5\n"));
+}
+
 std::string Fixture(const std::string& node) {
   return std::string(FLEET_SOURCE_DIR) + "/tests/fixtures/nodes/" + node;
 }

@@ -170,6 +170,41 @@ TEST_F(SqliteStoreTest, RouterPlacementsSurviveReopeningAndAreReplacedAndDeleted
                                                                {"10.0.0.3:7101", "id3"}}));
 }
 
+TEST_F(SqliteStoreTest, TheLastStageRunSurvivesReopeningAndIsReplacedWhole) {
+  {
+    auto store = SqliteStore::Open(path_);
+    ASSERT_TRUE(store.ok()) << store.status();
+    absl::StatusOr<std::optional<v1::StageRun>> none = (*store)->LoadLastStageRun();
+    ASSERT_TRUE(none.ok()) << none.status();
+    EXPECT_FALSE(none->has_value());
+    v1::StageRun first;
+    first.set_id("stage-1");
+    first.set_state("copying");
+    first.add_nodes()->set_node("spark-2");
+    first.add_nodes()->set_node("spark-3");
+    ASSERT_TRUE((*store)->PutLastStageRun(first).ok());
+    v1::StageRun second;
+    second.set_id("stage-2");
+    second.set_kind("model");
+    second.set_state("done");
+    v1::StageNodeResult* n = second.add_nodes();
+    n->set_node("spark-2");
+    n->set_bytes_sent(1ull << 33);
+    n->set_tree_sha256(std::string(64, 'e'));
+    ASSERT_TRUE((*store)->PutLastStageRun(second).ok());
+  }
+  auto store = SqliteStore::Open(path_);
+  ASSERT_TRUE(store.ok()) << store.status();
+  absl::StatusOr<std::optional<v1::StageRun>> last = (*store)->LoadLastStageRun();
+  ASSERT_TRUE(last.ok()) << last.status();
+  ASSERT_TRUE(last->has_value());
+  EXPECT_EQ((*last)->id(), "stage-2");
+  EXPECT_EQ((*last)->state(), "done");
+  ASSERT_EQ((*last)->nodes_size(), 1);
+  EXPECT_EQ((*last)->nodes(0).bytes_sent(), 1ull << 33);
+  EXPECT_EQ((*last)->nodes(0).tree_sha256(), std::string(64, 'e'));
+}
+
 TEST_F(SqliteStoreTest, BenchRunsSurviveReopeningAndAreFoundByGroupOrApplication) {
   auto run = [](const std::string& group, const std::string& application, double tps) {
     v1::BenchRun r;

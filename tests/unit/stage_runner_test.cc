@@ -5,9 +5,13 @@
 // clock.
 #include "controller/stage/stage_runner.h"
 
+#include <thread>
+
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/fake_clock.h"
 #include "controller/stage/fake_stage_agent_client.h"
+#include "controller/store/fake_store.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -153,6 +157,104 @@ TEST_F(StageRunnerTest, BadRequestsAreRefusedWithTheFix) {
               HasSubstr("named twice"));
 }
 
+// `fleet stage cancel` while the source sends: each prepared target is told to abort (which is
+// what ends the send), no target is asked to finish, and the run ends "cancelled".
+TEST_F(StageRunnerTest, CancelAbortsEveryPreparedTargetAndEndsTheRunCancelled) {
+  EXPECT_TRUE(absl::IsFailedPrecondition(runner_.Cancel().status()));
+  agents_.lacking[Agent(2)] = {0, 1};
+  agents_.lacking[Agent(3)] = {2};
+  agents_.hold_sends = true;
+  absl::StatusOr<v1::StageModelResponse> done = absl::UnknownError("not run");
+  std::thread run([&] { done = runner_.Run(Request({"spark-2", "spark-3"}), nodes_); });
+  ASSERT_TRUE(agents_.WaitForHeldSend());
+  absl::StatusOr<v1::StageCancelResponse> cancelled = runner_.Cancel();
+  run.join();
+  ASSERT_TRUE(cancelled.ok()) << cancelled.status();
+  ASSERT_TRUE(done.ok()) << done.status();
+  const std::string id = agents_.prepares[Agent(2)][0].transfer_id();
+  EXPECT_THAT(agents_.calls, ::testing::IsSupersetOf(
+                                 {"abort " + Agent(2) + " " + id, "abort " + Agent(3) + " " + id}));
+  for (const std::string& call : agents_.calls) {
+    EXPECT_FALSE(absl::StartsWith(call, "finish ")) << call;
+  }
+  const v1::StageStatusResponse status = runner_.Status();
+  for (const v1::StageRun* run : {&done->run(), &cancelled->run(), &status.run()}) {
+    EXPECT_EQ(run->state(), "cancelled");
+    EXPECT_THAT(run->error(), HasSubstr("the next run resumes"));
+    ASSERT_EQ(run->nodes_size(), 2);
+    EXPECT_EQ(run->nodes(0).state(), "cancelled");
+    EXPECT_EQ(run->nodes(1).state(), "cancelled");
+    EXPECT_EQ(run->nodes(0).tree_sha256(), "");
+  }
+  EXPECT_TRUE(absl::IsFailedPrecondition(runner_.Cancel().status()));
+  EXPECT_THAT(std::string(runner_.Cancel().status().message()),
+              HasSubstr("no stage run in flight"));
+}
+
+// The last run is kept in the store: a new runner (a restarted controller) shows it.
+TEST_F(StageRunnerTest, TheLastRunIsShownByARunnerStartedLater) {
+  FakeStore store;
+  agents_.lacking[Agent(2)] = {0};
+  StageRunner first(&clock_, &agents_, &store);
+  ASSERT_TRUE(first.Load().ok());
+  EXPECT_FALSE(first.Status().has_run());
+  ASSERT_TRUE(first.Run(Request({"spark-2"}), nodes_).ok());
+
+  StageRunner restarted(&clock_, &agents_, &store);
+  ASSERT_TRUE(restarted.Load().ok());
+  const v1::StageStatusResponse status = restarted.Status();
+  ASSERT_TRUE(status.has_run());
+  EXPECT_EQ(status.run().id(), first.Status().run().id());
+  EXPECT_EQ(status.run().state(), "done");
+  ASSERT_EQ(status.run().nodes_size(), 1);
+  EXPECT_EQ(status.run().nodes(0).bytes_sent(), FakeStageAgentClient::kChunkBytes);
+  EXPECT_EQ(status.run().nodes(0).tree_sha256(), manifest_.tree_sha256());
+}
+
+// A run the store holds in flight belonged to a controller that died during it.
+TEST_F(StageRunnerTest, ARunInFlightWhenTheControllerDiedIsInterrupted) {
+  FakeStore store;
+  v1::StageRun stored;
+  stored.set_id("stage-1");
+  stored.set_kind("model");
+  stored.set_state("copying");
+  v1::StageNodeResult* done = stored.add_nodes();
+  done->set_node("spark-2");
+  done->set_state("done");
+  stored.add_nodes()->set_node("spark-3");
+  stored.mutable_nodes(1)->set_state("copying");
+  ASSERT_TRUE(store.PutLastStageRun(stored).ok());
+
+  StageRunner restarted(&clock_, &agents_, &store);
+  ASSERT_TRUE(restarted.Load().ok());
+  const v1::StageRun run = restarted.Status().run();
+  EXPECT_EQ(run.id(), "stage-1");
+  EXPECT_EQ(run.state(), "interrupted");
+  EXPECT_THAT(run.error(), HasSubstr("run the same command again"));
+  EXPECT_EQ(run.nodes(0).state(), "done");
+  EXPECT_EQ(run.nodes(1).state(), "interrupted");
+  EXPECT_EQ((*store.LoadLastStageRun())->state(), "interrupted");
+  EXPECT_TRUE(absl::IsFailedPrecondition(restarted.Cancel().status()));
+}
+
+// What the controller's metrics are told: a start with the kind, an end with the final run.
+TEST_F(StageRunnerTest, EveryRunReportsItsStartAndItsEnd) {
+  std::vector<std::string> seen;
+  StageRunner runner(&clock_, &agents_, nullptr,
+                     {.started = [&](const std::string& kind) { seen.push_back("start " + kind); },
+                      .ended =
+                          [&](const v1::StageRun& run) {
+                            seen.push_back(absl::StrCat("end ", run.kind(), " ", run.state()));
+                          }});
+  agents_.lacking[Agent(2)] = {0};
+  ASSERT_TRUE(runner.Run(Request({"spark-2"}), nodes_).ok());
+  v1::StageModelRequest nowhere = Request({"spark-2"});
+  nowhere.set_path("/absent");
+  EXPECT_FALSE(runner.Run(nowhere, nodes_).ok());
+  EXPECT_THAT(seen,
+              ElementsAre("start model", "end model done", "start model", "end model failed"));
+}
+
 constexpr const char* kImageId =
     "sha256:1111111111111111111111111111111111111111111111111111111111111111";
 constexpr const char* kOldId =
@@ -214,6 +316,26 @@ TEST_F(StageRunnerImageTest, SkipsTargetsWithTheSameIdAndChainsTheOthers) {
   EXPECT_EQ(run.nodes(1).bytes_sent(), 0u);
   EXPECT_FALSE(run.nodes(2).skipped());
   EXPECT_EQ(runner_.Status().run().kind(), "image");
+}
+
+// Cancelling an image run aborts each receiving target (its docker load is killed there); a
+// target that had the image already stays "done".
+TEST_F(StageRunnerImageTest, CancelAbortsTheLoadsAndKeepsSkippedTargetsDone) {
+  agents_.images[Agent(3)] = kImageId;
+  agents_.hold_sends = true;
+  absl::StatusOr<v1::StageImageResponse> done = absl::UnknownError("not run");
+  std::thread run([&] { done = runner_.RunImage(Request({"spark-2", "spark-3"}), nodes_); });
+  ASSERT_TRUE(agents_.WaitForHeldSend());
+  ASSERT_TRUE(runner_.Cancel().ok());
+  run.join();
+  ASSERT_TRUE(done.ok()) << done.status();
+  const std::string id = agents_.receives[Agent(2)][0].transfer_id();
+  EXPECT_THAT(agents_.calls, ::testing::Contains("abort-image " + Agent(2) + " " + id));
+  EXPECT_THAT(agents_.calls, ::testing::Not(::testing::Contains("finish-image " + Agent(2))));
+  EXPECT_EQ(done->run().state(), "cancelled");
+  EXPECT_EQ(done->run().nodes(0).state(), "cancelled");
+  EXPECT_EQ(done->run().nodes(1).state(), "done");
+  EXPECT_TRUE(done->run().nodes(1).skipped());
 }
 
 TEST_F(StageRunnerImageTest, NothingIsSentWhenEveryTargetHasTheImage) {

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "agent/probes/artifacts.h"
 #include "agent/stage/manifest.h"
 #include "agent/stage/stage_endpoints.h"
 #include "gmock/gmock.h"
@@ -44,7 +45,7 @@ class StageTransferTest : public ::testing::Test {
     std::ofstream(absl::StrCat(root_, "/src/", relative), std::ios::binary) << content;
   }
   v1::StageManifest Manifest() {
-    absl::StatusOr<ScannedTree> tree = BuildManifest(root_ + "/src", {.chunk_bytes = kChunk});
+    absl::StatusOr<ScannedTree> tree = BuildManifest(root_ + "/src", {.chunk_bytes = chunk_});
     EXPECT_TRUE(tree.ok()) << tree.status();
     return tree->manifest;
   }
@@ -119,6 +120,7 @@ class StageTransferTest : public ::testing::Test {
   }
 
   std::string root_;
+  uint32_t chunk_ = kChunk;
 };
 
 TEST_F(StageTransferTest, AChainCopiesEveryFileToEveryNodeAndARerunMovesNothing) {
@@ -144,6 +146,38 @@ TEST_F(StageTransferTest, AChainCopiesEveryFileToEveryNodeAndARerunMovesNothing)
     EXPECT_EQ(second.finished[k].bytes_received(), 0u);
     EXPECT_EQ(second.finished[k].files_completed(), 0u);
   }
+}
+
+// Preflight's model probe hashes through the receiver's manifest cache, which the transfer
+// filled as it renamed each verified file into place: its first probe reads no content. The
+// probe's chunk size is staging's own, so this case copies with 8 MiB chunks.
+TEST_F(StageTransferTest, AStagedTreeIsProbedWithoutReadingItAndMatchesTheSource) {
+  chunk_ = kStageChunkBytes;
+  std::string big(kStageChunkBytes + 4321, '\0');
+  std::mt19937 rng(11);
+  for (char& c : big) c = static_cast<char>(rng());
+  Write("weights.bin", big);
+  StageEndpoints source({.node_name = "src"});
+  StageEndpoints n1({.node_name = "n1", .prefix = root_ + "/n1", .cache_dir = root_ + "/c1"});
+  Round round = Run(source, {&n1}, "t1");
+  ASSERT_TRUE(round.send.ok()) << round.send;
+  ASSERT_EQ(round.finished[0].chunks_missing(), 0u);
+
+  auto probe = [](const std::string& path, const std::string& cache_dir) {
+    ProbeContext ctx{.node_name = "n1", .cache_dir = cache_dir};
+    ctx.request.add_model_paths(path);
+    ctx.request.set_hash_models(true);
+    v1::NodeProbe out;
+    ProbeArtifacts(ctx, &out);
+    return out.models_size() == 1 ? out.models(0) : v1::ModelProbe();
+  };
+  v1::ModelProbe staged = probe(root_ + "/n1/model", root_ + "/c1");
+  EXPECT_EQ(staged.error(), "");
+  EXPECT_TRUE(staged.from_cache());
+  EXPECT_EQ(staged.sha256(), Manifest().tree_sha256());
+  v1::ModelProbe source_probe = probe(root_ + "/src", root_ + "/c0");
+  EXPECT_FALSE(source_probe.from_cache());
+  EXPECT_EQ(source_probe.sha256(), staged.sha256());
 }
 
 TEST_F(StageTransferTest, ACorruptedChunkIsRejectedNotForwardedAndTheNextRoundFillsIt) {
