@@ -97,6 +97,21 @@ class StageTest : public ClusterFixture {
     ADD_FAILURE() << name << " not in " << doc.dump();
     return kNone;
   }
+  // Waits up to 60 s until the run in flight has brought part of its file to `node` (the
+  // partial copy exists from the start, reserved, so bytes_done tells).
+  bool AwaitPartOf(const std::string& node) {
+    return TestCluster::WaitFor(
+        [&] {
+          absl::StatusOr<CommandResult> s = cluster_->RunCli({"stage", "status", "-o", "json"});
+          if (!s.ok()) return false;
+          nlohmann::json doc = nlohmann::json::parse(s->stdout_text, nullptr, false);
+          if (doc.is_discarded() || doc["state"] != "copying") return false;
+          const nlohmann::json& n = Node(doc, node);
+          return n["bytes_done"].get<uint64_t>() > 0 &&
+                 n["bytes_done"].get<uint64_t>() < n["bytes_needed"].get<uint64_t>();
+        },
+        absl::Seconds(60));
+  }
   void ExpectSameTree(int i) {
     std::map<std::string, std::string> want = Sha256sums(source_);
     ASSERT_FALSE(want.empty());
@@ -176,19 +191,7 @@ TEST_F(StageTest, AnAgentKilledMidCopyResumesOnTheNextRun) {
   nlohmann::json first;
   std::thread stage([&] { first = Stage("node-2,node-3,node-4", &code); });
   // node-4 is killed once it holds part of the file.
-  bool partial = TestCluster::WaitFor(
-      [&] {
-        absl::StatusOr<CommandResult> s = cluster_->RunCli({"stage", "status", "-o", "json"});
-        if (!s.ok()) return false;
-        nlohmann::json doc = nlohmann::json::parse(s->stdout_text, nullptr, false);
-        if (doc.is_discarded() || doc["state"] != "copying") return false;
-        // Part of the file has arrived (the partial copy exists from the start, reserved).
-        const nlohmann::json& n = Node(doc, "node-4");
-        return n["bytes_done"].get<uint64_t>() > 0 &&
-               n["bytes_done"].get<uint64_t>() < n["bytes_needed"].get<uint64_t>();
-      },
-      absl::Seconds(60));
-  ASSERT_TRUE(partial);
+  ASSERT_TRUE(AwaitPartOf("node-4"));
   ASSERT_TRUE(cluster_->KillAgent(4).ok());
   stage.join();
   EXPECT_EQ(code, 1) << first.dump(2);
@@ -214,18 +217,7 @@ TEST_F(StageTest, ACancelledCopyLeavesNothingHalfNamedAndTheNextRunResumesIt) {
   nlohmann::json first;
   std::thread stage([&] { first = Stage("node-2,node-3", &code); });
   // Cancelled once the last hop holds part of the file.
-  bool partial = TestCluster::WaitFor(
-      [&] {
-        absl::StatusOr<CommandResult> s = cluster_->RunCli({"stage", "status", "-o", "json"});
-        if (!s.ok()) return false;
-        nlohmann::json doc = nlohmann::json::parse(s->stdout_text, nullptr, false);
-        if (doc.is_discarded() || doc["state"] != "copying") return false;
-        const nlohmann::json& n = Node(doc, "node-3");
-        return n["bytes_done"].get<uint64_t>() > 0 &&
-               n["bytes_done"].get<uint64_t>() < n["bytes_needed"].get<uint64_t>();
-      },
-      absl::Seconds(60));
-  ASSERT_TRUE(partial);
+  ASSERT_TRUE(AwaitPartOf("node-3"));
   absl::StatusOr<CommandResult> cancel = cluster_->RunCli({"stage", "cancel", "-o", "json"});
   stage.join();
   ASSERT_TRUE(cancel.ok()) << cancel.status();
