@@ -7,6 +7,8 @@
 # NCCL (hundreds of MB; the GPU host has CUDA 13 in /usr/local/cuda and NCCL in the system, which
 # run-on-gpu-host.sh puts on the library path). DIST must stay under the device tool's 64 MiB.
 # DIST is emptied first, so it defaults to a folder of its own beside other packs in dist/.
+# engine_decode_bench is built by name (benchmarks are not part of `all`): ninja -C BUILD_DIR
+# all engine_decode_bench.
 # Usage: tests/gpu/make-dist.sh BUILD_DIR [DIST_DIR (default: dist/gpu)]
 set -eu
 
