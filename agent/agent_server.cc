@@ -168,6 +168,9 @@ absl::Status AgentServer::Init() {
             }});
     RETURN_IF_ERROR(responder_->Start());
   }
+  // NVML's XID events reach only an event set registered before they happen: from the start,
+  // for `fleet health` and the metrics alike.
+  gpu_errors_ = options_.root == "/" ? OpenNvmlGpuErrors() : nullptr;
   if (!options_.metrics_listen.empty()) RETURN_IF_ERROR(ServeMetrics());
   main_ = std::thread([this] { Main(); });
   return absl::OkStatus();
@@ -191,6 +194,10 @@ absl::Status AgentServer::ServeMetrics() {
     out.insert(out.end(), shards.begin(), shards.end());
     std::vector<prometheus::MetricFamily> ports = PortErrorFigures(ReadPortCounters(options_.root));
     out.insert(out.end(), ports.begin(), ports.end());
+    if (gpu_errors_ != nullptr) {
+      std::vector<prometheus::MetricFamily> gpus = GpuErrorFigures(gpu_errors_->Totals());
+      out.insert(out.end(), gpus.begin(), gpus.end());
+    }
     return out;
   });
   ASSIGN_OR_RETURN(metrics_server_,
@@ -299,7 +306,6 @@ absl::Status AgentServer::Serve(const std::string& controller_address) {
   router_admin_ = std::make_unique<RouterAdmin>(options_.state_dir, supervisor_.get());
   // `fleet health`: the probes of a node that change while it runs, fresh at each look (not the
   // model hashes or NCCL's helper process), with the disk paths the controller asks about.
-  gpu_errors_ = options_.root == "/" ? OpenNvmlGpuErrors() : nullptr;
   health_ = std::make_unique<HealthCollector>(
       HealthCollectorDeps{.clock = RealClock::Get(),
                           .probe =

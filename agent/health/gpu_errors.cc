@@ -33,7 +33,7 @@ constexpr int kEccUncorrected = 1;                          // NVML_MEMORY_ERROR
 constexpr int kEccVolatile = 0;                             // NVML_VOLATILE_ECC
 // More events than this between two reads are dropped (and counted as dropped): a GPU that
 // raises thousands of XIDs is already unhealthy, and a read stays bounded.
-constexpr int kMaxEventsPerRead = 256;
+constexpr size_t kMaxEventsPerRead = 256;
 
 struct NvmlCalls {
   nvmlReturn_t (*init)();
@@ -125,29 +125,8 @@ class NvmlGpuErrors final : public GpuErrorSource {
       e.set_xid_unavailable(broken_);
       return out;
     }
-    std::vector<std::vector<uint64_t>> xids(devices_.size());
-    int dropped = 0;
-    std::string wait_error;
-    if (events_ != nullptr) {
-      for (int n = 0;; ++n) {
-        nvmlEventData_t data{};
-        nvmlReturn_t rc = nvml_.event_set_wait(events_, &data, 0);
-        if (rc == kNvmlErrorTimeout) break;  // none left
-        if (rc != kNvmlSuccess) {
-          wait_error = absl::StrCat("nvmlEventSetWait_v2: ", nvml_.Error(rc));
-          break;
-        }
-        if (n >= kMaxEventsPerRead) {
-          ++dropped;
-          continue;
-        }
-        for (size_t i = 0; i < devices_.size(); ++i) {
-          if (devices_[i].handle == data.device) xids[i].push_back(data.eventData);
-        }
-      }
-    }
-    for (size_t i = 0; i < devices_.size(); ++i) {
-      const Device& d = devices_[i];
+    Drain();
+    for (Device& d : devices_) {
       v1::GpuErrors& e = out.emplace_back();
       e.set_index(d.index);
       if (d.handle == nullptr) {
@@ -157,27 +136,45 @@ class NvmlGpuErrors final : public GpuErrorSource {
       }
       unsigned long long corrected = 0;
       unsigned long long uncorrected = 0;
-      nvmlReturn_t rc = nvml_.ecc_total(d.handle, kEccCorrected, kEccVolatile, &corrected);
-      if (rc == kNvmlSuccess) {
-        rc = nvml_.ecc_total(d.handle, kEccUncorrected, kEccVolatile, &uncorrected);
-      }
-      if (rc == kNvmlSuccess) {
+      if (nvmlReturn_t rc = ReadEcc(d, corrected, uncorrected); rc == kNvmlSuccess) {
         e.set_ecc_corrected(corrected);
         e.set_ecc_uncorrected(uncorrected);
       } else {
         e.set_ecc_unavailable(absl::StrCat("nvmlDeviceGetTotalEccErrors: ", nvml_.Error(rc)));
       }
-      if (!d.xid_why.empty() || !wait_error.empty()) {
-        e.set_xid_unavailable(d.xid_why.empty() ? wait_error : d.xid_why);
+      if (!d.xid_why.empty() || !wait_error_.empty()) {
+        e.set_xid_unavailable(d.xid_why.empty() ? wait_error_ : d.xid_why);
       } else {
-        for (uint64_t xid : xids[i]) e.add_xids(xid);
-        if (dropped > 0) {
-          e.set_xid_unavailable(absl::StrCat(dropped,
-                                             " more XID events since the last look were "
-                                             "not read (over ",
+        for (uint64_t xid : d.pending) e.add_xids(xid);
+        if (d.dropped > 0) {
+          e.set_xid_unavailable(absl::StrCat(d.dropped,
+                                             " more XID events since the last look were not "
+                                             "read (over ",
                                              kMaxEventsPerRead, ")"));
         }
       }
+      d.pending.clear();
+      d.dropped = 0;
+    }
+    return out;
+  }
+
+  std::vector<GpuErrorTotals> Totals() override {
+    absl::MutexLock lock(&mu_);
+    std::vector<GpuErrorTotals> out;
+    if (!lib_.has_value() || !broken_.empty()) return out;
+    Drain();
+    for (const Device& d : devices_) {
+      if (d.handle == nullptr) continue;
+      GpuErrorTotals& t = out.emplace_back();
+      t.index = d.index;
+      unsigned long long corrected = 0;
+      unsigned long long uncorrected = 0;
+      if (ReadEcc(d, corrected, uncorrected) == kNvmlSuccess) {
+        t.ecc_corrected = corrected;
+        t.ecc_uncorrected = uncorrected;
+      }
+      if (d.xid_why.empty() && wait_error_.empty()) t.xids = d.xid_total;
     }
     return out;
   }
@@ -186,9 +183,43 @@ class NvmlGpuErrors final : public GpuErrorSource {
   struct Device {
     unsigned int index = 0;
     nvmlDevice_t handle = nullptr;
-    std::string why;      // the handle could not be had
-    std::string xid_why;  // XIDs are not watched
+    std::string why;                // the handle could not be had
+    std::string xid_why;            // XIDs are not watched
+    std::vector<uint64_t> pending;  // XIDs not yet given to Read
+    int dropped = 0;                // XIDs past kMaxEventsPerRead since the last Read
+    uint64_t xid_total = 0;         // every XID since the agent started
   };
+
+  // Moves the events NVML holds into each device's pending list and total.
+  void Drain() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (events_ == nullptr) return;
+    wait_error_.clear();
+    while (true) {
+      nvmlEventData_t data{};
+      nvmlReturn_t rc = nvml_.event_set_wait(events_, &data, 0);
+      if (rc == kNvmlErrorTimeout) return;  // none left
+      if (rc != kNvmlSuccess) {
+        wait_error_ = absl::StrCat("nvmlEventSetWait_v2: ", nvml_.Error(rc));
+        return;
+      }
+      for (Device& d : devices_) {
+        if (d.handle != data.device) continue;
+        ++d.xid_total;
+        if (d.pending.size() < kMaxEventsPerRead) {
+          d.pending.push_back(data.eventData);
+        } else {
+          ++d.dropped;
+        }
+      }
+    }
+  }
+
+  nvmlReturn_t ReadEcc(const Device& d, unsigned long long& corrected,
+                       unsigned long long& uncorrected) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    nvmlReturn_t rc = nvml_.ecc_total(d.handle, kEccCorrected, kEccVolatile, &corrected);
+    if (rc != kNvmlSuccess) return rc;
+    return nvml_.ecc_total(d.handle, kEccUncorrected, kEccVolatile, &uncorrected);
+  }
 
   absl::Mutex mu_;
   std::optional<DynamicLibrary> lib_;
@@ -197,7 +228,8 @@ class NvmlGpuErrors final : public GpuErrorSource {
   std::string broken_;      // NVML loaded but unusable
   std::string xid_broken_;  // no event set
   nvmlEventSet_t events_ = nullptr;
-  std::vector<Device> devices_;
+  std::vector<Device> devices_ ABSL_GUARDED_BY(mu_);
+  std::string wait_error_ ABSL_GUARDED_BY(mu_);  // the last drain's, when NVML failed
 };
 
 }  // namespace

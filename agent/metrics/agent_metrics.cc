@@ -110,6 +110,31 @@ std::vector<prometheus::MetricFamily> PortErrorFigures(const std::vector<v1::Por
   return {std::move(errors)};
 }
 
+std::vector<prometheus::MetricFamily> GpuErrorFigures(const std::vector<GpuErrorTotals>& gpus) {
+  prometheus::MetricFamily ecc =
+      CounterFamily("fleet_node_gpu_ecc_errors_total",
+                    "Volatile ECC errors of the GPU (since the driver loaded)");
+  prometheus::MetricFamily xid = CounterFamily("fleet_node_gpu_xid_errors_total",
+                                               "XID critical errors of the GPU since the agent "
+                                               "started");
+  for (const GpuErrorTotals& g : gpus) {
+    const std::string index = absl::StrCat(g.index);
+    if (g.ecc_corrected) {
+      AddSample(ecc, {{"gpu", index}, {"type", "corrected"}},
+                static_cast<double>(*g.ecc_corrected));
+    }
+    if (g.ecc_uncorrected) {
+      AddSample(ecc, {{"gpu", index}, {"type", "uncorrected"}},
+                static_cast<double>(*g.ecc_uncorrected));
+    }
+    if (g.xids) AddSample(xid, {{"gpu", index}}, static_cast<double>(*g.xids));
+  }
+  std::vector<prometheus::MetricFamily> out;
+  if (!ecc.metric.empty()) out.push_back(std::move(ecc));
+  if (!xid.metric.empty()) out.push_back(std::move(xid));
+  return out;
+}
+
 std::vector<prometheus::MetricFamily> NodeFigures(const v1::NodeProbe& probe) {
   std::vector<prometheus::MetricFamily> out;
   AddLimits(probe, out);

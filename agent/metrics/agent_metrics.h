@@ -16,6 +16,8 @@
 //   node_rdma_port_speed_bytes{device,port}    gauge   link rate in bytes per second
 //   node_rdma_port_mtu_bytes{device,port}      gauge   active MTU
 //   node_rdma_port_errors_total{device,port,counter}  counter  sysfs error counters
+//   node_gpu_ecc_errors_total{gpu,type}        counter volatile ECC errors (corrected/uncorrected)
+//   node_gpu_xid_errors_total{gpu}             counter XID critical errors since the agent started
 //   node_probe_unavailable{probe}              gauge   1 per probe that could not run (why: logs)
 //   agent_shards{state}                        gauge   this node's shards by state
 //   agent_heartbeat_rtt_seconds                histogram  beat sent to ack received
@@ -29,6 +31,7 @@
 
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "agent/health/gpu_errors.h"
 #include "agent/session/controller_client.h"
 #include "common/clock.h"
 #include "common/metrics/rpc_metrics.h"
@@ -45,6 +48,9 @@ namespace fleet::agent {
 std::vector<prometheus::MetricFamily> NodeFigures(const v1::NodeProbe& probe);
 // The RDMA ports' error counters (agent/health/port_counters.h); nothing without any.
 std::vector<prometheus::MetricFamily> PortErrorFigures(const std::vector<v1::PortCounters>& ports);
+// The GPUs' ECC and XID totals (agent/health/gpu_errors.h); a figure NVML cannot give is left
+// out, never written as 0.
+std::vector<prometheus::MetricFamily> GpuErrorFigures(const std::vector<GpuErrorTotals>& gpus);
 // The node's shards by state; every state appears, zero included.
 std::vector<prometheus::MetricFamily> ShardFigures(const std::vector<v1::ShardStatus>& shards);
 

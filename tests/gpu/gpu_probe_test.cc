@@ -122,6 +122,12 @@ TEST_F(GpuProbeTest, GpuErrorsAreReadOrSayWhyForEveryGpu) {
   }
   // A second read right after sees no new XID on a machine that is not failing.
   for (const v1::GpuErrors& e : source->Read()) EXPECT_EQ(e.xids_size(), 0);
+  // The totals /metrics shows: one per GPU, ECC where it was read above.
+  std::vector<GpuErrorTotals> totals = source->Totals();
+  ASSERT_EQ(totals.size(), errors.size());
+  for (size_t i = 0; i < totals.size(); ++i) {
+    EXPECT_EQ(totals[i].ecc_corrected.has_value(), errors[i].ecc_unavailable().empty());
+  }
 }
 
 }  // namespace

@@ -23,6 +23,7 @@ using ::testing::IsEmpty;
 class FakeGpuErrors final : public GpuErrorSource {
  public:
   std::vector<v1::GpuErrors> Read() override { return std::exchange(next_, {}); }
+  std::vector<GpuErrorTotals> Totals() override { return {}; }
   void Next(uint64_t corrected, uint64_t uncorrected, std::vector<uint64_t> xids) {
     v1::GpuErrors& e = next_.emplace_back();
     e.set_index(0);

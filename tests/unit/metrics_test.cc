@@ -184,6 +184,24 @@ TEST(PortErrorFigures, EachCounterOfEachPortAndNothingWithoutPorts) {
   EXPECT_TRUE(agent::PortErrorFigures({}).empty());
 }
 
+TEST(GpuErrorFigures, EccAndXidTotalsAndNothingForWhatNvmlCannotRead) {
+  std::vector<agent::GpuErrorTotals> gpus(2);
+  gpus[0].index = 0;
+  gpus[0].ecc_corrected = 40;
+  gpus[0].ecc_uncorrected = 2;
+  gpus[0].xids = 1;
+  gpus[1].index = 1;  // a GB10: no ECC memory, XIDs watched
+  gpus[1].xids = 0;
+  std::string text = Text(agent::GpuErrorFigures(gpus));
+  EXPECT_THAT(text,
+              HasSubstr("fleet_node_gpu_ecc_errors_total{gpu=\"0\",type=\"corrected\"} 40\n"));
+  EXPECT_THAT(text,
+              HasSubstr("fleet_node_gpu_ecc_errors_total{gpu=\"0\",type=\"uncorrected\"} 2\n"));
+  EXPECT_THAT(text, HasSubstr("fleet_node_gpu_xid_errors_total{gpu=\"1\"} 0\n"));
+  EXPECT_THAT(text, Not(HasSubstr("gpu=\"1\",type=")));
+  EXPECT_TRUE(agent::GpuErrorFigures({}).empty());
+}
+
 TEST(ShardFigures, EveryStateWithItsCount) {
   std::vector<v1::ShardStatus> shards(3);
   shards[0].set_state(v1::SHARD_STATE_READY);
