@@ -36,9 +36,10 @@ class AgentService final : public v1::Agent::CallbackService {
   // `facts` are re-read on every Describe from `root`. Shard orders go to `supervisor`.
   // Probes read model hashes from (and add them to) the stage manifest cache `probe_cache_dir`
   // and report `paths`. Every shard started gets `controller` in its environment
-  // (WithControllerAccess), so fleet-engine ranks can reach the rendezvous store. Router commands go to `router` (it must outlive the service); staging
-  // orders go to `stage`, image staging orders to `images`, RDMA fabric tests to `rdma` (null:
-  // answered UNIMPLEMENTED), health looks to `health` (null: UNIMPLEMENTED).
+  // (WithControllerAccess), so fleet-engine ranks can reach the rendezvous store. Router
+  // commands go to `router` (it must outlive the service); staging orders go to `stage`, image
+  // staging orders to `images`, RDMA fabric tests to `rdma` (null: answered UNIMPLEMENTED),
+  // health looks to `health` (null: UNIMPLEMENTED).
   AgentService(v1::NodeIdentity identity, std::string root, Supervisor* supervisor,
                AgentExecutors executors, std::string probe_cache_dir, v1::AgentPaths paths,
                ControllerAccess controller, RouterAdmin* router, StageEndpoints* stage = nullptr,
