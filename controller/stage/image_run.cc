@@ -3,11 +3,9 @@
 #include <algorithm>
 #include <optional>
 #include <set>
-#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "absl/synchronization/notification.h"
 #include "common/host_port.h"
 #include "common/pki.h"
 #include "common/status_macros.h"
@@ -21,7 +19,6 @@ constexpr absl::Duration kInspectDeadline = absl::Seconds(60);
 constexpr absl::Duration kReceiveDeadline = absl::Seconds(60);
 constexpr absl::Duration kCopyDeadline = absl::Hours(6);
 constexpr absl::Duration kPollDeadline = absl::Seconds(5);
-constexpr absl::Duration kPollEvery = absl::Milliseconds(500);
 
 struct Target {
   FabricEndpoint endpoint;
@@ -185,30 +182,18 @@ absl::StatusOr<v1::StageImageResponse> StageRunner::RunImage(const v1::StageImag
     send.set_target(next_target);
     send.set_token(next_token);
     send.set_source_ip(from->ip);
-    absl::StatusOr<v1::StageSendResponse> sent = absl::UnknownError("not sent");
-    absl::Notification send_done;
-    std::thread sender([&] {
-      sent = agents_->SendImage(from->agent_address, from->node_id, send, kCopyDeadline);
-      send_done.Notify();
-    });
-    bool aborted = false;
-    while (!send_done.WaitForNotificationWithTimeout(kPollEvery)) {
-      // Cancel aborts the targets itself; this covers an abort that did not reach one.
-      if (!aborted && CancelRequested()) {
-        AbortOpened();
-        aborted = true;
-      }
-      for (Target* t : chain) {
-        v1::StageFinishRequest poll;
-        poll.set_transfer_id(transfer_id);
-        absl::StatusOr<v1::StageImageFinishResponse> now = agents_->FinishImage(
-            t->endpoint.agent_address, t->endpoint.node_id, poll, kPollDeadline);
-        if (now.ok()) t->result->set_bytes_done(now->bytes_received());
-      }
-      run.set_seconds(absl::ToDoubleSeconds(clock_->Now() - start));
-      Publish(run);
-    }
-    sender.join();
+    absl::StatusOr<v1::StageSendResponse> sent = SendWhilePolling(
+        [&] { return agents_->SendImage(from->agent_address, from->node_id, send, kCopyDeadline); },
+        [&] {
+          for (Target* t : chain) {
+            v1::StageFinishRequest poll;
+            poll.set_transfer_id(transfer_id);
+            absl::StatusOr<v1::StageImageFinishResponse> now = agents_->FinishImage(
+                t->endpoint.agent_address, t->endpoint.node_id, poll, kPollDeadline);
+            if (now.ok()) t->result->set_bytes_done(now->bytes_received());
+          }
+        },
+        run, start);
     if (CancelRequested()) return cancelled();
     if (!sent.ok()) run.set_error(std::string(sent.status().message()));
     for (Target* t : chain) {

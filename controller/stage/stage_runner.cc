@@ -116,6 +116,30 @@ void StageRunner::TrackOpened(const std::string& agent_address, const std::strin
       {.agent_address = agent_address, .node_id = node_id, .transfer_id = transfer_id});
 }
 
+absl::StatusOr<v1::StageSendResponse> StageRunner::SendWhilePolling(
+    absl::AnyInvocable<absl::StatusOr<v1::StageSendResponse>()> send,
+    absl::FunctionRef<void()> poll, v1::StageRun& run, absl::Time start) {
+  absl::StatusOr<v1::StageSendResponse> sent = absl::UnknownError("not sent");
+  absl::Notification send_done;
+  std::thread sender([&] {
+    sent = send();
+    send_done.Notify();
+  });
+  bool aborted = false;
+  while (!send_done.WaitForNotificationWithTimeout(kPollEvery)) {
+    // Cancel aborts the targets itself; this covers an abort that did not reach one.
+    if (!aborted && CancelRequested()) {
+      AbortOpened();
+      aborted = true;
+    }
+    poll();
+    run.set_seconds(absl::ToDoubleSeconds(clock_->Now() - start));
+    Publish(run);
+  }
+  sender.join();
+  return sent;
+}
+
 void StageRunner::AbortOpened() {
   std::vector<Opened> opened;
   bool image = false;
@@ -341,30 +365,18 @@ absl::StatusOr<v1::StageModelResponse> StageRunner::Run(const v1::StageModelRequ
     send.set_source_ip(from->ip);
     send.set_streams(streams);
     for (uint32_t g : below) send.add_chunks(g);
-    absl::StatusOr<v1::StageSendResponse> sent = absl::UnknownError("not sent");
-    absl::Notification send_done;
-    std::thread sender([&] {
-      sent = agents_->Send(from->agent_address, from->node_id, send, kCopyDeadline);
-      send_done.Notify();
-    });
-    bool aborted = false;
-    while (!send_done.WaitForNotificationWithTimeout(kPollEvery)) {
-      // Cancel aborts the targets itself; this covers an abort that did not reach one.
-      if (!aborted && CancelRequested()) {
-        AbortOpened();
-        aborted = true;
-      }
-      for (Target* t : prepared) {
-        v1::StageFinishRequest poll;
-        poll.set_transfer_id(transfer_id);
-        absl::StatusOr<v1::StageFinishResponse> now =
-            agents_->Finish(t->endpoint.agent_address, t->endpoint.node_id, poll, kPollDeadline);
-        if (now.ok()) t->result->set_bytes_done(t->round_base + now->bytes_written());
-      }
-      run.set_seconds(absl::ToDoubleSeconds(clock_->Now() - start));
-      Publish(run);
-    }
-    sender.join();
+    absl::StatusOr<v1::StageSendResponse> sent = SendWhilePolling(
+        [&] { return agents_->Send(from->agent_address, from->node_id, send, kCopyDeadline); },
+        [&] {
+          for (Target* t : prepared) {
+            v1::StageFinishRequest poll;
+            poll.set_transfer_id(transfer_id);
+            absl::StatusOr<v1::StageFinishResponse> now = agents_->Finish(
+                t->endpoint.agent_address, t->endpoint.node_id, poll, kPollDeadline);
+            if (now.ok()) t->result->set_bytes_done(t->round_base + now->bytes_written());
+          }
+        },
+        run, start);
     if (CancelRequested()) return cancelled();
     if (!sent.ok()) run.set_error(std::string(sent.status().message()));
     for (Target* t : prepared) {

@@ -15,6 +15,8 @@
 #include <string>
 #include <vector>
 
+#include "absl/functional/any_invocable.h"
+#include "absl/functional/function_ref.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "common/clock.h"
@@ -98,6 +100,13 @@ class StageRunner {
   // Tells every opened transfer to abort (idempotent: an agent that no longer has it answers
   // NotFound, which is ignored).
   void AbortOpened();
+  // Runs `send` (the source's send, which blocks for the whole transfer) on a thread of its
+  // own, and until it returns, every kPollEvery: aborts the opened transfers once a cancel is
+  // asked, calls `poll` (each target's progress into `run`), and publishes `run` with its
+  // seconds since `start`. Returns what `send` returned.
+  absl::StatusOr<v1::StageSendResponse> SendWhilePolling(
+      absl::AnyInvocable<absl::StatusOr<v1::StageSendResponse>()> send,
+      absl::FunctionRef<void()> poll, v1::StageRun& run, absl::Time start);
   // Ends `run` as cancelled: every node not done or failed is "cancelled".
   void EndCancelled(v1::StageRun& run, absl::Time start);
   // Every node of `to` named once and Ready, and `from` (when named) Ready and not a target:
