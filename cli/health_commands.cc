@@ -8,6 +8,7 @@
 #include <map>
 #include <optional>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -136,8 +137,13 @@ void JudgeLook(const v1::NodeHealthSample& sample, NodeHealth& h) {
 
 HealthReport JudgeHealth(const v1::ListNodesResponse& nodes, const v1::ListGroupsResponse& groups,
                          const std::vector<v1::FabricResult>& fabric,
-                         const v1::HealthResponse& looks) {
+                         const v1::HealthResponse& looks,
+                         const std::vector<v1::GroupEventRecord>& events) {
   const absl::Time now = FromProtoTime(nodes.now());
+  std::map<std::string, int> restarts;
+  for (const v1::GroupEventRecord& e : events) {
+    if (absl::StartsWith(e.action(), "started generation ")) ++restarts[e.group()];
+  }
   std::map<std::string, const v1::NodeHealthReport*> look_of;
   for (const v1::NodeHealthReport& r : looks.nodes()) look_of[r.node()] = &r;
   // The newest result of each test and link, by sender.
@@ -288,6 +294,7 @@ HealthReport JudgeHealth(const v1::ListNodesResponse& nodes, const v1::ListGroup
     GroupHealth h;
     h.name = group.name();
     h.generation = group.generation();
+    h.restarts = restarts[group.name()];
     h.endpoint = group.endpoint();
     int ready = 0;
     for (const v1::GroupRank& rank : group.ranks()) {
@@ -352,13 +359,13 @@ std::string RenderHealth(const HealthReport& report) {
   }
   std::string out = nodes.Render();
   if (!report.groups.empty()) {
-    Table groups({"GROUP", "STATE", "GENERATION", "RANKS", "ENDPOINT", "TOKENS/S", "RUNNING",
-                  "WAITING", "KV CACHE", "HEALTH", "REASONS"});
+    Table groups({"GROUP", "STATE", "GENERATION", "RESTARTS", "RANKS", "ENDPOINT", "TOKENS/S",
+                  "RUNNING", "WAITING", "KV CACHE", "HEALTH", "REASONS"});
     auto figure = [](const std::optional<double>& v, const char* format) {
       return v.has_value() ? absl::StrFormat(format, *v) : std::string("-");
     };
     for (const GroupHealth& g : report.groups) {
-      groups.AddRow({g.name, g.state, absl::StrCat(g.generation), g.ranks,
+      groups.AddRow({g.name, g.state, absl::StrCat(g.generation), absl::StrCat(g.restarts), g.ranks,
                      g.endpoint.empty() ? "-" : g.endpoint, figure(g.tokens_per_second, "%.1f"),
                      figure(g.requests_running, "%.0f"), figure(g.requests_waiting, "%.0f"),
                      g.kv_cache_usage ? absl::StrFormat("%.0f%%", *g.kv_cache_usage * 100) : "-",
@@ -396,6 +403,7 @@ nlohmann::ordered_json HealthJson(const HealthReport& report) {
     doc["groups"].push_back({{"name", g.name},
                              {"state", g.state},
                              {"generation", g.generation},
+                             {"restarts", g.restarts},
                              {"ranks", g.ranks},
                              {"endpoint", g.endpoint},
                              {"tokens_per_second", figure(g.tokens_per_second)},
@@ -409,6 +417,9 @@ nlohmann::ordered_json HealthJson(const HealthReport& report) {
 }
 
 namespace {
+
+constexpr uint32_t kEventPage = 1000;
+constexpr int kEventPages = 100;
 
 // One look: fetch, judge, draw. The exit code of that look, or nullopt with the error printed.
 std::optional<int> DrawOnce(const Globals& g, AdminClient& client, std::string& out) {
@@ -424,8 +435,22 @@ std::optional<int> DrawOnce(const Globals& g, AdminClient& client, std::string& 
     Fail(std::string(looks.status().message()));
     return std::nullopt;
   }
-  HealthReport report =
-      JudgeHealth(*nodes, *groups, {history->results().begin(), history->results().end()}, *looks);
+  // Every group's events, a page at a time (at most kEventPages of them).
+  std::vector<v1::GroupEventRecord> events;
+  v1::ListEventsRequest page;
+  page.set_limit(kEventPage);
+  for (int i = 0; i < kEventPages; ++i) {
+    absl::StatusOr<v1::ListEventsResponse> got = client.ListEvents(page);
+    if (!got.ok()) {
+      Fail(std::string(got.status().message()));
+      return std::nullopt;
+    }
+    events.insert(events.end(), got->events().begin(), got->events().end());
+    if (got->events_size() < static_cast<int>(kEventPage)) break;
+    page.set_after_id(got->events().rbegin()->id());
+  }
+  HealthReport report = JudgeHealth(
+      *nodes, *groups, {history->results().begin(), history->results().end()}, *looks, events);
   out = g.output == "json" || g.output == "yaml" ? PrintDocument(HealthJson(report), g.output)
                                                  : RenderHealth(report);
   for (const NodeHealth& n : report.nodes) {

@@ -44,6 +44,7 @@ struct GroupHealth {
   std::string ranks;  // "3/4 ready"
   std::string endpoint;
   uint64_t generation = 0;
+  int restarts = 0;  // new generations the controller started for it (heals, fleet restart)
   // Summed over the heads of the group's current generation (KV: the fullest); unset when no
   // head's /metrics was read.
   std::optional<double> tokens_per_second;
@@ -60,10 +61,12 @@ struct HealthReport {
 
 // Judges every node and group. `fabric` is the stored history (the newest result per test and
 // link counts); `looks` are the agents' (a node without one is judged on its registration
-// probe, and says why).
+// probe, and says why); `events` are the groups' (`fleet events`), whose "started generation N"
+// count a group's restarts.
 HealthReport JudgeHealth(const v1::ListNodesResponse& nodes, const v1::ListGroupsResponse& groups,
                          const std::vector<v1::FabricResult>& fabric,
-                         const v1::HealthResponse& looks);
+                         const v1::HealthResponse& looks,
+                         const std::vector<v1::GroupEventRecord>& events = {});
 std::string RenderHealth(const HealthReport& report);
 nlohmann::ordered_json HealthJson(const HealthReport& report);
 

@@ -289,9 +289,17 @@ TEST(JudgeHealth, AGroupShowsItsHeadsLiveFiguresAndAFullKvCacheWithAQueue) {
   worker.set_generation(2);
   *looks.mutable_nodes(1)->mutable_sample()->add_shards() = worker;
 
-  HealthReport report = JudgeHealth(nodes, groups, {}, looks);
+  std::vector<v1::GroupEventRecord> events(3);
+  events[0].set_group("ds4");
+  events[0].set_action("stop every rank");
+  events[1].set_group("ds4");
+  events[1].set_action("started generation 2");
+  events[2].set_group("other");
+  events[2].set_action("started generation 5");
+  HealthReport report = JudgeHealth(nodes, groups, {}, looks, events);
   ASSERT_EQ(report.groups.size(), 1u);
   const GroupHealth& h = report.groups[0];
+  EXPECT_EQ(h.restarts, 1);  // its own "started generation", not the other group's
   EXPECT_DOUBLE_EQ(h.tokens_per_second.value_or(-1), 1212.5);
   EXPECT_DOUBLE_EQ(h.requests_running.value_or(-1), 12);
   EXPECT_DOUBLE_EQ(h.requests_waiting.value_or(-1), 3);
