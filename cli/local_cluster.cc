@@ -64,7 +64,19 @@ absl::Status StopGroups(const std::string& config_path, std::ostream& out) {
     RETURN_IF_ERROR(client.StopGroup(group.name(), absl::Minutes(1)).status());
     out << "stopped group " << group.name() << "\n";
   }
-  return absl::OkStatus();
+  // The controller stops an application's router on its next reconcile after the last group
+  // stopped; the agents must still run then, or the router's HAProxy outlives the cluster.
+  const absl::Time deadline = absl::Now() + absl::Seconds(15);
+  while (true) {
+    ASSIGN_OR_RETURN(v1::ListServicesResponse services, client.ListServices(""));
+    if (services.services().empty()) return absl::OkStatus();
+    if (absl::Now() >= deadline) {
+      return absl::DeadlineExceededError(absl::StrCat(
+          "the router of ", services.services(0).name(),
+          " still runs 15 s after its groups stopped; `fleet get services` shows where"));
+    }
+    absl::SleepFor(absl::Milliseconds(100));
+  }
 }
 
 // Sends the demo group one real completion request and prints the request and its answer, so
