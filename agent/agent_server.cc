@@ -176,18 +176,22 @@ absl::Status AgentServer::Init() {
   return absl::OkStatus();
 }
 
+v1::NodeProbe AgentServer::RunningFigures(const v1::ProbeRequest& request) const {
+  ProbeContext ctx{.root = options_.root,
+                   .live = options_.root == "/",
+                   .node_name = identity_.name(),
+                   .request = request};
+  v1::NodeProbe probe;
+  ProbeRdma(ctx, &probe);
+  ProbeLimits(ctx, &probe);
+  ProbeGpu(ctx, &probe);
+  return probe;
+}
+
 absl::Status AgentServer::ServeMetrics() {
-  // The probes of registration that change while a node runs (not the model hashes or NCCL's
-  // helper process); a scrape reads them at most every 15 s.
-  figures_ = std::make_unique<CachedProbe>(RealClock::Get(), absl::Seconds(15), [this] {
-    ProbeContext ctx{
-        .root = options_.root, .live = options_.root == "/", .node_name = identity_.name()};
-    v1::NodeProbe probe;
-    ProbeRdma(ctx, &probe);
-    ProbeLimits(ctx, &probe);
-    ProbeGpu(ctx, &probe);
-    return probe;
-  });
+  // A scrape reads the running figures at most every 15 s.
+  figures_ = std::make_unique<CachedProbe>(RealClock::Get(), absl::Seconds(15),
+                                           [this] { return RunningFigures({}); });
   auto node = ScrapeTimeCollectable([this] {
     std::vector<prometheus::MetricFamily> out = NodeFigures(figures_->Get());
     std::vector<prometheus::MetricFamily> shards = ShardFigures(supervisor_->List());
@@ -304,25 +308,14 @@ absl::Status AgentServer::Serve(const std::string& controller_address) {
   std::error_code ec;
   std::filesystem::path ca_path = std::filesystem::absolute(paths.ca, ec);
   router_admin_ = std::make_unique<RouterAdmin>(options_.state_dir, supervisor_.get());
-  // `fleet health`: the probes of a node that change while it runs, fresh at each look (not the
-  // model hashes or NCCL's helper process), with the disk paths the controller asks about.
-  health_ = std::make_unique<HealthCollector>(
-      HealthCollectorDeps{.clock = RealClock::Get(),
-                          .probe =
-                              [this](const v1::ProbeRequest& request) {
-                                ProbeContext ctx{.root = options_.root,
-                                                 .live = options_.root == "/",
-                                                 .node_name = identity_.name(),
-                                                 .request = request};
-                                v1::NodeProbe probe;
-                                ProbeRdma(ctx, &probe);
-                                ProbeLimits(ctx, &probe);
-                                ProbeGpu(ctx, &probe);
-                                return probe;
-                              },
-                          .read_ports = [this] { return ReadPortCounters(options_.root); },
-                          .gpus = gpu_errors_.get(),
-                          .shards = [this] { return supervisor_->List(); }});
+  // `fleet health`: the running figures, fresh at each look, with the disk paths the controller
+  // asks about.
+  health_ = std::make_unique<HealthCollector>(HealthCollectorDeps{
+      .clock = RealClock::Get(),
+      .probe = [this](const v1::ProbeRequest& request) { return RunningFigures(request); },
+      .read_ports = [this] { return ReadPortCounters(options_.root); },
+      .gpus = gpu_errors_.get(),
+      .shards = [this] { return supervisor_->List(); }});
   service_ = std::make_unique<AgentService>(
       identity_, options_.root, supervisor_.get(),
       AgentExecutors{.shards = shard_executor_.get(),

@@ -100,6 +100,10 @@ class AgentServer {
   // Waits up to `wait`, less when stopping or (with `report_changes`) when a shard changed
   // state. False when stopping.
   bool WaitForWork(absl::Duration wait, bool report_changes);
+  // The probes of registration that change while a node runs (RDMA ports, limits and disks at
+  // `request`'s paths, GPUs; not the model hashes or NCCL's helper process): what /metrics and
+  // `fleet health` read.
+  v1::NodeProbe RunningFigures(const v1::ProbeRequest& request) const;
 
   AgentOptions options_;
   v1::NodeIdentity identity_;
