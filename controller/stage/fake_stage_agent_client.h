@@ -14,6 +14,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "common/status_macros.h"
 #include "controller/stage/stage_agent_client.h"
 
 namespace fleet::controller {
@@ -73,6 +74,7 @@ class FakeStageAgentClient final : public StageAgentClient {
     }
     if (!request.wait()) return response;
     calls.push_back(absl::StrCat("finish ", address));
+    RETURN_IF_ERROR(Together());
     std::set<uint32_t> sent(sends.back().chunks().begin(), sends.back().chunks().end());
     std::set<uint32_t>& lack = lacking[address];
     int& rejected = rejects[address];
@@ -145,6 +147,7 @@ class FakeStageAgentClient final : public StageAgentClient {
     }
     if (!request.wait()) return response;
     calls.push_back(absl::StrCat("finish-image ", address));
+    RETURN_IF_ERROR(Together());
     response.set_done(true);
     response.set_bytes_received(kImageBytes);
     if (auto it = load_errors.find(address); it != load_errors.end()) {
@@ -174,6 +177,9 @@ class FakeStageAgentClient final : public StageAgentClient {
   std::map<std::string, std::vector<v1::StageImageReceiveRequest>> receives;
   std::vector<v1::StageImageSendRequest> image_sends;
   bool hold_sends = false;  // set before the run starts
+  // When set, each final Finish/FinishImage (wait) returns only once this many have been asked,
+  // DeadlineExceeded after 5 s: asked one after another, they never meet.
+  int finish_together = 0;
 
   // Waits (up to 10 s) until a send is held; false when none came.
   bool WaitForHeldSend() {
@@ -192,7 +198,18 @@ class FakeStageAgentClient final : public StageAgentClient {
     return absl::UnavailableError("sending to the first hop: Connection reset by peer");
   }
 
+  absl::Status Together() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    ++finishing_;
+    auto met = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return finishing_ >= finish_together; };
+    if (!mu_.AwaitWithTimeout(absl::Condition(&met), absl::Seconds(5))) {
+      return absl::DeadlineExceededError(absl::StrCat(finishing_, " of ", finish_together,
+                                                      " finishes asked at once; the rest waited"));
+    }
+    return absl::OkStatus();
+  }
+
   int held_ ABSL_GUARDED_BY(mu_) = 0;
+  int finishing_ ABSL_GUARDED_BY(mu_) = 0;
   int aborts_ ABSL_GUARDED_BY(mu_) = 0;
   absl::Mutex mu_;
   std::string sent_id_;  // the image ID the last SendImage carried

@@ -196,12 +196,17 @@ absl::StatusOr<v1::StageImageResponse> StageRunner::RunImage(const v1::StageImag
         run, start);
     if (CancelRequested()) return cancelled();
     if (!sent.ok()) run.set_error(std::string(sent.status().message()));
-    for (Target* t : chain) {
-      v1::StageFinishRequest finish;
-      finish.set_transfer_id(transfer_id);
-      finish.set_wait(true);
-      absl::StatusOr<v1::StageImageFinishResponse> end = agents_->FinishImage(
-          t->endpoint.agent_address, t->endpoint.node_id, finish, kCopyDeadline);
+    const std::vector<FinishAnswer<v1::StageImageFinishResponse>> ends =
+        FinishAll<v1::StageImageFinishResponse>(chain.size(), [&](size_t i) {
+          v1::StageFinishRequest finish;
+          finish.set_transfer_id(transfer_id);
+          finish.set_wait(true);
+          return agents_->FinishImage(chain[i]->endpoint.agent_address, chain[i]->endpoint.node_id,
+                                      finish, kCopyDeadline);
+        });
+    for (size_t i = 0; i < chain.size(); ++i) {
+      Target* t = chain[i];
+      const absl::StatusOr<v1::StageImageFinishResponse>& end = ends[i].answer;
       if (!end.ok()) {
         fail(*t, std::string(end.status().message()));
         continue;
@@ -209,7 +214,7 @@ absl::StatusOr<v1::StageImageResponse> StageRunner::RunImage(const v1::StageImag
       t->result->set_bytes_sent(end->bytes_received());
       t->result->set_bytes_done(end->bytes_received());
       t->result->set_image_id(end->image_id());
-      t->result->set_seconds(absl::ToDoubleSeconds(clock_->Now() - start));
+      t->result->set_seconds(absl::ToDoubleSeconds(ends[i].at - start));
       if (!end->error().empty()) {
         fail(*t, end->error());
       } else if (!end->done()) {

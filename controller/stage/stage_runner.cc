@@ -379,12 +379,17 @@ absl::StatusOr<v1::StageModelResponse> StageRunner::Run(const v1::StageModelRequ
         run, start);
     if (CancelRequested()) return cancelled();
     if (!sent.ok()) run.set_error(std::string(sent.status().message()));
-    for (Target* t : prepared) {
-      v1::StageFinishRequest finish;
-      finish.set_transfer_id(transfer_id);
-      finish.set_wait(true);
-      absl::StatusOr<v1::StageFinishResponse> end =
-          agents_->Finish(t->endpoint.agent_address, t->endpoint.node_id, finish, kCopyDeadline);
+    const std::vector<FinishAnswer<v1::StageFinishResponse>> ends =
+        FinishAll<v1::StageFinishResponse>(prepared.size(), [&](size_t i) {
+          v1::StageFinishRequest finish;
+          finish.set_transfer_id(transfer_id);
+          finish.set_wait(true);
+          return agents_->Finish(prepared[i]->endpoint.agent_address, prepared[i]->endpoint.node_id,
+                                 finish, kCopyDeadline);
+        });
+    for (size_t i = 0; i < prepared.size(); ++i) {
+      Target* t = prepared[i];
+      const absl::StatusOr<v1::StageFinishResponse>& end = ends[i].answer;
       if (!end.ok()) {
         fail(*t, std::string(end.status().message()));
         continue;
@@ -393,7 +398,7 @@ absl::StatusOr<v1::StageModelResponse> StageRunner::Run(const v1::StageModelRequ
       t->result->set_bytes_done(t->result->bytes_sent());
       t->result->set_chunks_rejected(t->rejected_base + end->chunks_rejected());
       t->missing = end->chunks_missing();
-      t->result->set_seconds(absl::ToDoubleSeconds(clock_->Now() - start));
+      t->result->set_seconds(absl::ToDoubleSeconds(ends[i].at - start));
       if (!end->error().empty()) {
         fail(*t, end->error());
       } else if (t->missing == 0) {

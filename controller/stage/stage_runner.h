@@ -13,6 +13,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/functional/any_invocable.h"
@@ -107,6 +108,29 @@ class StageRunner {
   absl::StatusOr<v1::StageSendResponse> SendWhilePolling(
       absl::AnyInvocable<absl::StatusOr<v1::StageSendResponse>()> send,
       absl::FunctionRef<void()> poll, v1::StageRun& run, absl::Time start);
+  // Each target's answer to its final StageFinish{wait} and when it came.
+  template <typename Response>
+  struct FinishAnswer {
+    absl::StatusOr<Response> answer = absl::UnknownError("not asked");
+    absl::Time at;
+  };
+  // Calls `finish(i)` for every i < n at once, each on a thread of its own: the targets verify,
+  // fsync and load at the same time, where one after another the last node of a fan-out would
+  // wait for every other node's end.
+  template <typename Response>
+  std::vector<FinishAnswer<Response>> FinishAll(
+      size_t n, absl::FunctionRef<absl::StatusOr<Response>(size_t)> finish) {
+    std::vector<FinishAnswer<Response>> ended(n);
+    std::vector<std::thread> threads;
+    for (size_t i = 0; i < n; ++i) {
+      threads.emplace_back([&, i] {
+        ended[i].answer = finish(i);
+        ended[i].at = clock_->Now();
+      });
+    }
+    for (std::thread& t : threads) t.join();
+    return ended;
+  }
   // Ends `run` as cancelled: every node not done or failed is "cancelled".
   void EndCancelled(v1::StageRun& run, absl::Time start);
   // Every node of `to` named once and Ready, and `from` (when named) Ready and not a target:

@@ -20,6 +20,7 @@ namespace {
 
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
+using ::testing::UnorderedElementsAre;
 
 v1::Node MakeNode(int i) {
   v1::Node node;
@@ -63,13 +64,19 @@ TEST_F(StageRunnerTest, PlansAChainLastHopFirstAndSendsTheUnionOnce) {
   agents_.lacking[Agent(2)] = {0, 1};
   agents_.lacking[Agent(3)] = {};
   agents_.lacking[Agent(4)] = {2, 3};
+  // The three targets are finished at once (each fsyncs while the others do).
+  agents_.finish_together = 3;
   absl::StatusOr<v1::StageModelResponse> done =
       runner_.Run(Request({"spark-2", "spark-3", "spark-4"}), nodes_);
   ASSERT_TRUE(done.ok()) << done.status();
-  EXPECT_THAT(agents_.calls,
+  EXPECT_EQ(done->run().state(), "done") << done->run().DebugString();
+  ASSERT_EQ(agents_.calls.size(), 8u);
+  EXPECT_THAT(std::vector<std::string>(agents_.calls.begin(), agents_.calls.begin() + 5),
               ElementsAre("scan " + Agent(1), "prepare " + Agent(4), "prepare " + Agent(3),
-                          "prepare " + Agent(2), "send " + Agent(1), "finish " + Agent(2),
-                          "finish " + Agent(3), "finish " + Agent(4)));
+                          "prepare " + Agent(2), "send " + Agent(1)));
+  EXPECT_THAT(
+      std::vector<std::string>(agents_.calls.begin() + 5, agents_.calls.end()),
+      UnorderedElementsAre("finish " + Agent(2), "finish " + Agent(3), "finish " + Agent(4)));
   // spark-3 lacks nothing but relays what spark-4 lacks; spark-2 relays 2 and 3.
   const v1::StagePrepareRequest& mid = agents_.prepares[Agent(3)][0];
   EXPECT_THAT(mid.forward().chunks(), ElementsAre(2, 3));
@@ -275,14 +282,18 @@ class StageRunnerImageTest : public StageRunnerTest {
 TEST_F(StageRunnerImageTest, SkipsTargetsWithTheSameIdAndChainsTheOthers) {
   agents_.images[Agent(3)] = kImageId;  // has it: skipped
   agents_.images[Agent(4)] = kOldId;    // an older build under the same tag: replaced
+  agents_.finish_together = 2;
   absl::StatusOr<v1::StageImageResponse> done =
       runner_.RunImage(Request({"spark-2", "spark-3", "spark-4"}), nodes_);
   ASSERT_TRUE(done.ok()) << done.status();
-  EXPECT_THAT(agents_.calls,
+  ASSERT_EQ(agents_.calls.size(), 9u);
+  EXPECT_THAT(std::vector<std::string>(agents_.calls.begin(), agents_.calls.begin() + 7),
               ElementsAre("inspect " + Agent(1), "inspect " + Agent(2), "inspect " + Agent(3),
                           "inspect " + Agent(4), "receive " + Agent(4), "receive " + Agent(2),
-                          "send-image " + Agent(1), "finish-image " + Agent(2),
-                          "finish-image " + Agent(4)));
+                          "send-image " + Agent(1)));
+  // The two loads are waited for at once.
+  EXPECT_THAT(std::vector<std::string>(agents_.calls.begin() + 7, agents_.calls.end()),
+              UnorderedElementsAre("finish-image " + Agent(2), "finish-image " + Agent(4)));
   // source -> spark-2 -> spark-4: each hop admits only its upstream, with its own token.
   const v1::StageImageReceiveRequest& last = agents_.receives[Agent(4)][0];
   const v1::StageImageReceiveRequest& first = agents_.receives[Agent(2)][0];
