@@ -3,6 +3,9 @@
 
 #include <arpa/inet.h>
 #include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/sendfile.h>
 #include <sys/socket.h>
 
 #include <chrono>
@@ -121,6 +124,50 @@ absl::Status SendAll(int fd, const char* data, size_t size) {
     done += static_cast<size_t>(n);
   }
   return absl::OkStatus();
+}
+
+namespace {
+
+absl::Status SendFileRangeBlocked(int fd, int file, uint64_t offset, size_t size) {
+  off_t at = static_cast<off_t>(offset);
+  size_t done = 0;
+  while (done < size) {
+    ssize_t n = ::sendfile(fd, file, &at, size - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n == 0) {
+      return absl::OutOfRangeError(
+          absl::StrCat("the file ends at byte ", at, ", before byte ", offset + size));
+    }
+    if (n < 0 && errno == EIO) return ErrnoStatus("reading the file");
+    if (n < 0) {
+      return absl::UnavailableError(absl::StrCat(
+          "the peer stopped taking data: ", errno == EAGAIN ? "timed out" : std::strerror(errno)));
+    }
+    done += static_cast<size_t>(n);
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status SendFileRange(int fd, int file, uint64_t offset, size_t size) {
+  // sendfile has no MSG_NOSIGNAL: a closed peer raises SIGPIPE, which would end the process.
+  // Blocked in this thread while it runs, the call fails with EPIPE instead, and a SIGPIPE left
+  // pending is taken before the mask is restored.
+  sigset_t pipe_signal;
+  sigset_t old_mask;
+  sigemptyset(&pipe_signal);
+  sigaddset(&pipe_signal, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &pipe_signal, &old_mask);
+  absl::Status st = SendFileRangeBlocked(fd, file, offset, size);
+  sigset_t pending;
+  sigpending(&pending);
+  if (sigismember(&pending, SIGPIPE) == 1) {
+    const timespec none{};
+    sigtimedwait(&pipe_signal, nullptr, &none);
+  }
+  pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
+  return st;
 }
 
 absl::Status RecvAll(int fd, char* data, size_t size) {

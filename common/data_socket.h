@@ -53,4 +53,9 @@ absl::StatusOr<UniqueFd> AcceptWithToken(int listener, const std::string& peer_i
 absl::Status SendAll(int fd, const char* data, size_t size);
 absl::Status RecvAll(int fd, char* data, size_t size);
 
+// sendfile() of `size` bytes of `file` from `offset` to socket `fd`: the kernel moves them from
+// the page cache, with no copy through this process. OutOfRange when the file ends first,
+// Unavailable when the peer stops taking data.
+absl::Status SendFileRange(int fd, int file, uint64_t offset, size_t size);
+
 }  // namespace fleet

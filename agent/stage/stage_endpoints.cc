@@ -7,8 +7,10 @@
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <deque>
 #include <filesystem>
 #include <set>
 #include <thread>
@@ -72,6 +74,23 @@ absl::Status WriteAllAt(int fd, const char* data, size_t size, uint64_t offset) 
   return absl::OkStatus();
 }
 
+// The test hook's path: the chunk read into memory and sent with its first byte flipped.
+// OutOfRange when the file is shorter than the manifest says.
+absl::Status SendCorrupted(int socket, int file, const ChunkRef& ref) {
+  std::string bytes(ref.length, '\0');
+  size_t have = 0;
+  while (have < ref.length) {
+    ssize_t n = ::pread(file, bytes.data() + have, ref.length - have,
+                        static_cast<off_t>(ref.offset + have));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return ErrnoStatus("read");
+    if (n == 0) return absl::OutOfRangeError("the file ended early");
+    have += static_cast<size_t>(n);
+  }
+  if (!bytes.empty()) bytes[0] = static_cast<char>(bytes[0] ^ 0x01);
+  return SendAll(socket, bytes.data(), bytes.size());
+}
+
 absl::Status FsyncDirectory(const std::string& dir) {
   UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!fd.valid()) return ErrnoStatus("open " + dir);
@@ -90,7 +109,7 @@ class StageEndpoints::Transfer {
         manifest_(std::move(manifest)),
         index_(manifest_),
         real_dest_(std::move(real_dest)),
-        have_(index_.size(), 0),
+        have_(index_.size()),
         forward_(index_.size(), 0),
         files_(manifest_.files_size()) {}
 
@@ -98,6 +117,7 @@ class StageEndpoints::Transfer {
     Stop();
     if (acceptor_.joinable()) acceptor_.join();
     for (std::thread& t : receivers_) t.join();
+    for (std::thread& t : verifiers_) t.join();
   }
 
   const std::string& real_dest() const { return real_dest_; }
@@ -105,6 +125,8 @@ class StageEndpoints::Transfer {
   // Wakes every thread of this transfer: the data port and the incoming streams are shut down.
   void Stop() {
     stop_.store(true);
+    // Waiters on the queue see stop_ when its lock is next released.
+    { absl::MutexLock queue_lock(&queue_mu_); }
     absl::MutexLock lock(&mu_);
     if (listening_ >= 0) ::shutdown(listening_, SHUT_RDWR);
     for (UniqueFd& fd : incoming_) {
@@ -209,6 +231,7 @@ class StageEndpoints::Transfer {
     streams_ = request.streams();
     incoming_.resize(streams_);
     outgoing_.resize(streams_);
+    StartVerifiers();
     if (request.has_forward()) {
       for (uint32_t g : request.forward().chunks()) {
         if (g >= index_.size()) {
@@ -360,71 +383,158 @@ class StageEndpoints::Transfer {
     listener_.reset();
   }
 
-  // One incoming stream: verify, write what this node lacks, forward what others need.
+  // One verifier per core up to two per stream, and the frame buffers: one being received and
+  // one queued per stream, one per verifier. A stream whose frames wait for verifiers stops
+  // reading, which slows its sender down.
+  void StartVerifiers() {
+    const uint32_t verifiers =
+        std::clamp<uint32_t>(std::thread::hardware_concurrency(), 1, 2 * streams_);
+    {
+      absl::MutexLock lock(&queue_mu_);
+      pending_.assign(streams_, 0);
+      for (uint32_t i = 0; i < 2 * streams_ + verifiers; ++i) {
+        // Not filled: a buffer's pages are touched only once a frame arrives in it.
+        buffers_.push_back(
+            std::make_unique_for_overwrite<char[]>(kFrameHeader + manifest_.chunk_bytes()));
+        free_.push_back(buffers_.back().get());
+      }
+    }
+    for (uint32_t i = 0; i < verifiers; ++i) verifiers_.emplace_back([this] { Verify(); });
+  }
+
+  // A frame buffer the pool lends, until a verifier gives it back.
+  char* TakeBuffer() {
+    absl::MutexLock lock(&queue_mu_);
+    auto free = [this]() ABSL_SHARED_LOCKS_REQUIRED(queue_mu_) {
+      return !free_.empty() || stop_.load();
+    };
+    queue_mu_.Await(absl::Condition(&free));
+    if (stop_.load()) return nullptr;
+    char* buffer = free_.back();
+    free_.pop_back();
+    return buffer;
+  }
+
+  // One incoming stream: each frame is forwarded as it came when nodes further down need its
+  // chunk (each of them checks it for itself), then handed to the verifiers, so the chain does
+  // not wait for this node's hashing or disk.
   void Receive(uint32_t stream) {
     const int in = incoming_[stream].get();
     UniqueFd& out = outgoing_[stream];
-    std::string frame(kFrameHeader + manifest_.chunk_bytes(), '\0');
     while (!stop_.load()) {
-      absl::Status st = RecvAll(in, frame.data(), kFrameHeader);
-      if (absl::IsOutOfRange(st)) break;
-      if (!st.ok()) {
-        Fail(absl::StrCat("node ", options_.node_name, ": ", st.message()));
-        break;
-      }
-      const uint32_t g = GetU32(frame.data());
-      const uint32_t length = GetU32(frame.data() + 4);
-      if (g >= index_.size() || length != index_.at(g).length) {
-        Fail(absl::StrCat("node ", options_.node_name, ": a frame for chunk ", g, " of ", length,
-                          " bytes does not fit the manifest"));
-        break;
-      }
-      if (absl::Status data = RecvAll(in, frame.data() + kFrameHeader, length); !data.ok()) {
-        Fail(absl::StrCat("node ", options_.node_name, ": ", data.message()));
-        break;
-      }
-      const ChunkRef& ref = index_.at(g);
-      const absl::string_view bytes(frame.data() + kFrameHeader, length);
-      if (Sha256(bytes) != manifest_.files(ref.file).chunk_sha256(ref.chunk)) {
-        rejected_.fetch_add(1);
-        continue;
-      }
-      received_.fetch_add(length);
-      FileState& state = files_[ref.file];
-      if (!have_[g] && state.fd.valid()) {
-        if (absl::Status w = WriteAllAt(state.fd.get(), bytes.data(), length, ref.offset);
-            !w.ok()) {
-          Fail(absl::StrCat("node ", options_.node_name, ": writing ", state.partial_path, ": ",
-                            w.message(),
-                            "; nothing under a final name is half-written, free space "
-                            "and stage again to resume"));
-          break;
-        }
-        have_[g] = 1;
-        missing_.fetch_sub(1);
-        written_.fetch_add(length);
-      }
-      if (out.valid() && forward_[g]) {
-        if (absl::Status s = SendAll(out.get(), frame.data(), kFrameHeader + length); !s.ok()) {
+      char* frame = TakeBuffer();
+      if (frame == nullptr) break;
+      absl::Status st = ReceiveFrame(in, frame);
+      if (st.ok() && out.valid() && forward_[GetU32(frame)]) {
+        const size_t size = kFrameHeader + GetU32(frame + 4);
+        if (absl::Status s = SendAll(out.get(), frame, size); !s.ok()) {
           Fail(absl::StrCat("node ", options_.node_name,
                             ": forwarding to the next hop: ", s.message()));
           out.reset();
         }
       }
+      absl::MutexLock lock(&queue_mu_);
+      if (!st.ok()) {
+        free_.push_back(frame);
+        if (!absl::IsOutOfRange(st)) Fail(std::string(st.message()));
+        break;
+      }
+      work_.push_back({stream, frame});
+      ++pending_[stream];
     }
-    // The next hop sees the end of this stream.
+    // The next hop sees the end of this stream; the stream counts as ended once its chunks
+    // are verified and written.
     out.reset();
+    {
+      absl::MutexLock lock(&queue_mu_);
+      auto drained = [this, stream]() ABSL_SHARED_LOCKS_REQUIRED(queue_mu_) {
+        return pending_[stream] == 0 || stop_.load();
+      };
+      queue_mu_.Await(absl::Condition(&drained));
+    }
     absl::MutexLock lock(&mu_);
     ++ended_;
+  }
+
+  // A frame's header and bytes, checked against the manifest's chunk lengths. OutOfRange at
+  // the stream's clean end.
+  absl::Status ReceiveFrame(int in, char* frame) {
+    absl::Status st = RecvAll(in, frame, kFrameHeader);
+    if (absl::IsOutOfRange(st)) return st;
+    if (!st.ok())
+      return absl::UnavailableError(absl::StrCat("node ", options_.node_name, ": ", st.message()));
+    const uint32_t g = GetU32(frame);
+    const uint32_t length = GetU32(frame + 4);
+    if (g >= index_.size() || length != index_.at(g).length) {
+      return absl::InvalidArgumentError(absl::StrCat("node ", options_.node_name,
+                                                     ": a frame for chunk ", g, " of ", length,
+                                                     " bytes does not fit the manifest"));
+    }
+    if (absl::Status data = RecvAll(in, frame + kFrameHeader, length); !data.ok()) {
+      return absl::UnavailableError(
+          absl::StrCat("node ", options_.node_name, ": ", data.message()));
+    }
+    return absl::OkStatus();
+  }
+
+  // A verifier: checks each received chunk's SHA-256 against the manifest and writes the chunks
+  // this node lacks; several run at once, so hashing is not bound to one core per stream.
+  void Verify() {
+    while (true) {
+      Work work;
+      {
+        absl::MutexLock lock(&queue_mu_);
+        auto ready = [this]() ABSL_SHARED_LOCKS_REQUIRED(queue_mu_) {
+          return !work_.empty() || stop_.load();
+        };
+        queue_mu_.Await(absl::Condition(&ready));
+        if (stop_.load()) return;
+        work = work_.front();
+        work_.pop_front();
+      }
+      VerifyAndWrite(work.frame);
+      absl::MutexLock lock(&queue_mu_);
+      free_.push_back(work.frame);
+      --pending_[work.stream];
+    }
+  }
+
+  void VerifyAndWrite(const char* frame) {
+    const uint32_t g = GetU32(frame);
+    const ChunkRef& ref = index_.at(g);
+    const absl::string_view bytes(frame + kFrameHeader, ref.length);
+    if (Sha256(bytes) != manifest_.files(ref.file).chunk_sha256(ref.chunk)) {
+      rejected_.fetch_add(1);
+      return;
+    }
+    received_.fetch_add(ref.length);
+    FileState& state = files_[ref.file];
+    if (have_[g] || !state.fd.valid()) return;
+    if (absl::Status w = WriteAllAt(state.fd.get(), bytes.data(), ref.length, ref.offset);
+        !w.ok()) {
+      Fail(absl::StrCat("node ", options_.node_name, ": writing ", state.partial_path, ": ",
+                        w.message(),
+                        "; nothing under a final name is half-written, free space "
+                        "and stage again to resume"));
+      return;
+    }
+    // Write-back starts now rather than at the final fsync, so the disk works while the
+    // network does (an error shows at that fsync).
+    (void)::sync_file_range(state.fd.get(), static_cast<off_t>(ref.offset), ref.length,
+                            SYNC_FILE_RANGE_WRITE);
+    // A chunk sent twice is counted once.
+    if (have_[g].exchange(1) == 0) {
+      missing_.fetch_sub(1);
+      written_.fetch_add(ref.length);
+    }
   }
 
   const StageOptions& options_;
   const v1::StageManifest manifest_;
   const ChunkIndex index_;
   const std::string real_dest_;
-  // Per chunk: 1 once verified here. Each chunk arrives on one stream, so threads touch
-  // distinct bytes.
-  std::vector<uint8_t> have_;
+  // Per chunk: 1 once verified and written here (verifiers work on several chunks at once).
+  std::vector<std::atomic<uint8_t>> have_;
   std::vector<uint8_t> forward_;
   std::vector<FileState> files_;
   uint32_t streams_ = 0;
@@ -443,8 +553,20 @@ class StageEndpoints::Transfer {
   uint32_t ended_ ABSL_GUARDED_BY(mu_) = 0;
   std::string error_ ABSL_GUARDED_BY(mu_);
 
+  // Received frames waiting for a verifier, and the buffers they travel in.
+  struct Work {
+    uint32_t stream = 0;
+    char* frame = nullptr;
+  };
+  std::vector<std::unique_ptr<char[]>> buffers_;
+  absl::Mutex queue_mu_;
+  std::vector<char*> free_ ABSL_GUARDED_BY(queue_mu_);
+  std::deque<Work> work_ ABSL_GUARDED_BY(queue_mu_);
+  std::vector<uint32_t> pending_ ABSL_GUARDED_BY(queue_mu_);  // per stream, not yet verified
+
   std::thread acceptor_;
   std::vector<std::thread> receivers_;  // written by the acceptor only, joined after it
+  std::vector<std::thread> verifiers_;
 };
 
 StageEndpoints::StageEndpoints(StageOptions options)
@@ -540,30 +662,27 @@ absl::StatusOr<v1::StageSendResponse> StageEndpoints::Send(const v1::StageSendRe
   std::vector<std::thread> threads;
   for (uint32_t i = 0; i < streams; ++i) {
     threads.emplace_back([&, i] {
-      std::string frame(kFrameHeader + manifest.chunk_bytes(), '\0');
+      std::string frame(kFrameHeader, '\0');
       for (int k = static_cast<int>(i); k < request.chunks_size(); k += streams) {
         const uint32_t g = request.chunks(k);
         const ChunkRef& ref = index.at(g);
+        const int file = files[ref.file].get();
         PutU32(frame.data(), g);
         PutU32(frame.data() + 4, ref.length);
-        size_t have = 0;
-        while (have < ref.length) {
-          ssize_t n = ::pread(files[ref.file].get(), frame.data() + kFrameHeader + have,
-                              ref.length - have, static_cast<off_t>(ref.offset + have));
-          if (n < 0 && errno == EINTR) continue;
-          if (n <= 0) {
-            results[i] = absl::DataLossError(
-                absl::StrCat("node ", options_.node_name, ": ", manifest.files(ref.file).path(),
-                             " is shorter than its manifest says; did it change? stage it again"));
-            return;
-          }
-          have += static_cast<size_t>(n);
+        absl::Status st = SendAll(conns[i].get(), frame.data(), kFrameHeader);
+        if (st.ok() && corrupt_left_.load() > 0 && corrupt_left_.fetch_sub(1) > 0) {
+          st = SendCorrupted(conns[i].get(), file, ref);
+        } else if (st.ok()) {
+          // The chunk goes from the page cache to the socket without a copy through here.
+          st = SendFileRange(conns[i].get(), file, ref.offset, ref.length);
         }
-        if (corrupt_left_.load() > 0 && corrupt_left_.fetch_sub(1) > 0) {
-          frame[kFrameHeader] = static_cast<char>(frame[kFrameHeader] ^ 0x01);
+        if (absl::IsOutOfRange(st)) {
+          results[i] = absl::DataLossError(
+              absl::StrCat("node ", options_.node_name, ": ", manifest.files(ref.file).path(),
+                           " is shorter than its manifest says; did it change? stage it again"));
+          return;
         }
-        if (absl::Status st = SendAll(conns[i].get(), frame.data(), kFrameHeader + ref.length);
-            !st.ok()) {
+        if (!st.ok()) {
           results[i] = absl::UnavailableError(absl::StrCat(
               "node ", options_.node_name, ": sending to ", request.target(), ": ", st.message()));
           return;

@@ -6,11 +6,14 @@
 // A receiver (Prepare) compares its destination with the manifest, checks free disk, opens a
 // data port that admits only the planned upstream address presenting the one-time token, and
 // (when it is not the last hop) connects to the next hop's port. Each incoming stream is read
-// by one thread that checks every chunk's SHA-256 against the manifest, writes the chunks this
-// node lacks into the file's temporary name and forwards those that nodes further down need as
-// soon as they arrived, so the chain costs about one copy however long it is. A chunk with a
-// wrong hash is neither written nor forwarded; it is counted and stays missing, and the
-// controller sends the missing chunks again in another round. Finish renames each complete
+// by one thread that forwards every frame nodes further down need as it arrived (cut-through:
+// the chain does not wait for any node's hashing or disk), then hands it to verifier threads (one
+// per core, up to two per stream) that check the chunk's SHA-256 against the manifest and write
+// the chunks this node lacks into the file's temporary name, starting their write-back at once.
+// A chunk with a wrong hash is not written; every node checks each chunk itself, so one
+// corrupted on the way is rejected by each node after that point and stays missing there, and
+// the controller sends the missing chunks again in another round. The source sends each chunk
+// with sendfile, from the page cache without a copy. Finish renames each complete
 // file into place after fsync: a file under its final name is always complete.
 //
 // Data connection: the 32-byte token, then frames of  u32 chunk index, u32 length (both

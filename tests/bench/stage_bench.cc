@@ -6,14 +6,22 @@
 //     manifest cached by a warm-up copy, as a re-staged model's would be; the receiver hashes
 //     every chunk and fsyncs every file);
 //   - fan-out: the same tree node-1 -> node-2, node-3, node-4 through the chain;
-//   - rsync -a of the same tree to an rsync daemon on node-2 (no fsync, no per-chunk hashing).
+//   - rsync -a of the same tree to an rsync daemon on node-2 (no fsync, no per-chunk hashing);
+//   - the destination's disk: dd of the same size with conv=fsync.
 // Targets: one copy >= 0.9 of iperf3; fan-out <= 1.2 x one copy. Prints one JSON line.
+// --dest-root puts every agent's staged files (and rsync's) on another file system, e.g. a
+// tmpfs to take this machine's disk out of the figures. Without network namespaces (or with
+// FLEET_TEST_FALLBACK=1) the nodes are 127.0.0.x addresses on loopback.
 //
-//   build/tests/bench/stage_bench [--gib 2] [--streams 4]
+// --pin-cores N gives each node N cores of its own (taskset), as separate machines would have.
+//
+//   build/tests/bench/stage_bench [--gib 2] [--streams 4] [--dest-root DIR] [--fleet PATH]
+//                                 [--pin-cores N]
 #include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "CLI/CLI.hpp"
@@ -53,13 +61,15 @@ double Stage(TestCluster& cluster, const std::string& source, const std::string&
   return slowest;
 }
 
-int Run(double gib, uint32_t streams) {
+int Run(double gib, uint32_t streams, const std::string& dest_root, const std::string& fleet,
+        int pin_cores) {
   absl::StatusOr<std::unique_ptr<TestNetwork>> net = CreateTestNetwork(kAgents + 1);
   if (!net.ok()) return Fail(net.status().ToString());
-  absl::StatusOr<std::unique_ptr<TestCluster>> made = TestCluster::Create(**net, FLEET_BINARY);
+  absl::StatusOr<std::unique_ptr<TestCluster>> made = TestCluster::Create(**net, fleet);
   if (!made.ok()) return Fail(made.status().ToString());
   TestCluster& cluster = **made;
-  auto prefix = [&](int i) { return absl::StrCat(cluster.temp_dir(), "/stage-", i); };
+  const std::string root = dest_root.empty() ? cluster.temp_dir() : dest_root;
+  auto prefix = [&](int i) { return absl::StrCat(root, "/stage-", i); };
   if (absl::Status st = cluster.StartController(); !st.ok()) return Fail(st.ToString());
   for (int i = 1; i <= kAgents; ++i) {
     std::filesystem::create_directories(prefix(i));
@@ -88,16 +98,35 @@ int Run(double gib, uint32_t streams) {
     WriteRandomFile(absl::StrCat(source, "/model-0000", i + 2, ".safetensors"), small, i + 2);
   }
   const TestNetwork& n = **net;
+  // With --pin-cores, node i's agent and the reference tools run as node i on cores
+  // [(i-1)*N, i*N): each node has CPUs of its own, as separate machines would.
+  auto cores = [&](int i) { return absl::StrCat((i - 1) * pin_cores, "-", i * pin_cores - 1); };
+  auto on = [&](int i, std::vector<std::string> argv) {
+    if (pin_cores > 0) argv.insert(argv.begin(), {"taskset", "-c", cores(i)});
+    return n.Wrap(i, std::move(argv));
+  };
+  if (pin_cores > 0) {
+    if (static_cast<unsigned>(kAgents * pin_cores) > std::thread::hardware_concurrency()) {
+      return Fail(absl::StrCat("--pin-cores ", pin_cores, " needs ", kAgents * pin_cores,
+                               " cores; this machine has ", std::thread::hardware_concurrency()));
+    }
+    for (int i = 1; i <= kAgents; ++i) {
+      absl::StatusOr<CommandResult> pinned =
+          RunCommand({"taskset", "-a", "-p", "-c", cores(i), absl::StrCat(cluster.agent_pid(i))},
+                     std::chrono::seconds(10));
+      if (!pinned.ok() || pinned->exit_code != 0) return Fail("taskset failed");
+    }
+  }
   const std::string ip1 = n.host(1).ip;
   const std::string ip2 = n.host(2).ip;
 
   // iperf3 on the link node-1 -> node-2.
   absl::StatusOr<Process> server = Process::Start(
-      {.argv = n.Wrap(2, {"iperf3", "-s", "-1", "-B", ip2}), .output_path = "/dev/null"});
+      {.argv = on(2, {"iperf3", "-s", "-1", "-B", ip2}), .output_path = "/dev/null"});
   if (!server.ok()) return Fail(server.status().ToString());
   absl::SleepFor(absl::Milliseconds(500));
   absl::StatusOr<CommandResult> iperf = RunCommand(
-      n.Wrap(1, {"iperf3", "-c", ip2, "-B", ip1, "-P", absl::StrCat(streams), "-t", "5", "-J"}),
+      on(1, {"iperf3", "-c", ip2, "-B", ip1, "-P", absl::StrCat(streams), "-t", "5", "-J"}),
       std::chrono::seconds(30));
   if (!iperf.ok() || iperf->exit_code != 0) return Fail("iperf3 failed");
   const double iperf_gbps =
@@ -113,28 +142,40 @@ int Run(double gib, uint32_t streams) {
   std::filesystem::remove_all(prefix(2) + "/bench");
   const double fan = Stage(cluster, source, "node-2,node-3,node-4", streams);
   if (fan < 0) return Fail("fan-out failed");
+  for (int i = 1; i <= kAgents; ++i) std::filesystem::remove_all(prefix(i) + "/bench");
 
   // rsync -a of the same tree into a daemon on node-2.
-  const std::string rsync_dir = cluster.temp_dir() + "/rsync-dest";
+  const std::string rsync_dir = root + "/rsync-dest";
   std::filesystem::create_directories(rsync_dir);
   const std::string conf = cluster.temp_dir() + "/rsyncd.conf";
   std::ofstream(conf) << "use chroot = false\nuid = root\ngid = root\n[m]\npath = " << rsync_dir
                       << "\nread only = false\n";
   absl::StatusOr<Process> daemon =
-      Process::Start({.argv = n.Wrap(2, {"rsync", "--daemon", "--no-detach", "--address", ip2,
-                                         "--port", "8730", "--config", conf}),
+      Process::Start({.argv = on(2, {"rsync", "--daemon", "--no-detach", "--address", ip2, "--port",
+                                     "8730", "--config", conf}),
                       .output_path = "/dev/null"});
   if (!daemon.ok()) return Fail(daemon.status().ToString());
   absl::SleepFor(absl::Milliseconds(500));
   const absl::Time t0 = absl::Now();
-  absl::StatusOr<CommandResult> rsync = RunCommand(
-      n.Wrap(1, {"rsync", "-a", source + "/", absl::StrCat("rsync://", ip2, ":8730/m/")}),
-      std::chrono::minutes(20));
+  absl::StatusOr<CommandResult> rsync =
+      RunCommand(on(1, {"rsync", "-a", source + "/", absl::StrCat("rsync://", ip2, ":8730/m/")}),
+                 std::chrono::minutes(20));
   const double rsync_s = absl::ToDoubleSeconds(absl::Now() - t0);
   (void)daemon->Stop(absl::Seconds(2));
   if (!rsync.ok() || rsync->exit_code != 0) {
     return Fail(absl::StrCat("rsync failed: ", rsync.ok() ? rsync->stderr_text : ""));
   }
+  std::filesystem::remove_all(rsync_dir);
+
+  // The destination's disk: the same bytes written and fsynced.
+  const std::string dd_file = root + "/dd-test";
+  const absl::Time dd0 = absl::Now();
+  absl::StatusOr<CommandResult> dd = RunCommand({"dd", "if=/dev/zero", "of=" + dd_file, "bs=8M",
+                                                 absl::StrCat("count=", total >> 23), "conv=fsync"},
+                                                std::chrono::minutes(20));
+  const double dd_s = absl::ToDoubleSeconds(absl::Now() - dd0);
+  std::filesystem::remove(dd_file);
+  if (!dd.ok() || dd->exit_code != 0) return Fail("dd failed");
   const double bits = static_cast<double>(total) * 8;
   nlohmann::ordered_json out = {
       {"bytes", total},
@@ -148,6 +189,10 @@ int Run(double gib, uint32_t streams) {
       {"rsync_seconds", rsync_s},
       {"rsync_gbps", bits / rsync_s / 1e9},
       {"stage_speedup_vs_rsync", rsync_s / one},
+      {"disk_write_gbps", bits / dd_s / 1e9},
+      {"one_copy_vs_disk", dd_s / one},
+      {"loopback", !n.isolated()},
+      {"pin_cores", pin_cores},
   };
   std::cout << out.dump() << "\n";
   return 0;
@@ -163,6 +208,16 @@ int main(int argc, char** argv) {
   app.add_option("--gib", gib, "size of the synthetic tree in GiB")->capture_default_str();
   app.add_option("--streams", streams, "TCP streams per link (fleet stage and iperf3)")
       ->capture_default_str();
+  std::string dest_root;
+  app.add_option("--dest-root", dest_root,
+                 "directory for the agents' staged files (default: the bench's temporary "
+                 "directory)");
+  std::string fleet = FLEET_BINARY;
+  app.add_option("--fleet", fleet, "the fleet binary to run")->capture_default_str();
+  int pin_cores = 0;
+  app.add_option("--pin-cores", pin_cores,
+                 "run node i (its agent, iperf3, rsync) on cores [(i-1)*N, i*N) (0: unpinned)")
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
-  return fleet::testing::Run(gib, streams);
+  return fleet::testing::Run(gib, streams, dest_root, fleet, pin_cores);
 }

@@ -7,8 +7,8 @@
 # NCCL (hundreds of MB; the GPU host has CUDA 13 in /usr/local/cuda and NCCL in the system, which
 # run-on-gpu-host.sh puts on the library path). DIST must stay under the device tool's 64 MiB.
 # DIST is emptied first, so it defaults to a folder of its own beside other packs in dist/.
-# engine_decode_bench is built by name (benchmarks are not part of `all`): ninja -C BUILD_DIR
-# all engine_decode_bench.
+# engine_decode_bench (and stage_bench) are built by name (benchmarks are not part of `all`):
+# ninja -C BUILD_DIR all engine_decode_bench stage_bench.
 # Usage: tests/gpu/make-dist.sh BUILD_DIR [DIST_DIR (default: dist/gpu)]
 set -eu
 
@@ -26,6 +26,11 @@ for optional in tests/gpu/native_gpu_test tests/bench/engine_decode_bench; do
     echo "make-dist: $build/$optional not built (no CUDA in this build?); left out" >&2
   fi
 done
+# stage_bench, when built by name, measures staging on the GPU host's many cores (loopback
+# nodes there); it runs iperf3 and rsync, which that host lacks, so they travel with it.
+if [ -x "$build/tests/bench/stage_bench" ]; then
+  cp "$build/tests/bench/stage_bench" "$(command -v iperf3)" "$(command -v rsync)" "$dist/bin/"
+fi
 # Debug information is most of each binary's size and is not needed there.
 strip --strip-debug "$dist"/bin/*
 for binary in "$dist"/bin/*; do

@@ -180,7 +180,7 @@ TEST_F(StageTransferTest, AStagedTreeIsProbedWithoutReadingItAndMatchesTheSource
   EXPECT_EQ(source_probe.sha256(), staged.sha256());
 }
 
-TEST_F(StageTransferTest, ACorruptedChunkIsRejectedNotForwardedAndTheNextRoundFillsIt) {
+TEST_F(StageTransferTest, ACorruptedChunkIsRejectedByEveryNodeAndTheNextRoundFillsIt) {
   StageEndpoints source({.node_name = "src", .corrupt_chunks = 1});
   StageEndpoints n1({.node_name = "n1", .prefix = root_ + "/n1"});
   StageEndpoints n2({.node_name = "n2", .prefix = root_ + "/n2"});
@@ -190,8 +190,8 @@ TEST_F(StageTransferTest, ACorruptedChunkIsRejectedNotForwardedAndTheNextRoundFi
   ASSERT_TRUE(first.send.ok()) << first.send;
   EXPECT_EQ(first.finished[0].chunks_rejected(), 1u);
   EXPECT_EQ(first.finished[0].chunks_missing(), 1u);
-  // n1 dropped it, so n2 never saw it.
-  EXPECT_EQ(first.finished[1].chunks_rejected(), 0u);
+  // n1 forwarded it as it came (cut-through); n2 checked it for itself.
+  EXPECT_EQ(first.finished[1].chunks_rejected(), 1u);
   EXPECT_EQ(first.finished[1].chunks_missing(), 1u);
   // The first chunk sent is global chunk 0: sub/config.json ("empty" has none), which stays
   // under its partial name only.
