@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "agent/stage/manifest.h"
 #include "common/data_socket.h"
 #include "common/files.h"
@@ -118,6 +119,7 @@ class StageEndpoints::Transfer {
     if (acceptor_.joinable()) acceptor_.join();
     for (std::thread& t : receivers_) t.join();
     for (std::thread& t : verifiers_) t.join();
+    if (reserver_.joinable()) reserver_.join();
   }
 
   const std::string& real_dest() const { return real_dest_; }
@@ -214,20 +216,13 @@ class StageEndpoints::Transfer {
         return ErrnoStatus(
             absl::StrCat("node ", options_.node_name, ": open ", state.partial_path));
       }
-      const uint64_t size = manifest_.files(f).size();
-      // Reserving the blocks now makes a full disk an error before the first byte rather than
-      // in the middle of a chunk.
-      if (size > 0) {
-        if (int err = ::posix_fallocate(state.fd.get(), 0, static_cast<off_t>(size)); err != 0) {
-          return absl::FailedPreconditionError(
-              absl::StrCat("node ", options_.node_name, ": cannot reserve ", size, " bytes for ",
-                           state.partial_path, ": ", std::strerror(err),
-                           "; free space there or pass --dest on a larger disk"));
-        }
-      }
-      RETURN_IF_ERRNO(::ftruncate(state.fd.get(), static_cast<off_t>(size)),
+      RETURN_IF_ERRNO(::ftruncate(state.fd.get(), static_cast<off_t>(manifest_.files(f).size())),
                       "truncate " + state.partial_path);
     }
+    // The blocks are reserved while the chain is planned and the first chunks travel (on a
+    // tmpfs this zeroes every page: seconds for a large model, which one after another would
+    // add up along the chain). Chunks are written only after it.
+    reserver_ = std::thread([this] { Reserve(); });
     streams_ = request.streams();
     incoming_.resize(streams_);
     outgoing_.resize(streams_);
@@ -282,6 +277,8 @@ class StageEndpoints::Transfer {
                               absl::FormatDuration(kFinishWait));
       }
     }
+    // No file is committed while its blocks are still being reserved.
+    reserved_.WaitForNotification();
     ManifestCache cache(options_.cache_dir, real_dest_);
     std::set<std::string> dirs;
     for (int f = 0; f < manifest_.files_size(); ++f) {
@@ -402,6 +399,25 @@ class StageEndpoints::Transfer {
     for (uint32_t i = 0; i < verifiers; ++i) verifiers_.emplace_back([this] { Verify(); });
   }
 
+  // posix_fallocate of every file still to be written, so a disk that fills up meanwhile is
+  // one clear error rather than a failure in the middle of a chunk; on failure nothing is
+  // written (the chunks stay missing) and Finish reports it.
+  void Reserve() {
+    for (int f = 0; f < manifest_.files_size(); ++f) {
+      const uint64_t size = manifest_.files(f).size();
+      const FileState& state = files_[f];
+      if (size == 0 || !state.fd.valid()) continue;
+      if (int err = ::posix_fallocate(state.fd.get(), 0, static_cast<off_t>(size)); err != 0) {
+        Fail(absl::StrCat("node ", options_.node_name, ": cannot reserve ", size, " bytes for ",
+                          state.partial_path, ": ", std::strerror(err),
+                          "; free space there or pass --dest on a larger disk"));
+        reserve_failed_.store(true);
+        break;
+      }
+    }
+    reserved_.Notify();
+  }
+
   // A frame buffer the pool lends, until a verifier gives it back.
   char* TakeBuffer() {
     absl::MutexLock lock(&queue_mu_);
@@ -510,6 +526,8 @@ class StageEndpoints::Transfer {
     received_.fetch_add(ref.length);
     FileState& state = files_[ref.file];
     if (have_[g] || !state.fd.valid()) return;
+    reserved_.WaitForNotification();
+    if (reserve_failed_.load()) return;
     if (absl::Status w = WriteAllAt(state.fd.get(), bytes.data(), ref.length, ref.offset);
         !w.ok()) {
       Fail(absl::StrCat("node ", options_.node_name, ": writing ", state.partial_path, ": ",
@@ -567,6 +585,9 @@ class StageEndpoints::Transfer {
   std::thread acceptor_;
   std::vector<std::thread> receivers_;  // written by the acceptor only, joined after it
   std::vector<std::thread> verifiers_;
+  std::thread reserver_;
+  absl::Notification reserved_;
+  std::atomic<bool> reserve_failed_{false};
 };
 
 StageEndpoints::StageEndpoints(StageOptions options)
