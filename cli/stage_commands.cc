@@ -1,9 +1,12 @@
 // `fleet stage`: request, progress, table and JSON.
 #include "cli/stage_commands.h"
 
+#include <pthread.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <functional>
 #include <iostream>
 #include <optional>
@@ -140,9 +143,17 @@ std::string RenderStageProgress(const v1::StageRun& run, const v1::StageRun* pre
 namespace {
 
 // Runs `call` (the blocking staging RPC) while a second connection redraws the controller's
-// progress twice a second on a terminal; then prints the run. `call` answers the run.
+// progress twice a second on a terminal; then prints the run. `call` answers the run. Ctrl-C
+// (or SIGTERM) cancels the run at the controller as `fleet stage cancel` does, and the run is
+// printed as it ended; a second Ctrl-C leaves at once (exit 130).
 int RunWithProgress(const Globals& g,
                     const std::function<absl::StatusOr<v1::StageRun>(AdminClient&)>& call) {
+  // Blocked before any thread exists (gRPC's included), so only the wait below takes them.
+  sigset_t stop;
+  sigemptyset(&stop);
+  sigaddset(&stop, SIGINT);
+  sigaddset(&stop, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop, nullptr);
   absl::StatusOr<AdminClient> client = Connect(g);
   if (!client.ok()) return Fail(std::string(client.status().message()));
   absl::StatusOr<AdminClient> watcher = Connect(g);
@@ -158,9 +169,25 @@ int RunWithProgress(const Globals& g,
   const bool terminal = ::isatty(STDERR_FILENO) == 1;
   std::optional<v1::StageRun> previous;
   size_t lines = 0;
+  bool cancelling = false;
   const absl::Duration every = absl::Milliseconds(500);
-  while (!done.WaitForNotificationWithTimeout(every)) {
-    if (!terminal) continue;
+  absl::Time next_draw = absl::Now() + every;
+  while (!done.HasBeenNotified()) {
+    const timespec tick{.tv_sec = 0, .tv_nsec = 100'000'000};
+    if (sigtimedwait(&stop, nullptr, &tick) > 0) {
+      if (cancelling) {
+        std::cerr << "fleet: stopped waiting; `fleet stage status` shows how the run ended\n";
+        std::_Exit(130);
+      }
+      cancelling = true;
+      std::cerr << "\nfleet: cancelling the stage run (Ctrl-C again to stop waiting) ...\n";
+      lines = 0;
+      // The run may have ended meanwhile ("no stage run in flight"): the caller returns then.
+      (void)watcher->StageCancel();
+      continue;
+    }
+    if (!terminal || cancelling || absl::Now() < next_draw) continue;
+    next_draw = absl::Now() + every;
     absl::StatusOr<v1::StageStatusResponse> status = watcher->StageStatus();
     if (!status.ok() || !status->has_run() || status->run().state() != "copying") continue;
     std::string view = RenderStageProgress(status->run(), previous ? &*previous : nullptr,

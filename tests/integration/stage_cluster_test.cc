@@ -2,7 +2,9 @@
 // (127.0.0.x without namespaces). node-1 holds a synthetic model; the others receive it through
 // the agents' chain, each writing under its own --stage-prefix (they share this file system).
 // Copies are checked with sha256sum, which the project does not implement.
+#include <signal.h>
 #include <sys/mount.h>
+#include <sys/wait.h>
 
 #include <filesystem>
 #include <fstream>
@@ -13,6 +15,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "common/files.h"
+#include "common/subprocess.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
@@ -236,6 +240,27 @@ TEST_F(StageTest, ACancelledCopyLeavesNothingHalfNamedAndTheNextRunResumesIt) {
   ASSERT_TRUE(again.ok());
   EXPECT_NE(again->exit_code, 0);
   EXPECT_THAT(again->stderr_text, HasSubstr("no stage run in flight"));
+
+  // Ctrl-C on `fleet stage model` cancels the same way (the resumed run, stopped again).
+  const std::string output = cluster_->temp_dir() + "/ctrl-c.out";
+  absl::StatusOr<Process> cli = Process::Start(
+      {.argv = network_->Wrap(0, {"env", "FLEET_CONFIG=" + cluster_->admin_config_path(),
+                                  FLEET_BINARY, "stage", "model", source_, "--from", "node-1",
+                                  "--to", "node-2,node-3", "--dest", kDest, "-o", "json"}),
+       .output_path = output});
+  ASSERT_TRUE(cli.ok()) << cli.status();
+  ASSERT_TRUE(AwaitPartOf("node-3"));
+  ASSERT_TRUE(cli->Signal(SIGINT).ok());
+  absl::StatusOr<int> interrupted = cli->Wait(absl::Seconds(60));
+  ASSERT_TRUE(interrupted.ok()) << interrupted.status();
+  ASSERT_TRUE(WIFEXITED(*interrupted)) << *interrupted;
+  EXPECT_EQ(WEXITSTATUS(*interrupted), 1);
+  absl::StatusOr<std::string> text = ReadFileToString(output);
+  ASSERT_TRUE(text.ok());
+  EXPECT_THAT(*text, HasSubstr("fleet: cancelling the stage run"));
+  nlohmann::json stopped = nlohmann::json::parse(text->substr(text->find('{')), nullptr, false);
+  EXPECT_EQ(stopped["state"], "cancelled") << *text;
+  EXPECT_FALSE(std::filesystem::exists(Dest(3) + "/weights.bin"));
 
   nlohmann::json second = Stage("node-2,node-3", &code);
   ASSERT_EQ(code, 0) << second.dump(2) << cluster_->LogTails();
