@@ -157,5 +157,27 @@ TEST_F(StageManifestTest, ChunkIndexNumbersChunksAcrossFiles) {
   EXPECT_EQ(partial->size(), 1u);
 }
 
+TEST_F(StageManifestTest, ChunksHashedOnSeveralThreadsKeepTheirOrder) {
+  // 37 chunks, each of its own bytes, the last one short: every hash in its place whatever
+  // thread computed it.
+  std::string content;
+  for (int c = 0; c < 37; ++c)
+    content += std::string(c == 36 ? 100 : kChunk, 'A' + c % 26 + c / 26);
+  Write("many", content);
+  absl::StatusOr<std::vector<std::string>> hashes =
+      HashFileChunks(model_ + "/many", content.size(), kChunk);
+  ASSERT_TRUE(hashes.ok()) << hashes.status();
+  ASSERT_EQ(hashes->size(), 37u);
+  for (size_t c = 0; c < 37; ++c) {
+    EXPECT_EQ((*hashes)[c], Sha256(absl::string_view(content).substr(c * kChunk, kChunk)))
+        << "chunk " << c;
+  }
+  // Read as a partial copy 5 chunks short of a longer file: the 36 whole chunks.
+  absl::StatusOr<std::vector<std::string>> partial =
+      HashFileChunks(model_ + "/many", 41 * kChunk, kChunk);
+  ASSERT_TRUE(partial.ok());
+  EXPECT_EQ(partial->size(), 36u);
+}
+
 }  // namespace
 }  // namespace fleet::agent
