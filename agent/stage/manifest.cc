@@ -3,6 +3,7 @@
 
 #include <fcntl.h>
 #include <openssl/evp.h>
+#include <sched.h>
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -83,6 +84,15 @@ std::string TreeSha256(const v1::StageManifest& manifest) {
   return HexOf(absl::string_view(reinterpret_cast<const char*>(sum), size));
 }
 
+uint32_t UsableCores() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (::sched_getaffinity(0, sizeof set, &set) != 0) {
+    return std::max(1u, std::thread::hardware_concurrency());
+  }
+  return static_cast<uint32_t>(std::max(1, CPU_COUNT(&set)));
+}
+
 absl::StatusOr<std::vector<std::string>> HashFileChunks(const std::string& path, uint64_t size,
                                                         uint32_t chunk_bytes) {
   UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
@@ -95,8 +105,7 @@ absl::StatusOr<std::vector<std::string>> HashFileChunks(const std::string& path,
   const uint64_t chunks = ChunkCount(size, chunk_bytes);
   std::vector<std::string> hashes(chunks);
   std::vector<uint8_t> whole(chunks, 0);
-  const uint64_t threads =
-      std::min<uint64_t>({std::max(1u, std::thread::hardware_concurrency()), 16, chunks});
+  const uint64_t threads = std::min<uint64_t>({UsableCores(), 16, chunks});
   std::vector<absl::Status> errors(threads);
   auto hash_every = [&](uint64_t first) {
     std::string buffer(chunk_bytes, '\0');

@@ -30,6 +30,10 @@ std::string HexOf(absl::string_view bytes);
 // The tree hash documented at StageManifest.tree_sha256, from the manifest's files.
 std::string TreeSha256(const v1::StageManifest& manifest);
 
+// The cores the calling thread may run on (its affinity mask, so a cpuset or taskset counts,
+// where std::thread::hardware_concurrency counts every core of the machine); at least 1.
+uint32_t UsableCores();
+
 // SHA-256 of each chunk of the first `size` bytes of the file at `path` (fewer when the file
 // is shorter: a partial copy's chunks). NotFound when it does not exist.
 absl::StatusOr<std::vector<std::string>> HashFileChunks(const std::string& path, uint64_t size,

@@ -384,8 +384,7 @@ class StageEndpoints::Transfer {
   // one queued per stream, one per verifier. A stream whose frames wait for verifiers stops
   // reading, which slows its sender down.
   void StartVerifiers() {
-    const uint32_t verifiers =
-        std::clamp<uint32_t>(std::thread::hardware_concurrency(), 1, 2 * streams_);
+    const uint32_t verifiers = std::clamp<uint32_t>(UsableCores(), 1, 2 * streams_);
     {
       absl::MutexLock lock(&queue_mu_);
       pending_.assign(streams_, 0);

@@ -1,5 +1,6 @@
 // Staging manifests on a temp directory with 4 KiB chunks: chunk hashes and the tree hash, the
 // (path, size, mtime) cache that spares re-reading, and what a receiver refuses.
+#include <sched.h>
 #include <sys/stat.h>
 #include <sys/time.h>
 
@@ -177,6 +178,24 @@ TEST_F(StageManifestTest, ChunksHashedOnSeveralThreadsKeepTheirOrder) {
       HashFileChunks(model_ + "/many", 41 * kChunk, kChunk);
   ASSERT_TRUE(partial.ok());
   EXPECT_EQ(partial->size(), 36u);
+}
+
+TEST(UsableCoresTest, CountsTheThreadsAffinityNotTheMachinesCores) {
+  cpu_set_t all;
+  ASSERT_EQ(sched_getaffinity(0, sizeof all, &all), 0);
+  EXPECT_EQ(UsableCores(), static_cast<uint32_t>(CPU_COUNT(&all)));
+  // Pinned to one core (as `taskset -c 0` or a one-CPU cpuset would), one is usable.
+  cpu_set_t one;
+  CPU_ZERO(&one);
+  for (int c = 0; c < CPU_SETSIZE; ++c) {
+    if (CPU_ISSET(c, &all)) {
+      CPU_SET(c, &one);
+      break;
+    }
+  }
+  ASSERT_EQ(sched_setaffinity(0, sizeof one, &one), 0);
+  EXPECT_EQ(UsableCores(), 1u);
+  ASSERT_EQ(sched_setaffinity(0, sizeof all, &all), 0);
 }
 
 }  // namespace
