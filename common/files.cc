@@ -64,6 +64,19 @@ absl::Status WriteFileAtomically(const std::string& path, absl::string_view cont
   return absl::OkStatus();
 }
 
+absl::StatusOr<size_t> ReadAt(int fd, char* data, size_t size, uint64_t offset,
+                              const std::string& what) {
+  size_t got = 0;
+  while (got < size) {
+    ssize_t n = ::pread(fd, data + got, size - got, static_cast<off_t>(offset + got));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return ErrnoStatus(absl::StrCat("read ", what));
+    if (n == 0) break;
+    got += static_cast<size_t>(n);
+  }
+  return got;
+}
+
 absl::Status MakeDirectories(const std::string& path, mode_t mode) {
   if (path.empty()) return absl::InvalidArgumentError("empty directory path");
   for (size_t pos = 1; pos <= path.size(); ++pos) {

@@ -3,6 +3,7 @@
 
 #include <sys/types.h>
 
+#include <cstdint>
 #include <string>
 
 #include "absl/status/status.h"
@@ -17,6 +18,12 @@ absl::StatusOr<std::string> ReadFileToString(const std::string& path);
 // so readers see the old file or the new one, never half of one.
 absl::Status WriteFileAtomically(const std::string& path, absl::string_view content,
                                  mode_t mode = 0644);
+
+// pread() of up to `size` bytes of `fd` from `offset` into `data`, retried until that many came
+// or the file ended: the count read (fewer than `size` only at the end of the file). The errno
+// status (naming `what`) on a read error.
+absl::StatusOr<size_t> ReadAt(int fd, char* data, size_t size, uint64_t offset,
+                              const std::string& what);
 
 // mkdir -p with `mode` for the directories it creates.
 absl::Status MakeDirectories(const std::string& path, mode_t mode = 0755);

@@ -11,6 +11,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/files.h"
 #include "common/status_macros.h"
 
 namespace fleet::agent {
@@ -27,20 +28,10 @@ absl::StatusOr<std::string> ReadRange(const std::string& path, uint64_t offset, 
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return ErrnoStatus(absl::StrCat("open ", path));
   std::string out(length, '\0');
-  size_t got = 0;
-  while (got < length) {
-    ssize_t n = ::pread(fd, out.data() + got, length - got, static_cast<off_t>(offset + got));
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      absl::Status st = ErrnoStatus(absl::StrCat("read ", path));
-      ::close(fd);
-      return st;
-    }
-    if (n == 0) break;
-    got += static_cast<size_t>(n);
-  }
+  absl::StatusOr<size_t> got = ReadAt(fd, out.data(), length, offset, path);
   ::close(fd);
-  out.resize(got);
+  if (!got.ok()) return got.status();
+  out.resize(*got);
   return out;
 }
 

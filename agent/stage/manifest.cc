@@ -112,19 +112,12 @@ absl::StatusOr<std::vector<std::string>> HashFileChunks(const std::string& path,
     for (uint64_t c = first; c < chunks; c += threads) {
       const uint64_t offset = c * chunk_bytes;
       const size_t want = static_cast<size_t>(std::min<uint64_t>(chunk_bytes, size - offset));
-      size_t have = 0;
-      while (have < want) {
-        ssize_t n =
-            ::pread(fd.get(), buffer.data() + have, want - have, static_cast<off_t>(offset + have));
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) {
-          errors[first] = ErrnoStatus(absl::StrCat("read ", path));
-          return;
-        }
-        if (n == 0) break;
-        have += static_cast<size_t>(n);
+      absl::StatusOr<size_t> have = ReadAt(fd.get(), buffer.data(), want, offset, path);
+      if (!have.ok()) {
+        errors[first] = have.status();
+        return;
       }
-      if (have < want) return;  // the file ends here: every later chunk is short too
+      if (*have < want) return;  // the file ends here: every later chunk is short too
       hashes[c] = Sha256(absl::string_view(buffer.data(), want));
       whole[c] = 1;
     }

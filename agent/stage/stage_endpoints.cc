@@ -79,15 +79,8 @@ absl::Status WriteAllAt(int fd, const char* data, size_t size, uint64_t offset) 
 // OutOfRange when the file is shorter than the manifest says.
 absl::Status SendCorrupted(int socket, int file, const ChunkRef& ref) {
   std::string bytes(ref.length, '\0');
-  size_t have = 0;
-  while (have < ref.length) {
-    ssize_t n = ::pread(file, bytes.data() + have, ref.length - have,
-                        static_cast<off_t>(ref.offset + have));
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return ErrnoStatus("read");
-    if (n == 0) return absl::OutOfRangeError("the file ended early");
-    have += static_cast<size_t>(n);
-  }
+  ASSIGN_OR_RETURN(size_t have, ReadAt(file, bytes.data(), ref.length, ref.offset, "the chunk"));
+  if (have < ref.length) return absl::OutOfRangeError("the file ended early");
   if (!bytes.empty()) bytes[0] = static_cast<char>(bytes[0] ^ 0x01);
   return SendAll(socket, bytes.data(), bytes.size());
 }
@@ -476,8 +469,9 @@ class StageEndpoints::Transfer {
   absl::Status ReceiveFrame(int in, char* frame) {
     absl::Status st = RecvAll(in, frame, kFrameHeader);
     if (absl::IsOutOfRange(st)) return st;
-    if (!st.ok())
+    if (!st.ok()) {
       return absl::UnavailableError(absl::StrCat("node ", options_.node_name, ": ", st.message()));
+    }
     const uint32_t g = GetU32(frame);
     const uint32_t length = GetU32(frame + 4);
     if (g >= index_.size() || length != index_.at(g).length) {
