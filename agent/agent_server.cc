@@ -298,7 +298,8 @@ absl::Status AgentServer::Serve(const std::string& controller_address) {
       StageOptions{.node_name = identity_.name(),
                    .prefix = options_.stage_prefix,
                    .cache_dir = absl::StrCat(options_.state_dir, "/stage-cache"),
-                   .corrupt_chunks = options_.stage_test_corrupt_chunks});
+                   .corrupt_chunks = options_.stage_test_corrupt_chunks,
+                   .scan_chunk_delay = absl::Milliseconds(options_.stage_test_scan_chunk_ms)});
   // The docker CLI from PATH, so the engine is whatever DOCKER_HOST names, as for shards.
   images_ = std::make_unique<ImageStager>(
       ImageStagerOptions{.node_name = identity_.name(),

@@ -67,6 +67,8 @@ struct AgentOptions {
   std::string stage_prefix;
   // Test hook --stage-test-corrupt-chunks (StageOptions::corrupt_chunks); 0 on a node.
   int stage_test_corrupt_chunks = 0;
+  // Test hook --stage-test-scan-chunk-ms (StageOptions::scan_chunk_delay); 0 on a node.
+  int stage_test_scan_chunk_ms = 0;
 };
 
 class AgentServer {

@@ -254,8 +254,9 @@ int Main(int argc, char** argv) {
   agent->add_option("--metrics-listen", aopts.metrics_listen,
                     "HOST:PORT of the read-only Prometheus endpoint, e.g. 0.0.0.0:9101 "
                     "(port 0: any free; default: off)");
-  // The staging tests' corruption hook (agent/stage/stage_endpoints.h), hidden from --help.
+  // The staging tests' hooks (agent/stage/stage_endpoints.h), hidden from --help.
   agent->add_option("--stage-test-corrupt-chunks", aopts.stage_test_corrupt_chunks)->group("");
+  agent->add_option("--stage-test-scan-chunk-ms", aopts.stage_test_scan_chunk_ms)->group("");
   agent->add_option("--stage-prefix", aopts.stage_prefix,
                     "directory that `fleet stage` destinations are written under (default: none; "
                     "`fleet up` gives each local agent its own)");

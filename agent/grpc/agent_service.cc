@@ -243,8 +243,10 @@ grpc::ServerUnaryReactor* AgentService::RouterCommand(grpc::CallbackServerContex
 grpc::ServerUnaryReactor* AgentService::StageScan(grpc::CallbackServerContext* context,
                                                   const v1::StageScanRequest* request,
                                                   v1::StageScanResponse* response) {
-  return OnStage(context, executors_.stage, response,
-                 [this, request] { return stage_->Scan(*request); });
+  // A controller that cancels the run cancels this call: the hashing stops there.
+  return OnStage(context, executors_.stage, response, [this, context, request] {
+    return stage_->Scan(*request, [context] { return context->IsCancelled(); });
+  });
 }
 
 grpc::ServerUnaryReactor* AgentService::StagePrepare(grpc::CallbackServerContext* context,

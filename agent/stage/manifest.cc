@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <memory>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/match.h"
@@ -94,7 +95,8 @@ uint32_t UsableCores() {
 }
 
 absl::StatusOr<std::vector<std::string>> HashFileChunks(const std::string& path, uint64_t size,
-                                                        uint32_t chunk_bytes) {
+                                                        uint32_t chunk_bytes,
+                                                        const std::function<bool()>& cancelled) {
   UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd.valid()) {
     if (errno == ENOENT) return absl::NotFoundError(absl::StrCat(path, " does not exist"));
@@ -110,6 +112,10 @@ absl::StatusOr<std::vector<std::string>> HashFileChunks(const std::string& path,
   auto hash_every = [&](uint64_t first) {
     std::string buffer(chunk_bytes, '\0');
     for (uint64_t c = first; c < chunks; c += threads) {
+      if (cancelled && cancelled()) {
+        errors[first] = absl::CancelledError(absl::StrCat("hashing ", path, " was cancelled"));
+        return;
+      }
       const uint64_t offset = c * chunk_bytes;
       const size_t want = static_cast<size_t>(std::min<uint64_t>(chunk_bytes, size - offset));
       absl::StatusOr<size_t> have = ReadAt(fd.get(), buffer.data(), want, offset, path);
@@ -214,8 +220,14 @@ absl::StatusOr<ScannedTree> BuildManifest(const std::string& dir, const Manifest
       *file.mutable_chunk_sha256() = cached->chunk_sha256();
     } else {
       tree.from_cache = false;
-      ASSIGN_OR_RETURN(std::vector<std::string> hashes,
-                       HashFileChunks(path, file.size(), options.chunk_bytes));
+      absl::StatusOr<std::vector<std::string>> hashed =
+          HashFileChunks(path, file.size(), options.chunk_bytes, options.cancelled);
+      if (absl::IsCancelled(hashed.status())) {
+        (void)cache.Save();  // what was hashed whole so far: the next scan skips it
+        return absl::CancelledError(absl::StrCat("the scan of ", dir, " was cancelled"));
+      }
+      RETURN_IF_ERROR(hashed.status());
+      std::vector<std::string> hashes = *std::move(hashed);
       struct stat after {};
       if (::stat(path.c_str(), &after) != 0 || after.st_size != st.st_size ||
           MtimeNs(after) != MtimeNs(st) ||

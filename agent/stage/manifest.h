@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -35,14 +36,20 @@ std::string TreeSha256(const v1::StageManifest& manifest);
 uint32_t UsableCores();
 
 // SHA-256 of each chunk of the first `size` bytes of the file at `path` (fewer when the file
-// is shorter: a partial copy's chunks). NotFound when it does not exist.
-absl::StatusOr<std::vector<std::string>> HashFileChunks(const std::string& path, uint64_t size,
-                                                        uint32_t chunk_bytes);
+// is shorter: a partial copy's chunks). NotFound when it does not exist; Cancelled once
+// `cancelled` (when given, asked before each chunk is read) answers true.
+absl::StatusOr<std::vector<std::string>> HashFileChunks(
+    const std::string& path, uint64_t size, uint32_t chunk_bytes,
+    const std::function<bool()>& cancelled = nullptr);
 
 struct ManifestOptions {
   // Where manifests are cached (the agent's STATE_DIR/stage-cache); empty: no cache.
   std::string cache_dir;
   uint32_t chunk_bytes = kStageChunkBytes;
+  // Asked before each chunk is read; true ends the scan Cancelled (`fleet stage cancel` while a
+  // large tree is hashed for the first time). The files hashed whole by then are cached, so the
+  // next scan starts where this one stopped.
+  std::function<bool()> cancelled;
 };
 
 struct ScannedTree {
@@ -51,7 +58,8 @@ struct ScannedTree {
 };
 
 // The manifest of directory `dir`. InvalidArgument for a relative path, NotFound when it is
-// not a directory, Aborted when a file changes while it is read.
+// not a directory, Aborted when a file changes while it is read, Cancelled when
+// `options.cancelled` says so.
 //
 // Example:
 //   ASSIGN_OR_RETURN(ScannedTree tree, BuildManifest("/srv/models/ds4",

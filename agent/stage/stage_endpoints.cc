@@ -14,10 +14,12 @@
 #include <filesystem>
 #include <set>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
 #include "agent/stage/manifest.h"
 #include "common/data_socket.h"
 #include "common/files.h"
@@ -588,9 +590,17 @@ StageEndpoints::StageEndpoints(StageOptions options)
 
 StageEndpoints::~StageEndpoints() = default;
 
-absl::StatusOr<v1::StageScanResponse> StageEndpoints::Scan(const v1::StageScanRequest& request) {
+absl::StatusOr<v1::StageScanResponse> StageEndpoints::Scan(const v1::StageScanRequest& request,
+                                                           std::function<bool()> cancelled) {
+  if (options_.scan_chunk_delay > absl::ZeroDuration()) {
+    cancelled = [delay = options_.scan_chunk_delay, asked = std::move(cancelled)] {
+      absl::SleepFor(delay);
+      return asked();
+    };
+  }
   ASSIGN_OR_RETURN(ScannedTree tree,
-                   BuildManifest(request.path(), {.cache_dir = options_.cache_dir}));
+                   BuildManifest(request.path(), {.cache_dir = options_.cache_dir,
+                                                  .cancelled = std::move(cancelled)}));
   v1::StageScanResponse response;
   *response.mutable_manifest() = std::move(tree.manifest);
   response.set_from_cache(tree.from_cache);

@@ -25,12 +25,14 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
 
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "fleet/v1/stage.pb.h"
 
 namespace fleet::agent {
@@ -43,6 +45,9 @@ struct StageOptions {
   // Test hook (the agent's hidden --stage-test-corrupt-chunks N; only tests pass it): the first
   // N chunks this agent sends get one byte flipped on the wire, after hashing.
   int corrupt_chunks = 0;
+  // Test hook (--stage-test-scan-chunk-ms N): a scan waits this long before each chunk it
+  // hashes, as from a slow disk, so a test can cancel a scan in flight.
+  absl::Duration scan_chunk_delay = absl::ZeroDuration();
 };
 
 class StageEndpoints {
@@ -50,8 +55,10 @@ class StageEndpoints {
   explicit StageEndpoints(StageOptions options);
   ~StageEndpoints();
 
-  // Blocking: hashes what the cache cannot vouch for.
-  absl::StatusOr<v1::StageScanResponse> Scan(const v1::StageScanRequest& request);
+  // Blocking: hashes what the cache cannot vouch for. Cancelled once `cancelled` answers true
+  // (asked before each chunk; the caller's call was cancelled).
+  absl::StatusOr<v1::StageScanResponse> Scan(const v1::StageScanRequest& request,
+                                             std::function<bool()> cancelled);
   // Blocking while it hashes the destination's existing files. FailedPrecondition naming the
   // node and path when the disk lacks the space; a new Prepare for the same destination ends an
   // older transfer there.

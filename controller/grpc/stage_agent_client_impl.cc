@@ -2,13 +2,17 @@
 #include "controller/grpc/stage_agent_client_impl.h"
 
 #include <algorithm>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "common/grpc_status.h"
 #include "common/identity_names.h"
 
 namespace fleet::controller {
 namespace {
+
+constexpr absl::Duration kScanCancelPoll = absl::Milliseconds(100);
 
 // One unary call with a deadline; errors name the agent's address.
 template <typename Request, typename Response, typename Method>
@@ -50,9 +54,28 @@ v1::Agent::Stub* GrpcStageAgentClient::StubFor(const std::string& address,
 
 absl::StatusOr<v1::StageScanResponse> GrpcStageAgentClient::Scan(
     const std::string& address, const std::string& node_id, const v1::StageScanRequest& request,
-    absl::Duration deadline) {
-  return CallAgent<v1::StageScanRequest, v1::StageScanResponse>(
-      StubFor(address, node_id, deadline), &v1::Agent::Stub::StageScan, request, address, deadline);
+    absl::Duration deadline, const absl::Notification& cancel) {
+  v1::Agent::Stub* stub = StubFor(address, node_id, deadline);
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + deadline));
+  v1::StageScanResponse response;
+  grpc::Status status;
+  absl::Notification done;
+  stub->async()->StageScan(&context, &request, &response, [&](grpc::Status s) {
+    status = std::move(s);
+    done.Notify();
+  });
+  // A cancel ends the call; the agent sees it cancelled and stops hashing.
+  bool cancelled = false;
+  while (!done.WaitForNotificationWithTimeout(kScanCancelPoll)) {
+    if (!cancelled && cancel.HasBeenNotified()) {
+      context.TryCancel();
+      cancelled = true;
+    }
+  }
+  if (status.ok()) return response;
+  absl::Status st = FromGrpc(status);
+  return absl::Status(st.code(), absl::StrCat("agent at ", address, ": ", st.message()));
 }
 
 absl::StatusOr<v1::StagePrepareResponse> GrpcStageAgentClient::Prepare(

@@ -18,7 +18,8 @@ class GrpcStageAgentClient final : public StageAgentClient {
       : transport_(std::move(transport)) {}
   absl::StatusOr<v1::StageScanResponse> Scan(const std::string& address, const std::string& node_id,
                                              const v1::StageScanRequest& request,
-                                             absl::Duration deadline) override;
+                                             absl::Duration deadline,
+                                             const absl::Notification& cancel) override;
   absl::StatusOr<v1::StagePrepareResponse> Prepare(const std::string& address,
                                                    const std::string& node_id,
                                                    const v1::StagePrepareRequest& request,

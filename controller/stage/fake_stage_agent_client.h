@@ -4,7 +4,8 @@
 // which image ID; a load gives the target the ID the source sent unless `loaded_ids` says
 // otherwise. Every call is recorded in order, so tests check the chain the runner planned. With
 // `hold_sends`, a send (model or image) blocks until a target is told to abort, then fails as a
-// send whose first hop closed does: a copy in flight for `fleet stage cancel` to stop.
+// send whose first hop closed does: a copy in flight for `fleet stage cancel` to stop. With
+// `hold_scans`, the source's scan blocks until the run is cancelled (a first scan of a large tree).
 #pragma once
 
 #include <map>
@@ -14,6 +15,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "common/status_macros.h"
 #include "controller/stage/stage_agent_client.h"
 
@@ -22,17 +24,18 @@ namespace fleet::controller {
 class FakeStageAgentClient final : public StageAgentClient {
  public:
   absl::StatusOr<v1::StageScanResponse> Scan(const std::string& address, const std::string&,
-                                             const v1::StageScanRequest& request,
-                                             absl::Duration) override {
-    absl::MutexLock lock(&mu_);
-    calls.push_back(absl::StrCat("scan ", address));
-    auto it = trees.find(address);
-    if (it == trees.end() || it->second.root() != request.path()) {
-      return absl::NotFoundError(absl::StrCat(request.path(), " is not a directory on this node"));
+                                             const v1::StageScanRequest& request, absl::Duration,
+                                             const absl::Notification& cancel) override {
+    {
+      absl::MutexLock lock(&mu_);
+      calls.push_back(absl::StrCat("scan ", address));
+      if (!hold_scans) return Scanned(address, request);
+      ++held_;
     }
-    v1::StageScanResponse response;
-    *response.mutable_manifest() = it->second;
-    return response;
+    if (!cancel.WaitForNotificationWithTimeout(absl::Seconds(10))) {
+      return absl::DeadlineExceededError("the held scan was never cancelled");
+    }
+    return absl::CancelledError(absl::StrCat("agent at ", address, ": Cancelled"));
   }
   absl::StatusOr<v1::StagePrepareResponse> Prepare(const std::string& address, const std::string&,
                                                    const v1::StagePrepareRequest& request,
@@ -177,11 +180,12 @@ class FakeStageAgentClient final : public StageAgentClient {
   std::map<std::string, std::vector<v1::StageImageReceiveRequest>> receives;
   std::vector<v1::StageImageSendRequest> image_sends;
   bool hold_sends = false;  // set before the run starts
+  bool hold_scans = false;  // a scan blocks until the run is cancelled, then fails Cancelled
   // When set, each final Finish/FinishImage (wait) returns only once this many have been asked,
   // DeadlineExceeded after 5 s: asked one after another, they never meet.
   int finish_together = 0;
 
-  // Waits (up to 10 s) until a send is held; false when none came.
+  // Waits (up to 10 s) until a send (or with `hold_scans`, a scan) is held; false when none came.
   bool WaitForHeldSend() {
     absl::MutexLock lock(&mu_);
     auto held = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return held_ > 0; };
@@ -189,6 +193,18 @@ class FakeStageAgentClient final : public StageAgentClient {
   }
 
  private:
+  absl::StatusOr<v1::StageScanResponse> Scanned(const std::string& address,
+                                                const v1::StageScanRequest& request)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    auto it = trees.find(address);
+    if (it == trees.end() || it->second.root() != request.path()) {
+      return absl::NotFoundError(absl::StrCat(request.path(), " is not a directory on this node"));
+    }
+    v1::StageScanResponse response;
+    *response.mutable_manifest() = it->second;
+    return response;
+  }
+
   absl::StatusOr<v1::StageSendResponse> HeldSend() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     ++held_;
     auto aborted = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return aborts_ > 0; };

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "fleet/v1/stage.pb.h"
 
@@ -15,10 +16,13 @@ class StageAgentClient {
  public:
   virtual ~StageAgentClient() = default;
   // `address` is the agent's "HOST:PORT", `node_id` the identity its certificate must prove.
+  // Once `cancel` is notified the scan ends: the agent stops hashing (a first scan of a large
+  // tree takes minutes) and the answer is Cancelled.
   virtual absl::StatusOr<v1::StageScanResponse> Scan(const std::string& address,
                                                      const std::string& node_id,
                                                      const v1::StageScanRequest& request,
-                                                     absl::Duration deadline) = 0;
+                                                     absl::Duration deadline,
+                                                     const absl::Notification& cancel) = 0;
   virtual absl::StatusOr<v1::StagePrepareResponse> Prepare(const std::string& address,
                                                            const std::string& node_id,
                                                            const v1::StagePrepareRequest& request,

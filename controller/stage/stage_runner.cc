@@ -85,7 +85,7 @@ StageRunner::InFlight::InFlight(StageRunner* runner, bool image) : runner_(runne
     absl::MutexLock lock(&runner_->status_mu_);
     runner_->in_flight_ = true;
     runner_->in_flight_image_ = image;
-    runner_->cancel_ = false;
+    runner_->cancel_ = std::make_shared<absl::Notification>();
     runner_->opened_.clear();
     runner_->stored_state_.clear();
   }
@@ -106,7 +106,7 @@ StageRunner::InFlight::~InFlight() {
 
 bool StageRunner::CancelRequested() {
   absl::MutexLock lock(&status_mu_);
-  return cancel_;
+  return cancel_ != nullptr && cancel_->HasBeenNotified();
 }
 
 void StageRunner::TrackOpened(const std::string& agent_address, const std::string& node_id,
@@ -185,7 +185,7 @@ absl::StatusOr<v1::StageCancelResponse> StageRunner::Cancel() {
       return absl::FailedPreconditionError(
           "no stage run in flight; `fleet stage status` shows the last one");
     }
-    cancel_ = true;
+    if (!cancel_->HasBeenNotified()) cancel_->Notify();
   }
   // Closing the targets' ports ends the source's send, which is what the run is waiting on.
   AbortOpened();
@@ -248,21 +248,38 @@ absl::StatusOr<v1::StageModelResponse> StageRunner::Run(const v1::StageModelRequ
   run.set_state("planning");
   const std::string dest = request.dest().empty() ? request.path() : request.dest();
 
+  // Shown while the source scans: a first scan of a large tree takes minutes.
+  Publish(run);
+
   // The source: the named node, else the first Ready non-target that has the path.
   v1::StageScanRequest scan;
   scan.set_path(request.path());
   std::optional<FabricEndpoint> from;
   absl::StatusOr<v1::StageScanResponse> scanned = absl::NotFoundError("no source");
   std::vector<std::string> tried;
+  std::shared_ptr<absl::Notification> cancel;
+  {
+    absl::MutexLock lock(&status_mu_);
+    cancel = cancel_;
+  }
   for (const std::string& name : ready.names) {
     if (request.from().empty() ? seen.contains(name) : name != request.from()) continue;
+    if (cancel->HasBeenNotified()) break;
     const FabricEndpoint& e = ready.by_name.at(name);
-    scanned = agents_->Scan(e.agent_address, e.node_id, scan, kScanDeadline);
+    scanned = agents_->Scan(e.agent_address, e.node_id, scan, kScanDeadline, *cancel);
     if (scanned.ok()) {
       from = e;
       break;
     }
     tried.push_back(absl::StrCat(name, ": ", scanned.status().message()));
+  }
+  if (!from.has_value() && cancel->HasBeenNotified()) {
+    // Cancelled while the source hashed the tree: nothing was sent; what it hashed is cached.
+    for (const std::string& name : request.to()) run.add_nodes()->set_node(name);
+    EndCancelled(run, start);
+    v1::StageModelResponse response;
+    *response.mutable_run() = run;
+    return response;
   }
   if (!from.has_value()) {
     run.set_state("failed");

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <functional>
+#include <memory>
 #include <optional>
 #include <set>
 #include <string>
@@ -20,6 +21,7 @@
 #include "absl/functional/function_ref.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "common/clock.h"
 #include "controller/stage/stage_agent_client.h"
 #include "controller/store/store.h"
@@ -69,9 +71,10 @@ class StageRunner {
   // `fleet stage cancel`: stops the run in flight. Every target prepared so far is told
   // StageFinish{abort} (its data port and streams close; verified chunks stay under temporary
   // names, so the next run resumes), the source's send ends as its first hop closes, and the run
-  // ends with state "cancelled", each unfinished node "cancelled". Waits up to 60 s for the run
-  // to end (a source still hashing the tree ends it once the scan returns) and answers the run
-  // as it then stands. FailedPrecondition when no run is in flight.
+  // ends with state "cancelled", each unfinished node "cancelled"; a source still hashing the
+  // tree stops (its files hashed whole stay cached for the next scan). Waits up to 60 s for the
+  // run to end and answers the run as it then stands. FailedPrecondition when no run is in
+  // flight.
   absl::StatusOr<v1::StageCancelResponse> Cancel();
 
  private:
@@ -148,7 +151,8 @@ class StageRunner {
   std::optional<v1::StageRun> last_ ABSL_GUARDED_BY(status_mu_);
   bool in_flight_ ABSL_GUARDED_BY(status_mu_) = false;
   bool in_flight_image_ ABSL_GUARDED_BY(status_mu_) = false;
-  bool cancel_ ABSL_GUARDED_BY(status_mu_) = false;
+  // Notified by Cancel; a fresh one for each run (a scan in flight waits on it too).
+  std::shared_ptr<absl::Notification> cancel_ ABSL_GUARDED_BY(status_mu_);
   std::vector<Opened> opened_ ABSL_GUARDED_BY(status_mu_);
   // The state last written to the store in this run ("" before its first write): a run is
   // stored when its state changes, not on every progress poll.

@@ -15,6 +15,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
 #include "common/files.h"
 #include "common/subprocess.h"
 #include "gmock/gmock.h"
@@ -278,6 +279,42 @@ TEST_F(StageTest, ACancelledCopyLeavesNothingHalfNamedAndTheNextRunResumesIt) {
   EXPECT_LT(Node(second, "node-3")["bytes_sent"].get<uint64_t>(), size) << second.dump(2);
   ASSERT_NO_FATAL_FAILURE(ExpectSameTree(2));
   ASSERT_NO_FATAL_FAILURE(ExpectSameTree(3));
+}
+
+// A cancel while the source hashes a tree it has never seen (node-1 reads it as from a slow
+// disk: 1 s a chunk, 20 one-chunk files, so a whole scan takes 20 s) stops the scan there: the
+// run ends cancelled at once, and node-1 keeps what it hashed (its manifest cache is written
+// when the scan stops, not 20 s later).
+TEST_F(StageTest, ACancelDuringTheFirstScanStopsTheScan) {
+  ASSERT_NO_FATAL_FAILURE(Start({{1, {"--stage-test-scan-chunk-ms", "1000"}}}));
+  for (int i = 0; i < 20; ++i) {
+    WriteRandomFile(absl::StrCat(source_, "/shard-", i, ".bin"), 4096, 20 + i);
+  }
+  int code = -1;
+  nlohmann::json first;
+  std::thread stage([&] { first = Stage("node-2", &code); });
+  ASSERT_TRUE(TestCluster::WaitFor(
+      [&] {
+        absl::StatusOr<CommandResult> s = cluster_->RunCli({"stage", "status", "-o", "json"});
+        if (!s.ok()) return false;
+        nlohmann::json doc = nlohmann::json::parse(s->stdout_text, nullptr, false);
+        return !doc.is_discarded() && doc["state"] == "planning";
+      },
+      absl::Seconds(30)));
+  const absl::Time scanning = absl::Now();
+  absl::StatusOr<CommandResult> cancel = cluster_->RunCli({"stage", "cancel", "-o", "json"});
+  stage.join();
+  ASSERT_TRUE(cancel.ok()) << cancel.status();
+  EXPECT_EQ(cancel->exit_code, 0) << cancel->stderr_text << cluster_->LogTails();
+  EXPECT_EQ(code, 1) << first.dump(2);
+  EXPECT_EQ(first["state"], "cancelled") << first.dump(2);
+  EXPECT_EQ(Node(first, "node-2")["state"], "cancelled") << first.dump(2);
+  const std::string cache = cluster_->temp_dir() + "/node-1/stage-cache";
+  ASSERT_TRUE(TestCluster::WaitFor(
+      [&] { return std::filesystem::exists(cache) && !std::filesystem::is_empty(cache); },
+      absl::Seconds(30)));
+  EXPECT_LT(absl::Now() - scanning, absl::Seconds(12)) << "node-1 went on hashing after the cancel";
+  EXPECT_FALSE(std::filesystem::exists(Dest(2)));
 }
 
 TEST_F(StageTest, ACorruptedChunkIsDetectedAndSentAgain) {

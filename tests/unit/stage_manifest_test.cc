@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <sys/time.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -91,6 +92,30 @@ TEST_F(StageManifestTest, ASecondScanReadsNoContentWhileSizeAndMtimeHold) {
   ASSERT_TRUE(third.ok()) << third.status();
   EXPECT_FALSE(third->from_cache);
   EXPECT_NE(third->manifest.tree_sha256(), first->manifest.tree_sha256());
+}
+
+// `fleet stage cancel` during a first scan: the scan stops before its next chunk, Cancelled, and
+// the files hashed whole by then are cached, so the next scan reads only the rest.
+TEST_F(StageManifestTest, ACancelledScanStopsAndTheNextOneReadsOnlyWhatWasLeft) {
+  for (const char* name : {"a.bin", "b.bin", "c.bin"}) Write(name, std::string(3 * kChunk, *name));
+  std::atomic<int> asked = 0;
+  ManifestOptions options = Options();
+  options.cancelled = [&] { return ++asked > 3; };  // a.bin's 3 chunks, then cancelled
+  absl::StatusOr<ScannedTree> stopped = BuildManifest(model_, options);
+  EXPECT_TRUE(absl::IsCancelled(stopped.status())) << stopped.status();
+  EXPECT_THAT(std::string(stopped.status().message()), HasSubstr(model_));
+  // b.bin's hashing threads (up to one per chunk) each ask once more and stop; c.bin is not
+  // opened.
+  EXPECT_LE(asked.load(), 3 + 3);
+
+  asked = 0;
+  options.cancelled = [&] { return ++asked < 0; };
+  absl::StatusOr<ScannedTree> resumed = BuildManifest(model_, options);
+  ASSERT_TRUE(resumed.ok()) << resumed.status();
+  EXPECT_EQ(asked.load(), 6) << "b.bin and c.bin read, a.bin from the cache";
+  absl::StatusOr<ScannedTree> uncached = BuildManifest(model_, {.chunk_bytes = kChunk});
+  ASSERT_TRUE(uncached.ok()) << uncached.status();
+  EXPECT_EQ(resumed->manifest.tree_sha256(), uncached->manifest.tree_sha256());
 }
 
 TEST_F(StageManifestTest, TheTreeHashCoversNamesContentAndModes) {

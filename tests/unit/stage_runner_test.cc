@@ -166,6 +166,28 @@ TEST_F(StageRunnerTest, BadRequestsAreRefusedWithTheFix) {
 
 // `fleet stage cancel` while the source sends: each prepared target is told to abort (which is
 // what ends the send), no target is asked to finish, and the run ends "cancelled".
+// `fleet stage cancel` while the source still hashes a tree it has never seen: the scan is
+// cancelled (not waited for), no other node is asked to scan, nothing is prepared.
+TEST_F(StageRunnerTest, CancelStopsTheSourcesScan) {
+  agents_.hold_scans = true;
+  absl::StatusOr<v1::StageModelResponse> done = absl::UnknownError("not run");
+  std::thread run([&] { done = runner_.Run(Request({"spark-2", "spark-3"}), nodes_); });
+  ASSERT_TRUE(agents_.WaitForHeldSend());
+  absl::StatusOr<v1::StageCancelResponse> cancelled = runner_.Cancel();
+  run.join();
+  ASSERT_TRUE(cancelled.ok()) << cancelled.status();
+  ASSERT_TRUE(done.ok()) << done.status();
+  EXPECT_THAT(agents_.calls, ElementsAre("scan " + Agent(1)));
+  for (const v1::StageRun* run : {&done->run(), &cancelled->run()}) {
+    EXPECT_EQ(run->state(), "cancelled");
+    ASSERT_EQ(run->nodes_size(), 2);
+    EXPECT_EQ(run->nodes(0).node(), "spark-2");
+    EXPECT_EQ(run->nodes(0).state(), "cancelled");
+    EXPECT_EQ(run->nodes(1).state(), "cancelled");
+    EXPECT_EQ(run->nodes(1).bytes_sent(), 0u);
+  }
+}
+
 TEST_F(StageRunnerTest, CancelAbortsEveryPreparedTargetAndEndsTheRunCancelled) {
   EXPECT_TRUE(absl::IsFailedPrecondition(runner_.Cancel().status()));
   agents_.lacking[Agent(2)] = {0, 1};
