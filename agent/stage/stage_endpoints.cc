@@ -9,6 +9,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <filesystem>
@@ -31,6 +33,9 @@ namespace fleet::agent {
 namespace {
 
 constexpr size_t kFrameHeader = 8;
+// O_DIRECT writes need the buffer, the file offset and the length aligned to the file system's
+// block: 4 KiB covers every block size of the disks agents write to.
+constexpr size_t kDirectAlign = 4096;
 // A data connection that moves nothing for this long is lost (a peer killed, a cable pulled).
 constexpr absl::Duration kIdleTimeout = absl::Seconds(30);
 // The upstream connects within this after Prepare answered.
@@ -213,6 +218,8 @@ class StageEndpoints::Transfer {
       }
       RETURN_IF_ERRNO(::ftruncate(state.fd.get(), static_cast<off_t>(manifest_.files(f).size())),
                       "truncate " + state.partial_path);
+      // A file system without O_DIRECT (EINVAL) gets every chunk through the page cache.
+      state.direct = UniqueFd(::open(state.partial_path.c_str(), O_WRONLY | O_DIRECT | O_CLOEXEC));
     }
     // The blocks are reserved while the chain is planned and the first chunks travel (on a
     // tmpfs this zeroes every page: seconds for a large model, which one after another would
@@ -304,7 +311,11 @@ class StageEndpoints::Transfer {
   struct FileState {
     std::string final_path;
     std::string partial_path;
-    UniqueFd fd;            // the partial copy, while chunks are missing
+    UniqueFd fd;  // the partial copy, while chunks are missing
+    // The same file opened O_DIRECT where its file system allows: whole chunks are written
+    // past the page cache, so a 150 GB model does not fill a Spark's memory (which its GPU
+    // shares) with cached pages, and no core copies each byte into them.
+    UniqueFd direct;
     bool complete = false;  // already whole under its final name
   };
 
@@ -323,6 +334,7 @@ class StageEndpoints::Transfer {
     }
     struct stat st {};
     RETURN_IF_ERRNO(::fstat(state.fd.get(), &st), where + "stat " + state.partial_path);
+    state.direct.reset();
     state.fd.reset();
     RETURN_IF_ERRNO(::rename(state.partial_path.c_str(), state.final_path.c_str()),
                     where + "rename into " + state.final_path);
@@ -384,10 +396,12 @@ class StageEndpoints::Transfer {
       absl::MutexLock lock(&queue_mu_);
       pending_.assign(streams_, 0);
       for (uint32_t i = 0; i < 2 * streams_ + verifiers; ++i) {
-        // Not filled: a buffer's pages are touched only once a frame arrives in it.
-        buffers_.push_back(
-            std::make_unique_for_overwrite<char[]>(kFrameHeader + manifest_.chunk_bytes()));
-        free_.push_back(buffers_.back().get());
+        // Not filled: a buffer's pages are touched only once a frame arrives in it. The frame
+        // starts kFrameHeader bytes before an aligned address, so its chunk can be written
+        // O_DIRECT.
+        buffers_.push_back(std::unique_ptr<char, FreeDeleter>(static_cast<char*>(
+            std::aligned_alloc(kDirectAlign, kDirectAlign + AlignUp(manifest_.chunk_bytes())))));
+        free_.push_back(buffers_.back().get() + kDirectAlign - kFrameHeader);
       }
     }
     for (uint32_t i = 0; i < verifiers; ++i) verifiers_.emplace_back([this] { Verify(); });
@@ -510,6 +524,23 @@ class StageEndpoints::Transfer {
     }
   }
 
+  // A whole aligned chunk goes O_DIRECT where the file allows it (a file system that refuses
+  // this one write with EINVAL gets it through the page cache); the rest through the page
+  // cache, its write-back started at once rather than at the final fsync, so the disk works
+  // while the network does (an error shows at that fsync).
+  static absl::Status WriteChunk(const FileState& state, const char* data, size_t length,
+                                 uint64_t offset) {
+    if (state.direct.valid() && length % kDirectAlign == 0 && offset % kDirectAlign == 0 &&
+        reinterpret_cast<uintptr_t>(data) % kDirectAlign == 0) {
+      absl::Status direct = WriteAllAt(state.direct.get(), data, length, offset);
+      if (direct.ok() || !absl::IsInvalidArgument(direct)) return direct;
+    }
+    RETURN_IF_ERROR(WriteAllAt(state.fd.get(), data, length, offset));
+    (void)::sync_file_range(state.fd.get(), static_cast<off_t>(offset), length,
+                            SYNC_FILE_RANGE_WRITE);
+    return absl::OkStatus();
+  }
+
   void VerifyAndWrite(const char* frame) {
     const uint32_t g = GetU32(frame);
     const ChunkRef& ref = index_.at(g);
@@ -523,18 +554,13 @@ class StageEndpoints::Transfer {
     if (have_[g] || !state.fd.valid()) return;
     reserved_.WaitForNotification();
     if (reserve_failed_.load()) return;
-    if (absl::Status w = WriteAllAt(state.fd.get(), bytes.data(), ref.length, ref.offset);
-        !w.ok()) {
+    if (absl::Status w = WriteChunk(state, bytes.data(), ref.length, ref.offset); !w.ok()) {
       Fail(absl::StrCat("node ", options_.node_name, ": writing ", state.partial_path, ": ",
                         w.message(),
                         "; nothing under a final name is half-written, free space "
                         "and stage again to resume"));
       return;
     }
-    // Write-back starts now rather than at the final fsync, so the disk works while the
-    // network does (an error shows at that fsync).
-    (void)::sync_file_range(state.fd.get(), static_cast<off_t>(ref.offset), ref.length,
-                            SYNC_FILE_RANGE_WRITE);
     // A chunk sent twice is counted once.
     if (have_[g].exchange(1) == 0) {
       missing_.fetch_sub(1);
@@ -571,7 +597,11 @@ class StageEndpoints::Transfer {
     uint32_t stream = 0;
     char* frame = nullptr;
   };
-  std::vector<std::unique_ptr<char[]>> buffers_;
+  struct FreeDeleter {
+    void operator()(char* p) const { std::free(p); }
+  };
+  static size_t AlignUp(size_t n) { return (n + kDirectAlign - 1) / kDirectAlign * kDirectAlign; }
+  std::vector<std::unique_ptr<char, FreeDeleter>> buffers_;
   absl::Mutex queue_mu_;
   std::vector<char*> free_ ABSL_GUARDED_BY(queue_mu_);
   std::deque<Work> work_ ABSL_GUARDED_BY(queue_mu_);

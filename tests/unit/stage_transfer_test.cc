@@ -1,15 +1,25 @@
 // The staging transfer's endpoints over real loopback sockets, in one process: a source and a
 // chain of two receivers, each writing under its own prefix. Chunks are 64 KiB so each case
 // moves a few MiB; every wait is bounded by the endpoints' own timeouts.
+#include <fcntl.h>
+#include <linux/magic.h>
+#include <sys/mman.h>
+#include <sys/vfs.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <random>
 #include <string>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "agent/probes/artifacts.h"
 #include "agent/stage/manifest.h"
 #include "agent/stage/stage_endpoints.h"
+#include "common/unique_fd.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -122,6 +132,44 @@ class StageTransferTest : public ::testing::Test {
   std::string root_;
   uint32_t chunk_ = kChunk;
 };
+
+// Whole chunks are written with O_DIRECT: a staged model does not sit in the receiver's page
+// cache (on a Spark, memory its GPU shares). Only the file's last, partial chunk may.
+TEST_F(StageTransferTest, WholeChunksAreWrittenPastThePageCache) {
+  struct statfs fs {};
+  ASSERT_EQ(::statfs(root_.c_str(), &fs), 0);
+  if (fs.f_type == TMPFS_MAGIC) {
+    GTEST_SKIP() << root_ << " is a tmpfs, whose pages are its storage; O_DIRECT needs a disk";
+  }
+  {
+    const std::string probe = root_ + "/direct-probe";
+    UniqueFd fd(::open(probe.c_str(), O_WRONLY | O_CREAT | O_DIRECT | O_CLOEXEC, 0600));
+    if (!fd.valid()) {
+      GTEST_SKIP() << "the file system of " << root_ << " refuses O_DIRECT ("
+                   << std::strerror(errno) << "); staging writes through the page cache there";
+    }
+  }
+  StageEndpoints source({.node_name = "src"});
+  StageEndpoints n1({.node_name = "n1", .prefix = root_ + "/n1"});
+  Round round = Run(source, {&n1}, "t1");
+  ASSERT_TRUE(round.send.ok()) << round.send;
+  ASSERT_EQ(round.finished[0].chunks_missing(), 0u);
+  // Residency before anything reads the copy.
+  const std::string copy = root_ + "/n1/model/weights.bin";
+  UniqueFd fd(::open(copy.c_str(), O_RDONLY | O_CLOEXEC));
+  ASSERT_TRUE(fd.valid());
+  const size_t size = 3 * kChunk + 123;
+  void* map = ::mmap(nullptr, size, PROT_READ, MAP_SHARED, fd.get(), 0);
+  ASSERT_NE(map, MAP_FAILED);
+  const size_t page = static_cast<size_t>(::sysconf(_SC_PAGESIZE));
+  std::vector<unsigned char> resident((size + page - 1) / page);
+  ASSERT_EQ(::mincore(map, size, resident.data()), 0);
+  ::munmap(map, size);
+  size_t cached = 0;
+  for (unsigned char r : resident) cached += r & 1;
+  EXPECT_LE(cached, 1u) << "of " << resident.size() << " pages (3 whole chunks and a tail)";
+  ExpectIdentical(root_ + "/n1");
+}
 
 TEST_F(StageTransferTest, AChainCopiesEveryFileToEveryNodeAndARerunMovesNothing) {
   StageEndpoints source({.node_name = "src"});
