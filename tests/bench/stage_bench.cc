@@ -14,9 +14,13 @@
 // FLEET_TEST_FALLBACK=1) the nodes are 127.0.0.x addresses on loopback.
 //
 // --pin-cores N gives each node N cores of its own (taskset), as separate machines would have.
+// --link-gbit R caps every node's sending rate at R Gbit/s (a tc token bucket on its veth), as a
+// NIC port of that speed would: on a machine whose cores, not its links, bound iperf3 and the
+// copy alike, it measures whether the copy and the chain keep a link of that rate full.
 //
 //   build/tests/bench/stage_bench [--gib 2] [--streams 4] [--dest-root DIR] [--fleet PATH]
-//                                 [--pin-cores N]
+//                                 [--pin-cores N] [--link-gbit R]
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -61,14 +65,53 @@ double Stage(TestCluster& cluster, const std::string& source, const std::string&
   return slowest;
 }
 
-int Run(double gib, uint32_t streams, const std::string& dest_root, const std::string& fleet,
-        int pin_cores) {
+struct BenchOptions {
+  double gib = 2;
+  uint32_t streams = 4;
+  std::string dest_root;  // empty: the bench's temporary directory
+  std::string fleet = FLEET_BINARY;
+  int pin_cores = 0;     // 0: unpinned
+  double link_gbit = 0;  // 0: links as fast as this machine moves bytes
+};
+
+// Caps the sending rate of every host of `n` at `gbit` Gbit/s: a token bucket on the host's end
+// of its veth (eth0 in the test network), 10 ms of the rate deep.
+absl::Status ShapeLinks(const TestNetwork& n, double gbit) {
+  if (!n.isolated()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("--link-gbit needs network namespaces, and this run fell back to loopback (",
+                     n.fallback_reason(), "); run as root without FLEET_TEST_FALLBACK"));
+  }
+  const uint64_t burst = std::max<uint64_t>(64 << 10, static_cast<uint64_t>(gbit * 1e9 / 8 / 100));
+  for (int i = 0; i < n.size(); ++i) {
+    absl::StatusOr<CommandResult> tc = RunCommand(
+        {"tc", "-n", n.host(i).netns, "qdisc", "replace", "dev", "eth0", "root", "tbf", "rate",
+         absl::StrCat(gbit * 1000, "mbit"), "burst", absl::StrCat(burst), "latency", "50ms"},
+        std::chrono::seconds(10));
+    if (!tc.ok()) return tc.status();
+    if (tc->exit_code != 0) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "tc qdisc replace ... tbf on ", n.host(i).netns, " failed: ", tc->stderr_text,
+          "; the kernel needs sch_tbf (modprobe sch_tbf) and iproute2's tc"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+int Run(const BenchOptions& options) {
+  const uint32_t streams = options.streams;
+  const int pin_cores = options.pin_cores;
   absl::StatusOr<std::unique_ptr<TestNetwork>> net = CreateTestNetwork(kAgents + 1);
   if (!net.ok()) return Fail(net.status().ToString());
-  absl::StatusOr<std::unique_ptr<TestCluster>> made = TestCluster::Create(**net, fleet);
+  if (options.link_gbit > 0) {
+    if (absl::Status st = ShapeLinks(**net, options.link_gbit); !st.ok()) {
+      return Fail(st.ToString());
+    }
+  }
+  absl::StatusOr<std::unique_ptr<TestCluster>> made = TestCluster::Create(**net, options.fleet);
   if (!made.ok()) return Fail(made.status().ToString());
   TestCluster& cluster = **made;
-  const std::string root = dest_root.empty() ? cluster.temp_dir() : dest_root;
+  const std::string root = options.dest_root.empty() ? cluster.temp_dir() : options.dest_root;
   auto prefix = [&](int i) { return absl::StrCat(root, "/stage-", i); };
   if (absl::Status st = cluster.StartController(); !st.ok()) return Fail(st.ToString());
   for (int i = 1; i <= kAgents; ++i) {
@@ -91,7 +134,7 @@ int Run(double gib, uint32_t streams, const std::string& dest_root, const std::s
   }
   // The tree: one large shard and four smaller ones, `gib` GiB in all.
   const std::string source = cluster.temp_dir() + "/source-model";
-  const uint64_t total = static_cast<uint64_t>(gib * (1ull << 30));
+  const uint64_t total = static_cast<uint64_t>(options.gib * (1ull << 30));
   const uint64_t small = total / 8;
   WriteRandomFile(source + "/model-00001.safetensors", total - 4 * small, 1);
   for (int i = 0; i < 4; ++i) {
@@ -193,6 +236,7 @@ int Run(double gib, uint32_t streams, const std::string& dest_root, const std::s
       {"one_copy_vs_disk", dd_s / one},
       {"loopback", !n.isolated()},
       {"pin_cores", pin_cores},
+      {"link_gbit", options.link_gbit},
   };
   std::cout << out.dump() << "\n";
   return 0;
@@ -203,21 +247,21 @@ int Run(double gib, uint32_t streams, const std::string& dest_root, const std::s
 
 int main(int argc, char** argv) {
   CLI::App app{"stage_bench: fleet stage model against iperf3 and rsync"};
-  double gib = 2;
-  uint32_t streams = 4;
-  app.add_option("--gib", gib, "size of the synthetic tree in GiB")->capture_default_str();
-  app.add_option("--streams", streams, "TCP streams per link (fleet stage and iperf3)")
+  fleet::testing::BenchOptions options;
+  app.add_option("--gib", options.gib, "size of the synthetic tree in GiB")->capture_default_str();
+  app.add_option("--streams", options.streams, "TCP streams per link (fleet stage and iperf3)")
       ->capture_default_str();
-  std::string dest_root;
-  app.add_option("--dest-root", dest_root,
+  app.add_option("--dest-root", options.dest_root,
                  "directory for the agents' staged files (default: the bench's temporary "
                  "directory)");
-  std::string fleet = FLEET_BINARY;
-  app.add_option("--fleet", fleet, "the fleet binary to run")->capture_default_str();
-  int pin_cores = 0;
-  app.add_option("--pin-cores", pin_cores,
+  app.add_option("--fleet", options.fleet, "the fleet binary to run")->capture_default_str();
+  app.add_option("--pin-cores", options.pin_cores,
                  "run node i (its agent, iperf3, rsync) on cores [(i-1)*N, i*N) (0: unpinned)")
       ->capture_default_str();
+  app.add_option("--link-gbit", options.link_gbit,
+                 "cap every node's sending rate at this many Gbit/s with tc tbf, as a NIC port "
+                 "of that speed would (0: no cap; needs network namespaces)")
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
-  return fleet::testing::Run(gib, streams, dest_root, fleet, pin_cores);
+  return fleet::testing::Run(options);
 }
