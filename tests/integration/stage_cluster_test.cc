@@ -135,9 +135,9 @@ class StageTest : public ClusterFixture {
   std::string mounted_;
 };
 
-TEST_F(StageTest, AGigabyteModelReachesThreeNodesByteIdentical) {
+TEST_F(StageTest, AMultiGigabyteModelReachesThreeNodesByteIdentical) {
   ASSERT_NO_FATAL_FAILURE(Start());
-  WriteRandomFile(source_ + "/model-00001-of-00002.safetensors", (1ull << 30) + 12345, 1);
+  WriteRandomFile(source_ + "/model-00001-of-00002.safetensors", (2ull << 30) + 12345, 1);
   WriteRandomFile(source_ + "/model-00002-of-00002.safetensors", 96ull << 20, 2);
   WriteRandomFile(source_ + "/tokenizer/tokenizer.json", 3 << 20, 3);
   std::ofstream(source_ + "/config.json") << "{\"architectures\": [\"Synthetic\"]}\n";
