@@ -52,6 +52,20 @@ class StageRunnerTest : public ::testing::Test {
     for (std::string& n : to) request.add_to(std::move(n));
     return request;
   }
+  struct CancelledRun {
+    absl::StatusOr<v1::StageModelResponse> run = absl::UnknownError("not run");
+    absl::StatusOr<v1::StageCancelResponse> cancel = absl::UnknownError("not asked");
+  };
+  // A copy to spark-2 and spark-3, cancelled once the fake holds one of its calls (a send, or
+  // a scan with `hold_scans`).
+  CancelledRun RunAndCancelOnceHeld() {
+    CancelledRun ended;
+    std::thread run([&] { ended.run = runner_.Run(Request({"spark-2", "spark-3"}), nodes_); });
+    EXPECT_TRUE(agents_.WaitForHeldSend());
+    ended.cancel = runner_.Cancel();
+    run.join();
+    return ended;
+  }
 
   FakeClock clock_;
   FakeStageAgentClient agents_;
@@ -164,21 +178,15 @@ TEST_F(StageRunnerTest, BadRequestsAreRefusedWithTheFix) {
               HasSubstr("named twice"));
 }
 
-// `fleet stage cancel` while the source sends: each prepared target is told to abort (which is
-// what ends the send), no target is asked to finish, and the run ends "cancelled".
 // `fleet stage cancel` while the source still hashes a tree it has never seen: the scan is
 // cancelled (not waited for), no other node is asked to scan, nothing is prepared.
 TEST_F(StageRunnerTest, CancelStopsTheSourcesScan) {
   agents_.hold_scans = true;
-  absl::StatusOr<v1::StageModelResponse> done = absl::UnknownError("not run");
-  std::thread run([&] { done = runner_.Run(Request({"spark-2", "spark-3"}), nodes_); });
-  ASSERT_TRUE(agents_.WaitForHeldSend());
-  absl::StatusOr<v1::StageCancelResponse> cancelled = runner_.Cancel();
-  run.join();
-  ASSERT_TRUE(cancelled.ok()) << cancelled.status();
-  ASSERT_TRUE(done.ok()) << done.status();
+  CancelledRun cancelled = RunAndCancelOnceHeld();
+  ASSERT_TRUE(cancelled.cancel.ok()) << cancelled.cancel.status();
+  ASSERT_TRUE(cancelled.run.ok()) << cancelled.run.status();
   EXPECT_THAT(agents_.calls, ElementsAre("scan " + Agent(1)));
-  for (const v1::StageRun* run : {&done->run(), &cancelled->run()}) {
+  for (const v1::StageRun* run : {&cancelled.run->run(), &cancelled.cancel->run()}) {
     EXPECT_EQ(run->state(), "cancelled");
     ASSERT_EQ(run->nodes_size(), 2);
     EXPECT_EQ(run->nodes(0).node(), "spark-2");
@@ -188,16 +196,16 @@ TEST_F(StageRunnerTest, CancelStopsTheSourcesScan) {
   }
 }
 
+// `fleet stage cancel` while the source sends: each prepared target is told to abort (which is
+// what ends the send), no target is asked to finish, and the run ends "cancelled".
 TEST_F(StageRunnerTest, CancelAbortsEveryPreparedTargetAndEndsTheRunCancelled) {
   EXPECT_TRUE(absl::IsFailedPrecondition(runner_.Cancel().status()));
   agents_.lacking[Agent(2)] = {0, 1};
   agents_.lacking[Agent(3)] = {2};
   agents_.hold_sends = true;
-  absl::StatusOr<v1::StageModelResponse> done = absl::UnknownError("not run");
-  std::thread run([&] { done = runner_.Run(Request({"spark-2", "spark-3"}), nodes_); });
-  ASSERT_TRUE(agents_.WaitForHeldSend());
-  absl::StatusOr<v1::StageCancelResponse> cancelled = runner_.Cancel();
-  run.join();
+  CancelledRun ended = RunAndCancelOnceHeld();
+  absl::StatusOr<v1::StageCancelResponse>& cancelled = ended.cancel;
+  absl::StatusOr<v1::StageModelResponse>& done = ended.run;
   ASSERT_TRUE(cancelled.ok()) << cancelled.status();
   ASSERT_TRUE(done.ok()) << done.status();
   const std::string id = agents_.prepares[Agent(2)][0].transfer_id();
