@@ -14,6 +14,12 @@ namespace {
 
 constexpr absl::Duration kScanCancelPoll = absl::Milliseconds(100);
 
+// A failed call's status, naming the agent's address.
+absl::Status AgentError(const grpc::Status& status, const std::string& address) {
+  absl::Status st = FromGrpc(status);
+  return absl::Status(st.code(), absl::StrCat("agent at ", address, ": ", st.message()));
+}
+
 // One unary call with a deadline; errors name the agent's address.
 template <typename Request, typename Response, typename Method>
 absl::StatusOr<Response> CallAgent(v1::Agent::Stub* stub, Method method, const Request& request,
@@ -23,8 +29,7 @@ absl::StatusOr<Response> CallAgent(v1::Agent::Stub* stub, Method method, const R
   Response response;
   grpc::Status status = (stub->*method)(&context, request, &response);
   if (status.ok()) return response;
-  absl::Status st = FromGrpc(status);
-  return absl::Status(st.code(), absl::StrCat("agent at ", address, ": ", st.message()));
+  return AgentError(status, address);
 }
 
 }  // namespace
@@ -74,8 +79,7 @@ absl::StatusOr<v1::StageScanResponse> GrpcStageAgentClient::Scan(
     }
   }
   if (status.ok()) return response;
-  absl::Status st = FromGrpc(status);
-  return absl::Status(st.code(), absl::StrCat("agent at ", address, ": ", st.message()));
+  return AgentError(status, address);
 }
 
 absl::StatusOr<v1::StagePrepareResponse> GrpcStageAgentClient::Prepare(
