@@ -250,6 +250,13 @@ absl::StatusOr<v1::StageModelResponse> StageRunner::Run(const v1::StageModelRequ
 
   // Shown while the source scans: a first scan of a large tree takes minutes.
   Publish(run);
+  // Ends the run as cancelled, each node not done or failed "cancelled".
+  auto cancelled = [&] {
+    EndCancelled(run, start);
+    v1::StageModelResponse response;
+    *response.mutable_run() = run;
+    return response;
+  };
 
   // The source: the named node, else the first Ready non-target that has the path.
   v1::StageScanRequest scan;
@@ -276,10 +283,7 @@ absl::StatusOr<v1::StageModelResponse> StageRunner::Run(const v1::StageModelRequ
   if (!from.has_value() && cancel->HasBeenNotified()) {
     // Cancelled while the source hashed the tree: nothing was sent; what it hashed is cached.
     for (const std::string& name : request.to()) run.add_nodes()->set_node(name);
-    EndCancelled(run, start);
-    v1::StageModelResponse response;
-    *response.mutable_run() = run;
-    return response;
+    return cancelled();
   }
   if (!from.has_value()) {
     run.set_state("failed");
@@ -311,13 +315,6 @@ absl::StatusOr<v1::StageModelResponse> StageRunner::Run(const v1::StageModelRequ
     t.result->set_error(error);
     t.result->set_seconds(absl::ToDoubleSeconds(clock_->Now() - start));
   };
-  auto cancelled = [&] {
-    EndCancelled(run, start);
-    v1::StageModelResponse response;
-    *response.mutable_run() = run;
-    return response;
-  };
-
   for (int round = 1; round <= kMaxRounds; ++round) {
     if (CancelRequested()) return cancelled();
     std::vector<Target*> chain;
